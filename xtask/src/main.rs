@@ -9,7 +9,8 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a task runner talks on the terminal
 
 use std::env;
-use std::process::{Command, ExitCode};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitCode, Stdio};
 
 const CI_PROPTEST_CASES: &str = "512";
 const DEEP_PROPTEST_CASES: &str = "20000";
@@ -49,12 +50,65 @@ fn ci() -> Result<(), String> {
         &[],
     )?;
     let cases = env::var("PROPTEST_CASES").unwrap_or_else(|_| CI_PROPTEST_CASES.into());
-    cargo(
+    let mut tally = Tally::default();
+    let suites = cargo_test(
         &["test", "--workspace", "--all-targets"],
         &[("PROPTEST_CASES", &cases)],
-    )?;
+        &mut tally,
+    );
     // Doc tests are not part of --all-targets.
-    cargo(&["test", "--workspace", "--doc"], &[])
+    let docs = cargo_test(&["test", "--workspace", "--doc"], &[], &mut tally);
+    // One closing line for the whole run, whatever order cargo printed the crates in.
+    println!("ci: {} passed, {} failed", tally.passed, tally.failed);
+    suites.and(docs)
+}
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    /// Adds a libtest summary line: `test result: ok. 26 passed; 0 failed; ...`.
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let n: u64 = n.parse().unwrap_or(0);
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs a cargo test command, echoing its output and counting its results.
+fn cargo_test(args: &[&str], envs: &[(&str, &str)], tally: &mut Tally) -> Result<(), String> {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let line = format!("cargo {}", args.join(" "));
+    println!("$ {line}");
+    let mut child = Command::new(cargo)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{line} ({e})"))?;
+    if let Some(out) = child.stdout.take() {
+        for text in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{text}");
+            tally.add(&text);
+        }
+    }
+    let status = child.wait().map_err(|e| format!("{line} ({e})"))?;
+    if status.success() { Ok(()) } else { Err(line) }
 }
 
 fn proptest() -> Result<(), String> {

@@ -8,6 +8,8 @@
 //!
 //! Run deeper with `cargo xtask proptest` (PROPTEST_CASES, default 20000).
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
 use std::time::{Duration, Instant};
 
 use hale_core::{BreakerConfig, BreakerState, CallOutcome, CircuitBreaker, Override, Permit};

@@ -1,6 +1,8 @@
 //! Every transition of the circuit breaker, walked through step by step with a hand-driven
 //! clock. Each test is a story an operator would recognise.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
 use std::time::{Duration, Instant};
 
 use hale_core::{

@@ -1,5 +1,7 @@
 //! The shared gate on the request path: many threads admit and record at once.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -76,11 +78,11 @@ fn concurrent_failures_open_it_once_and_exactly_one_caller_sees_the_transition()
                 barrier.wait();
                 let mut opened = 0;
                 for _ in 0..100 {
-                    if let Ok(permit) = b.try_acquire() {
-                        if let Some(t) = permit.record(CallOutcome::Failure) {
-                            assert_eq!((t.from, t.to), (BreakerState::Closed, BreakerState::Open));
-                            opened += 1;
-                        }
+                    if let Ok(permit) = b.try_acquire()
+                        && let Some(t) = permit.record(CallOutcome::Failure)
+                    {
+                        assert_eq!((t.from, t.to), (BreakerState::Closed, BreakerState::Open));
+                        opened += 1;
                     }
                 }
                 opened

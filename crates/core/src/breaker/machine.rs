@@ -305,7 +305,7 @@ impl CircuitBreaker {
             self.state = State::Closed { failures };
             return None;
         }
-        let open_for = self.backoff.from_closed(now, self.closed_since);
+        let open_for = self.backoff.opening_from_closed(now, self.closed_since);
         self.move_to(
             now,
             State::Open {
@@ -326,7 +326,7 @@ impl CircuitBreaker {
     ) -> Option<Transition> {
         match outcome {
             CallOutcome::Failure => {
-                let open_for = self.backoff.from_half_open();
+                let open_for = self.backoff.reopening_from_half_open();
                 self.move_to(
                     now,
                     State::Open {

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -62,26 +63,32 @@ impl<C: Clock> SharedBreaker<C> {
 
     /// Asks to make one call. The permit reports the outcome, or frees its slot when
     /// dropped unreported.
+    #[inline]
     pub fn try_acquire(&self) -> Result<SharedPermit<'_, C>, Rejected> {
         let hint = self.hint.load(Ordering::Acquire);
         if hint & ADMIT_FREE != 0 {
             return Ok(SharedPermit {
                 breaker: self,
-                permit: Some(Permit {
-                    generation: hint >> FLAG_BITS,
-                    slot: false,
-                }),
+                generation: hint >> FLAG_BITS,
+                slot: false,
                 transition: None,
             });
         }
+        self.try_acquire_locked()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn try_acquire_locked(&self) -> Result<SharedPermit<'_, C>, Rejected> {
         let mut machine = self.lock();
         let admitted = machine.try_acquire(self.clock.now());
         self.publish(&machine);
         let admitted = admitted?;
         Ok(SharedPermit {
             breaker: self,
-            permit: Some(admitted.permit),
-            transition: admitted.transition,
+            generation: admitted.permit.generation,
+            slot: admitted.permit.slot,
+            transition: admitted.transition.map(Box::new),
         })
     }
 
@@ -129,6 +136,7 @@ impl<C: Clock> SharedBreaker<C> {
         self.lock().snapshot()
     }
 
+    #[inline]
     fn record(&self, permit: Permit, outcome: CallOutcome) -> Option<Transition> {
         // A success on a clean closed breaker is a no-op whatever its generation: stale
         // permits are ignored anyway.
@@ -136,15 +144,20 @@ impl<C: Clock> SharedBreaker<C> {
         {
             return None;
         }
+        self.record_locked(permit, outcome)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_locked(&self, permit: Permit, outcome: CallOutcome) -> Option<Transition> {
         self.with(|m, now| m.record(now, permit, outcome))
     }
 
+    #[cold]
     fn cancel(&self, permit: Permit) {
-        if permit.slot {
-            let mut machine = self.lock();
-            machine.cancel(permit);
-            self.publish(&machine);
-        }
+        let mut machine = self.lock();
+        machine.cancel(permit);
+        self.publish(&machine);
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut CircuitBreaker, Instant) -> T) -> T {
@@ -183,14 +196,18 @@ impl<C> SharedBreaker<C> {
 #[must_use = "report the call's outcome with record(); dropping it counts as cancelled"]
 pub struct SharedPermit<'a, C: Clock> {
     breaker: &'a SharedBreaker<C>,
-    permit: Option<Permit>,
-    transition: Option<Transition>,
+    generation: u64,
+    slot: bool,
+    /// Boxed: it is rare, and an inline `Transition` would make every fast-path permit
+    /// several times larger.
+    transition: Option<Box<Transition>>,
 }
 
 impl<C: Clock> fmt::Debug for SharedPermit<'_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedPermit")
-            .field("permit", &self.permit)
+            .field("generation", &self.generation)
+            .field("slot", &self.slot)
             .field("transition", &self.transition)
             .finish_non_exhaustive()
     }
@@ -199,20 +216,31 @@ impl<C: Clock> fmt::Debug for SharedPermit<'_, C> {
 impl<C: Clock> SharedPermit<'_, C> {
     /// The transition that admitting this call caused (open → half-open), if any.
     pub fn transition(&self) -> Option<&Transition> {
-        self.transition.as_ref()
+        self.transition.as_deref()
     }
 
     /// Reports the call's outcome, returning the transition it caused, if any.
-    pub fn record(mut self, outcome: CallOutcome) -> Option<Transition> {
-        let permit = self.permit.take()?;
-        self.breaker.record(permit, outcome)
+    #[inline]
+    pub fn record(self, outcome: CallOutcome) -> Option<Transition> {
+        // Reported: the drop-time cancellation must not run.
+        let mut this = ManuallyDrop::new(self);
+        drop(this.transition.take());
+        let permit = Permit {
+            generation: this.generation,
+            slot: this.slot,
+        };
+        this.breaker.record(permit, outcome)
     }
 }
 
 impl<C: Clock> Drop for SharedPermit<'_, C> {
+    #[inline]
     fn drop(&mut self) {
-        if let Some(permit) = self.permit.take() {
-            self.breaker.cancel(permit);
+        if self.slot {
+            self.breaker.cancel(Permit {
+                generation: self.generation,
+                slot: true,
+            });
         }
     }
 }
