@@ -389,7 +389,17 @@ impl ReferenceStateMachine for BreakerModel {
             }
             Step::Observe { outcome, skew } => {
                 let at = m.at(skew);
-                Expect::Change(m.apply_outcome(at, outcome))
+                let probe_reopens = matches!(m.state, MState::Open { .. })
+                    && outcome == CallOutcome::Success
+                    && matches!(m.override_, None | Some(Override::Disabled));
+                if probe_reopens {
+                    Expect::Change(m.move_to(MState::HalfOpen {
+                        in_flight: 0,
+                        successes: 0,
+                    }))
+                } else {
+                    Expect::Change(m.apply_outcome(at, outcome))
+                }
             }
             Step::HandleTimeout { skew } => {
                 let at = m.at(skew);

@@ -267,7 +267,7 @@ fn a_late_result_from_an_older_generation_is_ignored() {
 }
 
 #[test]
-fn observed_probe_results_count_like_calls_except_while_open() {
+fn observed_probe_results_count_like_calls() {
     let mut s = Scene::new(BreakerConfig {
         failure_threshold: 2,
         ..BreakerConfig::default()
@@ -275,14 +275,38 @@ fn observed_probe_results_count_like_calls_except_while_open() {
     assert_eq!(s.breaker.observe(s.now, CallOutcome::Failure), None);
     let t = s.breaker.observe(s.now, CallOutcome::Failure).unwrap();
     assert_eq!(t.to, BreakerState::Open);
-    // While open, a probe success does not cut the timeout short.
-    assert_eq!(s.breaker.observe(s.now, CallOutcome::Success), None);
-    assert_eq!(s.breaker.state(), BreakerState::Open);
+    // While open, more failed probes change nothing.
+    assert_eq!(s.breaker.observe(s.now, CallOutcome::Failure), None);
     s.wait(60 * SEC);
     s.breaker.handle_timeout(s.now);
     // Half-open: a good probe counts as a successful trial.
     let t = s.breaker.observe(s.now, CallOutcome::Success).unwrap();
     assert_eq!(t.to, BreakerState::Closed);
+}
+
+#[test]
+fn a_successful_probe_while_open_admits_trials_early_but_does_not_close() {
+    let mut s = Scene::default();
+    s.trip();
+    s.wait(60 * SEC);
+    s.fail(); // the trial fails: open for 120 s
+    s.wait(10 * SEC);
+    let t = s.breaker.observe(s.now, CallOutcome::Success).unwrap();
+    assert_eq!((t.from, t.to), (BreakerState::Open, BreakerState::HalfOpen));
+    assert_eq!(t.cause, Cause::ProbeSucceeded);
+    // Real calls still decide: a failed trial reopens, and the doubling goes on.
+    let p = s.acquire();
+    let t = s.breaker.record(s.now, p, CallOutcome::Failure).unwrap();
+    assert_eq!(
+        t.cause,
+        Cause::TrialFailed {
+            open_for: 240 * SEC
+        }
+    );
+    // A forced-open breaker is not talked out of it by a probe.
+    s.breaker.force_open(s.now);
+    assert_eq!(s.breaker.observe(s.now, CallOutcome::Success), None);
+    assert_eq!(s.breaker.state(), BreakerState::Open);
 }
 
 #[test]

@@ -147,10 +147,24 @@ impl CircuitBreaker {
     }
 
     /// Feeds an outcome that was not admitted through this breaker, such as a health
-    /// probe: it counts as if a call had been admitted now. An open breaker ignores it;
-    /// only its timeout moves it on.
+    /// probe: closed and half-open count it as if a call had been made now. An open
+    /// breaker ignores a failed probe, and takes a successful one as news that the backend
+    /// is back: it goes half-open at once and lets real calls decide, instead of keeping
+    /// the backend's traffic away for the rest of a (possibly doubled) timeout. This is
+    /// Envoy's `successful_active_health_check_uneject_host`, made cautious.
     pub fn observe(&mut self, now: Instant, outcome: CallOutcome) -> Option<Transition> {
-        self.apply(now, outcome)
+        match (self.state, outcome, self.override_) {
+            (State::Open { .. }, CallOutcome::Success, None | Some(Override::Disabled)) => self
+                .move_to(
+                    now,
+                    State::HalfOpen {
+                        in_flight: 0,
+                        successes: 0,
+                    },
+                    Cause::ProbeSucceeded,
+                ),
+            _ => self.apply(now, outcome),
+        }
     }
 
     /// When the breaker next wants [`handle_timeout`](Self::handle_timeout): the end of

@@ -122,6 +122,8 @@ pub enum Cause {
     },
     /// The open timeout passed.
     TimeoutElapsed,
+    /// A health probe succeeded while open.
+    ProbeSucceeded,
     /// A trial call failed while half-open.
     TrialFailed {
         /// How long it stays open this time.
@@ -147,11 +149,15 @@ impl fmt::Display for Cause {
                 write!(f, "{failures} consecutive failures, open for {open_for:?}")
             }
             Cause::TimeoutElapsed => f.write_str("open timeout elapsed, admitting trial calls"),
+            Cause::ProbeSucceeded => {
+                f.write_str("health probe succeeded while open, admitting trial calls")
+            }
             Cause::TrialFailed { open_for } => {
                 write!(f, "trial call failed, open for {open_for:?}")
             }
+            Cause::TrialsSucceeded { successes: 1 } => f.write_str("trial call succeeded"),
             Cause::TrialsSucceeded { successes } => {
-                write!(f, "{successes} trial calls succeeded")
+                write!(f, "{successes} trial calls in a row succeeded")
             }
             Cause::ForcedOpen => f.write_str("forced open by operator"),
             Cause::ForcedClosed => f.write_str("forced closed by operator"),

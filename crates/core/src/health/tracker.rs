@@ -102,6 +102,7 @@ impl fmt::Display for HealthReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HealthReason::Answered { latency } => write!(f, "answered in {latency:?}"),
+            HealthReason::Recovered { successes: 1 } => f.write_str("check succeeded"),
             HealthReason::Recovered { successes } => {
                 write!(f, "{successes} consecutive successful checks")
             }
