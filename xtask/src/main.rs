@@ -3,7 +3,7 @@
 //! - `ci`: formatting, clippy with warnings as errors, the whole test suite with the
 //!   property tests at CI size (`PROPTEST_CASES`, default 512). What `.ci/run` runs.
 //! - `proptest`: the model-based property tests only, in release mode, at
-//!   `PROPTEST_CASES` (default 20000).
+//!   `PROPTEST_CASES` (default 100000).
 //! - `bench [core]`: the criterion benchmarks; figures go to `docs/benchmarks.md` by hand.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a task runner talks on the terminal
@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitCode, Stdio};
 
 const CI_PROPTEST_CASES: &str = "512";
-const DEEP_PROPTEST_CASES: &str = "20000";
+const DEEP_PROPTEST_CASES: &str = "100000";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();

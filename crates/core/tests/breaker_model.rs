@@ -6,7 +6,7 @@
 //! small reference model written straight from the spec and the real [`CircuitBreaker`].
 //! After every step the two must agree on the answer and on the whole visible state.
 //!
-//! Run deeper with `cargo xtask proptest` (PROPTEST_CASES, default 20000).
+//! Run deeper with `cargo xtask proptest` (PROPTEST_CASES, default 100000).
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
