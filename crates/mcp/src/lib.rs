@@ -1,5 +1,39 @@
 //! The client side of MCP for hale: one client per backend URL over streamable HTTP or
-//! legacy SSE, long-lived probe sessions, and the classification of what went wrong into
-//! [`hale_core::FailureCategory`].
+//! legacy SSE, long-lived probe sessions, and the classification of everything that can go
+//! wrong into [`hale_core`]'s outcomes.
 //!
-//! Not built yet: this crate is a placeholder in the workspace layout (spec §4).
+//! ```no_run
+//! use hale_mcp::{ClientOptions, McpClient, TransportKind};
+//!
+//! # async fn demo() -> Result<(), hale_mcp::McpError> {
+//! let client = McpClient::connect(
+//!     "http://127.0.0.1:8081/mcp",
+//!     ClientOptions { transport: TransportKind::StreamableHttp, ..Default::default() },
+//! )
+//! .await?;
+//! client.ping().await?;
+//! for tool in client.list_tools().await? {
+//!     println!("{}", tool["name"]);
+//! }
+//! let result = client.call_tool("echo", serde_json::json!({"text": "hi"})).await?;
+//! # let _ = result;
+//! client.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Errors say which server failed and how ([`McpError`]); [`McpError::category`] turns
+//! them into hale-core's failure categories, and [`Probe`] turns a whole health check into
+//! a [`hale_core::CheckOutcome`].
+
+mod client;
+mod error;
+mod http;
+mod jsonrpc;
+mod probe;
+mod transport;
+
+pub use client::{ClientOptions, McpClient, PROTOCOL_VERSIONS, ServerInfo};
+pub use error::McpError;
+pub use jsonrpc::Notification;
+pub use probe::{Probe, ProbeMethod};
+pub use transport::TransportKind;

@@ -1,0 +1,352 @@
+//! One MCP client per backend URL: initialize, requests with deadlines, pagination, and
+//! one transparent re-initialization when the server has lost the session.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{RwLock, broadcast};
+
+use crate::McpError;
+use crate::http::{self as h, HttpClient};
+use crate::jsonrpc::Notification;
+use crate::transport::{LegacySse, StreamableHttp, Transport, TransportKind};
+
+/// Protocol versions we speak, newest first. 2024-11-05 is the legacy SSE era.
+pub const PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+/// How to reach a backend and how patient to be.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Streamable HTTP or legacy SSE.
+    pub transport: TransportKind,
+    /// Deadline of each request (initialize included).
+    pub request_timeout: Duration,
+    /// The `clientInfo.name` we announce.
+    pub client_name: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            transport: TransportKind::StreamableHttp,
+            request_timeout: Duration::from_secs(30),
+            client_name: "hale".into(),
+        }
+    }
+}
+
+/// What the server told us in its initialize answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerInfo {
+    /// The negotiated protocol version.
+    pub protocol_version: String,
+    /// The server's `capabilities` object.
+    pub capabilities: Value,
+    /// The server's `serverInfo` object.
+    pub server_info: Value,
+    /// The server's `instructions`, if any.
+    pub instructions: Option<String>,
+}
+
+impl ServerInfo {
+    /// Whether the server declared capability `name` (`tools`, `resources`, `prompts`…).
+    pub fn has(&self, name: &str) -> bool {
+        self.capabilities.get(name).is_some_and(|v| !v.is_null())
+    }
+}
+
+/// A client session with one MCP server.
+///
+/// Requests may run concurrently. When the server answers that the session is gone (404,
+/// or a 400 saying "not initialized" / "missing session"; the SSE stream closing), the
+/// client initializes a new session and retries the request once before reporting
+/// [`McpError::SessionLost`].
+#[derive(Debug)]
+pub struct McpClient {
+    url: String,
+    uri: http::Uri,
+    options: ClientOptions,
+    http: HttpClient,
+    next_id: AtomicU64,
+    session: RwLock<Session>,
+    notifications: broadcast::Sender<Notification>,
+}
+
+#[derive(Debug)]
+struct Session {
+    transport: Transport,
+    info: ServerInfo,
+    /// Bumped per new session, so concurrent callers re-initialize only once.
+    epoch: u64,
+}
+
+impl McpClient {
+    /// Connects to `url` and initializes a session.
+    pub async fn connect(url: &str, options: ClientOptions) -> Result<Self, McpError> {
+        let uri = h::parse_url(url)?;
+        let http = h::client();
+        let (notifications, _) = broadcast::channel(256);
+        let next_id = AtomicU64::new(1);
+        let session = open(url, &uri, &options, &http, &notifications, &next_id, 0).await?;
+        Ok(McpClient {
+            url: url.to_string(),
+            uri,
+            options,
+            http,
+            next_id,
+            session: RwLock::new(session),
+            notifications,
+        })
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// What the server said when the current session was initialized.
+    pub async fn server_info(&self) -> ServerInfo {
+        self.session.read().await.info.clone()
+    }
+
+    /// Notifications the server sends from now on (`notifications/tools/list_changed`…).
+    pub fn notifications(&self) -> broadcast::Receiver<Notification> {
+        self.notifications.subscribe()
+    }
+
+    /// Sends `method` with `params` and returns the result, within the request timeout.
+    pub async fn request(&self, method: &str, params: Option<Value>) -> Result<Value, McpError> {
+        self.request_within(method, params, self.options.request_timeout)
+            .await
+    }
+
+    /// Like [`request`](Self::request) with a deadline of its own.
+    pub async fn request_within(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, McpError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || McpError::Timeout {
+            url: self.url.clone(),
+            method: method.into(),
+            after: timeout,
+        };
+        let first = tokio::time::timeout_at(deadline, self.send(method, params.clone())).await;
+        let epoch = match first {
+            Err(_) => return Err(timed_out()),
+            Ok(Err((e, epoch))) if e.is_session_lost() => epoch,
+            Ok(result) => return result.map_err(|(e, _)| e),
+        };
+        tracing::debug!(url = %self.url, method, "session lost; initializing a new one");
+        let retry = async {
+            self.reinitialize(epoch).await?;
+            self.send(method, params).await.map_err(|(e, _)| e)
+        };
+        tokio::time::timeout_at(deadline, retry)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+    }
+
+    async fn send(&self, method: &str, params: Option<Value>) -> Result<Value, (McpError, u64)> {
+        let session = self.session.read().await;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        session
+            .transport
+            .request(id, method, params)
+            .await
+            .map_err(|e| (e, session.epoch))
+    }
+
+    /// Opens a new session unless another caller already replaced session `epoch`.
+    async fn reinitialize(&self, epoch: u64) -> Result<(), McpError> {
+        let mut session = self.session.write().await;
+        if session.epoch != epoch {
+            return Ok(());
+        }
+        let fresh = open(
+            &self.url,
+            &self.uri,
+            &self.options,
+            &self.http,
+            &self.notifications,
+            &self.next_id,
+            epoch + 1,
+        )
+        .await?;
+        let old = std::mem::replace(&mut *session, fresh);
+        old.transport.close().await;
+        Ok(())
+    }
+
+    /// `ping`: an empty answer proves the session is alive.
+    pub async fn ping(&self) -> Result<(), McpError> {
+        self.request("ping", None).await.map(drop)
+    }
+
+    /// Every tool, following `nextCursor` through all pages.
+    pub async fn list_tools(&self) -> Result<Vec<Value>, McpError> {
+        self.list_all("tools/list", "tools").await
+    }
+
+    /// Every resource.
+    pub async fn list_resources(&self) -> Result<Vec<Value>, McpError> {
+        self.list_all("resources/list", "resources").await
+    }
+
+    /// Every resource template.
+    pub async fn list_resource_templates(&self) -> Result<Vec<Value>, McpError> {
+        self.list_all("resources/templates/list", "resourceTemplates")
+            .await
+    }
+
+    /// Every prompt.
+    pub async fn list_prompts(&self) -> Result<Vec<Value>, McpError> {
+        self.list_all("prompts/list", "prompts").await
+    }
+
+    /// Calls tool `name` with `arguments`; the result may carry `isError: true`.
+    pub async fn call_tool(&self, name: &str, arguments: Value) -> Result<Value, McpError> {
+        self.request(
+            "tools/call",
+            Some(json!({"name": name, "arguments": arguments})),
+        )
+        .await
+    }
+
+    /// Reads resource `uri`.
+    pub async fn read_resource(&self, uri: &str) -> Result<Value, McpError> {
+        self.request("resources/read", Some(json!({"uri": uri})))
+            .await
+    }
+
+    /// Gets prompt `name` with `arguments`.
+    pub async fn get_prompt(&self, name: &str, arguments: Value) -> Result<Value, McpError> {
+        self.request(
+            "prompts/get",
+            Some(json!({"name": name, "arguments": arguments})),
+        )
+        .await
+    }
+
+    async fn list_all(&self, method: &str, field: &str) -> Result<Vec<Value>, McpError> {
+        /// A server that keeps handing out cursors is broken; stop rather than loop.
+        const MAX_PAGES: usize = 1000;
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let params = cursor.take().map(|c| json!({"cursor": c}));
+            let page = self.request(method, params).await?;
+            match page.get(field) {
+                Some(Value::Array(list)) => items.extend(list.iter().cloned()),
+                None | Some(Value::Null) => {}
+                Some(_) => {
+                    return Err(McpError::Protocol {
+                        url: self.url.clone(),
+                        method: method.into(),
+                        detail: format!("\"{field}\" is not an array"),
+                    });
+                }
+            }
+            match page.get("nextCursor").and_then(Value::as_str) {
+                Some(next) if !next.is_empty() => cursor = Some(next.to_string()),
+                _ => return Ok(items),
+            }
+        }
+        Err(McpError::Protocol {
+            url: self.url.clone(),
+            method: method.into(),
+            detail: format!("more than {MAX_PAGES} pages"),
+        })
+    }
+
+    /// Ends the session (DELETE on streamable HTTP) and stops listening.
+    pub async fn close(&self) {
+        self.session.read().await.transport.close().await;
+    }
+}
+
+/// Connects a transport and runs the initialize handshake on it.
+async fn open(
+    url: &str,
+    uri: &http::Uri,
+    options: &ClientOptions,
+    http: &HttpClient,
+    notifications: &broadcast::Sender<Notification>,
+    next_id: &AtomicU64,
+    epoch: u64,
+) -> Result<Session, McpError> {
+    let handshake = async {
+        let transport = match options.transport {
+            TransportKind::StreamableHttp => Transport::Streamable(StreamableHttp::new(
+                url,
+                uri.clone(),
+                http.clone(),
+                notifications.clone(),
+            )),
+            TransportKind::Sse => Transport::Sse(
+                LegacySse::connect(url, uri.clone(), http.clone(), notifications.clone()).await?,
+            ),
+        };
+        let params = json!({
+            "protocolVersion": PROTOCOL_VERSIONS[0],
+            "capabilities": {},
+            "clientInfo": {"name": options.client_name, "version": env!("CARGO_PKG_VERSION")},
+        });
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let result = transport.request(id, "initialize", Some(params)).await?;
+        let info = server_info(url, result)?;
+        transport.notify("notifications/initialized").await?;
+        transport.initialized(&info.protocol_version);
+        Ok(Session {
+            transport,
+            info,
+            epoch,
+        })
+    };
+    tokio::time::timeout(options.request_timeout, handshake)
+        .await
+        .unwrap_or_else(|_| {
+            Err(McpError::Timeout {
+                url: url.into(),
+                method: "initialize".into(),
+                after: options.request_timeout,
+            })
+        })
+}
+
+fn server_info(url: &str, mut result: Value) -> Result<ServerInfo, McpError> {
+    let bad = |detail: String| McpError::Protocol {
+        url: url.into(),
+        method: "initialize".into(),
+        detail,
+    };
+    let version = result
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("the answer has no protocolVersion".into()))?
+        .to_string();
+    if !PROTOCOL_VERSIONS.contains(&version.as_str()) {
+        return Err(bad(format!(
+            "the server speaks protocol {version}; hale speaks {}",
+            PROTOCOL_VERSIONS.join(", ")
+        )));
+    }
+    Ok(ServerInfo {
+        protocol_version: version,
+        capabilities: result
+            .get_mut("capabilities")
+            .map(Value::take)
+            .unwrap_or(json!({})),
+        server_info: result
+            .get_mut("serverInfo")
+            .map(Value::take)
+            .unwrap_or(json!({})),
+        instructions: result
+            .get("instructions")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    })
+}

@@ -1,0 +1,157 @@
+//! What can go wrong talking to a backend, and what it means for health and breakers.
+
+use std::time::Duration;
+
+use hale_core::{CallOutcome, CheckOutcome, Failure, FailureCategory};
+
+/// An error from one exchange with an MCP server. Every message names the server URL.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum McpError {
+    /// Nothing listens at the address.
+    #[error("{url}: connection refused")]
+    ConnectionRefused {
+        /// The server URL.
+        url: String,
+    },
+    /// The connection could not be made for another reason (DNS, unreachable network).
+    #[error("{url}: could not connect: {detail}")]
+    Connect {
+        /// The server URL.
+        url: String,
+        /// What the operating system said.
+        detail: String,
+    },
+    /// The connection broke while a request was in flight.
+    #[error("{url}: connection reset during {method}: {detail}")]
+    ConnectionReset {
+        /// The server URL.
+        url: String,
+        /// The JSON-RPC method in flight.
+        method: String,
+        /// What broke.
+        detail: String,
+    },
+    /// No answer within the deadline.
+    #[error("{url}: no answer to {method} within {after:?}")]
+    Timeout {
+        /// The server URL.
+        url: String,
+        /// The JSON-RPC method.
+        method: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The server answered with an HTTP error status and no JSON-RPC message.
+    #[error("{url}: {method} got HTTP {status}: {body}")]
+    HttpStatus {
+        /// The server URL.
+        url: String,
+        /// The JSON-RPC method.
+        method: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
+    /// The server refused us for lack of credentials (401/403).
+    #[error("{url}: {method} refused with HTTP {status}: credentials are required")]
+    Unauthorized {
+        /// The server URL.
+        url: String,
+        /// The JSON-RPC method.
+        method: String,
+        /// 401 or 403.
+        status: u16,
+    },
+    /// The answer was not a JSON-RPC message, or not the one we asked for.
+    #[error("{url}: {method}: not a valid JSON-RPC answer: {detail}")]
+    Protocol {
+        /// The server URL.
+        url: String,
+        /// The JSON-RPC method.
+        method: String,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// The server no longer knows our session, and a fresh one did not help.
+    #[error("{url}: the server lost our session ({detail})")]
+    SessionLost {
+        /// The server URL.
+        url: String,
+        /// How the server said so.
+        detail: String,
+    },
+    /// The server answered with a JSON-RPC error: it is alive, the request failed.
+    #[error("{url}: {method} failed with JSON-RPC error {code}: {message}")]
+    Rpc {
+        /// The server URL.
+        url: String,
+        /// The JSON-RPC method.
+        method: String,
+        /// The JSON-RPC error code.
+        code: i64,
+        /// The error message.
+        message: String,
+        /// The error's `data`, if any.
+        data: Option<serde_json::Value>,
+    },
+    /// The URL cannot be used.
+    #[error("{url}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The client was closed.
+    #[error("{url}: the client is closed")]
+    Closed {
+        /// The server URL.
+        url: String,
+    },
+}
+
+impl McpError {
+    /// The failure category, or `None` when the server is alive and answering (a JSON-RPC
+    /// error, a 401/403).
+    pub fn category(&self) -> Option<FailureCategory> {
+        Some(match self {
+            McpError::Rpc { .. } | McpError::Unauthorized { .. } => return None,
+            McpError::ConnectionRefused { .. } => FailureCategory::ConnectionRefused,
+            McpError::ConnectionReset { .. } => FailureCategory::ConnectionReset,
+            McpError::Timeout { .. } => FailureCategory::Timeout,
+            McpError::HttpStatus { status, .. } if *status >= 500 => FailureCategory::HttpStatus,
+            McpError::HttpStatus { .. } | McpError::Protocol { .. } => FailureCategory::Protocol,
+            McpError::SessionLost { .. } => FailureCategory::SessionLost,
+            McpError::Connect { .. } | McpError::InvalidUrl { .. } | McpError::Closed { .. } => {
+                FailureCategory::Other
+            }
+        })
+    }
+
+    /// What this error means for a circuit breaker: only a backend that failed counts.
+    pub fn call_outcome(&self) -> CallOutcome {
+        if self.category().is_some() {
+            CallOutcome::Failure
+        } else {
+            CallOutcome::Success
+        }
+    }
+
+    /// What this error means as the result of a health check that took `latency`.
+    pub fn check_outcome(&self, latency: Duration) -> CheckOutcome {
+        match (self, self.category()) {
+            (McpError::Unauthorized { .. }, _) => CheckOutcome::Unauthenticated {
+                message: self.to_string(),
+            },
+            (_, Some(category)) => CheckOutcome::Failure(Failure::new(category, self.to_string())),
+            // A JSON-RPC error is an answer: the server is up.
+            (_, None) => CheckOutcome::success(latency),
+        }
+    }
+
+    /// Whether the server said our session is gone (so a new one may help).
+    pub(crate) fn is_session_lost(&self) -> bool {
+        matches!(self, McpError::SessionLost { .. })
+    }
+}

@@ -1,0 +1,140 @@
+//! The pooled HTTP/1.1 client every transport uses, and how its errors are classified.
+
+use std::error::Error as StdError;
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::McpError;
+
+/// The largest response body read whole (JSON answers; SSE streams are read event by event).
+pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
+
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A keep-alive connection pool to backends.
+pub(crate) fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(10)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// Checks that a backend URL is something we can talk to.
+pub(crate) fn parse_url(url: &str) -> Result<Uri, McpError> {
+    let invalid = |reason: &str| McpError::InvalidUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| invalid(&format!("not a URL ({e})")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(invalid(
+                "https backends are not supported yet; put a TLS-terminating sidecar in front",
+            ));
+        }
+        _ => return Err(invalid("expected an http:// URL")),
+    }
+    if uri.host().is_none() {
+        return Err(invalid("the URL has no host"));
+    }
+    Ok(uri)
+}
+
+/// Classifies a failure to get response headers.
+pub(crate) fn send_error(
+    url: &str,
+    method: &str,
+    err: hyper_util::client::legacy::Error,
+) -> McpError {
+    if err.is_connect() {
+        if io_kind(&err) == Some(io::ErrorKind::ConnectionRefused) {
+            return McpError::ConnectionRefused { url: url.into() };
+        }
+        return McpError::Connect {
+            url: url.into(),
+            detail: chain(&err),
+        };
+    }
+    McpError::ConnectionReset {
+        url: url.into(),
+        method: method.into(),
+        detail: chain(&err),
+    }
+}
+
+/// Classifies a failure while reading a response body.
+pub(crate) fn body_error(url: &str, method: &str, err: &(dyn StdError + 'static)) -> McpError {
+    McpError::ConnectionReset {
+        url: url.into(),
+        method: method.into(),
+        detail: chain(err),
+    }
+}
+
+/// Reads a whole (bounded) body.
+pub(crate) async fn read_body(url: &str, method: &str, body: Incoming) -> Result<Bytes, McpError> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(McpError::Protocol {
+                    url: url.into(),
+                    method: method.into(),
+                    detail: format!("response body larger than {MAX_BODY} bytes"),
+                })
+            } else {
+                Err(body_error(url, method, e.as_ref()))
+            }
+        }
+    }
+}
+
+fn io_kind(err: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return Some(io.kind());
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// An error and its causes on one line.
+pub(crate) fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
+/// Whether a response's content type is an SSE stream.
+pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+}

@@ -1,0 +1,136 @@
+//! The two ways to reach an MCP server: streamable HTTP and legacy HTTP+SSE.
+
+mod sse;
+mod streamable;
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+pub(crate) use sse::LegacySse;
+pub(crate) use streamable::StreamableHttp;
+
+use crate::McpError;
+use crate::jsonrpc::{self, Message, Notification};
+
+/// Which transport a backend speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// Streamable HTTP (MCP 2025-03-26 and later): one endpoint, POST per message.
+    StreamableHttp,
+    /// Legacy HTTP+SSE (MCP 2024-11-05): a GET event stream plus POSTs to its `endpoint`.
+    Sse,
+}
+
+impl TransportKind {
+    /// The name used in configuration and status output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::StreamableHttp => "streamable-http",
+            TransportKind::Sse => "sse",
+        }
+    }
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TransportKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "streamable-http" => Ok(TransportKind::StreamableHttp),
+            "sse" => Ok(TransportKind::Sse),
+            other => Err(format!(
+                "unknown transport {other:?}: expected streamable-http or sse"
+            )),
+        }
+    }
+}
+
+/// One live connection to a server, over either transport.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    Streamable(StreamableHttp),
+    Sse(LegacySse),
+}
+
+impl Transport {
+    /// Sends a request and waits for its answer (no deadline: the caller sets one).
+    pub(crate) async fn request(
+        &self,
+        id: u64,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, McpError> {
+        let message = jsonrpc::request(id, method, params);
+        match self {
+            Transport::Streamable(t) => t.request(id, method, &message).await,
+            Transport::Sse(t) => t.request(id, method, &message).await,
+        }
+    }
+
+    /// Sends a notification.
+    pub(crate) async fn notify(&self, method: &str) -> Result<(), McpError> {
+        let message = jsonrpc::notification(method);
+        match self {
+            Transport::Streamable(t) => t.post_no_answer(method, &message).await,
+            Transport::Sse(t) => t.post_no_answer(method, &message).await,
+        }
+    }
+
+    /// Remembers what initialize negotiated and starts listening for server messages.
+    pub(crate) fn initialized(&self, protocol_version: &str) {
+        match self {
+            Transport::Streamable(t) => t.initialized(protocol_version),
+            Transport::Sse(_) => {}
+        }
+    }
+
+    /// Ends the session (DELETE for streamable HTTP, closing the stream for SSE).
+    pub(crate) async fn close(&self) {
+        match self {
+            Transport::Streamable(t) => t.close().await,
+            Transport::Sse(t) => t.close(),
+        }
+    }
+}
+
+/// What the transport does with a message the server sent on its own.
+pub(crate) enum Unsolicited {
+    /// Nothing more to do (a notification was delivered).
+    Handled,
+    /// The server asked something; send back this answer.
+    Reply(Value),
+}
+
+/// Delivers notifications and answers server requests. hale is a gateway, not an end
+/// client: it answers `ping` and declines sampling, elicitation and roots.
+pub(crate) fn unsolicited(
+    message: Message,
+    notifications: &broadcast::Sender<Notification>,
+) -> Unsolicited {
+    match message {
+        Message::Notification(n) => {
+            // No receivers is fine: nobody is listening yet.
+            let _ = notifications.send(n);
+            Unsolicited::Handled
+        }
+        Message::Request { id, method } if method == "ping" => {
+            Unsolicited::Reply(jsonrpc::result(&id, serde_json::json!({})))
+        }
+        Message::Request { id, method } => Unsolicited::Reply(jsonrpc::error(
+            &id,
+            -32601,
+            &format!("{method} is not supported by this client"),
+        )),
+        Message::Response { .. } => Unsolicited::Handled,
+    }
+}
+
+/// Whether a JSON-RPC id is the number we sent.
+pub(crate) fn id_matches(id: &Value, expected: u64) -> bool {
+    id.as_u64() == Some(expected) || id.as_str().and_then(|s| s.parse().ok()) == Some(expected)
+}

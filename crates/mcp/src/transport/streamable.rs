@@ -1,0 +1,355 @@
+//! Streamable HTTP: every message is its own POST to one endpoint; answers come back as a
+//! JSON body or an SSE stream; the server may push notifications on a GET stream.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{Method, Request, StatusCode, Uri, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::Value;
+use sse_stream::SseStream;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::{Unsolicited, id_matches, unsolicited};
+use crate::McpError;
+use crate::http::{self as h, HttpClient};
+use crate::jsonrpc::{self, Message, Notification};
+
+const SESSION: &str = "mcp-session-id";
+const PROTOCOL_VERSION: &str = "mcp-protocol-version";
+
+#[derive(Debug)]
+pub(crate) struct StreamableHttp {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Shared {
+    url: String,
+    uri: Uri,
+    http: HttpClient,
+    session: RwLock<Option<String>>,
+    protocol_version: RwLock<Option<String>>,
+    notifications: broadcast::Sender<Notification>,
+}
+
+impl StreamableHttp {
+    pub(crate) fn new(
+        url: &str,
+        uri: Uri,
+        http: HttpClient,
+        notifications: broadcast::Sender<Notification>,
+    ) -> Self {
+        StreamableHttp {
+            shared: Arc::new(Shared {
+                url: url.to_string(),
+                uri,
+                http,
+                session: RwLock::new(None),
+                protocol_version: RwLock::new(None),
+                notifications,
+            }),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    pub(crate) async fn request(
+        &self,
+        id: u64,
+        method: &str,
+        message: &Value,
+    ) -> Result<Value, McpError> {
+        let response = self.shared.post(method, message).await?;
+        self.shared.read_answer(id, method, response).await
+    }
+
+    pub(crate) async fn post_no_answer(
+        &self,
+        method: &str,
+        message: &Value,
+    ) -> Result<(), McpError> {
+        let response = self.shared.post(method, message).await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = h::read_body(&self.shared.url, method, response.into_body()).await?;
+        Err(self.shared.status_error(method, status, &body))
+    }
+
+    pub(crate) fn initialized(&self, protocol_version: &str) {
+        *write(&self.shared.protocol_version) = Some(protocol_version.to_string());
+        let shared = self.shared.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = shared.listen() => {}
+            }
+        });
+    }
+
+    pub(crate) async fn close(&self) {
+        self.stop.cancel();
+        let Some(session) = read(&self.shared.session).clone() else {
+            return;
+        };
+        let Ok(request) = Request::builder()
+            .method(Method::DELETE)
+            .uri(self.shared.uri.clone())
+            .header(SESSION, session)
+            .body(Full::new(Bytes::new()))
+        else {
+            return;
+        };
+        // Best effort: a server that is gone has forgotten the session anyway.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), self.shared.http.request(request)).await;
+    }
+}
+
+impl Drop for StreamableHttp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Shared {
+    fn builder(&self, method: Method) -> http::request::Builder {
+        let mut b = Request::builder().method(method).uri(self.uri.clone());
+        if let Some(session) = read(&self.session).as_deref() {
+            b = b.header(SESSION, session);
+        }
+        if let Some(version) = read(&self.protocol_version).as_deref() {
+            b = b.header(PROTOCOL_VERSION, version);
+        }
+        b
+    }
+
+    async fn post(
+        &self,
+        method: &str,
+        message: &Value,
+    ) -> Result<http::Response<Incoming>, McpError> {
+        let body = serde_json::to_vec(message).unwrap_or_default();
+        let request = self
+            .builder(Method::POST)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| McpError::InvalidUrl {
+                url: self.url.clone(),
+                reason: e.to_string(),
+            })?;
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| h::send_error(&self.url, method, e))?;
+        if method == "initialize"
+            && response.status().is_success()
+            && let Some(session) = response
+                .headers()
+                .get(SESSION)
+                .and_then(|v| v.to_str().ok())
+        {
+            *write(&self.session) = Some(session.to_string());
+        }
+        Ok(response)
+    }
+
+    /// Reads the answer to request `id` from a JSON body or an SSE stream, delivering
+    /// whatever else the server sends on the way.
+    async fn read_answer(
+        &self,
+        id: u64,
+        method: &str,
+        response: http::Response<Incoming>,
+    ) -> Result<Value, McpError> {
+        let status = response.status();
+        if h::is_event_stream(response.headers()) && status.is_success() {
+            return self
+                .read_stream_answer(id, method, response.into_body())
+                .await;
+        }
+        let body = h::read_body(&self.url, method, response.into_body()).await?;
+        if !status.is_success() {
+            return Err(self.status_error(method, status, &body));
+        }
+        let message =
+            jsonrpc::parse_bytes(&body).map_err(|detail| self.protocol(method, detail))?;
+        self.answer(id, method, message).unwrap_or_else(|| {
+            Err(self.protocol(method, format!("expected the answer to request {id}")))
+        })
+    }
+
+    async fn read_stream_answer(
+        &self,
+        id: u64,
+        method: &str,
+        body: Incoming,
+    ) -> Result<Value, McpError> {
+        let mut events = SseStream::new(body);
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| match e {
+                sse_stream::Error::Body(inner) => h::body_error(&self.url, method, inner.as_ref()),
+                other => self.protocol(method, format!("broken SSE stream: {other}")),
+            })?;
+            let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
+                continue; // priming events and keep-alives carry no message
+            };
+            let message = jsonrpc::parse_bytes(data.as_bytes())
+                .map_err(|detail| self.protocol(method, detail))?;
+            if let Some(answer) = self.answer(id, method, message) {
+                return answer;
+            }
+        }
+        Err(McpError::ConnectionReset {
+            url: self.url.clone(),
+            method: method.into(),
+            detail: "the SSE stream ended before the answer".into(),
+        })
+    }
+
+    /// `Some` if `message` answers request `id`; otherwise delivers it and returns `None`.
+    fn answer(&self, id: u64, method: &str, message: Message) -> Option<Result<Value, McpError>> {
+        match message {
+            Message::Response { id: got, outcome } if id_matches(&got, id) => {
+                Some(outcome.map_err(|e| McpError::Rpc {
+                    url: self.url.clone(),
+                    method: method.into(),
+                    code: e.code,
+                    message: e.message,
+                    data: e.data,
+                }))
+            }
+            other => {
+                if let Unsolicited::Reply(reply) = unsolicited(other, &self.notifications) {
+                    self.reply(reply);
+                }
+                None
+            }
+        }
+    }
+
+    fn reply(&self, reply: Value) {
+        let Ok(request) = self
+            .builder(Method::POST)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .body(Full::new(Bytes::from(reply.to_string())))
+        else {
+            return;
+        };
+        let http = self.http.clone();
+        tokio::spawn(async move {
+            let _ = http.request(request).await;
+        });
+    }
+
+    /// Turns an HTTP error answer into the error it means.
+    fn status_error(&self, method: &str, status: StatusCode, body: &[u8]) -> McpError {
+        let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+        let had_session = read(&self.session).is_some();
+        let session_gone = (status == StatusCode::NOT_FOUND && had_session)
+            || (status == StatusCode::BAD_REQUEST
+                && ["session", "not initialized"]
+                    .iter()
+                    .any(|p| text.contains(p)));
+        if session_gone && method != "initialize" {
+            return McpError::SessionLost {
+                url: self.url.clone(),
+                detail: format!("HTTP {}: {}", status.as_u16(), jsonrpc::preview(body)),
+            };
+        }
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return McpError::Unauthorized {
+                url: self.url.clone(),
+                method: method.into(),
+                status: status.as_u16(),
+            };
+        }
+        // A 4xx with a JSON-RPC error is the server answering.
+        if status.is_client_error()
+            && let Ok(Message::Response {
+                outcome: Err(e), ..
+            }) = jsonrpc::parse_bytes(body)
+        {
+            return McpError::Rpc {
+                url: self.url.clone(),
+                method: method.into(),
+                code: e.code,
+                message: e.message,
+                data: e.data,
+            };
+        }
+        McpError::HttpStatus {
+            url: self.url.clone(),
+            method: method.into(),
+            status: status.as_u16(),
+            body: jsonrpc::preview(body),
+        }
+    }
+
+    fn protocol(&self, method: &str, detail: String) -> McpError {
+        McpError::Protocol {
+            url: self.url.clone(),
+            method: method.into(),
+            detail,
+        }
+    }
+
+    /// Holds the server's GET stream open for notifications, reconnecting while the server
+    /// offers one. Servers may refuse it (405): then notifications only arrive on POSTs.
+    async fn listen(&self) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let Ok(request) = self
+                .builder(Method::GET)
+                .header(header::ACCEPT, "text/event-stream")
+                .body(Full::new(Bytes::new()))
+            else {
+                return;
+            };
+            match self.http.request(request).await {
+                Ok(response)
+                    if response.status().is_success() && h::is_event_stream(response.headers()) =>
+                {
+                    backoff = Duration::from_millis(250);
+                    let mut events = SseStream::new(response.into_body());
+                    while let Some(Ok(event)) = events.next().await {
+                        let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
+                            continue;
+                        };
+                        if let Ok(message) = jsonrpc::parse_bytes(data.as_bytes())
+                            && let Unsolicited::Reply(reply) =
+                                unsolicited(message, &self.notifications)
+                        {
+                            self.reply(reply);
+                        }
+                    }
+                }
+                // 405 and friends: this server has no GET stream (or no longer our session).
+                Ok(response) if response.status().is_client_error() => return,
+                _ => {}
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
