@@ -1,0 +1,392 @@
+//! What a testkit server offers: tools, resources, prompts, and how it answers each MCP
+//! method. Transport-free: the HTTP front ends feed it parsed messages.
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// The protocol versions the server accepts in `initialize`, newest first.
+pub(crate) const PROTOCOL_VERSIONS: [&str; 4] =
+    ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+/// A 1×1 transparent PNG, for image fixtures.
+const PNG: &str =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=";
+/// A tiny WAV header, for audio fixtures.
+const WAV: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEARKwAAIhYAQACABAAZGF0YQAAAAA=";
+
+/// The server's tools, which tests may add to and remove from at run time.
+#[derive(Debug)]
+pub(crate) struct Catalog {
+    tools: RwLock<Vec<Value>>,
+    page_size: usize,
+}
+
+fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> Value {
+    json!({
+        "name": name,
+        "description": description,
+        "inputSchema": {"type": "object", "properties": properties, "required": required},
+    })
+}
+
+fn base_tools() -> Vec<Value> {
+    vec![
+        tool(
+            "echo",
+            "Returns its text.",
+            json!({"text": {"type": "string"}}),
+            &["text"],
+        ),
+        tool(
+            "add",
+            "Adds two numbers.",
+            json!({"a": {"type": "number"}, "b": {"type": "number"}}),
+            &["a", "b"],
+        ),
+        tool(
+            "sleep",
+            "Waits for ms milliseconds, then answers.",
+            json!({"ms": {"type": "integer", "minimum": 0}}),
+            &["ms"],
+        ),
+        // Fixtures named as the MCP conformance suite's server scenarios expect them.
+        tool(
+            "test_simple_text",
+            "Returns simple text content.",
+            json!({}),
+            &[],
+        ),
+        tool(
+            "test_image_content",
+            "Returns image content.",
+            json!({}),
+            &[],
+        ),
+        tool(
+            "test_audio_content",
+            "Returns audio content.",
+            json!({}),
+            &[],
+        ),
+        tool(
+            "test_embedded_resource",
+            "Returns an embedded resource.",
+            json!({}),
+            &[],
+        ),
+        tool(
+            "test_multiple_content_types",
+            "Returns mixed content.",
+            json!({}),
+            &[],
+        ),
+        tool(
+            "test_tool_with_logging",
+            "Logs while it runs.",
+            json!({}),
+            &[],
+        ),
+        tool(
+            "test_tool_with_progress",
+            "Reports progress while it runs.",
+            json!({}),
+            &[],
+        ),
+        tool(
+            "test_error_handling",
+            "Always fails with isError.",
+            json!({}),
+            &[],
+        ),
+    ]
+}
+
+impl Catalog {
+    pub(crate) fn new(page_size: usize) -> Self {
+        Catalog {
+            tools: RwLock::new(base_tools()),
+            page_size: page_size.max(1),
+        }
+    }
+
+    /// Adds a tool that echoes its arguments; false if the name is taken.
+    pub(crate) fn add_tool(&self, name: &str) -> bool {
+        let mut tools = self
+            .tools
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tools.iter().any(|t| t["name"] == name) {
+            return false;
+        }
+        tools.push(tool(
+            name,
+            "Added at run time; echoes its arguments.",
+            json!({}),
+            &[],
+        ));
+        true
+    }
+
+    /// Removes a tool; false if there was none by that name.
+    pub(crate) fn remove_tool(&self, name: &str) -> bool {
+        let mut tools = self
+            .tools
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = tools.len();
+        tools.retain(|t| t["name"] != name);
+        tools.len() != before
+    }
+
+    /// The names of the current tools.
+    pub(crate) fn tool_names(&self) -> Vec<String> {
+        self.tools
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Answers one request. `notify` carries notifications sent while it runs (logging,
+    /// progress), ahead of the answer. `Err` is a JSON-RPC error `(code, message)`.
+    pub(crate) async fn answer(
+        &self,
+        method: &str,
+        params: &Value,
+        notify: &mpsc::UnboundedSender<Value>,
+    ) -> Result<Value, (i64, String)> {
+        match method {
+            "initialize" => Ok(initialize(params)),
+            "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" => {
+                Ok(json!({}))
+            }
+            "tools/list" => {
+                let tools = self
+                    .tools
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                self.page(params, "tools", tools)
+            }
+            "tools/call" => self.call(params, notify).await,
+            "resources/list" => self.page(params, "resources", resources()),
+            "resources/templates/list" => Ok(json!({"resourceTemplates": [{
+                "uriTemplate": "test://template/{id}/data",
+                "name": "template",
+                "mimeType": "application/json",
+            }]})),
+            "resources/read" => read_resource(params),
+            "prompts/list" => self.page(params, "prompts", prompts()),
+            "prompts/get" => get_prompt(params),
+            "completion/complete" => Ok(
+                json!({"completion": {"values": ["paris", "park", "party"], "total": 3, "hasMore": false}}),
+            ),
+            other => Err((-32601, format!("Method not found: {other}"))),
+        }
+    }
+
+    fn page(&self, params: &Value, field: &str, items: Vec<Value>) -> Result<Value, (i64, String)> {
+        let start = match params.get("cursor").and_then(Value::as_str) {
+            None => 0,
+            Some(c) => c
+                .parse::<usize>()
+                .map_err(|_| (-32602, format!("Invalid cursor {c:?}")))?,
+        };
+        let end = (start + self.page_size).min(items.len());
+        let mut page = json!({ field: items.get(start..end).unwrap_or_default() });
+        if end < items.len() {
+            page["nextCursor"] = json!(end.to_string());
+        }
+        Ok(page)
+    }
+
+    async fn call(
+        &self,
+        params: &Value,
+        notify: &mpsc::UnboundedSender<Value>,
+    ) -> Result<Value, (i64, String)> {
+        let name = params
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let args = params.get("arguments").cloned().unwrap_or(json!({}));
+        let text = |t: String| Ok(json!({"content": [{"type": "text", "text": t}]}));
+        match name {
+            "echo" => text(
+                args.get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            "add" => {
+                let num = |k: &str| args.get(k).and_then(Value::as_f64);
+                match (num("a"), num("b")) {
+                    (Some(a), Some(b)) => text(format!("{}", a + b)),
+                    _ => Err((-32602, "add needs numbers a and b".into())),
+                }
+            }
+            "sleep" => {
+                let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                text(format!("slept {ms}ms"))
+            }
+            "test_simple_text" => text("This is a simple text response for testing.".into()),
+            "test_image_content" => {
+                Ok(json!({"content": [{"type": "image", "data": PNG, "mimeType": "image/png"}]}))
+            }
+            "test_audio_content" => {
+                Ok(json!({"content": [{"type": "audio", "data": WAV, "mimeType": "audio/wav"}]}))
+            }
+            "test_embedded_resource" => Ok(json!({"content": [{"type": "resource", "resource": {
+                "uri": "test://embedded-resource", "mimeType": "text/plain",
+                "text": "This is an embedded resource content."}}]})),
+            "test_multiple_content_types" => Ok(json!({"content": [
+                {"type": "text", "text": "Multiple content types test:"},
+                {"type": "image", "data": PNG, "mimeType": "image/png"},
+                {"type": "resource", "resource": {"uri": "test://mixed-content-resource",
+                    "mimeType": "application/json", "text": "{\"test\":\"data\",\"value\":123}"}},
+            ]})),
+            "test_tool_with_logging" => {
+                for (i, message) in [
+                    "Tool execution started",
+                    "Tool processing data",
+                    "Tool execution completed",
+                ]
+                .iter()
+                .enumerate()
+                {
+                    let _ = notify
+                        .send(json!({"jsonrpc": "2.0", "method": "notifications/message",
+                        "params": {"level": "info", "logger": "test-tool", "data": message}}));
+                    if i < 2 {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                text("Tool with logging executed successfully".into())
+            }
+            "test_tool_with_progress" => {
+                let token = params.pointer("/_meta/progressToken").cloned();
+                for progress in [0, 50, 100] {
+                    if let Some(token) = &token {
+                        let _ = notify.send(
+                            json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                            "params": {"progressToken": token, "progress": progress, "total": 100,
+                                       "message": format!("Completed step {progress} of 100")}}),
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                text(format!("{}", token.unwrap_or(Value::Null)))
+            }
+            "test_error_handling" => Ok(json!({"isError": true, "content": [{"type": "text",
+                "text": "This tool intentionally returns an error for testing"}]})),
+            _ if self.tool_names().iter().any(|t| t == name) => text(format!("{name} {args}")),
+            _ => Err((-32602, format!("Tool {name} not found"))),
+        }
+    }
+}
+
+fn initialize(params: &Value) -> Value {
+    let requested = params
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let version = PROTOCOL_VERSIONS
+        .iter()
+        .find(|v| **v == requested)
+        .copied()
+        .unwrap_or(PROTOCOL_VERSIONS[0]);
+    json!({
+        "protocolVersion": version,
+        "capabilities": {
+            "tools": {"listChanged": true},
+            "resources": {"subscribe": true, "listChanged": true},
+            "prompts": {"listChanged": true},
+            "logging": {},
+            "completions": {},
+        },
+        "serverInfo": {"name": "hale-testkit", "version": env!("CARGO_PKG_VERSION")},
+    })
+}
+
+fn resources() -> Vec<Value> {
+    vec![
+        json!({"uri": "test://static-text", "name": "static-text", "mimeType": "text/plain"}),
+        json!({"uri": "test://static-binary", "name": "static-binary", "mimeType": "image/png"}),
+        json!({"uri": "test://watched-resource", "name": "watched-resource", "mimeType": "text/plain"}),
+    ]
+}
+
+fn read_resource(params: &Value) -> Result<Value, (i64, String)> {
+    let uri = params
+        .get("uri")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let contents = match uri {
+        "test://static-text" => json!({"uri": uri, "mimeType": "text/plain",
+            "text": "This is the content of the static text resource."}),
+        "test://static-binary" => json!({"uri": uri, "mimeType": "image/png", "blob": PNG}),
+        "test://watched-resource" => {
+            json!({"uri": uri, "mimeType": "text/plain", "text": "Watched resource content"})
+        }
+        _ => match uri
+            .strip_prefix("test://template/")
+            .and_then(|r| r.strip_suffix("/data"))
+        {
+            Some(id) => json!({"uri": uri, "mimeType": "application/json",
+                "text": json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")}).to_string()}),
+            None => return Err((-32002, format!("Resource not found: {uri}"))),
+        },
+    };
+    Ok(json!({"contents": [contents]}))
+}
+
+fn prompts() -> Vec<Value> {
+    vec![
+        json!({"name": "test_simple_prompt", "description": "A simple prompt without arguments"}),
+        json!({"name": "test_prompt_with_arguments", "description": "A prompt with arguments",
+            "arguments": [{"name": "arg1", "description": "First test argument", "required": true},
+                          {"name": "arg2", "description": "Second test argument", "required": true}]}),
+        json!({"name": "test_prompt_with_embedded_resource", "description": "A prompt with an embedded resource",
+            "arguments": [{"name": "resourceUri", "description": "URI of the resource to embed", "required": true}]}),
+        json!({"name": "test_prompt_with_image", "description": "A prompt with image content"}),
+    ]
+}
+
+fn get_prompt(params: &Value) -> Result<Value, (i64, String)> {
+    let name = params
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let arg = |k: &str| {
+        params
+            .pointer(&format!("/arguments/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let user = |content: Value| json!({"role": "user", "content": content});
+    let messages = match name {
+        "test_simple_prompt" => vec![user(
+            json!({"type": "text", "text": "This is a simple prompt for testing."}),
+        )],
+        "test_prompt_with_arguments" => vec![user(json!({"type": "text",
+            "text": format!("Prompt with arguments: arg1='{}', arg2='{}'", arg("arg1"), arg("arg2"))}))],
+        "test_prompt_with_embedded_resource" => vec![
+            user(
+                json!({"type": "resource", "resource": {"uri": arg("resourceUri"), "mimeType": "text/plain",
+                "text": "Embedded resource content for testing."}}),
+            ),
+            user(json!({"type": "text", "text": "Please process the embedded resource above."})),
+        ],
+        "test_prompt_with_image" => vec![
+            user(json!({"type": "image", "data": PNG, "mimeType": "image/png"})),
+            user(json!({"type": "text", "text": "Please analyze the image above."})),
+        ],
+        _ => return Err((-32602, format!("Prompt {name} not found"))),
+    };
+    Ok(json!({"messages": messages}))
+}
