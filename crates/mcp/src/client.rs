@@ -286,9 +286,9 @@ async fn open(
                 http.clone(),
                 notifications.clone(),
             )),
-            TransportKind::Sse => Transport::Sse(
+            TransportKind::Sse => Transport::Sse(Box::new(
                 LegacySse::connect(url, uri.clone(), http.clone(), notifications.clone()).await?,
-            ),
+            )),
         };
         let params = json!({
             "protocolVersion": PROTOCOL_VERSIONS[0],

@@ -54,7 +54,8 @@ impl std::str::FromStr for TransportKind {
 #[derive(Debug)]
 pub(crate) enum Transport {
     Streamable(StreamableHttp),
-    Sse(LegacySse),
+    /// Boxed: it holds the endpoint URI and the HTTP client inline.
+    Sse(Box<LegacySse>),
 }
 
 impl Transport {
