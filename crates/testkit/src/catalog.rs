@@ -1,11 +1,70 @@
 //! What a testkit server offers: tools, resources, prompts, and how it answers each MCP
 //! method. Transport-free: the HTTP front ends feed it parsed messages.
 
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Server-to-client requests waiting for the client's answer, by request id.
+pub(crate) type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
+
+/// How a request being answered talks back to its client before the answer: notifications
+/// (logging, progress) and requests (sampling, elicitation) travel on the request's own
+/// stream; the client's answers to those requests come back as POSTs and find their way
+/// here through `waiting`.
+pub(crate) struct Outbound {
+    pub(crate) stream: Option<mpsc::UnboundedSender<Value>>,
+    pub(crate) waiting: Waiting,
+}
+
+static NEXT_SERVER_REQUEST: AtomicU64 = AtomicU64::new(1);
+
+impl Outbound {
+    fn notify(&self, message: Value) {
+        if let Some(stream) = &self.stream {
+            let _ = stream.send(message);
+        }
+    }
+
+    /// Sends a request to the client and waits (up to 60 s) for its result.
+    async fn request(&self, method: &str, params: Value) -> Result<Value, String> {
+        let Some(stream) = &self.stream else {
+            return Err(
+                "this server answers with JSON bodies, so it cannot ask the client anything".into(),
+            );
+        };
+        let id = format!(
+            "testkit-{}",
+            NEXT_SERVER_REQUEST.fetch_add(1, Ordering::Relaxed)
+        );
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone(), tx);
+        let _ =
+            stream.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        let answer = tokio::time::timeout(Duration::from_secs(60), rx).await;
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        let answer = answer
+            .map_err(|_| format!("the client did not answer {method} within 60s"))?
+            .map_err(|_| format!("{method} was abandoned"))?;
+        match (answer.get("result"), answer.get("error")) {
+            (Some(result), _) => Ok(result.clone()),
+            (_, Some(error)) => Err(format!("the client refused {method}: {error}")),
+            _ => Err(format!(
+                "the client's answer to {method} has neither result nor error"
+            )),
+        }
+    }
+}
 
 /// The protocol versions the server accepts in `initialize`, newest first.
 pub(crate) const PROTOCOL_VERSIONS: [&str; 4] =
@@ -151,13 +210,13 @@ impl Catalog {
             .collect()
     }
 
-    /// Answers one request. `notify` carries notifications sent while it runs (logging,
-    /// progress), ahead of the answer. `Err` is a JSON-RPC error `(code, message)`.
+    /// Answers one request, talking to the client on the way through `out`. `Err` is a
+    /// JSON-RPC error `(code, message)`.
     pub(crate) async fn answer(
         &self,
         method: &str,
         params: &Value,
-        notify: &mpsc::UnboundedSender<Value>,
+        out: &Outbound,
     ) -> Result<Value, (i64, String)> {
         match method {
             "initialize" => Ok(initialize(params)),
@@ -172,7 +231,7 @@ impl Catalog {
                     .clone();
                 self.page(params, "tools", tools)
             }
-            "tools/call" => self.call(params, notify).await,
+            "tools/call" => self.call(params, out).await,
             "resources/list" => self.page(params, "resources", resources()),
             "resources/templates/list" => Ok(json!({"resourceTemplates": [{
                 "uriTemplate": "test://template/{id}/data",
@@ -204,11 +263,7 @@ impl Catalog {
         Ok(page)
     }
 
-    async fn call(
-        &self,
-        params: &Value,
-        notify: &mpsc::UnboundedSender<Value>,
-    ) -> Result<Value, (i64, String)> {
+    async fn call(&self, params: &Value, out: &Outbound) -> Result<Value, (i64, String)> {
         let name = params
             .get("name")
             .and_then(Value::as_str)
@@ -259,8 +314,7 @@ impl Catalog {
                 .iter()
                 .enumerate()
                 {
-                    let _ = notify
-                        .send(json!({"jsonrpc": "2.0", "method": "notifications/message",
+                    out.notify(json!({"jsonrpc": "2.0", "method": "notifications/message",
                         "params": {"level": "info", "logger": "test-tool", "data": message}}));
                     if i < 2 {
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -272,11 +326,9 @@ impl Catalog {
                 let token = params.pointer("/_meta/progressToken").cloned();
                 for progress in [0, 50, 100] {
                     if let Some(token) = &token {
-                        let _ = notify.send(
-                            json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                        out.notify(json!({"jsonrpc": "2.0", "method": "notifications/progress",
                             "params": {"progressToken": token, "progress": progress, "total": 100,
-                                       "message": format!("Completed step {progress} of 100")}}),
-                        );
+                                       "message": format!("Completed step {progress} of 100")}}));
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -284,9 +336,88 @@ impl Catalog {
             }
             "test_error_handling" => Ok(json!({"isError": true, "content": [{"type": "text",
                 "text": "This tool intentionally returns an error for testing"}]})),
+            "test_sampling" => {
+                let prompt = args
+                    .get("prompt")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let request = json!({"messages": [{"role": "user", "content": {"type": "text", "text": prompt}}],
+                                     "maxTokens": 100});
+                match out.request("sampling/createMessage", request).await {
+                    Ok(result) => {
+                        let reply = result
+                            .pointer("/content/text")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        text(format!("LLM response: {reply}"))
+                    }
+                    Err(e) => Ok(tool_error(e)),
+                }
+            }
+            "test_elicitation"
+            | "test_elicitation_sep1034_defaults"
+            | "test_elicitation_sep1330_enums" => {
+                let request = elicitation(name, &args);
+                match out.request("elicitation/create", request).await {
+                    Ok(result) => text(format!(
+                        "Elicitation completed: action={}, content={}",
+                        result
+                            .get("action")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default(),
+                        result.get("content").cloned().unwrap_or(Value::Null)
+                    )),
+                    Err(e) => Ok(tool_error(e)),
+                }
+            }
             _ if self.tool_names().iter().any(|t| t == name) => text(format!("{name} {args}")),
             _ => Err((-32602, format!("Tool {name} not found"))),
         }
+    }
+}
+
+fn tool_error(message: String) -> Value {
+    json!({"isError": true, "content": [{"type": "text", "text": message}]})
+}
+
+/// The `elicitation/create` params of the conformance suite's elicitation tools.
+fn elicitation(tool: &str, args: &Value) -> Value {
+    match tool {
+        "test_elicitation_sep1034_defaults" => json!({
+            "message": "Please review and update the form fields with defaults",
+            "requestedSchema": {"type": "object", "properties": {
+                "name": {"type": "string", "description": "User name", "default": "John Doe"},
+                "age": {"type": "integer", "description": "User age", "default": 30},
+                "score": {"type": "number", "description": "User score", "default": 95.5},
+                "status": {"type": "string", "description": "User status",
+                           "enum": ["active", "inactive", "pending"], "default": "active"},
+                "verified": {"type": "boolean", "description": "Verification status", "default": true},
+            }},
+        }),
+        "test_elicitation_sep1330_enums" => json!({
+            "message": "Please select options from the enum fields",
+            "requestedSchema": {"type": "object", "properties": {
+                "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+                "titledSingle": {"type": "string", "oneOf": [
+                    {"const": "value1", "title": "First Option"},
+                    {"const": "value2", "title": "Second Option"},
+                    {"const": "value3", "title": "Third Option"}]},
+                "legacyEnum": {"type": "string", "enum": ["opt1", "opt2", "opt3"],
+                               "enumNames": ["Option One", "Option Two", "Option Three"]},
+                "untitledMulti": {"type": "array", "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
+                "titledMulti": {"type": "array", "items": {"anyOf": [
+                    {"const": "value1", "title": "First Choice"},
+                    {"const": "value2", "title": "Second Choice"},
+                    {"const": "value3", "title": "Third Choice"}]}},
+            }},
+        }),
+        _ => json!({
+            "message": args.get("message").and_then(Value::as_str).unwrap_or("Please provide your information"),
+            "requestedSchema": {"type": "object", "properties": {
+                "username": {"type": "string", "description": "User's response"},
+                "email": {"type": "string", "description": "User's email address"},
+            }, "required": ["username", "email"]},
+        }),
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{self, ResponseBody};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Outbound, Waiting};
 use crate::{Fault, ServerConfig, Stats, Transport};
 
 const MAX_REQUEST: usize = 4 * 1024 * 1024;
@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     /// Streamable HTTP and legacy SSE sessions.
     sessions: Mutex<HashMap<String, SessionEntry>>,
     notifications: broadcast::Sender<Value>,
+    /// Our requests to clients (sampling, elicitation) waiting for their answers.
+    waiting: Waiting,
     requests: AtomicU64,
     by_method: Mutex<BTreeMap<String, u64>>,
     sessions_opened: AtomicU64,
@@ -74,6 +76,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             sessions: Mutex::new(HashMap::new()),
             notifications: broadcast::channel(64).0,
+            waiting: Waiting::default(),
             requests: AtomicU64::new(0),
             by_method: Mutex::new(BTreeMap::new()),
             sessions_opened: AtomicU64::new(0),
@@ -350,7 +353,8 @@ impl Shared {
             .and_then(Value::as_str)
             .map(str::to_string)
         else {
-            // A response to one of our requests, or something else without a method.
+            // The client answering one of our requests (sampling, elicitation).
+            self.deliver_answer(message);
             return status_only(StatusCode::ACCEPTED);
         };
         self.count(&method);
@@ -380,8 +384,11 @@ impl Shared {
         };
         let params = message.get("params").cloned().unwrap_or(Value::Null);
         let mut response = if self.config.json_response {
-            let (tx, _rx) = mpsc::unbounded_channel();
-            let answer = respond(&id, self.catalog.answer(&method, &params, &tx).await);
+            let out = Outbound {
+                stream: None,
+                waiting: self.waiting.clone(),
+            };
+            let answer = respond(&id, self.catalog.answer(&method, &params, &out).await);
             Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body::full(answer.to_string()))
@@ -391,7 +398,11 @@ impl Shared {
             let shared = self.clone();
             tokio::spawn(async move {
                 let (notify, mut notes) = mpsc::unbounded_channel();
-                let answer = shared.catalog.answer(&method, &params, &notify);
+                let out = Outbound {
+                    stream: Some(notify),
+                    waiting: shared.waiting.clone(),
+                };
+                let answer = shared.catalog.answer(&method, &params, &out);
                 tokio::pin!(answer);
                 let result = loop {
                     tokio::select! {
@@ -506,8 +517,9 @@ impl Shared {
                 .map(str::to_string),
             message.get("id").cloned(),
         ) else {
-            if let Some(method) = message.get("method").and_then(Value::as_str) {
-                self.count(method);
+            match message.get("method").and_then(Value::as_str) {
+                Some(method) => self.count(method),
+                None => self.deliver_answer(message),
             }
             return plain(StatusCode::ACCEPTED, "Accepted");
         };
@@ -516,13 +528,36 @@ impl Shared {
         let shared = self.clone();
         tokio::spawn(async move {
             let (notify, mut notes) = mpsc::unbounded_channel();
-            let result = shared.catalog.answer(&method, &params, &notify).await;
+            let out = Outbound {
+                stream: Some(notify),
+                waiting: shared.waiting.clone(),
+            };
+            let answer = shared.catalog.answer(&method, &params, &out);
+            tokio::pin!(answer);
+            let result = loop {
+                tokio::select! {
+                    result = &mut answer => break result,
+                    Some(note) = notes.recv() => { let _ = stream.send(body::sse_message(&note)); }
+                }
+            };
             while let Ok(note) = notes.try_recv() {
                 let _ = stream.send(body::sse_message(&note));
             }
             let _ = stream.send(body::sse_message(&respond(&id, result)));
         });
         plain(StatusCode::ACCEPTED, "Accepted")
+    }
+
+    /// Hands a client's answer to the request of ours that waits for it.
+    fn deliver_answer(&self, message: Value) {
+        let id = match message.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => return,
+        };
+        if let Some(waiter) = lock(&self.waiting).remove(&id) {
+            let _ = waiter.send(message);
+        }
     }
 
     /// Copies server-wide notifications (list_changed) onto one stream until it closes or
