@@ -5,11 +5,16 @@
 //! - `proptest`: the model-based property tests only, in release mode, at
 //!   `PROPTEST_CASES` (default 100000).
 //! - `bench [core]`: the criterion benchmarks; figures go to `docs/benchmarks.md` by hand.
+//! - `interop`: hale against real third-party MCP servers and the conformance suite
+//!   (installs Node 22, npm packages and a Python venv under `target/interop/`).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a task runner talks on the terminal
 
+mod interop;
+
 use std::env;
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 
 const CI_PROPTEST_CASES: &str = "512";
@@ -22,8 +27,14 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("proptest") => proptest(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("interop") => {
+            let mut tally = Tally::default();
+            let result = interop::run(&mut tally);
+            println!("interop: {} passed, {} failed", tally.passed, tally.failed);
+            result
+        }
         _ => {
-            eprintln!("usage: cargo xtask <ci | proptest | bench [core]>");
+            eprintln!("usage: cargo xtask <ci | proptest | bench [core] | interop>");
             return ExitCode::from(2);
         }
     };
@@ -58,15 +69,30 @@ fn ci() -> Result<(), String> {
     );
     // Doc tests are not part of --all-targets.
     let docs = cargo_test(&["test", "--workspace", "--doc"], &[], &mut tally);
+    // The heavy suite against real third-party servers, once.
+    let interop = if suites.is_ok() && docs.is_ok() {
+        interop::run(&mut tally)
+    } else {
+        Ok(())
+    };
     // One closing line for the whole run, whatever order cargo printed the crates in.
     println!("ci: {} passed, {} failed", tally.passed, tally.failed);
-    suites.and(docs)
+    suites.and(docs).and(interop)
+}
+
+/// The workspace root (xtask lives one level below it).
+pub(crate) fn workspace_root() -> PathBuf {
+    let manifest = env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    PathBuf::from(manifest)
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
 }
 
 #[derive(Default)]
-struct Tally {
-    passed: u64,
-    failed: u64,
+pub(crate) struct Tally {
+    pub(crate) passed: u64,
+    pub(crate) failed: u64,
 }
 
 impl Tally {
@@ -138,7 +164,7 @@ fn bench(which: Option<&str>) -> Result<(), String> {
     }
 }
 
-fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+pub(crate) fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let line = format!("cargo {}", args.join(" "));
     println!("$ {line}");

