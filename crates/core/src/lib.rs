@@ -8,6 +8,8 @@
 //! - [`CircuitBreaker`] turns call outcomes into admission decisions (`closed`, `open`,
 //!   `half-open`), with growing open timeouts, limited half-open trials and generations.
 //!   [`SharedBreaker`] puts it on the request path of many tasks at once.
+//! - [`CheckLoop`] is the single-server proxy's check/retry/threshold loop (ToolHive's
+//!   `TOOLHIVE_HEALTH_CHECK_*` semantics), which ends in a shutdown.
 //!
 //! Nothing in this crate does I/O, spawns, sleeps, logs or reads a clock. Time comes in
 //! as `now: Instant`; state changes come out as values for the driver to log, count and
@@ -44,6 +46,7 @@
 //! ```
 
 mod breaker;
+mod check_loop;
 mod clock;
 mod config;
 mod health;
@@ -54,6 +57,7 @@ pub use breaker::{
     Admitted, BreakerConfig, BreakerSnapshot, BreakerState, Cause, CircuitBreaker, Override,
     Permit, Rejected, SharedBreaker, SharedPermit, Transition,
 };
+pub use check_loop::{Attempt, CheckLoop, CheckLoopConfig, LoopEvent};
 pub use clock::Clock;
 pub use config::ConfigError;
 pub use health::{
