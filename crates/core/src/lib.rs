@@ -49,6 +49,7 @@ mod breaker;
 mod check_loop;
 mod clock;
 mod config;
+mod duration;
 mod health;
 mod jitter;
 mod outcome;
@@ -60,6 +61,7 @@ pub use breaker::{
 pub use check_loop::{Attempt, CheckLoop, CheckLoopConfig, LoopEvent};
 pub use clock::Clock;
 pub use config::ConfigError;
+pub use duration::{DurationError, parse_go_duration};
 pub use health::{
     HealthConfig, HealthReason, HealthState, HealthTracker, HealthTransition, LastError,
 };
