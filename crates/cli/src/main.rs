@@ -1,35 +1,39 @@
 //! The `hale` binary: `hale proxy | vmcp | demo | status`.
-//!
-//! The subcommands arrive with the crates behind them; until then the binary says so
-//! instead of pretending.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a CLI talks on stdout and stderr
 
+mod logging;
+mod proxy;
+
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-hale: keeps MCP traffic flowing when the servers behind it fail
+use clap::{Parser, Subcommand};
 
-usage: hale <proxy|vmcp|demo|status> [options]
+#[derive(Parser)]
+#[command(
+    name = "hale",
+    version,
+    about = "Keeps MCP traffic flowing when the servers behind it fail"
+)]
+struct Cli {
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
 
-Not available yet in this build: the subcommands land with hale-proxy, hale-vmcp and the
-demo. Meanwhile, watch the core state machines at work with:
-    cargo run -p hale-core --example walkthrough";
+#[derive(Subcommand)]
+enum Command {
+    /// A transparent proxy for one MCP server that shuts down when the server is gone.
+    Proxy(proxy::Args),
+}
 
-fn main() -> ExitCode {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("--version" | "-V") => {
-            println!("hale {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Some("--help" | "-h") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.log_format);
+    match cli.command {
+        Command::Proxy(args) => proxy::run(args).await,
     }
 }

@@ -1,5 +1,343 @@
-//! `hale proxy`: a transparent reverse proxy for one MCP server that health-checks it with
-//! MCP pings and shuts down after `TOOLHIVE_HEALTH_CHECK_FAILURE_THRESHOLD` consecutive
-//! failed checks.
+//! `hale proxy`: a transparent reverse proxy in front of one MCP server that health-checks
+//! it with real MCP pings and shuts down after `TOOLHIVE_HEALTH_CHECK_FAILURE_THRESHOLD`
+//! consecutive failed checks.
 //!
-//! Not built yet: this crate is a placeholder in the workspace layout (spec §6).
+//! ```no_run
+//! use hale_proxy::{Exit, Proxy, ProxyConfig};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn demo() -> Result<(), hale_proxy::ProxyError> {
+//! let (checks, warnings) = hale_proxy::env::from_process_env();
+//! for w in &warnings {
+//!     eprintln!("warning: {w}");
+//! }
+//! let config = ProxyConfig::new("http://127.0.0.1:8080/mcp", checks);
+//! let proxy = Proxy::bind(config).await?;
+//! println!("listening on http://{}", proxy.local_addr());
+//! match proxy.run(CancellationToken::new()).await {
+//!     Exit::Interrupted => {}
+//!     Exit::ServerFailed { reason } => eprintln!("shut down: {reason}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Bodies stream both ways; SSE events are forwarded as they arrive; status codes, bodies
+//! and MCP headers pass unchanged (hop-by-hop headers are dropped); upstream connections
+//! are pooled; the legacy SSE `endpoint` event is rewritten to point back at the proxy.
+//! `/health` answers from the monitor's last result, never with a live check; `/metrics`
+//! renders Prometheus text.
+
+pub mod env;
+mod forward;
+mod monitor;
+mod sse_rewrite;
+mod status;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hale_core::CheckLoopConfig;
+use hale_mcp::TransportKind;
+use http::{Method, Request, Response, StatusCode, Uri, header};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::forward::{Forwarder, ProxyBody, full, rpc_error};
+use crate::status::Status;
+
+/// Request bodies larger than this get 413.
+pub const MAX_REQUEST_BODY: usize = 8 * 1024 * 1024;
+
+/// How a proxy is set up.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// The MCP server's endpoint URL (`…/mcp` for streamable HTTP, `…/sse` for legacy SSE).
+    pub target: String,
+    /// The server's transport, for health checks.
+    pub transport: TransportKind,
+    /// Where to listen (default `127.0.0.1:0`).
+    pub listen: SocketAddr,
+    /// The health-check loop (from the `TOOLHIVE_HEALTH_CHECK_*` variables).
+    pub checks: CheckLoopConfig,
+    /// How long in-flight requests may take to finish once the proxy shuts down.
+    pub drain_timeout: Duration,
+    /// Renders `/metrics`; `None` answers 404 there.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl ProxyConfig {
+    /// A proxy for `target` over streamable HTTP, listening on any free loopback port.
+    pub fn new(target: &str, checks: CheckLoopConfig) -> Self {
+        ProxyConfig {
+            target: target.to_string(),
+            transport: TransportKind::StreamableHttp,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            checks,
+            drain_timeout: Duration::from_secs(10),
+            metrics: None,
+        }
+    }
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The target URL cannot be proxied.
+    #[error("--target {url}: {reason}")]
+    Target {
+        /// The URL as given.
+        url: String,
+        /// Why not.
+        reason: String,
+    },
+    /// The health-check settings are unusable.
+    #[error("{0}")]
+    Checks(#[from] hale_core::ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// How a proxy run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The host asked it to stop.
+    Interrupted,
+    /// The server failed the configured number of consecutive checks; the proxy drained
+    /// and stopped. The CLI exits with status 3.
+    ServerFailed {
+        /// Why, for the log and the operator.
+        reason: String,
+    },
+}
+
+/// A bound, not yet running proxy.
+pub struct Proxy {
+    config: ProxyConfig,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    target: Uri,
+    checks: hale_core::CheckLoop,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("local_addr", &self.local_addr)
+            .field("target", &self.config.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Checks the configuration and binds the listener.
+    pub async fn bind(config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        let checks =
+            hale_core::CheckLoop::new(&config.checks, tokio::time::Instant::now().into_std())?;
+        let bad = |reason: &str| ProxyError::Target {
+            url: config.target.clone(),
+            reason: reason.to_string(),
+        };
+        let target: Uri = config
+            .target
+            .parse()
+            .map_err(|e| bad(&format!("not a URL ({e})")))?;
+        match target.scheme_str() {
+            Some("http") => {}
+            Some("https") => return Err(bad("https targets are not supported yet")),
+            _ => return Err(bad("expected an http:// URL")),
+        }
+        if target.host().is_none() {
+            return Err(bad("the URL has no host"));
+        }
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ProxyError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| ProxyError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        Ok(Proxy {
+            config,
+            listener,
+            local_addr,
+            target,
+            checks,
+        })
+    }
+
+    /// The address the proxy listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `stop` is cancelled or the server fails its checks.
+    pub async fn run(self, stop: CancellationToken) -> Exit {
+        let Proxy {
+            config,
+            listener,
+            target,
+            checks,
+            ..
+        } = self;
+        let status = Arc::new(Status::new(
+            config.transport,
+            config.checks.failure_threshold,
+        ));
+        let forwarder = match Forwarder::new(
+            &target,
+            MAX_REQUEST_BODY,
+            config.checks.ping_timeout,
+            status.backend.subscribe(),
+        ) {
+            Ok(f) => Arc::new(f),
+            Err(reason) => return Exit::ServerFailed { reason },
+        };
+        let handler = Arc::new(Handler {
+            forwarder: forwarder.clone(),
+            status: status.clone(),
+            metrics: config.metrics.clone(),
+        });
+
+        let connections = TaskTracker::new();
+        let stop_accepting = CancellationToken::new();
+        let kill_connections = CancellationToken::new();
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            handler,
+            connections.clone(),
+            stop_accepting.clone(),
+            kill_connections.clone(),
+        ));
+
+        let monitor = monitor::Monitor::new(&config, checks, status.clone());
+        let exit = tokio::select! {
+            () = stop.cancelled() => Exit::Interrupted,
+            reason = monitor.run() => {
+                tracing::error!(target = %config.target, %reason, "shutting down the proxy");
+                status.shutting_down(reason.clone());
+                Exit::ServerFailed { reason }
+            }
+        };
+
+        // Drain: new requests now get 503 (when the server failed); requests in flight
+        // may finish within the drain timeout; standalone SSE streams end now.
+        forwarder.close_streams.cancel();
+        let inflight = forwarder.inflight.count();
+        if inflight > 0 {
+            tracing::info!(inflight, timeout = ?config.drain_timeout, "draining requests in flight");
+        }
+        if tokio::time::timeout(config.drain_timeout, forwarder.inflight.drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = forwarder.inflight.count(),
+                "drain timeout passed; closing the remaining requests"
+            );
+        }
+        stop_accepting.cancel();
+        let _ = accept.await;
+        kill_connections.cancel();
+        connections.close();
+        connections.wait().await;
+        exit
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    connections: TaskTracker,
+    stop_accepting: CancellationToken,
+    kill: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            () = stop_accepting.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let kill = kill.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handler.handle(req).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = kill.cancelled() => {}
+            }
+        });
+    }
+}
+
+struct Handler {
+    forwarder: Arc<Forwarder>,
+    status: Arc<Status>,
+    metrics: Option<PrometheusHandle>,
+}
+
+impl Handler {
+    async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/health") => {
+                let (code, body) = self.status.health();
+                let mut response = Response::new(full(body.to_string()));
+                *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            (&Method::GET, "/metrics") => match &self.metrics {
+                Some(handle) => {
+                    let mut response = Response::new(full(handle.render()));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    response
+                }
+                None => rpc_error(StatusCode::NOT_FOUND, "metrics are not enabled"),
+            },
+            _ => self.forwarder.forward(req).await,
+        }
+    }
+}
+
+/// Histogram buckets for every duration metric: 1 ms to 60 s.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
+];

@@ -1,0 +1,93 @@
+//! `hale proxy`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use hale_mcp::TransportKind;
+use hale_proxy::{Exit, Proxy, ProxyConfig, ProxyError};
+
+use crate::logging;
+
+const ENV_HELP: &str = "\
+Health checks (all optional; invalid, zero or negative values log a warning and use the default):
+  TOOLHIVE_HEALTH_CHECK_INTERVAL           time between checks, Go syntax (default 10s)
+  TOOLHIVE_HEALTH_CHECK_PING_TIMEOUT       timeout of one check attempt (default 5s)
+  TOOLHIVE_HEALTH_CHECK_RETRY_DELAY        delay before the one retry of a failed check (default 5s)
+  TOOLHIVE_HEALTH_CHECK_FAILURE_THRESHOLD  consecutive failed checks before shutdown (default 5)
+
+Each check is an MCP ping on a long-lived probe session. A failed check counts one
+failure and is retried once after the retry delay; a successful retry resets the count.
+At the threshold the proxy answers new requests with 503, drains requests in flight,
+closes SSE streams and exits with status 3.
+
+Endpoints served by the proxy itself: GET /health (the last check's result: 200, or 503
+once shutting down) and GET /metrics (Prometheus). Everything else goes to the target.";
+
+#[derive(clap::Args)]
+#[command(after_long_help = ENV_HELP, after_help = "See --help for the TOOLHIVE_HEALTH_CHECK_* variables.")]
+pub(crate) struct Args {
+    /// The MCP server's endpoint URL, e.g. http://127.0.0.1:8080/mcp or http://127.0.0.1:8080/sse.
+    #[arg(long)]
+    target: String,
+    /// The server's transport.
+    #[arg(long, default_value = "streamable-http", value_parser = ["streamable-http", "sse"])]
+    transport: String,
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// How long requests in flight may take to finish at shutdown (Go syntax).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    hale_core::parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+pub(crate) async fn run(args: Args) -> ExitCode {
+    let (checks, warnings) = hale_proxy::env::from_process_env();
+    for warning in &warnings {
+        tracing::warn!(variable = %warning.variable, value = %warning.value, default = %warning.default, "{warning}");
+    }
+    let transport = if args.transport == "sse" {
+        TransportKind::Sse
+    } else {
+        TransportKind::StreamableHttp
+    };
+    let config = ProxyConfig {
+        transport,
+        listen: args.listen,
+        drain_timeout: args.drain_timeout,
+        metrics: logging::metrics(&hale_proxy::DURATION_BUCKETS),
+        ..ProxyConfig::new(&args.target, checks)
+    };
+    let proxy = match Proxy::bind(config).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("hale proxy: {e}");
+            let code = match e {
+                ProxyError::Listen { .. } => 1,
+                _ => 2,
+            };
+            return ExitCode::from(code);
+        }
+    };
+    println!("listening on http://{}", proxy.local_addr());
+    let (refused, hanging) = checks.tolerance();
+    tracing::info!(
+        target = %args.target,
+        interval = ?checks.interval,
+        ping_timeout = ?checks.ping_timeout,
+        retry_delay = ?checks.retry_delay,
+        threshold = checks.failure_threshold,
+        "proxying; a dead server is given up about {refused:?} after its first failed check ({hanging:?} if it hangs)"
+    );
+    match proxy.run(logging::shutdown_signal()).await {
+        Exit::Interrupted => ExitCode::SUCCESS,
+        Exit::ServerFailed { reason } => {
+            eprintln!("hale proxy: {reason}");
+            ExitCode::from(3)
+        }
+    }
+}

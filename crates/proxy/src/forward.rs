@@ -1,0 +1,369 @@
+//! The request path: everything that is not `/health` or `/metrics` goes to the server
+//! unchanged, streaming both ways.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::sse_rewrite::EndpointRewrite;
+use crate::status::Backend;
+
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
+pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub(crate) struct Forwarder {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    origin: String,
+    client: Client<HttpConnector, ProxyBody>,
+    pub(crate) max_body: usize,
+    /// How long a request may wait for response headers while the server is failing.
+    pub(crate) down_timeout: Duration,
+    pub(crate) backend: watch::Receiver<Backend>,
+    /// Requests in flight (standalone GET streams excluded), for the drain at shutdown.
+    pub(crate) inflight: Arc<Inflight>,
+    /// Ends every standalone SSE stream at shutdown.
+    pub(crate) close_streams: CancellationToken,
+}
+
+/// Counts requests in flight and wakes the drain when the last one finishes.
+#[derive(Default)]
+pub(crate) struct Inflight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl Inflight {
+    fn enter(self: &Arc<Self>) -> InflightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(self.clone())
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until nothing is in flight.
+    pub(crate) async fn drained(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.count() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+struct InflightGuard(Arc<Inflight>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Forwarder {
+    pub(crate) fn new(
+        target: &Uri,
+        max_body: usize,
+        down_timeout: Duration,
+        backend: watch::Receiver<Backend>,
+    ) -> Result<Self, String> {
+        let scheme = target
+            .scheme()
+            .cloned()
+            .ok_or("the target URL has no scheme")?;
+        if scheme != http::uri::Scheme::HTTP {
+            return Err("only http:// targets are supported".into());
+        }
+        let authority = target
+            .authority()
+            .cloned()
+            .ok_or("the target URL has no host")?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(Forwarder {
+            origin: format!("{scheme}://{authority}"),
+            scheme,
+            authority,
+            client,
+            max_body,
+            down_timeout,
+            backend,
+            inflight: Arc::default(),
+            close_streams: CancellationToken::new(),
+        })
+    }
+
+    pub(crate) async fn forward(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let response = self.forward_inner(req).await;
+        let status = response.status().as_u16().to_string();
+        metrics::counter!("toolhive_proxy_requests_total", "method" => method.to_string(), "status" => status)
+            .increment(1);
+        metrics::histogram!("toolhive_proxy_request_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        response
+    }
+
+    async fn forward_inner(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let down = match &*self.backend.borrow() {
+            Backend::ShuttingDown { reason } => {
+                return rpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("hale proxy is shutting down: {reason}"),
+                );
+            }
+            Backend::Down { .. } => true,
+            Backend::Up => false,
+        };
+        let too_large = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n > self.max_body as u64);
+        if too_large {
+            return rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body larger than {} bytes", self.max_body),
+            );
+        }
+        let standalone_stream = req.method() == http::Method::GET;
+        let guard = (!standalone_stream).then(|| self.inflight.enter());
+
+        let (mut parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        parts.uri = match Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(e) => return rpc_error(StatusCode::BAD_REQUEST, &format!("bad request URI: {e}")),
+        };
+        parts.version = http::Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        // Host and Origin pass unchanged: the server's DNS-rebinding protection keeps
+        // judging what the client sent.
+        let body = Limited::new(body, self.max_body)
+            .map_err(BoxError::from)
+            .boxed();
+        let upstream = Request::from_parts(parts, body);
+
+        let mut backend = self.backend.clone();
+        let sent = self.client.request(upstream);
+        let response = tokio::select! {
+            response = sent => response,
+            // The server failed a check while we waited for it: answer now.
+            () = went_down(&mut backend), if !down => {
+                return rpc_error(StatusCode::BAD_GATEWAY, "the MCP server failed its health check while this request waited");
+            }
+            () = tokio::time::sleep(self.down_timeout), if down => {
+                return rpc_error(StatusCode::GATEWAY_TIMEOUT, &format!(
+                    "the MCP server is failing its health checks and did not answer within {:?}", self.down_timeout));
+            }
+        };
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return upstream_error(&e),
+        };
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let event_stream = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let body: ProxyBody = if event_stream {
+            let rewritten = EndpointRewrite::new(body, self.origin.clone());
+            Tracked {
+                inner: rewritten.map_err(BoxError::from).boxed(),
+                closed: standalone_stream
+                    .then(|| Box::pin(self.close_streams.clone().cancelled_owned())),
+                _inflight: guard,
+                _stream: Some(SseGauge::open()),
+            }
+            .boxed()
+        } else {
+            Tracked {
+                inner: body.map_err(BoxError::from).boxed(),
+                closed: None,
+                _inflight: guard,
+                _stream: None,
+            }
+            .boxed()
+        };
+        Response::from_parts(parts, body)
+    }
+}
+
+async fn went_down(backend: &mut watch::Receiver<Backend>) {
+    loop {
+        if !matches!(*backend.borrow_and_update(), Backend::Up) {
+            return;
+        }
+        if backend.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A response body that holds its request's in-flight slot until it ends, and, for a
+/// standalone SSE stream, ends early when the proxy shuts down.
+struct Tracked {
+    inner: ProxyBody,
+    closed: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    _inflight: Option<InflightGuard>,
+    _stream: Option<SseGauge>,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(closed) = self.closed.as_mut()
+            && closed.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts an open SSE stream in `toolhive_proxy_active_sse_streams` while it lives.
+struct SseGauge;
+
+impl SseGauge {
+    fn open() -> Self {
+        metrics::gauge!("toolhive_proxy_active_sse_streams").increment(1.0);
+        SseGauge
+    }
+}
+
+impl Drop for SseGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("toolhive_proxy_active_sse_streams").decrement(1.0);
+    }
+}
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Classifies a failure to reach the server into the answer the client gets.
+fn upstream_error(e: &hyper_util::client::legacy::Error) -> Response<ProxyBody> {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<LengthLimitError>().is_some() {
+            return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        }
+        source = err.source();
+    }
+    let what = if e.is_connect() {
+        "cannot connect to the MCP server"
+    } else {
+        "the connection to the MCP server failed"
+    };
+    let mut detail = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        detail.push_str(": ");
+        detail.push_str(&err.to_string());
+        source = err.source();
+    }
+    rpc_error(StatusCode::BAD_GATEWAY, &format!("{what}: {detail}"))
+}
+
+/// A JSON-RPC error answer, which MCP clients show instead of a bare HTTP failure.
+pub(crate) fn rpc_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": message}});
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    response
+}
+
+pub(crate) fn full(body: impl Into<Bytes>) -> ProxyBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
