@@ -1,0 +1,391 @@
+//! The proxy as a library, in front of testkit and wiremock backends: transparency over
+//! both transports, the health loop end to end, and what clients see during a blip.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hale_core::CheckLoopConfig;
+use hale_mcp::{ClientOptions, McpClient, TransportKind};
+use hale_proxy::{Exit, Proxy, ProxyConfig};
+use hale_testkit::{Fault, ServerConfig, TestServer, Transport};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+fn fast_checks(threshold: u32) -> CheckLoopConfig {
+    CheckLoopConfig {
+        interval: Duration::from_millis(200),
+        ping_timeout: Duration::from_millis(150),
+        retry_delay: Duration::from_millis(50),
+        failure_threshold: threshold,
+    }
+}
+
+struct Running {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<Exit>,
+}
+
+async fn start(target: &str, transport: TransportKind, checks: CheckLoopConfig) -> Running {
+    let config = ProxyConfig {
+        transport,
+        drain_timeout: Duration::from_secs(2),
+        ..ProxyConfig::new(target, checks)
+    };
+    let proxy = Proxy::bind(config).await.unwrap();
+    let addr = proxy.local_addr();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(proxy.run(stop.clone()));
+    Running { addr, stop, task }
+}
+
+/// The URL of `server` as seen through the proxy at `addr`.
+fn through(server: &TestServer, addr: SocketAddr) -> String {
+    server
+        .url()
+        .replace(&server.addr().to_string(), &addr.to_string())
+}
+
+fn client_options(transport: TransportKind) -> ClientOptions {
+    ClientOptions {
+        transport,
+        request_timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn mcp_sessions_work_through_the_proxy_over_both_transports() {
+    for (transport, kind) in [
+        (Transport::StreamableHttp, TransportKind::StreamableHttp),
+        (Transport::Sse, TransportKind::Sse),
+    ] {
+        let server = TestServer::start(ServerConfig {
+            transport,
+            ..ServerConfig::default()
+        })
+        .await
+        .unwrap();
+        let proxy = start(&server.url(), kind, CheckLoopConfig::default()).await;
+        let url = through(&server, proxy.addr);
+        let client = McpClient::connect(&url, client_options(kind))
+            .await
+            .unwrap();
+        let echo = client
+            .call_tool("echo", json!({"text": "via proxy"}))
+            .await
+            .unwrap();
+        assert_eq!(echo["content"][0]["text"], "via proxy", "{kind}");
+        let mut notes = client.notifications();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.add_tool("late");
+        let note = tokio::time::timeout(Duration::from_secs(5), notes.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            note.method, "notifications/tools/list_changed",
+            "{kind}: streams flow through"
+        );
+        let tools = client.list_tools().await.unwrap();
+        assert!(tools.iter().any(|t| t["name"] == "late"), "{kind}");
+        client.close().await;
+        proxy.stop.cancel();
+        assert_eq!(proxy.task.await.unwrap(), Exit::Interrupted);
+        server.shutdown();
+    }
+}
+
+#[tokio::test]
+async fn the_sse_endpoint_event_points_back_at_the_proxy() {
+    let server = TestServer::start(ServerConfig {
+        transport: Transport::Sse,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let proxy = start(
+        &server.url(),
+        TransportKind::Sse,
+        CheckLoopConfig::default(),
+    )
+    .await;
+    let before = server.stats().requests;
+    let client = McpClient::connect(
+        &through(&server, proxy.addr),
+        client_options(TransportKind::Sse),
+    )
+    .await
+    .unwrap();
+    client.ping().await.unwrap();
+    // The server saw the GET, initialize, initialized and ping: the POSTs went through the
+    // proxy (a client refuses an endpoint on another origin, so it could not go around).
+    assert_eq!(server.stats().requests - before, 4);
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn the_proxy_shuts_down_after_exactly_the_threshold_of_failed_checks() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let proxy = start(&server.url(), TransportKind::StreamableHttp, fast_checks(3)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // one good check
+    let (status, body) = get(proxy.addr, "/health").await;
+    assert_eq!(status, 200, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["threshold"], 3);
+    assert!(health["lastSuccess"].is_string());
+
+    server.set_fault(Some(Fault::Status(503))).await;
+    let seen = server.stats().requests;
+    let exit = tokio::time::timeout(Duration::from_secs(5), proxy.task)
+        .await
+        .unwrap()
+        .unwrap();
+    let Exit::ServerFailed { reason } = exit else {
+        panic!("{exit:?}")
+    };
+    assert!(
+        reason.contains("failed 3 consecutive health checks"),
+        "{reason}"
+    );
+    assert!(reason.contains("HTTP 503"), "{reason}");
+    // Three checks and two retries reached the server, plus the DELETE that ended the
+    // probe session the first failure abandoned.
+    assert_eq!(server.stats().requests - seen, 6);
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn a_blip_shorter_than_the_window_is_survived_with_the_same_session() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let proxy = start(&server.url(), TransportKind::StreamableHttp, fast_checks(4)).await;
+    let client = McpClient::connect(
+        &through(&server, proxy.addr),
+        client_options(TransportKind::StreamableHttp),
+    )
+    .await
+    .unwrap();
+    client.ping().await.unwrap();
+
+    server.set_fault(Some(Fault::Status(503))).await;
+    tokio::time::sleep(Duration::from_millis(450)).await; // two failed checks
+    let (status, body) = get(proxy.addr, "/health").await;
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "degraded");
+    assert!(health["consecutiveFailures"].as_u64().unwrap() >= 1);
+    assert_eq!(health["lastError"]["category"], "http_status");
+    // A client during the blip gets an error promptly, never a hang.
+    let started = std::time::Instant::now();
+    assert!(client.ping().await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    server.set_fault(None).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let opened = server.stats().sessions_opened;
+    client.ping().await.unwrap();
+    assert_eq!(
+        server.stats().sessions_opened,
+        opened,
+        "the same session kept working"
+    );
+    assert!(!proxy.task.is_finished(), "the proxy is still up");
+    let (_, body) = get(proxy.addr, "/health").await;
+    assert!(body.contains(r#""status":"healthy""#), "{body}");
+    proxy.stop.cancel();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn a_hanging_server_gets_prompt_errors_not_hangs() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let proxy = start(
+        &server.url(),
+        TransportKind::StreamableHttp,
+        fast_checks(50),
+    )
+    .await;
+    let url = through(&server, proxy.addr);
+    let client = McpClient::connect(&url, client_options(TransportKind::StreamableHttp))
+        .await
+        .unwrap();
+    server.set_fault(Some(Fault::Hang)).await;
+    let started = std::time::Instant::now();
+    let err = client.ping().await.unwrap_err();
+    // The check times out after 150 ms, marks the server down, and the waiting request is
+    // answered at once with a JSON-RPC error.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("health check"), "{err}");
+    proxy.stop.cancel();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_and_headers_pass_except_hop_by_hop() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(202)
+                .insert_header("mcp-session-id", "abc")
+                .insert_header("x-upstream", "kept"),
+        )
+        .mount(&upstream)
+        .await;
+    let proxy = start(
+        &format!("{}/mcp", upstream.uri()),
+        TransportKind::StreamableHttp,
+        CheckLoopConfig::default(),
+    )
+    .await;
+    let http = reqwest_like(proxy.addr);
+
+    let headers: &'static [(&str, &str)] = &[
+        ("Content-Type", "application/json"),
+        ("Mcp-Session-Id", "abc"),
+        ("MCP-Protocol-Version", "2025-11-25"),
+        ("Last-Event-ID", "42"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "echo"),
+        ("Connection", "close, x-hop"),
+        ("X-Hop", "must not pass"),
+        ("Keep-Alive", "timeout=5"),
+    ];
+    let (status, text) = http("POST", "/mcp?x=1", headers, b"{}").await;
+    assert_eq!(status, 202, "{text}");
+    let lower = text.to_ascii_lowercase();
+    assert!(
+        lower.contains("mcp-session-id: abc") && lower.contains("x-upstream: kept"),
+        "{text}"
+    );
+    let received = &upstream.received_requests().await.unwrap()[0];
+    assert_eq!(received.url.path(), "/mcp");
+    assert_eq!(received.url.query(), Some("x=1"));
+    for (name, value) in [
+        ("mcp-session-id", "abc"),
+        ("mcp-protocol-version", "2025-11-25"),
+        ("last-event-id", "42"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "echo"),
+        ("host", &proxy.addr.to_string()[..]),
+    ] {
+        assert_eq!(
+            received.headers.get(name).map(|v| v.to_str().unwrap()),
+            Some(value),
+            "{name}"
+        );
+    }
+    for hop in ["x-hop", "keep-alive"] {
+        assert!(
+            received.headers.get(hop).is_none(),
+            "{hop} must not reach the server"
+        );
+    }
+
+    let big = vec![b'x'; hale_proxy::MAX_REQUEST_BODY + 1];
+    let (status, _) = http(
+        "POST",
+        "/mcp",
+        &[("Content-Type", "application/json")],
+        &big,
+    )
+    .await;
+    assert_eq!(status, 413, "refused up front from Content-Length");
+    // Chunked, so no Content-Length gives it away: refused when the limit is crossed.
+    let (status, text) = http("POST", "/mcp", &[("Transfer-Encoding", "chunked")], &big).await;
+    assert_eq!(status, 413, "{text}");
+    let exactly = vec![b'x'; hale_proxy::MAX_REQUEST_BODY];
+    let (status, _) = http(
+        "POST",
+        "/mcp",
+        &[("Transfer-Encoding", "chunked")],
+        &exactly,
+    )
+    .await;
+    assert_eq!(status, 202, "8 MiB itself is allowed");
+    proxy.stop.cancel();
+}
+
+/// A tiny raw HTTP/1.1 client: (method, path, headers, body) → (status, head).
+fn reqwest_like(
+    addr: SocketAddr,
+) -> impl Fn(
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &[u8],
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send>> {
+    move |method, path, headers, body| {
+        let body = body.to_vec();
+        Box::pin(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let chunked = headers.iter().any(|(k, _)| *k == "Transfer-Encoding");
+            let mut head =
+                format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            if !chunked {
+                head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+            }
+            head.push_str("\r\n");
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let write = async {
+                if chunked {
+                    for chunk in body.chunks(64 * 1024) {
+                        stream
+                            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                            .await?;
+                        stream.write_all(chunk).await?;
+                        stream.write_all(b"\r\n").await?;
+                    }
+                    stream.write_all(b"0\r\n\r\n").await
+                } else {
+                    stream.write_all(&body).await
+                }
+            };
+            let _ = write.await; // the proxy may stop reading once it has seen enough
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response).await;
+            let text = String::from_utf8_lossy(&response).to_string();
+            let status = text
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            (status, text)
+        })
+    }
+}
