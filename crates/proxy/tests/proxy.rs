@@ -269,9 +269,8 @@ async fn oversized_bodies_get_413_and_headers_pass_except_hop_by_hop() {
         CheckLoopConfig::default(),
     )
     .await;
-    let http = reqwest_like(proxy.addr);
 
-    let headers: &'static [(&str, &str)] = &[
+    let headers: &[(&str, &str)] = &[
         ("Content-Type", "application/json"),
         ("Mcp-Session-Id", "abc"),
         ("MCP-Protocol-Version", "2025-11-25"),
@@ -282,7 +281,7 @@ async fn oversized_bodies_get_413_and_headers_pass_except_hop_by_hop() {
         ("X-Hop", "must not pass"),
         ("Keep-Alive", "timeout=5"),
     ];
-    let (status, text) = http("POST", "/mcp?x=1", headers, b"{}").await;
+    let (status, text) = raw_http(proxy.addr, "POST", "/mcp?x=1", headers, b"{}").await;
     assert_eq!(status, 202, "{text}");
     let lower = text.to_ascii_lowercase();
     assert!(
@@ -323,7 +322,14 @@ async fn oversized_bodies_get_413_and_headers_pass_except_hop_by_hop() {
     .await;
     assert_eq!(status, 413, "refused up front from Content-Length");
     // Chunked, so no Content-Length gives it away: refused when the limit is crossed.
-    let (status, text) = http("POST", "/mcp", &[("Transfer-Encoding", "chunked")], &big).await;
+    let (status, text) = raw_http(
+        proxy.addr,
+        "POST",
+        "/mcp",
+        &[("Transfer-Encoding", "chunked")],
+        &big,
+    )
+    .await;
     assert_eq!(status, 413, "{text}");
     let exactly = vec![b'x'; hale_proxy::MAX_REQUEST_BODY];
     let (status, _) = http(
@@ -337,55 +343,48 @@ async fn oversized_bodies_get_413_and_headers_pass_except_hop_by_hop() {
     proxy.stop.cancel();
 }
 
-/// A tiny raw HTTP/1.1 client: (method, path, headers, body) → (status, head).
-fn reqwest_like(
+/// A tiny raw HTTP/1.1 client; returns (status, the whole response as text).
+async fn raw_http(
     addr: SocketAddr,
-) -> impl Fn(
-    &'static str,
-    &'static str,
-    &'static [(&'static str, &'static str)],
-    &[u8],
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send>> {
-    move |method, path, headers, body| {
-        let body = body.to_vec();
-        Box::pin(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let chunked = headers.iter().any(|(k, _)| *k == "Transfer-Encoding");
-            let mut head =
-                format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-            for (k, v) in headers {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            if !chunked {
-                head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-            }
-            head.push_str("\r\n");
-            stream.write_all(head.as_bytes()).await.unwrap();
-            let write = async {
-                if chunked {
-                    for chunk in body.chunks(64 * 1024) {
-                        stream
-                            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-                            .await?;
-                        stream.write_all(chunk).await?;
-                        stream.write_all(b"\r\n").await?;
-                    }
-                    stream.write_all(b"0\r\n\r\n").await
-                } else {
-                    stream.write_all(&body).await
-                }
-            };
-            let _ = write.await; // the proxy may stop reading once it has seen enough
-            let mut response = Vec::new();
-            let _ = stream.read_to_end(&mut response).await;
-            let text = String::from_utf8_lossy(&response).to_string();
-            let status = text
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            (status, text)
-        })
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let chunked = headers.iter().any(|(k, _)| *k == "Transfer-Encoding");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !chunked {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let write = async {
+        if chunked {
+            for chunk in body.chunks(64 * 1024) {
+                stream
+                    .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .await?;
+                stream.write_all(chunk).await?;
+                stream.write_all(b"\r\n").await?;
+            }
+            stream.write_all(b"0\r\n\r\n").await
+        } else {
+            stream.write_all(body).await
+        }
+    };
+    let _ = write.await; // the proxy may stop reading once it has seen enough
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }
