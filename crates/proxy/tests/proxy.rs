@@ -313,7 +313,8 @@ async fn oversized_bodies_get_413_and_headers_pass_except_hop_by_hop() {
     }
 
     let big = vec![b'x'; hale_proxy::MAX_REQUEST_BODY + 1];
-    let (status, _) = http(
+    let (status, _) = raw_http(
+        proxy.addr,
         "POST",
         "/mcp",
         &[("Content-Type", "application/json")],
@@ -332,7 +333,8 @@ async fn oversized_bodies_get_413_and_headers_pass_except_hop_by_hop() {
     .await;
     assert_eq!(status, 413, "{text}");
     let exactly = vec![b'x'; hale_proxy::MAX_REQUEST_BODY];
-    let (status, _) = http(
+    let (status, _) = raw_http(
+        proxy.addr,
         "POST",
         "/mcp",
         &[("Transfer-Encoding", "chunked")],
