@@ -317,12 +317,12 @@ async fn a_probe_keeps_one_session_and_recovers_after_an_outage() {
             "{name}"
         );
 
+        let deleted = server.stats().sessions_deleted;
         probe.close().await;
         if !config.stateless && transport == TransportKind::StreamableHttp {
-            assert_eq!(
-                server.stats().sessions_deleted,
-                1,
-                "{name}: the probe session is deleted"
+            assert!(
+                server.stats().sessions_deleted > deleted,
+                "{name}: closing deletes the probe session"
             );
         }
         server.shutdown();

@@ -130,7 +130,8 @@ impl Shared {
             token.cancel();
             let _ = closed.await;
         }
-        lock(&self.sessions).clear();
+        // Sessions survive: an outage of the listener is not a restart (that is
+        // `forget_sessions`). Streams end with their connections.
     }
 
     /// Listens again on the same address.

@@ -1,0 +1,237 @@
+//! End to end: the `hale proxy` binary in front of a testkit server.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hale_mcp::{ClientOptions, McpClient, TransportKind};
+use hale_testkit::{Fault, ServerConfig, TestServer, Transport};
+use serde_json::json;
+
+/// The binary, killed when dropped.
+struct Hale {
+    child: Child,
+    url: String,
+    stderr: Option<std::process::ChildStderr>,
+}
+
+impl Drop for Hale {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const FAST: [(&str, &str); 4] = [
+    ("TOOLHIVE_HEALTH_CHECK_INTERVAL", "300ms"),
+    ("TOOLHIVE_HEALTH_CHECK_PING_TIMEOUT", "200ms"),
+    ("TOOLHIVE_HEALTH_CHECK_RETRY_DELAY", "100ms"),
+    ("TOOLHIVE_HEALTH_CHECK_FAILURE_THRESHOLD", "3"),
+];
+
+fn proxy(server: &TestServer, transport: &str, env: &[(&str, &str)]) -> Hale {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args([
+            "proxy",
+            "--target",
+            &server.url(),
+            "--transport",
+            transport,
+            "--drain-timeout",
+            "1s",
+        ])
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("printed {line:?}"));
+    let url = server.url().replace(&server.addr().to_string(), addr);
+    let stderr = child.stderr.take();
+    Hale { child, url, stderr }
+}
+
+fn options(transport: TransportKind) -> ClientOptions {
+    ClientOptions {
+        transport,
+        request_timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn sessions_work_through_the_binary_over_both_transports() {
+    for (transport, kind, name) in [
+        (
+            Transport::StreamableHttp,
+            TransportKind::StreamableHttp,
+            "streamable-http",
+        ),
+        (Transport::Sse, TransportKind::Sse, "sse"),
+    ] {
+        let server = TestServer::start(ServerConfig {
+            transport,
+            ..ServerConfig::default()
+        })
+        .await
+        .unwrap();
+        let hale = proxy(&server, name, &[]);
+        let client = McpClient::connect(&hale.url, options(kind)).await.unwrap();
+        let sum = client
+            .call_tool("add", json!({"a": 1, "b": 2}))
+            .await
+            .unwrap();
+        assert_eq!(sum["content"][0]["text"], "3", "{name}");
+
+        // An event on an open stream comes through while the stream stays open: nothing
+        // waits for the stream to end.
+        let mut notes = client.notifications();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = Instant::now();
+        server.add_tool("fresh");
+        let note = tokio::time::timeout(Duration::from_secs(2), notes.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(note.method, "notifications/tools/list_changed");
+        eprintln!(
+            "{name}: list_changed arrived {:?} after it was sent",
+            sent.elapsed()
+        );
+        client.close().await;
+        server.shutdown();
+    }
+}
+
+#[tokio::test]
+async fn a_dead_server_makes_the_proxy_exit_3_within_the_documented_window() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let mut hale = proxy(&server, "streamable-http", &FAST);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stopped = Instant::now();
+    server.set_fault(Some(Fault::Down)).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = hale.child.wait().unwrap();
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut hale.stderr.take().unwrap(), &mut log).unwrap();
+        (status, log)
+    })
+    .await
+    .unwrap();
+    let elapsed = stopped.elapsed();
+    let (status, log) = status;
+    assert_eq!(status.code(), Some(3), "{log}");
+    assert!(log.contains("failed 3 consecutive health checks"), "{log}");
+    assert!(
+        log.contains("ERROR"),
+        "the reason is logged at ERROR: {log}"
+    );
+    // Window: up to one interval to the first failed check, then (threshold - 1) intervals;
+    // one more interval of slack for a loaded machine.
+    let window = Duration::from_millis(300 + 2 * 300 + 300);
+    assert!(
+        elapsed <= window + Duration::from_millis(500),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_blip_shorter_than_the_window_keeps_the_session() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let hale = proxy(&server, "streamable-http", &FAST);
+    let client = McpClient::connect(&hale.url, options(TransportKind::StreamableHttp))
+        .await
+        .unwrap();
+    client.ping().await.unwrap();
+    server.set_fault(Some(Fault::Down)).await;
+    tokio::time::sleep(Duration::from_millis(350)).await; // at most two failed checks
+    server.set_fault(None).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The server kept its sessions (only the listener went away), so ours still works.
+    let opened = server.stats().sessions_opened;
+    let echo = client
+        .call_tool("echo", json!({"text": "still here"}))
+        .await
+        .unwrap();
+    assert_eq!(echo["content"][0]["text"], "still here");
+    assert_eq!(
+        server.stats().sessions_opened,
+        opened,
+        "no new session was needed"
+    );
+    drop(hale);
+    server.shutdown();
+}
+
+#[test]
+fn help_documents_every_flag_and_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["proxy", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--target",
+        "--transport",
+        "--listen",
+        "--drain-timeout",
+        "TOOLHIVE_HEALTH_CHECK_INTERVAL",
+        "TOOLHIVE_HEALTH_CHECK_PING_TIMEOUT",
+        "TOOLHIVE_HEALTH_CHECK_RETRY_DELAY",
+        "TOOLHIVE_HEALTH_CHECK_FAILURE_THRESHOLD",
+        "status 3",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn unusable_variables_are_named_in_a_warning_and_defaults_apply() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let mut hale = proxy(
+        &server,
+        "streamable-http",
+        &[
+            ("TOOLHIVE_HEALTH_CHECK_INTERVAL", "10"),
+            ("TOOLHIVE_HEALTH_CHECK_FAILURE_THRESHOLD", "2.5"),
+        ],
+    );
+    let _ = hale.child.kill();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut hale.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(
+        log.contains("TOOLHIVE_HEALTH_CHECK_INTERVAL")
+            && log.contains("\"10\"")
+            && log.contains("10s"),
+        "{log}"
+    );
+    assert!(
+        log.contains("TOOLHIVE_HEALTH_CHECK_FAILURE_THRESHOLD") && log.contains("2.5"),
+        "{log}"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn a_bad_target_is_a_clear_error_with_status_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["proxy", "--target", "ftp://example/mcp"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--target ftp://example/mcp") && stderr.contains("http://"),
+        "{stderr}"
+    );
+}
