@@ -421,6 +421,31 @@ mod tests {
         let _ = c.tolerance();
     }
 
+    /// The rows of the tolerance table in docs/configuration.md.
+    #[test]
+    fn the_documented_tolerance_table() {
+        let rows = [
+            ((10, 5, 5, 5), (40, 65)),
+            ((10, 5, 5, 3), (20, 35)),
+            ((5, 2, 1, 3), (10, 12)),
+            ((30, 10, 10, 5), (120, 130)),
+            ((10, 5, 5, 1), (0, 5)),
+        ];
+        for ((interval, timeout, delay, threshold), (refused, hanging)) in rows {
+            let c = CheckLoopConfig {
+                interval: interval * S,
+                ping_timeout: timeout * S,
+                retry_delay: delay * S,
+                failure_threshold: threshold,
+            };
+            assert_eq!(c.tolerance(), (refused * S, hanging * S), "{c:?}");
+            // And the loop itself agrees, measured from the first failed check.
+            let first = c.interval;
+            assert_eq!(run(c, |_| true, false, 100_000), Some(first + refused * S));
+            assert_eq!(run(c, |_| true, true, 100_000), Some(first + hanging * S));
+        }
+    }
+
     #[test]
     fn invalid_settings_name_the_variable() {
         let c = CheckLoopConfig {
