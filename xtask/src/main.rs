@@ -4,7 +4,8 @@
 //!   property tests at CI size (`PROPTEST_CASES`, default 512). What `.ci/run` runs.
 //! - `proptest`: the model-based property tests only, in release mode, at
 //!   `PROPTEST_CASES` (default 100000).
-//! - `bench [core]`: the criterion benchmarks; figures go to `docs/benchmarks.md` by hand.
+//! - `bench [core|proxy]`: the benchmarks (all without an argument); figures go to
+//!   `docs/benchmarks.md` by hand.
 //! - `interop`: hale against real third-party MCP servers and the conformance suite
 //!   (installs Node 22, npm packages and a Python venv under `target/interop/`).
 
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
             result
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci | proptest | bench [core] | interop>");
+            eprintln!("usage: cargo xtask <ci | proptest | bench [core|proxy] | interop>");
             return ExitCode::from(2);
         }
     };
@@ -159,8 +160,51 @@ fn proptest() -> Result<(), String> {
 
 fn bench(which: Option<&str>) -> Result<(), String> {
     match which {
-        None | Some("core") => cargo(&["bench", "-p", "hale-core", "--bench", "closed_path"], &[]),
-        Some(other) => Err(format!("bench {other} (unknown; expected: core)")),
+        Some("core") => cargo(&["bench", "-p", "hale-core", "--bench", "closed_path"], &[]),
+        Some("proxy") => {
+            install_debian(&[("nginx", "nginx-light"), ("wrk", "wrk")])?;
+            cargo(&["bench", "-p", "hale-proxy", "--bench", "proxy"], &[])
+        }
+        None => bench(Some("core")).and_then(|()| bench(Some("proxy"))),
+        Some(other) => Err(format!("bench {other} (unknown; expected core or proxy)")),
+    }
+}
+
+/// Installs Debian packages whose command is missing: `(command, package)`.
+fn install_debian(needed: &[(&str, &str)]) -> Result<(), String> {
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|(cmd, _)| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {cmd}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("installing {}", missing.join(" "));
+    let ok = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success());
+    // Debian starts the packaged nginx as a service; the bench runs its own.
+    let _ = Command::new("sh")
+        .args(["-c", "command -v service >/dev/null && service nginx stop"])
+        .status();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("apt-get install {}", missing.join(" ")))
     }
 }
 

@@ -390,3 +390,138 @@ async fn raw_http(
         .unwrap_or(0);
     (status, text)
 }
+
+/// One Prometheus recorder for this test binary (the recorder is process-global).
+fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&hale_proxy::DURATION_BUCKETS)
+                .unwrap()
+                .install_recorder()
+                .unwrap()
+        })
+        .clone()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_checks_and_streams() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let config = ProxyConfig {
+        metrics: Some(metrics_handle()),
+        ..ProxyConfig::new(&server.url(), fast_checks(10))
+    };
+    let proxy = Proxy::bind(config).await.unwrap();
+    let addr = proxy.local_addr();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(proxy.run(stop.clone()));
+    let client = McpClient::connect(
+        &through(&server, addr),
+        client_options(TransportKind::StreamableHttp),
+    )
+    .await
+    .unwrap();
+    client.ping().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // a health check, and the GET stream open
+    let (status, text) = get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        r#"toolhive_proxy_requests_total{method="POST",status="200"}"#,
+        r#"toolhive_proxy_health_checks_total{result="success"}"#,
+        "toolhive_proxy_request_duration_seconds_bucket{le=\"0.001\"}",
+        "toolhive_proxy_health_consecutive_failures 0",
+        "toolhive_proxy_backend_up 1",
+        "toolhive_proxy_active_sse_streams",
+    ] {
+        assert!(text.contains(line), "/metrics lacks {line}:\n{text}");
+    }
+    client.close().await;
+    stop.cancel();
+    task.await.unwrap();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn wiremock_flakiness_below_the_threshold_is_survived_and_slowness_is_a_failure() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+    let answer = |req: &Request| {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let result = match body["method"].as_str() {
+            Some("initialize") => {
+                json!({"protocolVersion": "2025-06-18", "capabilities": {}, "serverInfo": {"name": "w", "version": "0"}})
+            }
+            _ => json!({}),
+        };
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"jsonrpc": "2.0", "id": body["id"], "result": result}))
+    };
+    // 503, 503, then good answers; and separately two reset connections, then good answers.
+    for bad in [
+        ResponseTemplate::new(503),
+        ResponseTemplate::new(200).set_delay(Duration::from_secs(2)),
+    ] {
+        let upstream = MockServer::start().await;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        Mock::given(wiremock::matchers::method("POST"))
+            .respond_with(bad)
+            .up_to_n_times(2)
+            .with_priority(1)
+            .mount(&upstream)
+            .await;
+        Mock::given(wiremock::matchers::method("POST"))
+            .respond_with(move |req: &Request| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                answer(req)
+            })
+            .with_priority(2)
+            .mount(&upstream)
+            .await;
+        let proxy = start(
+            &format!("{}/mcp", upstream.uri()),
+            TransportKind::StreamableHttp,
+            fast_checks(2),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !proxy.task.is_finished(),
+            "a failed check and a failed retry are one failure, below 2"
+        );
+        let (_, body) = get(proxy.addr, "/health").await;
+        assert!(body.contains(r#""status":"healthy""#), "{body}");
+        assert!(
+            calls.load(Ordering::SeqCst) >= 3,
+            "the monitor went on checking"
+        );
+        proxy.stop.cancel();
+    }
+
+    let slow = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .mount(&slow)
+        .await;
+    let proxy = start(
+        &format!("{}/mcp", slow.uri()),
+        TransportKind::StreamableHttp,
+        fast_checks(2),
+    )
+    .await;
+    let exit = tokio::time::timeout(Duration::from_secs(5), proxy.task)
+        .await
+        .unwrap()
+        .unwrap();
+    let Exit::ServerFailed { reason } = exit else {
+        panic!("{exit:?}")
+    };
+    assert!(
+        reason.contains("timeout") || reason.contains("within"),
+        "{reason}"
+    );
+}
