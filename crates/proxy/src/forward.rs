@@ -102,6 +102,8 @@ impl Forwarder {
         max_body: usize,
         down_timeout: Duration,
         backend: watch::Receiver<Backend>,
+        inflight: Arc<Inflight>,
+        close_streams: CancellationToken,
     ) -> Result<Self, String> {
         let scheme = target
             .scheme()
@@ -130,8 +132,8 @@ impl Forwarder {
             max_body,
             down_timeout,
             backend,
-            inflight: Arc::default(),
-            close_streams: CancellationToken::new(),
+            inflight,
+            close_streams,
         })
     }
 
@@ -139,9 +141,12 @@ impl Forwarder {
         let started = Instant::now();
         let method = req.method().clone();
         let response = self.forward_inner(req).await;
-        let status = response.status().as_u16().to_string();
-        metrics::counter!("toolhive_proxy_requests_total", "method" => method.to_string(), "status" => status)
-            .increment(1);
+        metrics::counter!(
+            "toolhive_proxy_requests_total",
+            "method" => method_label(&method),
+            "status" => status_label(response.status())
+        )
+        .increment(1);
         metrics::histogram!("toolhive_proxy_request_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         response
@@ -240,6 +245,28 @@ impl Forwarder {
             .boxed()
         };
         Response::from_parts(parts, body)
+    }
+}
+
+/// Label values without an allocation for the common cases.
+fn method_label(method: &http::Method) -> metrics::SharedString {
+    match *method {
+        http::Method::POST => "POST".into(),
+        http::Method::GET => "GET".into(),
+        http::Method::DELETE => "DELETE".into(),
+        ref other => other.to_string().into(),
+    }
+}
+
+fn status_label(status: StatusCode) -> metrics::SharedString {
+    match status.as_u16() {
+        200 => "200".into(),
+        202 => "202".into(),
+        400 => "400".into(),
+        404 => "404".into(),
+        502 => "502".into(),
+        503 => "503".into(),
+        other => other.to_string().into(),
     }
 }
 

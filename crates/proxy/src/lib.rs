@@ -71,6 +71,8 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// Renders `/metrics`; `None` answers 404 there.
     pub metrics: Option<PrometheusHandle>,
+    /// Worker threads serving connections (default: one per core).
+    pub workers: usize,
 }
 
 impl ProxyConfig {
@@ -83,6 +85,7 @@ impl ProxyConfig {
             checks,
             drain_timeout: Duration::from_secs(10),
             metrics: None,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -197,35 +200,50 @@ impl Proxy {
             checks,
             ..
         } = self;
-        let status = Arc::new(Status::new(
-            config.transport,
-            config.checks.failure_threshold,
-        ));
-        let forwarder = match Forwarder::new(
-            &target,
-            MAX_REQUEST_BODY,
-            config.checks.ping_timeout,
-            status.backend.subscribe(),
-        ) {
-            Ok(f) => Arc::new(f),
-            Err(reason) => return Exit::ServerFailed { reason },
-        };
-        let handler = Arc::new(Handler {
-            forwarder: forwarder.clone(),
-            status: status.clone(),
-            metrics: config.metrics.clone(),
-        });
-
+        let status = Arc::new(Status::new(config.transport, config.checks.failure_threshold));
+        let inflight = Arc::new(forward::Inflight::default());
+        let close_streams = CancellationToken::new();
         let connections = TaskTracker::new();
-        let stop_accepting = CancellationToken::new();
         let kill_connections = CancellationToken::new();
-        let accept = tokio::spawn(accept_loop(
-            listener,
-            handler,
-            connections.clone(),
-            stop_accepting.clone(),
-            kill_connections.clone(),
-        ));
+
+        // Thread per core, as nginx does: each worker thread runs a single-threaded
+        // runtime with its own upstream pool, and a connection lives on one worker from
+        // accept to close, so a request never hops between threads.
+        let mut workers = Vec::new();
+        for n in 0..config.workers.max(1) {
+            let forwarder = match Forwarder::new(
+                &target,
+                MAX_REQUEST_BODY,
+                config.checks.ping_timeout,
+                status.backend.subscribe(),
+                inflight.clone(),
+                close_streams.clone(),
+            ) {
+                Ok(f) => f,
+                Err(reason) => return Exit::ServerFailed { reason },
+            };
+            let handler = Arc::new(Handler {
+                forwarder,
+                status: status.clone(),
+                metrics: config.metrics.clone(),
+            });
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (connections, kill) = (connections.clone(), kill_connections.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("hale-proxy-{n}"))
+                .spawn(move || worker(rx, handler, connections, kill));
+            match thread {
+                Ok(thread) => workers.push((tx, thread)),
+                Err(e) => {
+                    return Exit::ServerFailed {
+                        reason: format!("cannot start a worker thread: {e}"),
+                    };
+                }
+            }
+        }
+        let stop_accepting = CancellationToken::new();
+        let senders: Vec<_> = workers.iter().map(|(tx, _)| tx.clone()).collect();
+        let accept = tokio::spawn(accept_loop(listener, senders, stop_accepting.clone()));
 
         let monitor = monitor::Monitor::new(&config, checks, status.clone());
         let exit = tokio::select! {
@@ -239,36 +257,33 @@ impl Proxy {
 
         // Drain: new requests now get 503 (when the server failed); requests in flight
         // may finish within the drain timeout; standalone SSE streams end now.
-        forwarder.close_streams.cancel();
-        let inflight = forwarder.inflight.count();
-        if inflight > 0 {
-            tracing::info!(inflight, timeout = ?config.drain_timeout, "draining requests in flight");
+        close_streams.cancel();
+        if inflight.count() > 0 {
+            tracing::info!(inflight = inflight.count(), timeout = ?config.drain_timeout, "draining requests in flight");
         }
-        if tokio::time::timeout(config.drain_timeout, forwarder.inflight.drained())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                left = forwarder.inflight.count(),
-                "drain timeout passed; closing the remaining requests"
-            );
+        if tokio::time::timeout(config.drain_timeout, inflight.drained()).await.is_err() {
+            tracing::warn!(left = inflight.count(), "drain timeout passed; closing the remaining requests");
         }
         stop_accepting.cancel();
         let _ = accept.await;
         kill_connections.cancel();
         connections.close();
         connections.wait().await;
+        for (tx, thread) in workers {
+            drop(tx);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         exit
     }
 }
 
+/// Accepts connections and deals them out to the workers in turn.
 async fn accept_loop(
     listener: TcpListener,
-    handler: Arc<Handler>,
-    connections: TaskTracker,
+    workers: Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>,
     stop_accepting: CancellationToken,
-    kill: CancellationToken,
 ) {
+    let mut next = 0;
     loop {
         let stream = tokio::select! {
             () = stop_accepting.cancelled() => return,
@@ -282,28 +297,63 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let kill = kill.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler.handle(req).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = kill.cancelled() => {}
-            }
-        });
+        let Ok(stream) = stream.into_std() else { continue };
+        let _ = workers[next % workers.len()].send(stream);
+        next += 1;
     }
 }
 
+/// One worker thread: serves the connections it is handed until they are all closed.
+fn worker(
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    handler: Arc<Handler>,
+    connections: TaskTracker,
+    kill: CancellationToken,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a worker runtime");
+            return;
+        }
+    };
+    let local = connections.clone();
+    runtime.block_on(async move {
+        loop {
+            let stream = tokio::select! {
+                stream = incoming.recv() => match stream {
+                    Some(s) => s,
+                    None => break,
+                },
+                () = kill.cancelled() => break,
+            };
+            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
+            let handler = handler.clone();
+            let kill = kill.clone();
+            local.spawn(async move {
+                let service = service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler.handle(req).await) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = kill.cancelled() => {}
+                }
+            });
+        }
+        // This runtime's tasks only run while it is driven: keep driving until the
+        // connections spawned here have finished.
+        connections.wait().await;
+    });
+}
+
 struct Handler {
-    forwarder: Arc<Forwarder>,
+    forwarder: Forwarder,
     status: Arc<Status>,
     metrics: Option<PrometheusHandle>,
 }
