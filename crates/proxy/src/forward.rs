@@ -16,9 +16,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1 as client_http1;
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -46,7 +45,8 @@ pub(crate) struct Forwarder {
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     origin: String,
-    client: Client<HttpConnector, ProxyBody>,
+    /// `host:port` to connect to.
+    address: String,
     pub(crate) max_body: usize,
     /// How long a request may wait for response headers while the server is failing.
     pub(crate) down_timeout: Duration,
@@ -116,19 +116,16 @@ impl Forwarder {
             .authority()
             .cloned()
             .ok_or("the target URL has no host")?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let address = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
         Ok(Forwarder {
+            address,
             origin: format!("{scheme}://{authority}"),
             scheme,
             authority,
-            client,
             max_body,
             down_timeout,
             backend,
@@ -137,10 +134,14 @@ impl Forwarder {
         })
     }
 
-    pub(crate) async fn forward(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    pub(crate) async fn forward(
+        &self,
+        req: Request<Incoming>,
+        upstream: &Upstream,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let method = req.method().clone();
-        let response = self.forward_inner(req).await;
+        let response = self.forward_inner(req, upstream).await;
         metrics::counter!(
             "toolhive_proxy_requests_total",
             "method" => method_label(&method),
@@ -152,7 +153,11 @@ impl Forwarder {
         response
     }
 
-    async fn forward_inner(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn forward_inner(
+        &self,
+        req: Request<Incoming>,
+        upstream: &Upstream,
+    ) -> Response<ProxyBody> {
         let down = match &*self.backend.borrow() {
             Backend::ShuttingDown { reason } => {
                 return rpc_error(
@@ -196,13 +201,10 @@ impl Forwarder {
         strip_hop_by_hop(&mut parts.headers);
         // Host and Origin pass unchanged: the server's DNS-rebinding protection keeps
         // judging what the client sent.
-        let body = Limited::new(body, self.max_body)
-            .map_err(BoxError::from)
-            .boxed();
-        let upstream = Request::from_parts(parts, body);
+        let request = Request::from_parts(parts, Limited::new(body, self.max_body));
 
         let mut backend = self.backend.clone();
-        let sent = self.client.request(upstream);
+        let sent = upstream.send(&self.address, request);
         let response = tokio::select! {
             response = sent => response,
             // The server failed a check while we waited for it: answer now.
@@ -216,7 +218,7 @@ impl Forwarder {
         };
         let response = match response {
             Ok(r) => r,
-            Err(e) => return upstream_error(&e),
+            Err(e) => return e,
         };
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -226,9 +228,8 @@ impl Forwarder {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let body: ProxyBody = if event_stream {
-            let rewritten = EndpointRewrite::new(body, self.origin.clone());
             Tracked {
-                inner: rewritten.map_err(BoxError::from).boxed(),
+                inner: EndpointRewrite::new(body, self.origin.clone()),
                 closed: standalone_stream
                     .then(|| Box::pin(self.close_streams.clone().cancelled_owned())),
                 _inflight: guard,
@@ -237,7 +238,7 @@ impl Forwarder {
             .boxed()
         } else {
             Tracked {
-                inner: body.map_err(BoxError::from).boxed(),
+                inner: body,
                 closed: None,
                 _inflight: guard,
                 _stream: None,
@@ -283,14 +284,17 @@ async fn went_down(backend: &mut watch::Receiver<Backend>) {
 
 /// A response body that holds its request's in-flight slot until it ends, and, for a
 /// standalone SSE stream, ends early when the proxy shuts down.
-struct Tracked {
-    inner: ProxyBody,
+struct Tracked<B> {
+    inner: B,
     closed: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     _inflight: Option<InflightGuard>,
     _stream: Option<SseGauge>,
 }
 
-impl Body for Tracked {
+impl<B> Body for Tracked<B>
+where
+    B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -303,7 +307,9 @@ impl Body for Tracked {
         {
             return Poll::Ready(None);
         }
-        Pin::new(&mut self.inner).poll_frame(cx)
+        Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(BoxError::from)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -313,6 +319,78 @@ impl Body for Tracked {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// The upstream connection of one downstream connection.
+///
+/// HTTP/1.1 carries one request at a time, so each client connection gets its own
+/// upstream connection, opened on first use and reused while it lives: no shared pool to
+/// lock, and the connection's task runs on the same worker thread as the client's.
+#[derive(Default)]
+pub(crate) struct Upstream {
+    sender: std::sync::Mutex<Option<client_http1::SendRequest<Limited<Incoming>>>>,
+}
+
+type UpstreamRequest = Request<Limited<Incoming>>;
+
+impl Upstream {
+    async fn send(
+        &self,
+        address: &str,
+        request: UpstreamRequest,
+    ) -> Result<Response<Incoming>, Response<ProxyBody>> {
+        let cached = self
+            .sender
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let reusable = match cached {
+            Some(mut s) => s.ready().await.is_ok().then_some(s),
+            None => None,
+        };
+        let mut sender = match reusable {
+            Some(s) => s,
+            None => connect(address).await?,
+        };
+        let response = sender.send_request(request).await;
+        *self
+            .sender
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sender);
+        response.map_err(|e| upstream_error(&e))
+    }
+}
+
+async fn connect(
+    address: &str,
+) -> Result<client_http1::SendRequest<Limited<Incoming>>, Response<ProxyBody>> {
+    let failed = |e: &dyn StdError| {
+        rpc_error(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "cannot connect to the MCP server at {address}: {}",
+                chain(e)
+            ),
+        )
+    };
+    let stream = match tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(failed(&e)),
+        Err(e) => return Err(failed(&e)),
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = client_http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| failed(&e))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
 }
 
 /// Counts an open SSE stream in `toolhive_proxy_active_sse_streams` while it lives.
@@ -348,8 +426,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Classifies a failure to reach the server into the answer the client gets.
-fn upstream_error(e: &hyper_util::client::legacy::Error) -> Response<ProxyBody> {
+/// Classifies a failure of an exchange with the server into the answer the client gets.
+fn upstream_error(e: &hyper::Error) -> Response<ProxyBody> {
     let mut source: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(err) = source {
         if err.downcast_ref::<LengthLimitError>().is_some() {
@@ -357,19 +435,22 @@ fn upstream_error(e: &hyper_util::client::legacy::Error) -> Response<ProxyBody> 
         }
         source = err.source();
     }
-    let what = if e.is_connect() {
-        "cannot connect to the MCP server"
-    } else {
-        "the connection to the MCP server failed"
-    };
-    let mut detail = e.to_string();
+    rpc_error(
+        StatusCode::BAD_GATEWAY,
+        &format!("the connection to the MCP server failed: {}", chain(e)),
+    )
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn StdError) -> String {
+    let mut text = e.to_string();
     let mut source = e.source();
     while let Some(err) = source {
-        detail.push_str(": ");
-        detail.push_str(&err.to_string());
+        text.push_str(": ");
+        text.push_str(&err.to_string());
         source = err.source();
     }
-    rpc_error(StatusCode::BAD_GATEWAY, &format!("{what}: {detail}"))
+    text
 }
 
 /// A JSON-RPC error answer, which MCP clients show instead of a bare HTTP failure.

@@ -200,7 +200,10 @@ impl Proxy {
             checks,
             ..
         } = self;
-        let status = Arc::new(Status::new(config.transport, config.checks.failure_threshold));
+        let status = Arc::new(Status::new(
+            config.transport,
+            config.checks.failure_threshold,
+        ));
         let inflight = Arc::new(forward::Inflight::default());
         let close_streams = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -261,8 +264,14 @@ impl Proxy {
         if inflight.count() > 0 {
             tracing::info!(inflight = inflight.count(), timeout = ?config.drain_timeout, "draining requests in flight");
         }
-        if tokio::time::timeout(config.drain_timeout, inflight.drained()).await.is_err() {
-            tracing::warn!(left = inflight.count(), "drain timeout passed; closing the remaining requests");
+        if tokio::time::timeout(config.drain_timeout, inflight.drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = inflight.count(),
+                "drain timeout passed; closing the remaining requests"
+            );
         }
         stop_accepting.cancel();
         let _ = accept.await;
@@ -297,7 +306,9 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let Ok(stream) = stream.into_std() else { continue };
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
         let _ = workers[next % workers.len()].send(stream);
         next += 1;
     }
@@ -310,7 +321,10 @@ fn worker(
     connections: TaskTracker,
     kill: CancellationToken,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start a worker runtime");
@@ -327,13 +341,16 @@ fn worker(
                 },
                 () = kill.cancelled() => break,
             };
-            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
+            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                continue;
+            };
             let handler = handler.clone();
             let kill = kill.clone();
             local.spawn(async move {
+                let upstream = Arc::new(forward::Upstream::default());
                 let service = service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler.handle(req).await) }
+                    let (handler, upstream) = (handler.clone(), upstream.clone());
+                    async move { Ok::<_, Infallible>(handler.handle(req, &upstream).await) }
                 });
                 let conn = http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -359,7 +376,11 @@ struct Handler {
 }
 
 impl Handler {
-    async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        upstream: &forward::Upstream,
+    ) -> Response<ProxyBody> {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/health") => {
                 let (code, body) = self.status.health();
@@ -382,7 +403,7 @@ impl Handler {
                 }
                 None => rpc_error(StatusCode::NOT_FOUND, "metrics are not enabled"),
             },
-            _ => self.forwarder.forward(req).await,
+            _ => self.forwarder.forward(req, upstream).await,
         }
     }
 }
