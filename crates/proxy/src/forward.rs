@@ -42,7 +42,6 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 pub(crate) struct Forwarder {
-    scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     origin: String,
     /// `host:port` to connect to.
@@ -55,6 +54,44 @@ pub(crate) struct Forwarder {
     pub(crate) inflight: Arc<Inflight>,
     /// Ends every standalone SSE stream at shutdown.
     pub(crate) close_streams: CancellationToken,
+    metrics: RequestMetrics,
+}
+
+/// The request metrics' handles, registered once per worker: looking a labelled metric up
+/// in the recorder on every request would cost more than the rest of the bookkeeping.
+struct RequestMetrics {
+    duration: metrics::Histogram,
+    /// `(method, status)` → counter; a handful of combinations in practice.
+    counters: std::sync::Mutex<Vec<(http::Method, u16, metrics::Counter)>>,
+}
+
+impl RequestMetrics {
+    fn new() -> Self {
+        RequestMetrics {
+            duration: metrics::histogram!("toolhive_proxy_request_duration_seconds"),
+            counters: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn request(&self, method: &http::Method, status: StatusCode, took: Duration) {
+        self.duration.record(took.as_secs_f64());
+        let code = status.as_u16();
+        let mut counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, _, counter)) = counters.iter().find(|(m, c, _)| *c == code && m == method) {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(
+            "toolhive_proxy_requests_total",
+            "method" => method_label(method),
+            "status" => status_label(status)
+        );
+        counter.increment(1);
+        counters.push((method.clone(), code, counter));
+    }
 }
 
 /// Counts requests in flight and wakes the drain when the last one finishes.
@@ -124,13 +161,13 @@ impl Forwarder {
         Ok(Forwarder {
             address,
             origin: format!("{scheme}://{authority}"),
-            scheme,
             authority,
             max_body,
             down_timeout,
             backend,
             inflight,
             close_streams,
+            metrics: RequestMetrics::new(),
         })
     }
 
@@ -142,14 +179,8 @@ impl Forwarder {
         let started = Instant::now();
         let method = req.method().clone();
         let response = self.forward_inner(req, upstream).await;
-        metrics::counter!(
-            "toolhive_proxy_requests_total",
-            "method" => method_label(&method),
-            "status" => status_label(response.status())
-        )
-        .increment(1);
-        metrics::histogram!("toolhive_proxy_request_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+        self.metrics
+            .request(&method, response.status(), started.elapsed());
         response
     }
 
@@ -188,32 +219,42 @@ impl Forwarder {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        parts.uri = match Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
-        {
-            Ok(uri) => uri,
-            Err(e) => return rpc_error(StatusCode::BAD_REQUEST, &format!("bad request URI: {e}")),
-        };
+        // Origin-form (`/path?query`), as a request to an origin server must be.
+        parts.uri = Uri::from(path);
         parts.version = http::Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         // Host and Origin pass unchanged: the server's DNS-rebinding protection keeps
-        // judging what the client sent.
+        // judging what the client sent. Only a request without one (HTTP/1.0) gets the
+        // server's.
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(host) = HeaderValue::from_str(self.authority.as_str())
+        {
+            parts.headers.insert(header::HOST, host);
+        }
         let request = Request::from_parts(parts, Limited::new(body, self.max_body));
 
-        let mut backend = self.backend.clone();
         let sent = upstream.send(&self.address, request);
-        let response = tokio::select! {
-            response = sent => response,
-            // The server failed a check while we waited for it: answer now.
-            () = went_down(&mut backend), if !down => {
-                return rpc_error(StatusCode::BAD_GATEWAY, "the MCP server failed its health check while this request waited");
+        let response = if down {
+            match tokio::time::timeout(self.down_timeout, sent).await {
+                Ok(response) => response,
+                Err(_) => {
+                    return rpc_error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        &format!(
+                            "the MCP server is failing its health checks and did not answer within {:?}",
+                            self.down_timeout
+                        ),
+                    );
+                }
             }
-            () = tokio::time::sleep(self.down_timeout), if down => {
-                return rpc_error(StatusCode::GATEWAY_TIMEOUT, &format!(
-                    "the MCP server is failing its health checks and did not answer within {:?}", self.down_timeout));
+        } else {
+            let mut backend = self.backend.clone();
+            tokio::select! {
+                response = sent => response,
+                // The server failed a check while we waited for it: answer now.
+                () = went_down(&mut backend) => {
+                    return rpc_error(StatusCode::BAD_GATEWAY, "the MCP server failed its health check while this request waited");
+                }
             }
         };
         let response = match response {

@@ -525,3 +525,37 @@ async fn wiremock_flakiness_below_the_threshold_is_survived_and_slowness_is_a_fa
         "{reason}"
     );
 }
+
+#[tokio::test]
+async fn requests_reach_the_server_in_origin_form_with_a_host() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten().take(2) {
+            let mut stream = stream;
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+            let _ = tx.send(head);
+        }
+    });
+    let proxy = start(
+        &format!("http://{upstream}/mcp"),
+        TransportKind::StreamableHttp,
+        CheckLoopConfig::default(),
+    )
+    .await;
+    let (status, _) = raw_http(proxy.addr, "POST", "/mcp?x=1", &[], b"{}").await;
+    assert_eq!(status, 200);
+    let head = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(head.starts_with("POST /mcp?x=1 HTTP/1.1\r\n"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("host: {}", proxy.addr)),
+        "{head}"
+    );
+    proxy.stop.cancel();
+}
