@@ -2,4 +2,10 @@
 //! breaker per backend, withdrawal and restoration of tools, and `fail` / `best_effort`
 //! partial-failure modes.
 //!
-//! Not built yet: this crate is a placeholder in the workspace layout (spec §7).
+//! Built so far: the configuration ([`config`]), read strictly with ToolHive's keys. The
+//! server itself (monitor, breakers on the request path, catalog, router, status) is the
+//! next step (spec §7).
+
+pub mod config;
+
+pub use config::{ConfigFileError, VmcpConfig};

@@ -1,0 +1,704 @@
+//! `vmcp.yaml`: ToolHive's vMCP keys (camelCase, Go durations), read strictly.
+//!
+//! Bad configuration never starts a half-working server: an unknown key, a bad duration,
+//! a threshold below 1, a health-check timeout not below the interval, a duplicate or
+//! unknown backend name, a bad URL, `manual` conflict resolution without overrides, each
+//! stops start-up with one [`ConfigFileError`] naming the file, the key path, the line
+//! when the parser knows it, and what would be accepted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hale_core::{BreakerConfig, HealthConfig, parse_go_duration};
+use hale_mcp::{ProbeMethod, TransportKind};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A configuration that cannot be used: where, and what would be accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigFileError {
+    /// The file (or `--backend` flags).
+    pub file: String,
+    /// The key path, e.g. `operational.failureHandling.unhealthyThreshold`.
+    pub key: String,
+    /// The line, when known.
+    pub line: Option<u64>,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigFileError {}
+
+/// How tool-name collisions between backends are resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConflictResolution {
+    /// Every tool is renamed `format` with `{workload}` replaced by the backend name.
+    Prefix {
+        /// E.g. `{workload}_`.
+        format: String,
+    },
+    /// The first backend in `order` that offers a name keeps it; the others drop it.
+    Priority {
+        /// Backend names, most important first.
+        order: Vec<String>,
+    },
+    /// Collisions must be resolved by `overrides`; an unresolved one is an error.
+    Manual,
+}
+
+/// A renamed or re-described tool.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolOverride {
+    /// The name clients see.
+    pub name: Option<String>,
+    /// The description clients see.
+    pub description: Option<String>,
+}
+
+/// Per-backend tool policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolPolicy {
+    /// Only these tools are offered (all when `None`).
+    pub filter: Option<Vec<String>>,
+    /// Renames and descriptions, by the backend's tool name.
+    pub overrides: BTreeMap<String, ToolOverride>,
+}
+
+/// What happens when a backend fails during a fan-out (list requests, initialize).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartialFailureMode {
+    /// The request fails, naming each failed backend.
+    Fail,
+    /// The request returns what the others gave, with details in `_meta`.
+    BestEffort,
+}
+
+/// One backend MCP server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Its name (`workload` in ToolHive's terms).
+    pub name: String,
+    /// Its MCP endpoint URL.
+    pub url: String,
+    /// Its transport.
+    pub transport: TransportKind,
+}
+
+/// A checked vMCP configuration.
+#[derive(Clone, Debug)]
+pub struct VmcpConfig {
+    /// The server's name (`serverInfo.name`, `/status`).
+    pub name: String,
+    /// Where to serve MCP, status and metrics.
+    pub listen: SocketAddr,
+    /// The backends, in configuration order.
+    pub backends: Vec<BackendConfig>,
+    /// Collision handling.
+    pub conflict_resolution: ConflictResolution,
+    /// Tool policies by backend name.
+    pub tools: BTreeMap<String, ToolPolicy>,
+    /// Request timeout for backends without their own.
+    pub default_timeout: Duration,
+    /// Request timeouts by backend name.
+    pub timeouts: BTreeMap<String, Duration>,
+    /// Health checks.
+    pub health: HealthConfig,
+    /// What a health check sends.
+    pub health_check_method: ProbeMethod,
+    /// Fan-out failure handling.
+    pub partial_failure_mode: PartialFailureMode,
+    /// The breakers' settings.
+    pub breaker: BreakerConfig,
+    /// Whether breakers refuse calls (`false`: they only track and report).
+    pub breaker_enabled: bool,
+}
+
+impl VmcpConfig {
+    /// The request timeout for `backend`.
+    pub fn timeout_for(&self, backend: &str) -> Duration {
+        self.timeouts
+            .get(backend)
+            .copied()
+            .unwrap_or(self.default_timeout)
+    }
+
+    /// Reads and checks a configuration file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigFileError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigFileError {
+            file: file.clone(),
+            key: String::new(),
+            line: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Self::from_yaml(&file, &text)
+    }
+
+    /// Parses and checks configuration `text` that came from `file`.
+    pub fn from_yaml(file: &str, text: &str) -> Result<Self, ConfigFileError> {
+        let mut path = String::new();
+        let raw: Result<Raw, _> = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                path = e.path().to_string();
+                e.into_inner()
+            })
+        });
+        let raw = raw.map_err(|e| ConfigFileError {
+            file: file.to_string(),
+            key: if path == "." {
+                String::new()
+            } else {
+                path.clone()
+            },
+            line: e.location().map(|l| l.line()),
+            message: first_line(&e.to_string()),
+        })?;
+        check(file, raw)
+    }
+
+    /// A configuration from `--backend NAME=URL[@sse]` flags, with every other setting at
+    /// its default.
+    pub fn from_flags(
+        name: &str,
+        listen: SocketAddr,
+        backends: &[String],
+    ) -> Result<Self, ConfigFileError> {
+        let mut yaml = format!(
+            "name: {name:?}\nlisten: {:?}\nbackends:\n",
+            listen.to_string()
+        );
+        for (i, flag) in backends.iter().enumerate() {
+            let (backend, rest) = flag.split_once('=').ok_or_else(|| ConfigFileError {
+                file: "--backend".into(),
+                key: format!("backends[{i}]"),
+                line: None,
+                message: format!("{flag:?}: expected NAME=URL or NAME=URL@sse"),
+            })?;
+            let (url, transport) = match rest.strip_suffix("@sse") {
+                Some(url) => (url, "sse"),
+                None => (rest, "streamable-http"),
+            };
+            yaml.push_str(&format!(
+                "  - {{name: {backend:?}, url: {url:?}, transport: {transport}}}\n"
+            ));
+        }
+        Self::from_yaml("--backend", &yaml).map_err(|mut e| {
+            e.line = None;
+            e
+        })
+    }
+}
+
+/// The parser's message without its own decorations (we print the file and line).
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or_default().trim();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    let without_position = line
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": ").map(|(_, message)| message));
+    without_position.unwrap_or(line).to_string()
+}
+
+// --- the file as written -------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Raw {
+    name: Option<String>,
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    backends: Vec<RawBackend>,
+    #[serde(default)]
+    aggregation: RawAggregation,
+    #[serde(default)]
+    operational: RawOperational,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawBackend {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    transport: Option<Spanned<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAggregation {
+    conflict_resolution: Option<Spanned<String>>,
+    #[serde(default)]
+    conflict_resolution_config: RawConflictConfig,
+    #[serde(default)]
+    tools: Vec<RawToolPolicy>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConflictConfig {
+    prefix_format: Option<Spanned<String>>,
+    priority_order: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawToolPolicy {
+    workload: Spanned<String>,
+    filter: Option<Vec<String>>,
+    #[serde(default)]
+    overrides: BTreeMap<String, RawOverride>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawOverride {
+    name: Option<String>,
+    description: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawOperational {
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    failure_handling: RawFailureHandling,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTimeouts {
+    default: Option<Spanned<String>>,
+    #[serde(default)]
+    per_workload: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawFailureHandling {
+    health_check_interval: Option<Spanned<String>>,
+    health_check_timeout: Option<Spanned<String>>,
+    health_check_method: Option<Spanned<String>>,
+    unhealthy_threshold: Option<Spanned<u32>>,
+    healthy_threshold: Option<Spanned<u32>>,
+    degraded_latency: Option<Spanned<String>>,
+    partial_failure_mode: Option<Spanned<String>>,
+    #[serde(default)]
+    circuit_breaker: RawBreaker,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawBreaker {
+    enabled: Option<bool>,
+    failure_threshold: Option<Spanned<u32>>,
+    success_threshold: Option<Spanned<u32>>,
+    timeout: Option<Spanned<String>>,
+    max_timeout: Option<Spanned<String>>,
+    half_open_max_requests: Option<Spanned<u32>>,
+}
+
+// --- checking ------------------------------------------------------------------------
+
+struct Checker<'a> {
+    file: &'a str,
+}
+
+impl Checker<'_> {
+    fn error<T>(
+        &self,
+        key: &str,
+        line: Option<u64>,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigFileError> {
+        Err(ConfigFileError {
+            file: self.file.to_string(),
+            key: key.to_string(),
+            line,
+            message: message.into(),
+        })
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<Spanned<String>>,
+        default: Duration,
+    ) -> Result<(Duration, Option<u64>), ConfigFileError> {
+        let Some(v) = value else {
+            return Ok((default, None));
+        };
+        let line = Some(v.referenced.line());
+        match parse_go_duration(v.value.trim()) {
+            Ok(d) if !d.is_zero() => Ok((d, line)),
+            Ok(_) => self.error(key, line, "expected a positive duration such as 30s, got 0"),
+            Err(e) => self.error(key, line, e.to_string()),
+        }
+    }
+
+    fn count(
+        &self,
+        key: &str,
+        value: Option<Spanned<u32>>,
+        default: u32,
+    ) -> Result<(u32, Option<u64>), ConfigFileError> {
+        match value {
+            None => Ok((default, None)),
+            Some(v) if v.value == 0 => self.error(
+                key,
+                Some(v.referenced.line()),
+                "expected a whole number of at least 1, got 0",
+            ),
+            Some(v) => Ok((v.value, Some(v.referenced.line()))),
+        }
+    }
+}
+
+fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
+    let c = Checker { file };
+    let listen = match raw.listen {
+        None => SocketAddr::from(([127, 0, 0, 1], 4483)),
+        Some(l) => match l.value.parse() {
+            Ok(addr) => addr,
+            Err(_) => {
+                return c.error(
+                    "listen",
+                    Some(l.referenced.line()),
+                    format!("expected IP:PORT such as 127.0.0.1:4483, got {:?}", l.value),
+                );
+            }
+        },
+    };
+
+    let mut backends = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, b) in raw.backends.into_iter().enumerate() {
+        let key = |field: &str| format!("backends[{i}].{field}");
+        let name = b.name.value.trim().to_string();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        {
+            return c.error(
+                &key("name"),
+                Some(b.name.referenced.line()),
+                format!(
+                    "expected a name of letters, digits, '-', '_' or '.', got {:?}",
+                    b.name.value
+                ),
+            );
+        }
+        if !names.insert(name.clone()) {
+            return c.error(
+                &key("name"),
+                Some(b.name.referenced.line()),
+                format!("duplicate backend name {name:?}: names must be unique"),
+            );
+        }
+        if let Err(e) = check_url(&b.url.value) {
+            return c.error(
+                &key("url"),
+                Some(b.url.referenced.line()),
+                format!("{:?}: {e}", b.url.value),
+            );
+        }
+        let transport = match &b.transport {
+            None => TransportKind::StreamableHttp,
+            Some(t) => match t.value.parse() {
+                Ok(t) => t,
+                Err(e) => return c.error(&key("transport"), Some(t.referenced.line()), e),
+            },
+        };
+        backends.push(BackendConfig {
+            name,
+            url: b.url.value.trim().to_string(),
+            transport,
+        });
+    }
+    let known = |n: &str| names.contains(n);
+
+    let agg = raw.aggregation;
+    let strategy = agg
+        .conflict_resolution
+        .as_ref()
+        .map_or("prefix", |s| s.value.as_str())
+        .to_string();
+    let strategy_line = agg
+        .conflict_resolution
+        .as_ref()
+        .map(|s| s.referenced.line());
+    let conflict_resolution = match strategy.as_str() {
+        "prefix" => {
+            let format = agg.conflict_resolution_config.prefix_format.map_or_else(|| Ok("{workload}_".to_string()), |f| {
+                if f.value.contains("{workload}") {
+                    Ok(f.value)
+                } else {
+                    c.error("aggregation.conflictResolutionConfig.prefixFormat", Some(f.referenced.line()),
+                        format!("expected a format containing {{workload}}, such as \"{{workload}}_\", got {:?}", f.value))
+                }
+            })?;
+            ConflictResolution::Prefix { format }
+        }
+        "priority" => {
+            let Some(order) = agg.conflict_resolution_config.priority_order else {
+                return c.error("aggregation.conflictResolutionConfig.priorityOrder", strategy_line,
+                    "conflictResolution priority needs priorityOrder: a list of backend names, most important first");
+            };
+            for name in &order.value {
+                if !known(name) {
+                    return c.error(
+                        "aggregation.conflictResolutionConfig.priorityOrder",
+                        Some(order.referenced.line()),
+                        format!("{name:?} is not a configured backend"),
+                    );
+                }
+            }
+            ConflictResolution::Priority { order: order.value }
+        }
+        "manual" => ConflictResolution::Manual,
+        other => {
+            return c.error(
+                "aggregation.conflictResolution",
+                strategy_line,
+                format!("expected prefix, priority or manual, got {other:?}"),
+            );
+        }
+    };
+
+    let mut tools = BTreeMap::new();
+    for (i, policy) in agg.tools.into_iter().enumerate() {
+        let workload = policy.workload.value.clone();
+        if !known(&workload) {
+            return c.error(
+                &format!("aggregation.tools[{i}].workload"),
+                Some(policy.workload.referenced.line()),
+                format!("{workload:?} is not a configured backend"),
+            );
+        }
+        let overrides = policy
+            .overrides
+            .into_iter()
+            .map(|(tool, o)| {
+                (
+                    tool,
+                    ToolOverride {
+                        name: o.name,
+                        description: o.description,
+                    },
+                )
+            })
+            .collect();
+        if tools
+            .insert(
+                workload.clone(),
+                ToolPolicy {
+                    filter: policy.filter,
+                    overrides,
+                },
+            )
+            .is_some()
+        {
+            return c.error(
+                &format!("aggregation.tools[{i}].workload"),
+                Some(policy.workload.referenced.line()),
+                format!("{workload:?} has two tool policies; merge them into one"),
+            );
+        }
+    }
+    if conflict_resolution == ConflictResolution::Manual
+        && tools.values().all(|p| p.overrides.is_empty())
+    {
+        return c.error("aggregation.tools", strategy_line,
+            "conflictResolution manual resolves collisions only through overrides, and none are configured: add aggregation.tools[].overrides or use prefix");
+    }
+
+    let op = raw.operational;
+    let (default_timeout, _) = c.duration(
+        "operational.timeouts.default",
+        op.timeouts.default,
+        Duration::from_secs(30),
+    )?;
+    let mut timeouts = BTreeMap::new();
+    for (backend, value) in op.timeouts.per_workload {
+        let key = format!("operational.timeouts.perWorkload.{backend}");
+        let line = value.referenced.line();
+        if !known(&backend) {
+            return c.error(
+                &key,
+                Some(line),
+                format!("{backend:?} is not a configured backend"),
+            );
+        }
+        let (d, _) = c.duration(&key, Some(value), default_timeout)?;
+        timeouts.insert(backend, d);
+    }
+
+    let fh = op.failure_handling;
+    let base = "operational.failureHandling";
+    let defaults = HealthConfig::default();
+    let (check_interval, interval_line) = c.duration(
+        &format!("{base}.healthCheckInterval"),
+        fh.health_check_interval,
+        defaults.check_interval,
+    )?;
+    let (check_timeout, timeout_line) = c.duration(
+        &format!("{base}.healthCheckTimeout"),
+        fh.health_check_timeout,
+        defaults.check_timeout,
+    )?;
+    if check_timeout >= check_interval {
+        return c.error(
+            &format!("{base}.healthCheckTimeout"),
+            timeout_line.or(interval_line),
+            format!(
+                "expected less than healthCheckInterval ({check_interval:?}), got {check_timeout:?}"
+            ),
+        );
+    }
+    let (unhealthy_threshold, _) = c.count(
+        &format!("{base}.unhealthyThreshold"),
+        fh.unhealthy_threshold,
+        defaults.unhealthy_threshold,
+    )?;
+    let (healthy_threshold, _) = c.count(
+        &format!("{base}.healthyThreshold"),
+        fh.healthy_threshold,
+        defaults.healthy_threshold,
+    )?;
+    let (degraded_latency, _) = c.duration(
+        &format!("{base}.degradedLatency"),
+        fh.degraded_latency,
+        defaults.degraded_latency,
+    )?;
+    let health_check_method = match fh.health_check_method {
+        None => ProbeMethod::Ping,
+        Some(m) => match m.value.parse() {
+            Ok(m) => m,
+            Err(e) => {
+                return c.error(
+                    &format!("{base}.healthCheckMethod"),
+                    Some(m.referenced.line()),
+                    e,
+                );
+            }
+        },
+    };
+    let partial_failure_mode = match fh
+        .partial_failure_mode
+        .as_ref()
+        .map(|m| (m.value.as_str(), m.referenced.line()))
+    {
+        None | Some(("fail", _)) => PartialFailureMode::Fail,
+        Some(("best_effort", _)) => PartialFailureMode::BestEffort,
+        Some((other, line)) => {
+            return c.error(
+                &format!("{base}.partialFailureMode"),
+                Some(line),
+                format!("expected fail or best_effort, got {other:?}"),
+            );
+        }
+    };
+
+    let cb = fh.circuit_breaker;
+    let cbase = format!("{base}.circuitBreaker");
+    let bd = BreakerConfig::default();
+    let (failure_threshold, _) = c.count(
+        &format!("{cbase}.failureThreshold"),
+        cb.failure_threshold,
+        bd.failure_threshold,
+    )?;
+    let (success_threshold, _) = c.count(
+        &format!("{cbase}.successThreshold"),
+        cb.success_threshold,
+        bd.success_threshold,
+    )?;
+    let (half_open_max_requests, _) = c.count(
+        &format!("{cbase}.halfOpenMaxRequests"),
+        cb.half_open_max_requests,
+        bd.half_open_max_requests,
+    )?;
+    let (timeout, timeout_line) =
+        c.duration(&format!("{cbase}.timeout"), cb.timeout, bd.timeout)?;
+    let (max_timeout, max_line) = c.duration(
+        &format!("{cbase}.maxTimeout"),
+        cb.max_timeout,
+        bd.max_timeout.max(timeout),
+    )?;
+    if max_timeout < timeout {
+        return c.error(
+            &format!("{cbase}.maxTimeout"),
+            max_line.or(timeout_line),
+            format!("expected at least circuitBreaker.timeout ({timeout:?}), got {max_timeout:?}"),
+        );
+    }
+
+    let health = HealthConfig {
+        check_interval,
+        check_timeout,
+        unhealthy_threshold,
+        healthy_threshold,
+        degraded_latency,
+    };
+    let breaker = BreakerConfig {
+        failure_threshold,
+        success_threshold,
+        timeout,
+        max_timeout,
+        half_open_max_requests,
+        jitter: 0.0,
+    };
+    // hale-core re-checks every rule; a failure here would be a gap above, reported as such.
+    if let Err(e) = health.validate().and(breaker.validate()) {
+        return c.error(
+            &format!(
+                "operational.failureHandling.{}",
+                e.key().trim_start_matches("circuitBreaker.")
+            ),
+            None,
+            e.to_string(),
+        );
+    }
+    Ok(VmcpConfig {
+        name: raw.name.unwrap_or_else(|| "vmcp".to_string()),
+        listen,
+        backends,
+        conflict_resolution,
+        tools,
+        default_timeout,
+        timeouts,
+        health,
+        health_check_method,
+        partial_failure_mode,
+        breaker,
+        breaker_enabled: cb.enabled.unwrap_or(true),
+    })
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.trim().parse().map_err(|e| format!("not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err("https backends are not supported yet".into()),
+        _ => return Err("expected an http:// URL".into()),
+    }
+    if uri.host().is_none() {
+        return Err("the URL has no host".into());
+    }
+    Ok(())
+}
