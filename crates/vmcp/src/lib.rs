@@ -2,10 +2,12 @@
 //! breaker per backend, withdrawal and restoration of tools, and `fail` / `best_effort`
 //! partial-failure modes.
 //!
-//! Built so far: the configuration ([`config`]), read strictly with ToolHive's keys. The
-//! server itself (monitor, breakers on the request path, catalog, router, status) is the
-//! next step (spec §7).
+//! Built so far: the configuration ([`config`]), read strictly with ToolHive's keys, and
+//! the catalog ([`aggregate`]): filters, overrides, `prefix` / `priority` / `manual`
+//! conflict resolution and the routing table. The server itself (monitor, breakers on the
+//! request path, router, list_changed, status) is the next step (spec §7).
 
+pub mod aggregate;
 pub mod config;
 
 pub use config::{ConfigFileError, VmcpConfig};
