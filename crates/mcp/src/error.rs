@@ -150,6 +150,17 @@ impl McpError {
         }
     }
 
+    /// The JSON-RPC error `e` that `url` answered to `method`.
+    pub(crate) fn rpc(url: &str, method: &str, e: crate::jsonrpc::RpcError) -> Self {
+        McpError::Rpc {
+            url: url.into(),
+            method: method.into(),
+            code: e.code,
+            message: e.message,
+            data: e.data,
+        }
+    }
+
     /// Whether the server said our session is gone (so a new one may help).
     pub(crate) fn is_session_lost(&self) -> bool {
         matches!(self, McpError::SessionLost { .. })

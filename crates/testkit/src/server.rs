@@ -396,26 +396,7 @@ impl Shared {
                 .unwrap_or_default()
         } else {
             let (frames, rx) = mpsc::unbounded_channel();
-            let shared = self.clone();
-            tokio::spawn(async move {
-                let (notify, mut notes) = mpsc::unbounded_channel();
-                let out = Outbound {
-                    stream: Some(notify),
-                    waiting: shared.waiting.clone(),
-                };
-                let answer = shared.catalog.answer(&method, &params, &out);
-                tokio::pin!(answer);
-                let result = loop {
-                    tokio::select! {
-                        result = &mut answer => break result,
-                        Some(note) = notes.recv() => { let _ = frames.send(body::sse_message(&note)); }
-                    }
-                };
-                while let Ok(note) = notes.try_recv() {
-                    let _ = frames.send(body::sse_message(&note));
-                }
-                let _ = frames.send(body::sse_message(&respond(&id, result)));
-            });
+            tokio::spawn(self.clone().answer_on_stream(method, params, id, frames));
             sse_response(rx)
         };
         if let Some(session) = new_session
@@ -526,27 +507,36 @@ impl Shared {
         };
         self.count(&method);
         let params = message.get("params").cloned().unwrap_or(Value::Null);
-        let shared = self.clone();
-        tokio::spawn(async move {
-            let (notify, mut notes) = mpsc::unbounded_channel();
-            let out = Outbound {
-                stream: Some(notify),
-                waiting: shared.waiting.clone(),
-            };
-            let answer = shared.catalog.answer(&method, &params, &out);
-            tokio::pin!(answer);
-            let result = loop {
-                tokio::select! {
-                    result = &mut answer => break result,
-                    Some(note) = notes.recv() => { let _ = stream.send(body::sse_message(&note)); }
-                }
-            };
-            while let Ok(note) = notes.try_recv() {
-                let _ = stream.send(body::sse_message(&note));
-            }
-            let _ = stream.send(body::sse_message(&respond(&id, result)));
-        });
+        tokio::spawn(self.clone().answer_on_stream(method, params, id, stream));
         plain(StatusCode::ACCEPTED, "Accepted")
+    }
+
+    /// Answers request `id` on an SSE stream: whatever the request sends while it runs
+    /// (logging, progress, questions to the client), then the answer.
+    async fn answer_on_stream(
+        self: Arc<Self>,
+        method: String,
+        params: Value,
+        id: Value,
+        stream: mpsc::UnboundedSender<Bytes>,
+    ) {
+        let (notify, mut notes) = mpsc::unbounded_channel();
+        let out = Outbound {
+            stream: Some(notify),
+            waiting: self.waiting.clone(),
+        };
+        let answer = self.catalog.answer(&method, &params, &out);
+        tokio::pin!(answer);
+        let result = loop {
+            tokio::select! {
+                result = &mut answer => break result,
+                Some(note) = notes.recv() => { let _ = stream.send(body::sse_message(&note)); }
+            }
+        };
+        while let Ok(note) = notes.try_recv() {
+            let _ = stream.send(body::sse_message(&note));
+        }
+        let _ = stream.send(body::sse_message(&respond(&id, result)));
     }
 
     /// Hands a client's answer to the request of ours that waits for it.

@@ -134,13 +134,7 @@ impl LegacySse {
         self.post_no_answer(method, message).await?;
         match rx.await {
             Ok(Ok(result)) => Ok(result),
-            Ok(Err(e)) => Err(McpError::Rpc {
-                url: self.url.clone(),
-                method: method.into(),
-                code: e.code,
-                message: e.message,
-                data: e.data,
-            }),
+            Ok(Err(e)) => Err(McpError::rpc(&self.url, method, e)),
             Err(_) => Err(McpError::ConnectionReset {
                 url: self.url.clone(),
                 method: method.into(),

@@ -220,13 +220,7 @@ impl Shared {
     fn answer(&self, id: u64, method: &str, message: Message) -> Option<Result<Value, McpError>> {
         match message {
             Message::Response { id: got, outcome } if id_matches(&got, id) => {
-                Some(outcome.map_err(|e| McpError::Rpc {
-                    url: self.url.clone(),
-                    method: method.into(),
-                    code: e.code,
-                    message: e.message,
-                    data: e.data,
-                }))
+                Some(outcome.map_err(|e| McpError::rpc(&self.url, method, e)))
             }
             other => {
                 if let Unsolicited::Reply(reply) = unsolicited(other, &self.notifications) {
@@ -280,13 +274,7 @@ impl Shared {
                 outcome: Err(e), ..
             }) = jsonrpc::parse_bytes(body)
         {
-            return McpError::Rpc {
-                url: self.url.clone(),
-                method: method.into(),
-                code: e.code,
-                message: e.message,
-                data: e.data,
-            };
+            return McpError::rpc(&self.url, method, e);
         }
         McpError::HttpStatus {
             url: self.url.clone(),
