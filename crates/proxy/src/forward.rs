@@ -425,7 +425,9 @@ async fn connect(
         Err(e) => return Err(failed(&e)),
     };
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = client_http1::handshake(TokioIo::new(stream))
+    let (sender, connection) = client_http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| failed(&e))?;
     tokio::spawn(async move {
