@@ -8,6 +8,7 @@
 //! request path, router, list_changed, status) is the next step (spec §7).
 
 pub mod aggregate;
+pub mod backend;
 pub mod config;
 
 pub use config::{ConfigFileError, VmcpConfig};

@@ -1,0 +1,298 @@
+//! One backend's runtime state: its health tracker and circuit breaker, fed by health
+//! checks (and, on the request path, by real calls), and what `/status` shows of it.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use hale_core::{
+    BreakerConfig, BreakerState, CheckOutcome, Clock, ConfigError, HealthConfig, HealthState,
+    HealthTracker, HealthTransition, SharedBreaker, Transition,
+};
+use serde_json::{Value, json};
+
+use crate::config::BackendConfig;
+
+/// The clock backends use: tokio's, so that paused-time tests drive it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+/// What one recorded check changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The health transition, if any.
+    pub health: Option<HealthTransition>,
+    /// The breaker transition, if any.
+    pub circuit: Option<Transition>,
+    /// Whether the backend went from routable to not, or back.
+    pub routability_changed: bool,
+}
+
+/// A backend: configuration, health, breaker.
+#[derive(Debug)]
+pub struct Backend {
+    /// Its configuration.
+    pub config: BackendConfig,
+    health: Mutex<HealthTracker>,
+    /// The breaker every call to this backend goes through.
+    pub breaker: SharedBreaker<TokioClock>,
+    /// Tools it offers (for `/status`).
+    tools: Mutex<usize>,
+    /// Maps monotonic instants to wall-clock time for display.
+    epoch: (Instant, SystemTime),
+}
+
+impl Backend {
+    /// A backend in state `unknown` with a closed breaker. `enforce` false makes the
+    /// breaker only track and report (`circuitBreaker.enabled: false`).
+    pub fn new(
+        config: BackendConfig,
+        health: &HealthConfig,
+        breaker: &BreakerConfig,
+        enforce: bool,
+    ) -> Result<Self, ConfigError> {
+        let seed = config.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let shared = SharedBreaker::new(breaker, seed, TokioClock)?;
+        if !enforce {
+            shared.disable();
+        }
+        Ok(Backend {
+            config,
+            health: Mutex::new(HealthTracker::new(health)?),
+            breaker: shared,
+            tools: Mutex::new(0),
+            epoch: (TokioClock.now(), SystemTime::now()),
+        })
+    }
+
+    fn tracker(&self) -> MutexGuard<'_, HealthTracker> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a health check: the tracker judges it, and the breaker sees it as a probe.
+    pub fn record_check(&self, outcome: CheckOutcome) -> Changes {
+        let before = self.routable();
+        let circuit = self.breaker.observe(outcome.call_outcome());
+        let health = self.tracker().record(TokioClock.now(), outcome);
+        Changes {
+            health,
+            circuit,
+            routability_changed: before != self.routable(),
+        }
+    }
+
+    /// Moves an open breaker on once its timeout has passed.
+    pub fn tick(&self) -> Changes {
+        let before = self.routable();
+        let circuit = self.breaker.handle_timeout();
+        Changes {
+            health: None,
+            circuit,
+            routability_changed: before != self.routable(),
+        }
+    }
+
+    /// The current health state.
+    pub fn health(&self) -> HealthState {
+        self.tracker().state()
+    }
+
+    /// Routable: healthy or degraded, and the breaker not open.
+    pub fn routable(&self) -> bool {
+        self.health().is_routable() && self.breaker.snapshot().state != BreakerState::Open
+    }
+
+    /// Records how many tools the backend offers.
+    pub fn set_tools(&self, count: usize) {
+        *self.tools.lock().unwrap_or_else(PoisonError::into_inner) = count;
+    }
+
+    fn wall(&self, at: Instant) -> String {
+        let since = at.saturating_duration_since(self.epoch.0);
+        humantime::format_rfc3339_millis(self.epoch.1 + since).to_string()
+    }
+
+    /// The backend as `/status` shows it (camelCase, URL credentials redacted).
+    pub fn status(&self) -> Value {
+        let t = self.tracker();
+        let b = self.breaker.snapshot();
+        let state = match (b.override_, b.state) {
+            (Some(hale_core::Override::Disabled), s) => format!("{} (disabled)", s.as_str()),
+            (_, s) => s.as_str().to_string(),
+        };
+        json!({
+            "name": self.config.name,
+            "url": redact(&self.config.url),
+            "transport": self.config.transport.as_str(),
+            "health": t.state().as_str(),
+            "circuit": {
+                "state": state,
+                "since": b.since.map(|s| self.wall(s)),
+                "retryAt": b.retry_at.map(|s| self.wall(s)),
+            },
+            "consecutiveFailures": t.consecutive_failures(),
+            "lastCheck": t.last_check().map(|s| self.wall(s)),
+            "lastSuccess": t.last_success().map(|s| self.wall(s)),
+            "lastError": t.last_error().map(|e| json!({"category": e.failure.category.as_str(), "message": e.failure.message})),
+            "latencyMs": t.last_latency().map(|d| duration_ms(d)),
+            "tools": *self.tools.lock().unwrap_or_else(PoisonError::into_inner),
+        })
+    }
+}
+
+fn duration_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+/// Removes credentials from a URL: user information, and the values of query parameters
+/// that look like secrets.
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => authority.to_string(),
+    };
+    let path = match path.split_once('?') {
+        Some((p, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if is_secret(k) => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{p}?{}", query.join("&"))
+        }
+        None => path.to_string(),
+    };
+    let prefix = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    format!("{prefix}{authority}{path}")
+}
+
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "token",
+        "key",
+        "secret",
+        "password",
+        "passwd",
+        "auth",
+        "signature",
+        "sig",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hale_core::FailureCategory;
+    use hale_mcp::TransportKind;
+
+    fn backend(unhealthy: u32, failures_to_open: u32) -> Backend {
+        Backend::new(
+            BackendConfig {
+                name: "weather".into(),
+                url: "http://user:pw@127.0.0.1:1/mcp?token=abc&x=1".into(),
+                transport: TransportKind::StreamableHttp,
+            },
+            &HealthConfig {
+                unhealthy_threshold: unhealthy,
+                ..HealthConfig::default()
+            },
+            &BreakerConfig {
+                failure_threshold: failures_to_open,
+                ..BreakerConfig::default()
+            },
+            true,
+        )
+        .unwrap()
+    }
+
+    fn refused() -> CheckOutcome {
+        CheckOutcome::failure(FailureCategory::ConnectionRefused, "connection refused")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn routable_needs_a_good_health_state_and_a_breaker_that_is_not_open() {
+        let b = backend(2, 3);
+        assert!(!b.routable(), "unknown is not routable");
+        let c = b.record_check(CheckOutcome::success(Duration::from_millis(5)));
+        assert!(c.routability_changed && b.routable());
+        assert!(
+            !b.record_check(refused()).routability_changed,
+            "one failure is a blip"
+        );
+        let c = b.record_check(refused());
+        assert_eq!(c.health.unwrap().to, HealthState::Unhealthy);
+        assert!(c.routability_changed && !b.routable());
+        // The third failed probe opens the breaker too.
+        let c = b.record_check(refused());
+        assert_eq!(c.circuit.unwrap().to, BreakerState::Open);
+        // Back: health recovers, and a successful probe moves the breaker to half-open.
+        let c = b.record_check(CheckOutcome::success(Duration::from_millis(5)));
+        assert_eq!(c.health.unwrap().to, HealthState::Healthy);
+        assert_eq!(c.circuit.unwrap().to, BreakerState::HalfOpen);
+        assert!(c.routability_changed && b.routable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_withdraws_a_healthy_backend_until_its_timeout() {
+        let b = backend(5, 1);
+        b.record_check(CheckOutcome::success(Duration::from_millis(5)));
+        let permit = b.breaker.try_acquire().unwrap();
+        let t = permit.record(hale_core::CallOutcome::Failure).unwrap();
+        assert_eq!(t.to, BreakerState::Open);
+        assert!(!b.routable(), "healthy but open");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let c = b.tick();
+        assert_eq!(c.circuit.unwrap().to, BreakerState::HalfOpen);
+        assert!(c.routability_changed && b.routable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn status_shows_the_record_with_credentials_redacted() {
+        let b = backend(1, 5);
+        b.set_tools(3);
+        b.record_check(refused());
+        let s = b.status();
+        assert_eq!(s["url"], "http://***@127.0.0.1:1/mcp?token=***&x=1");
+        assert_eq!(s["health"], "unhealthy");
+        assert_eq!(s["circuit"]["state"], "closed");
+        assert_eq!(s["consecutiveFailures"], 1);
+        assert_eq!(s["lastError"]["category"], "connection_refused");
+        assert_eq!(s["tools"], 3);
+        assert!(s["lastCheck"].as_str().unwrap().ends_with('Z'));
+        assert!(s["lastSuccess"].is_null());
+    }
+
+    #[test]
+    fn redaction_keeps_what_is_not_a_secret() {
+        assert_eq!(
+            redact("http://127.0.0.1:8080/mcp"),
+            "http://127.0.0.1:8080/mcp"
+        );
+        assert_eq!(
+            redact("http://a:b@h/sse?api_key=1&q=2"),
+            "http://***@h/sse?api_key=***&q=2"
+        );
+        assert_eq!(redact("http://h?password=x"), "http://h?password=***");
+    }
+}
