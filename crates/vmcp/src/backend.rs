@@ -141,7 +141,7 @@ impl Backend {
             "lastCheck": t.last_check().map(|s| self.wall(s)),
             "lastSuccess": t.last_success().map(|s| self.wall(s)),
             "lastError": t.last_error().map(|e| json!({"category": e.failure.category.as_str(), "message": e.failure.message})),
-            "latencyMs": t.last_latency().map(|d| duration_ms(d)),
+            "latencyMs": t.last_latency().map(duration_ms),
             "tools": *self.tools.lock().unwrap_or_else(PoisonError::into_inner),
         })
     }
