@@ -10,5 +10,6 @@
 pub mod aggregate;
 pub mod backend;
 pub mod config;
+pub mod monitor;
 
 pub use config::{ConfigFileError, VmcpConfig};

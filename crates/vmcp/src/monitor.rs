@@ -1,0 +1,150 @@
+//! The health monitor: one task per backend, started at launch and cancelled at shutdown.
+//!
+//! Each task checks its backend on a long-lived probe session every `healthCheckInterval`,
+//! spread ±10 % so that checks of many backends do not march in step; feeds the result
+//! to the backend's tracker and breaker; logs every transition once
+//! (`backend=… from=… to=… reason=…`) and counts it; and wakes the catalog when the
+//! backend's routability changed. Requests only ever read the cached state.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hale_core::{BreakerState, CheckOutcome, HealthState, Jitter};
+use hale_mcp::{ClientOptions, Probe, ProbeMethod};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, Changes};
+
+/// Counts backends that finished their first check, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct FirstRound {
+    done: AtomicUsize,
+}
+
+impl FirstRound {
+    /// How many backends have been checked at least once.
+    pub fn checked(&self) -> usize {
+        self.done.load(Ordering::Acquire)
+    }
+}
+
+/// How a monitor checks.
+#[derive(Clone, Debug)]
+pub struct MonitorSettings {
+    /// Time between checks (before jitter).
+    pub interval: Duration,
+    /// Deadline of one check.
+    pub timeout: Duration,
+    /// `ping` or `tools/list`.
+    pub method: ProbeMethod,
+}
+
+/// Runs the monitor of `backend` until `cancel`.
+pub async fn run(
+    backend: Arc<Backend>,
+    settings: MonitorSettings,
+    changed: Arc<Notify>,
+    first_round: Arc<FirstRound>,
+    cancel: CancellationToken,
+) {
+    let name = backend.config.name.clone();
+    let options = ClientOptions {
+        transport: backend.config.transport,
+        client_name: "hale-vmcp-health".into(),
+        ..ClientOptions::default()
+    };
+    let mut probe = Probe::new(
+        &backend.config.url,
+        options,
+        settings.method,
+        settings.timeout,
+    );
+    let mut jitter = Jitter::new(
+        name.bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
+    );
+    publish_states(&backend);
+    let mut first = true;
+    loop {
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            () = cancel.cancelled() => break,
+            outcome = probe.check() => outcome,
+        };
+        let result = match outcome {
+            CheckOutcome::Failure(_) => "failure",
+            _ => "success",
+        };
+        metrics::counter!("toolhive_vmcp_backend_health_checks_total", "backend" => name.clone(), "result" => result)
+            .increment(1);
+        metrics::histogram!("toolhive_vmcp_backend_health_check_duration_seconds", "backend" => name.clone())
+            .record(started.elapsed().as_secs_f64());
+        let changes = backend.record_check(outcome);
+        report(&backend, &changes, &changed);
+        if first {
+            first = false;
+            first_round.done.fetch_add(1, Ordering::AcqRel);
+            changed.notify_one();
+        }
+
+        // Sleep until the next check, waking early when an open breaker's timeout ends.
+        let next = Instant::now() + jitter.spread(settings.interval, 0.1);
+        loop {
+            let breaker_due = backend.breaker.poll_timeout().map(Instant::from_std);
+            let wake = breaker_due.map_or(next, |due| due.min(next));
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    probe.close().await;
+                    return;
+                }
+                () = tokio::time::sleep_until(wake) => {}
+            }
+            if wake >= next {
+                break;
+            }
+            report(&backend, &backend.tick(), &changed);
+        }
+    }
+    probe.close().await;
+}
+
+/// Logs and counts what a check changed, and wakes the catalog if routability changed.
+fn report(backend: &Backend, changes: &Changes, changed: &Notify) {
+    let name = &backend.config.name;
+    if let Some(t) = &changes.health {
+        tracing::info!(backend = %name, from = %t.from, to = %t.to, reason = %t.reason, "backend health changed");
+        metrics::counter!("toolhive_vmcp_backend_health_transitions_total",
+            "backend" => name.clone(), "from" => t.from.as_str(), "to" => t.to.as_str())
+        .increment(1);
+    }
+    if let Some(t) = &changes.circuit {
+        tracing::info!(backend = %name, from = %t.from, to = %t.to, reason = %t.cause, "circuit changed");
+        metrics::counter!("toolhive_vmcp_backend_circuit_transitions_total",
+            "backend" => name.clone(), "from" => t.from.as_str(), "to" => t.to.as_str())
+        .increment(1);
+    }
+    if changes.health.is_some() || changes.circuit.is_some() {
+        publish_states(backend);
+    }
+    if changes.routability_changed {
+        changed.notify_one();
+    }
+}
+
+/// One-hot state gauges: 1 for the current state, 0 for the others.
+fn publish_states(backend: &Backend) {
+    let name = &backend.config.name;
+    let health = backend.health();
+    for state in HealthState::ALL {
+        metrics::gauge!("toolhive_vmcp_backend_health_state", "backend" => name.clone(), "state" => state.as_str())
+            .set(if state == health { 1.0 } else { 0.0 });
+    }
+    let circuit = backend.breaker.snapshot().state;
+    for state in BreakerState::ALL {
+        metrics::gauge!("toolhive_vmcp_backend_circuit_state", "backend" => name.clone(), "state" => state.as_str())
+            .set(if state == circuit { 1.0 } else { 0.0 });
+    }
+}
