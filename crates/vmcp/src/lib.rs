@@ -10,6 +10,9 @@
 pub mod aggregate;
 pub mod backend;
 pub mod config;
+mod http;
 pub mod monitor;
+pub mod server;
 
 pub use config::{ConfigFileError, VmcpConfig};
+pub use http::{Vmcp, VmcpError};

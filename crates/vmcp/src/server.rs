@@ -1,0 +1,631 @@
+//! The vMCP server: one MCP endpoint (rmcp, streamable HTTP) over the backends, with the
+//! breaker on the request path, the catalog of routable backends, `list_changed` to every
+//! client session, and the status endpoints.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hale_core::{CallOutcome, HealthState};
+use hale_mcp::{ClientOptions, McpClient, McpError};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, GetPromptRequestParams,
+    GetPromptResponse, InitializeResult, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities,
+};
+use rmcp::service::{NotificationContext, Peer, RequestContext};
+use rmcp::{RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, RwLock};
+use tokio_util::sync::CancellationToken;
+
+use crate::aggregate::{self, BackendLists, Catalog};
+use crate::backend::Backend;
+use crate::config::{PartialFailureMode, VmcpConfig};
+use crate::monitor::FirstRound;
+
+/// Which advertised lists a rebuild changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListsChanged {
+    /// `tools/list`.
+    pub tools: bool,
+    /// `resources/list` or `resources/templates/list`.
+    pub resources: bool,
+    /// `prompts/list`.
+    pub prompts: bool,
+}
+
+impl ListsChanged {
+    fn any(self) -> bool {
+        self.tools || self.resources || self.prompts
+    }
+}
+
+/// Everything the server shares between sessions and tasks.
+pub struct State {
+    /// The configuration.
+    pub config: VmcpConfig,
+    /// The backends, in configuration order.
+    pub backends: Vec<Arc<Backend>>,
+    clients: Vec<tokio::sync::Mutex<Option<Arc<McpClient>>>>,
+    lists: Mutex<HashMap<String, BackendLists>>,
+    catalog: RwLock<Catalog>,
+    sessions: Mutex<Vec<Peer<RoleServer>>>,
+    /// Woken when routability or a backend's lists changed.
+    pub changed: Arc<Notify>,
+    /// Backends checked at least once.
+    pub first_round: Arc<FirstRound>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    /// Builds the backends' state from a checked configuration.
+    pub fn new(config: VmcpConfig) -> Result<Arc<Self>, hale_core::ConfigError> {
+        let mut backends = Vec::new();
+        for b in &config.backends {
+            backends.push(Arc::new(Backend::new(
+                b.clone(),
+                &config.health,
+                &config.breaker,
+                config.breaker_enabled,
+            )?));
+        }
+        let clients = backends
+            .iter()
+            .map(|_| tokio::sync::Mutex::new(None))
+            .collect();
+        Ok(Arc::new(State {
+            config,
+            backends,
+            clients,
+            lists: Mutex::new(HashMap::new()),
+            catalog: RwLock::new(Catalog::default()),
+            sessions: Mutex::new(Vec::new()),
+            changed: Arc::new(Notify::new()),
+            first_round: Arc::new(FirstRound::default()),
+        }))
+    }
+
+    fn index(&self, backend: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.config.name == backend)
+    }
+
+    /// The request-path client of backend `i`, connected on first use. Its notifications
+    /// (`*/list_changed`) refresh that backend's lists.
+    async fn client(self: &Arc<Self>, i: usize) -> Result<Arc<McpClient>, McpError> {
+        let mut slot = self.clients[i].lock().await;
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let b = &self.backends[i];
+        let options = ClientOptions {
+            transport: b.config.transport,
+            request_timeout: self.config.timeout_for(&b.config.name),
+            client_name: "hale-vmcp".into(),
+        };
+        let client = Arc::new(McpClient::connect(&b.config.url, options).await?);
+        let mut notes = client.notifications();
+        let state = Arc::downgrade(self);
+        let name = b.config.name.clone();
+        tokio::spawn(async move {
+            while let Ok(note) = notes.recv().await {
+                let Some(state) = state.upgrade() else { return };
+                if note.method.ends_with("/list_changed") {
+                    // Stale: the catalog task lists this backend again and rebuilds.
+                    state
+                        .lists
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&name);
+                    state.changed.notify_one();
+                }
+            }
+        });
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Calls backend `i` through its breaker; the outcome feeds the breaker.
+    async fn call(
+        self: &Arc<Self>,
+        i: usize,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, String> {
+        let backend = &self.backends[i];
+        let permit = match backend.breaker.try_acquire() {
+            Ok(p) => p,
+            Err(rejected) => {
+                metrics::counter!("toolhive_vmcp_backend_circuit_rejections_total", "backend" => backend.config.name.clone()).increment(1);
+                return Err(format!(
+                    "circuit {} (retry after {:?})",
+                    rejected.state, rejected.retry_after
+                ));
+            }
+        };
+        let started = tokio::time::Instant::now();
+        let result = match self.client(i).await {
+            Ok(client) => client.request(method, Some(params)).await,
+            Err(e) => Err(e),
+        };
+        let name = backend.config.name.clone();
+        metrics::histogram!("toolhive_vmcp_backend_requests_duration_seconds", "backend" => name.clone(), "method" => method.to_string())
+            .record(started.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(_) => CallOutcome::Success,
+            Err(e) => e.call_outcome(),
+        };
+        let label = if outcome == CallOutcome::Success {
+            "success"
+        } else {
+            "failure"
+        };
+        metrics::counter!("toolhive_vmcp_backend_requests_total", "backend" => name.clone(), "method" => method.to_string(), "outcome" => label).increment(1);
+        if let Err(e) = &result
+            && let Some(category) = e.category()
+        {
+            metrics::counter!("toolhive_vmcp_backend_errors_total", "backend" => name.clone(), "method" => method.to_string(), "category" => category.as_str()).increment(1);
+            // A transport failure may also have lost the session: start afresh next time.
+            *self.clients[i].lock().await = None;
+        }
+        if let Some(t) = permit.record(outcome) {
+            tracing::info!(backend = %name, from = %t.from, to = %t.to, reason = %t.cause, "circuit changed");
+            self.changed.notify_one();
+        }
+        result.map_err(|e| e.to_string())
+    }
+
+    /// Fetches backend `i`'s lists (the capabilities it declared).
+    async fn refresh(self: &Arc<Self>, i: usize) -> Result<(), String> {
+        let client = self.client(i).await.map_err(|e| e.to_string())?;
+        let info = client.server_info().await;
+        let name = self.backends[i].config.name.clone();
+        let mut lists = BackendLists {
+            backend: name.clone(),
+            ..BackendLists::default()
+        };
+        if info.has("tools") {
+            lists.tools = client.list_tools().await.map_err(|e| e.to_string())?;
+        }
+        if info.has("resources") {
+            lists.resources = client.list_resources().await.map_err(|e| e.to_string())?;
+            lists.templates = client.list_resource_templates().await.unwrap_or_default();
+        }
+        if info.has("prompts") {
+            lists.prompts = client.list_prompts().await.map_err(|e| e.to_string())?;
+        }
+        self.backends[i].set_tools(lists.tools.len());
+        self.lists
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name, lists);
+        Ok(())
+    }
+
+    /// Refreshes every routable backend's lists at once; returns the failures.
+    async fn fan_out(self: &Arc<Self>) -> Vec<(String, String)> {
+        let routable: Vec<usize> = (0..self.backends.len())
+            .filter(|&i| self.backends[i].routable())
+            .collect();
+        let results = futures_join(routable.iter().map(|&i| {
+            let state = self.clone();
+            async move { (i, state.refresh(i).await) }
+        }))
+        .await;
+        let mut failures = Vec::new();
+        for (i, result) in results {
+            if let Err(e) = result {
+                let name = self.backends[i].config.name.clone();
+                metrics::counter!("toolhive_vmcp_partial_failures_total", "backend" => name.clone()).increment(1);
+                failures.push((name, e));
+            }
+        }
+        failures
+    }
+
+    /// Rebuilds the catalog from the routable backends' lists; says which lists clients
+    /// see changed.
+    pub async fn rebuild(&self) -> ListsChanged {
+        let lists: Vec<BackendLists> = {
+            let cached = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
+            self.backends
+                .iter()
+                .filter(|b| b.routable())
+                .filter_map(|b| cached.get(&b.config.name).cloned())
+                .collect()
+        };
+        let catalog =
+            match aggregate::build(&self.config.conflict_resolution, &self.config.tools, &lists) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ListsChanged::default();
+                }
+            };
+        for warning in &catalog.warnings {
+            tracing::warn!("{warning}");
+        }
+        metrics::gauge!("toolhive_vmcp_catalog_tools").set(catalog.tools.len() as f64);
+        metrics::gauge!("toolhive_vmcp_routable_backends")
+            .set(self.backends.iter().filter(|b| b.routable()).count() as f64);
+        let mut current = self.catalog.write().await;
+        let changed = ListsChanged {
+            tools: current.tools != catalog.tools,
+            resources: current.resources != catalog.resources
+                || current.templates != catalog.templates,
+            prompts: current.prompts != catalog.prompts,
+        };
+        *current = catalog;
+        changed
+    }
+
+    /// Sends the `list_changed` notifications `changed` calls for to every connected
+    /// session, forgetting sessions that are gone.
+    pub async fn notify_sessions(&self, changed: ListsChanged) {
+        if !changed.any() {
+            return;
+        }
+        let peers: Vec<Peer<RoleServer>> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut alive = Vec::new();
+        for peer in peers {
+            let mut ok = true;
+            if changed.tools {
+                ok &= peer.notify_tool_list_changed().await.is_ok();
+            }
+            if changed.resources {
+                ok &= peer.notify_resource_list_changed().await.is_ok();
+            }
+            if changed.prompts {
+                ok &= peer.notify_prompt_list_changed().await.is_ok();
+            }
+            if ok {
+                alive.push(peer);
+            }
+        }
+        metrics::counter!("toolhive_vmcp_list_changed_notifications_total")
+            .increment(alive.len() as u64);
+        *self.sessions.lock().unwrap_or_else(PoisonError::into_inner) = alive;
+    }
+
+    /// Keeps the catalog in step with the backends until `cancel`: on every change,
+    /// fetch lists of backends that became routable, rebuild, and notify clients once per
+    /// burst of changes.
+    pub async fn maintain_catalog(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = self.changed.notified() => {}
+            }
+            // Coalesce a burst of changes into one rebuild and one notification.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            for i in 0..self.backends.len() {
+                let known = self
+                    .lists
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains_key(&self.backends[i].config.name);
+                if self.backends[i].routable()
+                    && !known
+                    && let Err(e) = self.refresh(i).await
+                {
+                    tracing::warn!(backend = %self.backends[i].config.name, error = %e, "cannot list the backend's capabilities");
+                }
+            }
+            let changed = self.rebuild().await;
+            self.notify_sessions(changed).await;
+        }
+    }
+
+    /// The backend that offers tool `name` when every backend is counted, routable or
+    /// not: how a call to a withdrawn tool learns whose it is.
+    async fn owner_of_tool(&self, name: &str) -> Option<String> {
+        let lists: Vec<BackendLists> = {
+            let cached = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
+            self.backends
+                .iter()
+                .filter_map(|b| cached.get(&b.config.name).cloned())
+                .collect()
+        };
+        let all =
+            aggregate::build(&self.config.conflict_resolution, &self.config.tools, &lists).ok()?;
+        all.tool_routes.get(name).map(|r| r.backend.clone())
+    }
+
+    /// The catalog as clients see it now.
+    pub async fn catalog(&self) -> Catalog {
+        self.catalog.read().await.clone()
+    }
+}
+
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.collect();
+    let mut out = Vec::with_capacity(handles.len());
+    // Run them concurrently on this task.
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = handles.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.extend(results.into_iter().flatten());
+    out
+}
+
+/// The rmcp handler: one per client session, all sharing [`State`].
+#[derive(Clone, Debug)]
+pub struct Handler {
+    state: Arc<State>,
+}
+
+impl Handler {
+    /// A handler over `state`.
+    pub fn new(state: Arc<State>) -> Self {
+        Handler { state }
+    }
+
+    /// The error for a call to a known backend that cannot take it now.
+    fn unavailable(&self, i: usize, why: &str) -> ErrorData {
+        let b = &self.state.backends[i];
+        let snap = b.breaker.snapshot();
+        let retry = snap.retry_at.map(|at| {
+            at.saturating_duration_since(std::time::Instant::now())
+                .as_secs()
+        });
+        ErrorData::new(
+            ErrorCode(-32000),
+            format!("backend '{}' is unavailable: {why}", b.config.name),
+            Some(json!({
+                "backend": b.config.name,
+                "health": b.health().as_str(),
+                "circuit": snap.state.as_str(),
+                "retryAfterSeconds": retry,
+            })),
+        )
+    }
+
+    async fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        field: &str,
+        pick: impl Fn(&Catalog) -> Vec<Value>,
+    ) -> Result<T, ErrorData> {
+        let failures = self.state.fan_out().await;
+        if !failures.is_empty()
+            && self.state.config.partial_failure_mode == PartialFailureMode::Fail
+        {
+            let detail: Vec<String> = failures.iter().map(|(b, e)| format!("{b}: {e}")).collect();
+            return Err(ErrorData::new(
+                ErrorCode(-32000),
+                format!("backends failed: {}", detail.join("; ")),
+                Some(
+                    json!({"failures": failures.iter().map(|(b, e)| json!({"backend": b, "error": e})).collect::<Vec<_>>()}),
+                ),
+            ));
+        }
+        self.state.rebuild().await;
+        let catalog = self.state.catalog().await;
+        let mut result = json!({ field: pick(&catalog) });
+        if !failures.is_empty() {
+            result["_meta"] = json!({"hale/partialFailures": failures.iter().map(|(b, e)| json!({"backend": b, "error": e})).collect::<Vec<_>>()});
+        }
+        serde_json::from_value(result).map_err(|e| {
+            ErrorData::new(
+                ErrorCode(-32603),
+                format!("cannot convert the list: {e}"),
+                None,
+            )
+        })
+    }
+
+    async fn forward(
+        &self,
+        backend: &str,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, ErrorData> {
+        let Some(i) = self.state.index(backend) else {
+            return Err(ErrorData::new(
+                ErrorCode(-32602),
+                format!("unknown backend {backend}"),
+                None,
+            ));
+        };
+        let b = &self.state.backends[i];
+        if b.health() == HealthState::Unhealthy
+            || b.health() == HealthState::Unauthenticated
+            || b.breaker.snapshot().state == hale_core::BreakerState::Open
+        {
+            return Err(self.unavailable(
+                i,
+                &format!(
+                    "health {}, circuit {}",
+                    b.health(),
+                    b.breaker.snapshot().state
+                ),
+            ));
+        }
+        self.state
+            .call(i, method, params)
+            .await
+            .map_err(|e| self.unavailable(i, &e))
+    }
+}
+
+fn convert<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ErrorData> {
+    serde_json::from_value(value).map_err(|e| {
+        ErrorData::new(
+            ErrorCode(-32603),
+            format!("the backend's answer does not fit MCP: {e}"),
+            None,
+        )
+    })
+}
+
+impl ServerHandler for Handler {
+    fn get_info(&self) -> InitializeResult {
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_resources()
+            .enable_resources_list_changed()
+            .enable_prompts()
+            .enable_prompts_list_changed()
+            .build();
+        let mut info = InitializeResult::new(capabilities);
+        info.server_info.name = self.state.config.name.clone();
+        info.server_info.version = env!("CARGO_PKG_VERSION").into();
+        info
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.state
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(context.peer);
+    }
+
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        self.list("tools", |c| c.tools.clone()).await
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let route = self
+            .state
+            .catalog()
+            .await
+            .tool_routes
+            .get(request.name.as_ref())
+            .cloned();
+        let Some(route) = route else {
+            // A withdrawn backend's tool: say whose it is and why, so the client knows it
+            // will come back.
+            if let Some(backend) = self.state.owner_of_tool(&request.name).await
+                && let Some(i) = self.state.index(&backend)
+            {
+                let b = &self.state.backends[i];
+                return Err(self.unavailable(
+                    i,
+                    &format!(
+                        "health {}, circuit {}",
+                        b.health(),
+                        b.breaker.snapshot().state
+                    ),
+                ));
+            }
+            return Err(ErrorData::new(
+                ErrorCode(-32602),
+                format!("unknown tool: {}", request.name),
+                None,
+            ));
+        };
+        let params =
+            json!({"name": route.original, "arguments": request.arguments.unwrap_or_default()});
+        let result = self.forward(&route.backend, "tools/call", params).await?;
+        Ok(CallToolResponse::Complete(convert(result)?))
+    }
+
+    async fn list_resources(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        self.list("resources", |c| c.resources.clone()).await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        self.list("resourceTemplates", |c| c.templates.clone())
+            .await
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let Some(route) = self.state.catalog().await.route_resource(&request.uri) else {
+            return Err(ErrorData::new(
+                ErrorCode(-32002),
+                format!("resource not found: {}", request.uri),
+                None,
+            ));
+        };
+        let result = self
+            .forward(
+                &route.backend,
+                "resources/read",
+                json!({"uri": route.original}),
+            )
+            .await?;
+        Ok(ReadResourceResponse::Complete(convert(result)?))
+    }
+
+    async fn list_prompts(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        self.list("prompts", |c| c.prompts.clone()).await
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let route = self
+            .state
+            .catalog()
+            .await
+            .prompt_routes
+            .get(&request.name)
+            .cloned();
+        let Some(route) = route else {
+            return Err(ErrorData::new(
+                ErrorCode(-32602),
+                format!("unknown prompt: {}", request.name),
+                None,
+            ));
+        };
+        let params =
+            json!({"name": route.original, "arguments": request.arguments.unwrap_or_default()});
+        let result = self.forward(&route.backend, "prompts/get", params).await?;
+        Ok(GetPromptResponse::Complete(convert(result)?))
+    }
+}
