@@ -4,6 +4,7 @@
 
 mod logging;
 mod proxy;
+mod vmcp;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// A transparent proxy for one MCP server that shuts down when the server is gone.
     Proxy(proxy::Args),
+    /// A virtual MCP server over many backends, with health checks and circuit breakers.
+    Vmcp(vmcp::Args),
 }
 
 #[tokio::main]
@@ -35,5 +38,6 @@ async fn main() -> ExitCode {
     logging::init(&cli.log_format);
     match cli.command {
         Command::Proxy(args) => proxy::run(args).await,
+        Command::Vmcp(args) => vmcp::run(args).await,
     }
 }

@@ -166,3 +166,138 @@ operational:
     weather.shutdown();
     search.shutdown();
 }
+
+async fn start(yaml: &str) -> (std::net::SocketAddr, CancellationToken, McpClient) {
+    let config = VmcpConfig::from_yaml("test.yaml", yaml).unwrap();
+    let vmcp = Vmcp::bind(config, None).await.unwrap();
+    let addr = vmcp.local_addr();
+    let stop = CancellationToken::new();
+    tokio::spawn(vmcp.run(stop.clone()));
+    wait_for("readiness", async || {
+        get_json(addr, "/readyz").await.0 == 200
+    })
+    .await;
+    let options = ClientOptions {
+        request_timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    };
+    let client = McpClient::connect(&format!("http://{addr}/mcp"), options)
+        .await
+        .unwrap();
+    (addr, stop, client)
+}
+
+fn two_backends(a: &TestServer, b: &TestServer, mode: &str, extra: &str) -> String {
+    format!(
+        r#"
+listen: 127.0.0.1:0
+backends:
+  - {{name: good, url: "{}"}}
+  - {{name: flaky, url: "{}"}}
+operational:
+  failureHandling:
+    healthCheckInterval: 30s
+    partialFailureMode: {mode}
+{extra}
+"#,
+        a.url(),
+        b.url()
+    )
+}
+
+#[tokio::test]
+async fn fail_and_best_effort_decide_what_a_fan_out_returns_when_one_backend_fails() {
+    for mode in ["fail", "best_effort"] {
+        let good = TestServer::start(ServerConfig::default()).await.unwrap();
+        let flaky = TestServer::start(ServerConfig::default()).await.unwrap();
+        let (_addr, stop, client) = start(&two_backends(&good, &flaky, mode, "")).await;
+        // Healthy at its first check (the next is 30 s away), failing now.
+        flaky.set_fault(Some(Fault::Status(500))).await;
+        let result = client.request("tools/list", None).await;
+        match mode {
+            "fail" => {
+                let err = result.unwrap_err();
+                let McpError::Rpc { message, .. } = &err else {
+                    panic!("{err:?}")
+                };
+                assert!(
+                    message.contains("flaky") && message.contains("500"),
+                    "{message}"
+                );
+            }
+            _ => {
+                let list = result.unwrap();
+                let tools = names(list["tools"].as_array().unwrap());
+                assert!(
+                    tools.contains(&"good_echo".to_string())
+                        && !tools.iter().any(|t| t.starts_with("flaky_")),
+                    "{tools:?}"
+                );
+                let failures = &list["_meta"]["hale/partialFailures"];
+                assert_eq!(failures[0]["backend"], "flaky", "{list}");
+                assert!(failures[0]["error"].as_str().unwrap().contains("500"));
+            }
+        }
+        stop.cancel();
+        good.shutdown();
+        flaky.shutdown();
+    }
+}
+
+#[tokio::test]
+async fn failing_calls_open_the_breaker_which_then_fails_fast_and_withdraws_the_tools() {
+    let good = TestServer::start(ServerConfig::default()).await.unwrap();
+    let flaky = TestServer::start(ServerConfig::default()).await.unwrap();
+    let extra = "    circuitBreaker: {failureThreshold: 2, timeout: 30s}";
+    let (addr, stop, client) = start(&two_backends(&good, &flaky, "best_effort", extra)).await;
+    assert!(names(&client.list_tools().await.unwrap()).contains(&"flaky_echo".to_string()));
+    let mut notes = client.notifications();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    flaky.set_fault(Some(Fault::Status(503))).await;
+    for _ in 0..2 {
+        let err = client
+            .call_tool("flaky_echo", json!({"text": "x"}))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("503"), "{err}");
+    }
+    // Open now: the next call is refused without contacting the backend.
+    let seen = flaky.stats().requests;
+    let err = client
+        .call_tool("flaky_echo", json!({"text": "x"}))
+        .await
+        .unwrap_err();
+    let McpError::Rpc { message, data, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        message.contains("backend 'flaky' is unavailable"),
+        "{message}"
+    );
+    assert_eq!(data.as_ref().unwrap()["circuit"], "open");
+    assert!(
+        data.as_ref().unwrap()["retryAfterSeconds"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(
+        flaky.stats().requests,
+        seen,
+        "no backend contact while open"
+    );
+    // And its tools are withdrawn, with a notification.
+    tools_changed(&mut notes).await;
+    assert!(
+        !names(&client.list_tools().await.unwrap())
+            .iter()
+            .any(|t| t.starts_with("flaky_"))
+    );
+    let (_, status) = get_json(addr, "/status").await;
+    assert_eq!(status["backends"][1]["circuit"]["state"], "open");
+    assert!(status["backends"][1]["circuit"]["retryAt"].is_string());
+    stop.cancel();
+    good.shutdown();
+    flaky.shutdown();
+}

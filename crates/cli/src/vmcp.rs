@@ -1,0 +1,71 @@
+//! `hale vmcp`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hale_vmcp::{Vmcp, VmcpConfig, VmcpError};
+
+use crate::logging;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Either --config FILE (ToolHive's vMCP keys, see docs/configuration.md) or one --backend per server."
+)]
+pub(crate) struct Args {
+    /// The configuration file (YAML, camelCase keys, Go durations).
+    #[arg(long, conflicts_with = "backend")]
+    config: Option<PathBuf>,
+    /// A backend as NAME=URL (streamable HTTP) or NAME=URL@sse; repeat for each.
+    #[arg(long)]
+    backend: Vec<String>,
+    /// Address to listen on (overrides the file's `listen`).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// The server's name (with --backend).
+    #[arg(long, default_value = "vmcp")]
+    name: String,
+}
+
+pub(crate) async fn run(args: Args) -> ExitCode {
+    let config = match (&args.config, args.backend.is_empty()) {
+        (Some(path), _) => VmcpConfig::from_file(path),
+        (None, false) => VmcpConfig::from_flags(
+            &args.name,
+            args.listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4483))),
+            &args.backend,
+        ),
+        (None, true) => {
+            eprintln!("hale vmcp: give --config FILE or at least one --backend NAME=URL");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hale vmcp: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let vmcp = match Vmcp::bind(config, logging::metrics(&hale_proxy::DURATION_BUCKETS)).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("hale vmcp: {e}");
+            return ExitCode::from(match e {
+                VmcpError::Listen { .. } => 1,
+                VmcpError::Config(_) => 2,
+            });
+        }
+    };
+    let addr = vmcp.local_addr();
+    println!("listening on http://{addr}");
+    println!("MCP:     http://{addr}/mcp");
+    println!("status:  http://{addr}/status");
+    println!("metrics: http://{addr}/metrics");
+    vmcp.run(logging::shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
