@@ -112,7 +112,7 @@ pub async fn run(
 }
 
 /// Logs and counts what a check changed, and wakes the catalog if routability changed.
-fn report(backend: &Backend, changes: &Changes, changed: &Notify) {
+pub(crate) fn report(backend: &Backend, changes: &Changes, changed: &Notify) {
     let name = &backend.config.name;
     if let Some(t) = &changes.health {
         tracing::info!(backend = %name, from = %t.from, to = %t.to, reason = %t.reason, "backend health changed");

@@ -176,9 +176,14 @@ impl State {
             // A transport failure may also have lost the session: start afresh next time.
             *self.clients[i].lock().await = None;
         }
+        let was_routable = backend.routable();
         if let Some(t) = permit.record(outcome) {
-            tracing::info!(backend = %name, from = %t.from, to = %t.to, reason = %t.cause, "circuit changed");
-            self.changed.notify_one();
+            let changes = crate::backend::Changes {
+                health: None,
+                circuit: Some(t),
+                routability_changed: was_routable != backend.routable(),
+            };
+            crate::monitor::report(backend, &changes, &self.changed);
         }
         result.map_err(|e| e.to_string())
     }
@@ -389,9 +394,13 @@ impl Handler {
     }
 
     /// The error for a call to a known backend that cannot take it now.
-    fn unavailable(&self, i: usize, why: &str) -> ErrorData {
+    /// `refused`: the call was not sent (counted as a rejection when the circuit is open).
+    fn unavailable(&self, i: usize, refused: bool, why: &str) -> ErrorData {
         let b = &self.state.backends[i];
         let snap = b.breaker.snapshot();
+        if refused && snap.state == hale_core::BreakerState::Open {
+            metrics::counter!("toolhive_vmcp_backend_circuit_rejections_total", "backend" => b.config.name.clone()).increment(1);
+        }
         let retry = snap.retry_at.map(|at| {
             at.saturating_duration_since(std::time::Instant::now())
                 .as_secs()
@@ -461,6 +470,7 @@ impl Handler {
         {
             return Err(self.unavailable(
                 i,
+                true,
                 &format!(
                     "health {}, circuit {}",
                     b.health(),
@@ -471,7 +481,7 @@ impl Handler {
         self.state
             .call(i, method, params)
             .await
-            .map_err(|e| self.unavailable(i, &e))
+            .map_err(|e| self.unavailable(i, false, &e))
     }
 }
 
@@ -522,13 +532,14 @@ impl ServerHandler for Handler {
         request: CallToolRequestParams,
         _: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let route = self
-            .state
-            .catalog()
-            .await
-            .tool_routes
-            .get(request.name.as_ref())
-            .cloned();
+        let lookup = |catalog: &Catalog| catalog.tool_routes.get(request.name.as_ref()).cloned();
+        let mut route = lookup(&self.state.catalog().await);
+        if route.is_none() {
+            // Maybe the catalog has not caught up (a call before any list): refresh once.
+            self.state.fan_out().await;
+            self.state.rebuild().await;
+            route = lookup(&self.state.catalog().await);
+        }
         let Some(route) = route else {
             // A withdrawn backend's tool: say whose it is and why, so the client knows it
             // will come back.
@@ -538,6 +549,7 @@ impl ServerHandler for Handler {
                 let b = &self.state.backends[i];
                 return Err(self.unavailable(
                     i,
+                    true,
                     &format!(
                         "health {}, circuit {}",
                         b.health(),
