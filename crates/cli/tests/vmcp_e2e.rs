@@ -1,0 +1,144 @@
+//! End to end: the `hale vmcp` binary over three testkit backends (both transports), with
+//! a client session held open while one backend dies and comes back.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hale_mcp::{ClientOptions, McpClient, McpError};
+use hale_testkit::{Fault, ServerConfig, TestServer, Transport};
+use serde_json::json;
+
+struct Hale(Child);
+
+impl Drop for Hale {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn tools_of_a_dead_backend_disappear_and_come_back_with_notifications() {
+    let weather = TestServer::start(ServerConfig::default()).await.unwrap();
+    let search = TestServer::start(ServerConfig {
+        transport: Transport::Sse,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let docs = TestServer::start(ServerConfig {
+        stateless: true,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("hale-vmcp-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vmcp.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: e2e\nlisten: 127.0.0.1:0\nbackends:\n  - {{name: weather, url: \"{}\"}}\n  - {{name: search, url: \"{}\", transport: sse}}\n  - {{name: docs, url: \"{}\"}}\noperational:\n  failureHandling: {{healthCheckInterval: 200ms, healthCheckTimeout: 150ms, unhealthyThreshold: 2}}\n",
+            weather.url(),
+            search.url(),
+            docs.url()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["vmcp", "--config"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _hale = Hale(child);
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_string();
+    let printed: Vec<String> = (0..3).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert!(
+        printed[0].contains("/mcp")
+            && printed[1].contains("/status")
+            && printed[2].contains("/metrics"),
+        "{printed:?}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
+        .await
+        .unwrap();
+    let has = |tools: &[serde_json::Value], name: &str| tools.iter().any(|t| t["name"] == name);
+    let tools = client.list_tools().await.unwrap();
+    assert!(has(&tools, "weather_echo") && has(&tools, "search_echo") && has(&tools, "docs_echo"));
+    let mut notes = client.notifications();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    search.set_fault(Some(Fault::Down)).await;
+    let wait_tools_changed =
+        async |notes: &mut tokio::sync::broadcast::Receiver<hale_mcp::Notification>| {
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while notes.recv().await.unwrap().method != "notifications/tools/list_changed" {}
+            })
+            .await
+            .expect("tools/list_changed")
+        };
+    wait_tools_changed(&mut notes).await;
+    assert!(!has(&client.list_tools().await.unwrap(), "search_echo"));
+    let err = client
+        .call_tool("search_echo", json!({"text": "x"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, McpError::Rpc { message, .. } if message.contains("backend 'search' is unavailable")),
+        "{err}"
+    );
+
+    search.set_fault(None).await;
+    wait_tools_changed(&mut notes).await;
+    let mut back = false;
+    for _ in 0..50 {
+        if has(&client.list_tools().await.unwrap(), "search_echo") {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "search's tools came back");
+    assert_eq!(
+        client
+            .call_tool("search_echo", json!({"text": "back"}))
+            .await
+            .unwrap()["content"][0]["text"],
+        "back"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_configuration_stops_start_up_with_status_2_and_one_message() {
+    let dir = std::env::temp_dir().join(format!("hale-vmcp-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vmcp.yaml");
+    std::fs::write(
+        &file,
+        "backends: []\noperational:\n  failureHandling:\n    unhealthyThreshold: 0\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["vmcp", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("vmcp.yaml:4: operational.failureHandling.unhealthyThreshold: expected a whole number of at least 1"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
