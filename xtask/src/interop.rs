@@ -188,6 +188,15 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         if !differences.is_empty() {
             transparency.push(format!("{name}: {differences:?}"));
         }
+        if *name == "hale-testkit" {
+            // The vMCP re-terminates MCP: record what survives aggregation (no gate).
+            let vmcp = spawn_vmcp(&bin, &dir, &server.url)?;
+            let through = conformance_runs(&node, &conformance, &vmcp.url)?;
+            columns.push(format!("{name} via hale vmcp"));
+            for (scenario, verdict) in through {
+                results.entry(scenario).or_default().push(verdict);
+            }
+        }
     }
     println!(
         "| scenario | {} |\n|---|{}",
@@ -356,6 +365,39 @@ fn spawn_proxy(bin: &Path, target: &str) -> Result<Server, String> {
         .strip_prefix("listening on http://")
         .map(|addr| format!("http://{addr}/{path}"))
         .ok_or_else(|| format!("hale proxy printed {line:?} instead of its address"))?;
+    Ok(server)
+}
+
+/// Starts `hale vmcp` over the one backend at `target`, with bare tool names (priority
+/// resolution) so that the suite finds its fixtures.
+fn spawn_vmcp(bin: &Path, dir: &Path, target: &str) -> Result<Server, String> {
+    let file = dir.join("vmcp-interop.yaml");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: testkit, url: \"{target}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [testkit]}}\n"
+    );
+    fs::write(&file, yaml).map_err(|e| format!("writing {}: {e}", file.display()))?;
+    let child = Command::new(bin.join("hale"))
+        .args(["vmcp", "--config"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting hale vmcp: {e}"))?;
+    let mut server = Server {
+        child,
+        url: String::new(),
+    };
+    let mut line = String::new();
+    if let Some(out) = server.child.stdout.take() {
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+    }
+    server.url = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .map(|addr| format!("http://{addr}/mcp"))
+        .ok_or_else(|| format!("hale vmcp printed {line:?} instead of its address"))?;
+    // Let the first health check and catalog build finish.
+    thread::sleep(Duration::from_millis(500));
     Ok(server)
 }
 

@@ -1,5 +1,6 @@
 //! `hale proxy`.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -73,7 +74,12 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    println!("listening on http://{}", proxy.local_addr());
+    // A reader that went away must not take the proxy down (println! panics on EPIPE).
+    let _ = writeln!(
+        std::io::stdout(),
+        "listening on http://{}",
+        proxy.local_addr()
+    );
     let (refused, hanging) = checks.tolerance();
     tracing::info!(
         target = %args.target,

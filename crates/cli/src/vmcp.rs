@@ -1,5 +1,6 @@
 //! `hale vmcp`.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,10 +63,14 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         }
     };
     let addr = vmcp.local_addr();
-    println!("listening on http://{addr}");
-    println!("MCP:     http://{addr}/mcp");
-    println!("status:  http://{addr}/status");
-    println!("metrics: http://{addr}/metrics");
+    // A reader that went away after the first line must not take the server down with
+    // it (println! panics on a closed pipe).
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "listening on http://{addr}");
+    let _ = writeln!(
+        out,
+        "MCP:     http://{addr}/mcp\nstatus:  http://{addr}/status\nmetrics: http://{addr}/metrics"
+    );
     vmcp.run(logging::shutdown_signal()).await;
     ExitCode::SUCCESS
 }
