@@ -86,7 +86,7 @@ impl McpClient {
     pub async fn connect(url: &str, options: ClientOptions) -> Result<Self, McpError> {
         let uri = h::parse_url(url)?;
         let http = h::client();
-        let (notifications, _) = broadcast::channel(256);
+        let (notifications, _) = broadcast::channel(32);
         let next_id = AtomicU64::new(1);
         let session = open(url, &uri, &options, &http, &notifications, &next_id, 0).await?;
         Ok(McpClient {

@@ -19,8 +19,14 @@ pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
 
 pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-/// A keep-alive connection pool to backends.
+/// The keep-alive connection pool shared by every client in the process: a gateway with a
+/// thousand backends holds one pool, not a thousand.
 pub(crate) fn client() -> HttpClient {
+    static SHARED: std::sync::OnceLock<HttpClient> = std::sync::OnceLock::new();
+    SHARED.get_or_init(new_client).clone()
+}
+
+fn new_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(10)));

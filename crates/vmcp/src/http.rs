@@ -137,6 +137,8 @@ impl Vmcp {
                     Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
                 },
             };
+            // Small JSON-RPC answers must not wait for Nagle and a delayed ACK (40 ms).
+            let _ = stream.set_nodelay(true);
             let front = front.clone();
             let stop = stop.clone();
             tasks.spawn(async move {

@@ -50,7 +50,7 @@ pub struct State {
     pub backends: Vec<Arc<Backend>>,
     clients: Vec<tokio::sync::Mutex<Option<Arc<McpClient>>>>,
     lists: Mutex<HashMap<String, BackendLists>>,
-    catalog: RwLock<Catalog>,
+    catalog: RwLock<Arc<Catalog>>,
     sessions: Mutex<Vec<Peer<RoleServer>>>,
     /// Woken when routability or a backend's lists changed.
     pub changed: Arc<Notify>,
@@ -87,7 +87,7 @@ impl State {
             backends,
             clients,
             lists: Mutex::new(HashMap::new()),
-            catalog: RwLock::new(Catalog::default()),
+            catalog: RwLock::new(Arc::new(Catalog::default())),
             sessions: Mutex::new(Vec::new()),
             changed: Arc::new(Notify::new()),
             first_round: Arc::new(FirstRound::default()),
@@ -268,7 +268,7 @@ impl State {
                 || current.templates != catalog.templates,
             prompts: current.prompts != catalog.prompts,
         };
-        *current = catalog;
+        *current = Arc::new(catalog);
         changed
     }
 
@@ -349,7 +349,7 @@ impl State {
     }
 
     /// The catalog as clients see it now.
-    pub async fn catalog(&self) -> Catalog {
+    pub async fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().await.clone()
     }
 }
@@ -464,19 +464,14 @@ impl Handler {
             ));
         };
         let b = &self.state.backends[i];
-        if b.health() == HealthState::Unhealthy
-            || b.health() == HealthState::Unauthenticated
-            || b.breaker.snapshot().state == hale_core::BreakerState::Open
-        {
-            return Err(self.unavailable(
-                i,
-                true,
-                &format!(
-                    "health {}, circuit {}",
-                    b.health(),
-                    b.breaker.snapshot().state
-                ),
-            ));
+        // Health from the cache; the breaker itself refuses (lock-free while closed).
+        let health = b.health();
+        if matches!(
+            health,
+            HealthState::Unhealthy | HealthState::Unauthenticated
+        ) {
+            let circuit = b.breaker.snapshot().state;
+            return Err(self.unavailable(i, true, &format!("health {health}, circuit {circuit}")));
         }
         self.state
             .call(i, method, params)
@@ -533,12 +528,12 @@ impl ServerHandler for Handler {
         _: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let lookup = |catalog: &Catalog| catalog.tool_routes.get(request.name.as_ref()).cloned();
-        let mut route = lookup(&self.state.catalog().await);
+        let mut route = lookup(&*self.state.catalog().await);
         if route.is_none() {
             // Maybe the catalog has not caught up (a call before any list): refresh once.
             self.state.fan_out().await;
             self.state.rebuild().await;
-            route = lookup(&self.state.catalog().await);
+            route = lookup(&*self.state.catalog().await);
         }
         let Some(route) = route else {
             // A withdrawn backend's tool: say whose it is and why, so the client knows it
