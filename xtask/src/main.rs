@@ -4,7 +4,7 @@
 //!   property tests at CI size (`PROPTEST_CASES`, default 512). What `.ci/run` runs.
 //! - `proptest`: the model-based property tests only, in release mode, at
 //!   `PROPTEST_CASES` (default 100000).
-//! - `bench [core|proxy]`: the benchmarks (all without an argument); figures go to
+//! - `bench [core|proxy|vmcp]`: the benchmarks (all without an argument); figures go to
 //!   `docs/benchmarks.md` by hand.
 //! - `interop`: hale against real third-party MCP servers and the conformance suite
 //!   (installs Node 22, npm packages and a Python venv under `target/interop/`).
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
             result
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci | proptest | bench [core|proxy] | interop>");
+            eprintln!("usage: cargo xtask <ci | proptest | bench [core|proxy|vmcp] | interop>");
             return ExitCode::from(2);
         }
     };
@@ -165,8 +165,11 @@ fn bench(which: Option<&str>) -> Result<(), String> {
             install_debian(&[("nginx", "nginx-light"), ("wrk", "wrk")])?;
             cargo(&["bench", "-p", "hale-proxy", "--bench", "proxy"], &[])
         }
-        None => bench(Some("core")).and_then(|()| bench(Some("proxy"))),
-        Some(other) => Err(format!("bench {other} (unknown; expected core or proxy)")),
+        Some("vmcp") => cargo(&["bench", "-p", "hale-vmcp", "--bench", "vmcp"], &[]),
+        None => bench(Some("core"))
+            .and_then(|()| bench(Some("proxy")))
+            .and_then(|()| bench(Some("vmcp"))),
+        Some(other) => Err(format!("bench {other} (unknown; expected core, proxy or vmcp)")),
     }
 }
 
