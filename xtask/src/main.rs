@@ -169,7 +169,9 @@ fn bench(which: Option<&str>) -> Result<(), String> {
         None => bench(Some("core"))
             .and_then(|()| bench(Some("proxy")))
             .and_then(|()| bench(Some("vmcp"))),
-        Some(other) => Err(format!("bench {other} (unknown; expected core, proxy or vmcp)")),
+        Some(other) => Err(format!(
+            "bench {other} (unknown; expected core, proxy or vmcp)"
+        )),
     }
 }
 
