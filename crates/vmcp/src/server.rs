@@ -215,22 +215,29 @@ impl State {
         Ok(())
     }
 
-    /// Refreshes every routable backend's lists at once; returns the failures.
+    /// Refreshes every routable backend's lists at once; returns the failures (under
+    /// `fail`, only the first: the rest are cancelled).
     async fn fan_out(self: &Arc<Self>) -> Vec<(String, String)> {
-        let routable: Vec<usize> = (0..self.backends.len())
+        use futures_util::StreamExt;
+        let stop_at_first = self.config.partial_failure_mode == PartialFailureMode::Fail;
+        let mut branches: futures_util::stream::FuturesUnordered<_> = (0..self.backends.len())
             .filter(|&i| self.backends[i].routable())
+            .map(|i| {
+                let state = self.clone();
+                async move { (i, state.refresh(i).await) }
+            })
             .collect();
-        let results = futures_join(routable.iter().map(|&i| {
-            let state = self.clone();
-            async move { (i, state.refresh(i).await) }
-        }))
-        .await;
         let mut failures = Vec::new();
-        for (i, result) in results {
+        while let Some((i, result)) = branches.next().await {
             if let Err(e) = result {
                 let name = self.backends[i].config.name.clone();
                 metrics::counter!("toolhive_vmcp_partial_failures_total", "backend" => name.clone()).increment(1);
                 failures.push((name, e));
+                if stop_at_first {
+                    // `fail`: the answer is an error now; the other branches are cancelled
+                    // (dropped) rather than awaited.
+                    break;
+                }
             }
         }
         failures
@@ -352,33 +359,6 @@ impl State {
     pub async fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().await.clone()
     }
-}
-
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.collect();
-    let mut out = Vec::with_capacity(handles.len());
-    // Run them concurrently on this task.
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = handles.into_iter().map(Box::pin).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => results[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.extend(results.into_iter().flatten());
-    out
 }
 
 /// The rmcp handler: one per client session, all sharing [`State`].

@@ -7,52 +7,11 @@ use std::time::Duration;
 use hale_mcp::{ClientOptions, McpClient, McpError, TransportKind};
 use hale_testkit::{Fault, ServerConfig, TestServer, Transport};
 use hale_vmcp::{Vmcp, VmcpConfig};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The next `tools/list_changed`, skipping the resources and prompts variants.
-async fn tools_changed(notes: &mut tokio::sync::broadcast::Receiver<hale_mcp::Notification>) {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while notes.recv().await.unwrap().method != "notifications/tools/list_changed" {}
-    })
-    .await
-    .expect("notifications/tools/list_changed");
-}
-
-fn names(tools: &[Value]) -> Vec<String> {
-    let mut n: Vec<String> = tools
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_string())
-        .collect();
-    n.sort();
-    n
-}
-
-async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn a_dead_backend_is_withdrawn_with_list_changed_and_restored() {
@@ -167,44 +126,6 @@ operational:
     search.shutdown();
 }
 
-async fn start(yaml: &str) -> (std::net::SocketAddr, CancellationToken, McpClient) {
-    let config = VmcpConfig::from_yaml("test.yaml", yaml).unwrap();
-    let vmcp = Vmcp::bind(config, None).await.unwrap();
-    let addr = vmcp.local_addr();
-    let stop = CancellationToken::new();
-    tokio::spawn(vmcp.run(stop.clone()));
-    wait_for("readiness", async || {
-        get_json(addr, "/readyz").await.0 == 200
-    })
-    .await;
-    let options = ClientOptions {
-        request_timeout: Duration::from_secs(5),
-        ..ClientOptions::default()
-    };
-    let client = McpClient::connect(&format!("http://{addr}/mcp"), options)
-        .await
-        .unwrap();
-    (addr, stop, client)
-}
-
-fn two_backends(a: &TestServer, b: &TestServer, mode: &str, extra: &str) -> String {
-    format!(
-        r#"
-listen: 127.0.0.1:0
-backends:
-  - {{name: good, url: "{}"}}
-  - {{name: flaky, url: "{}"}}
-operational:
-  failureHandling:
-    healthCheckInterval: 30s
-    partialFailureMode: {mode}
-{extra}
-"#,
-        a.url(),
-        b.url()
-    )
-}
-
 #[tokio::test]
 async fn fail_and_best_effort_decide_what_a_fan_out_returns_when_one_backend_fails() {
     for mode in ["fail", "best_effort"] {
@@ -303,72 +224,22 @@ async fn failing_calls_open_the_breaker_which_then_fails_fast_and_withdraws_the_
 }
 
 #[tokio::test]
-async fn metrics_use_the_toolhive_names() {
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&hale_proxy::DURATION_BUCKETS)
-        .unwrap()
-        .install_recorder()
-        .unwrap();
-    let good = TestServer::start(ServerConfig::default()).await.unwrap();
-    let flaky = TestServer::start(ServerConfig::default()).await.unwrap();
-    let config = VmcpConfig::from_yaml(
-        "test.yaml",
-        &two_backends(
-            &good,
-            &flaky,
-            "best_effort",
-            "    circuitBreaker: {failureThreshold: 1}",
-        ),
-    )
-    .unwrap();
-    let vmcp = Vmcp::bind(config, Some(handle)).await.unwrap();
-    let addr = vmcp.local_addr();
-    let stop = CancellationToken::new();
-    tokio::spawn(vmcp.run(stop.clone()));
-    wait_for("readiness", async || {
-        get_json(addr, "/readyz").await.0 == 200
-    })
-    .await;
-    let client = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
-        .await
-        .unwrap();
-    client
-        .call_tool("good_echo", json!({"text": "x"}))
-        .await
-        .unwrap();
-    flaky.set_fault(Some(Fault::Status(503))).await;
-    let _ = client.call_tool("flaky_echo", json!({"text": "x"})).await;
-    let _ = client.call_tool("flaky_echo", json!({"text": "x"})).await; // rejected: open
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    for needle in [
-        "toolhive_vmcp_backends_discovered 2",
-        r#"toolhive_vmcp_backend_requests_total{backend="good",method="tools/call",outcome="success"} 1"#,
-        r#"toolhive_vmcp_backend_errors_total{backend="flaky",method="tools/call",category="http_status"} 1"#,
-        r#"toolhive_vmcp_backend_requests_duration_seconds_bucket{backend="good",method="tools/call",le="0.001"}"#,
-        r#"toolhive_vmcp_backend_health_state{backend="good",state="healthy"} 1"#,
-        r#"toolhive_vmcp_backend_health_checks_total{backend="good",result="success"}"#,
-        r#"toolhive_vmcp_backend_health_check_duration_seconds_bucket{backend="good""#,
-        r#"toolhive_vmcp_backend_health_transitions_total{backend="good",from="unknown",to="healthy"} 1"#,
-        r#"toolhive_vmcp_backend_circuit_state{backend="flaky",state="open"} 1"#,
-        r#"toolhive_vmcp_backend_circuit_transitions_total{backend="flaky",from="closed",to="open"} 1"#,
-        r#"toolhive_vmcp_backend_circuit_rejections_total{backend="flaky"} 1"#,
-        "toolhive_vmcp_routable_backends 1",
-        "toolhive_vmcp_catalog_tools",
-        "toolhive_vmcp_list_changed_notifications_total",
-    ] {
-        assert!(text.contains(needle), "/metrics lacks {needle}\n{text}");
-    }
+async fn fail_mode_answers_at_the_first_failure_and_cancels_the_other_branches() {
+    let slow = TestServer::start(ServerConfig::default()).await.unwrap();
+    let broken = TestServer::start(ServerConfig::default()).await.unwrap();
+    let (_addr, stop, client) = start(&two_backends(&slow, &broken, "fail", "")).await;
+    slow.set_fault(Some(Fault::Slow(Duration::from_secs(3))))
+        .await;
+    broken.set_fault(Some(Fault::Status(500))).await;
+    let started = std::time::Instant::now();
+    let err = client.request("tools/list", None).await.unwrap_err();
+    assert!(err.to_string().contains("flaky"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "did not wait for the slow branch: {:?}",
+        started.elapsed()
+    );
     stop.cancel();
-    good.shutdown();
-    flaky.shutdown();
+    slow.shutdown();
+    broken.shutdown();
 }

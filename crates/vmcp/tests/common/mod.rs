@@ -1,0 +1,95 @@
+//! Helpers shared by the vMCP integration tests.
+
+#![allow(dead_code, clippy::unwrap_used)] // each test binary uses a part
+
+use std::time::Duration;
+
+use hale_mcp::{ClientOptions, McpClient};
+use hale_testkit::TestServer;
+use hale_vmcp::{Vmcp, VmcpConfig};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The next `tools/list_changed`, skipping the resources and prompts variants.
+pub(crate) async fn tools_changed(
+    notes: &mut tokio::sync::broadcast::Receiver<hale_mcp::Notification>,
+) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while notes.recv().await.unwrap().method != "notifications/tools/list_changed" {}
+    })
+    .await
+    .expect("notifications/tools/list_changed");
+}
+
+pub(crate) fn names(tools: &[Value]) -> Vec<String> {
+    let mut n: Vec<String> = tools
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    n.sort();
+    n
+}
+
+pub(crate) async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+pub(crate) async fn start(yaml: &str) -> (std::net::SocketAddr, CancellationToken, McpClient) {
+    let config = VmcpConfig::from_yaml("test.yaml", yaml).unwrap();
+    let vmcp = Vmcp::bind(config, None).await.unwrap();
+    let addr = vmcp.local_addr();
+    let stop = CancellationToken::new();
+    tokio::spawn(vmcp.run(stop.clone()));
+    wait_for("readiness", async || {
+        get_json(addr, "/readyz").await.0 == 200
+    })
+    .await;
+    let options = ClientOptions {
+        request_timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    };
+    let client = McpClient::connect(&format!("http://{addr}/mcp"), options)
+        .await
+        .unwrap();
+    (addr, stop, client)
+}
+
+pub(crate) fn two_backends(a: &TestServer, b: &TestServer, mode: &str, extra: &str) -> String {
+    format!(
+        r#"
+listen: 127.0.0.1:0
+backends:
+  - {{name: good, url: "{}"}}
+  - {{name: flaky, url: "{}"}}
+operational:
+  failureHandling:
+    healthCheckInterval: 30s
+    partialFailureMode: {mode}
+{extra}
+"#,
+        a.url(),
+        b.url()
+    )
+}

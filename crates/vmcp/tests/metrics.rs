@@ -1,0 +1,85 @@
+//! The vMCP's metrics, in a test binary of their own: the recorder is process-global.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+use std::time::Duration;
+
+use hale_mcp::{ClientOptions, McpClient};
+use hale_testkit::{Fault, ServerConfig, TestServer};
+use hale_vmcp::{Vmcp, VmcpConfig};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::*;
+
+#[tokio::test]
+async fn metrics_use_the_toolhive_names() {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&hale_proxy::DURATION_BUCKETS)
+        .unwrap()
+        .install_recorder()
+        .unwrap();
+    let good = TestServer::start(ServerConfig::default()).await.unwrap();
+    let flaky = TestServer::start(ServerConfig::default()).await.unwrap();
+    let config = VmcpConfig::from_yaml(
+        "test.yaml",
+        &two_backends(
+            &good,
+            &flaky,
+            "best_effort",
+            "    circuitBreaker: {failureThreshold: 1}",
+        ),
+    )
+    .unwrap();
+    let vmcp = Vmcp::bind(config, Some(handle)).await.unwrap();
+    let addr = vmcp.local_addr();
+    let stop = CancellationToken::new();
+    tokio::spawn(vmcp.run(stop.clone()));
+    wait_for("readiness", async || {
+        get_json(addr, "/readyz").await.0 == 200
+    })
+    .await;
+    let client = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
+        .await
+        .unwrap();
+    client
+        .call_tool("good_echo", json!({"text": "x"}))
+        .await
+        .unwrap();
+    flaky.set_fault(Some(Fault::Status(503))).await;
+    let _ = client.call_tool("flaky_echo", json!({"text": "x"})).await;
+    let _ = client.call_tool("flaky_echo", json!({"text": "x"})).await; // rejected: open
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    for needle in [
+        "toolhive_vmcp_backends_discovered 2",
+        r#"toolhive_vmcp_backend_requests_total{backend="good",method="tools/call",outcome="success"} 1"#,
+        r#"toolhive_vmcp_backend_errors_total{backend="flaky",method="tools/call",category="http_status"} 1"#,
+        r#"toolhive_vmcp_backend_requests_duration_seconds_bucket{backend="good",method="tools/call",le="0.001"}"#,
+        r#"toolhive_vmcp_backend_health_state{backend="good",state="healthy"} 1"#,
+        r#"toolhive_vmcp_backend_health_checks_total{backend="good",result="success"}"#,
+        r#"toolhive_vmcp_backend_health_check_duration_seconds_bucket{backend="good""#,
+        r#"toolhive_vmcp_backend_health_transitions_total{backend="good",from="unknown",to="healthy"} 1"#,
+        r#"toolhive_vmcp_backend_circuit_state{backend="flaky",state="open"} 1"#,
+        r#"toolhive_vmcp_backend_circuit_transitions_total{backend="flaky",from="closed",to="open"} 1"#,
+        r#"toolhive_vmcp_backend_circuit_rejections_total{backend="flaky"} 1"#,
+        "toolhive_vmcp_routable_backends 1",
+        "toolhive_vmcp_catalog_tools",
+        "toolhive_vmcp_list_changed_notifications_total",
+    ] {
+        assert!(text.contains(needle), "/metrics lacks {needle}\n{text}");
+    }
+    stop.cancel();
+    good.shutdown();
+    flaky.shutdown();
+}
