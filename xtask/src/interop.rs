@@ -342,14 +342,15 @@ fn spawn(start: &dyn Fn(u16) -> Command, path: &str) -> Result<Server, String> {
     Ok(server)
 }
 
-/// Starts `hale proxy` in front of `target` and waits for its address.
-fn spawn_proxy(bin: &Path, target: &str) -> Result<Server, String> {
+/// Starts the `hale` binary with `args` and reads the address it prints; the server's URL
+/// is that address followed by `path`.
+fn spawn_hale(bin: &Path, args: &[&str], path: &str) -> Result<Server, String> {
     let child = Command::new(bin.join("hale"))
-        .args(["proxy", "--target", target])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("starting hale proxy: {e}"))?;
+        .map_err(|e| format!("starting hale {args:?}: {e}"))?;
     // Owned by a Server from here on, so that the process is killed on every path.
     let mut server = Server {
         child,
@@ -359,13 +360,18 @@ fn spawn_proxy(bin: &Path, target: &str) -> Result<Server, String> {
     if let Some(out) = server.child.stdout.take() {
         let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
     }
-    let path = target.splitn(4, '/').nth(3).unwrap_or_default();
     server.url = line
         .trim()
         .strip_prefix("listening on http://")
         .map(|addr| format!("http://{addr}/{path}"))
-        .ok_or_else(|| format!("hale proxy printed {line:?} instead of its address"))?;
+        .ok_or_else(|| format!("hale {args:?} printed {line:?} instead of its address"))?;
     Ok(server)
+}
+
+/// Starts `hale proxy` in front of `target`.
+fn spawn_proxy(bin: &Path, target: &str) -> Result<Server, String> {
+    let path = target.splitn(4, '/').nth(3).unwrap_or_default();
+    spawn_hale(bin, &["proxy", "--target", target], path)
 }
 
 /// Starts `hale vmcp` over the one backend at `target`, with bare tool names (priority
@@ -376,26 +382,8 @@ fn spawn_vmcp(bin: &Path, dir: &Path, target: &str) -> Result<Server, String> {
         "listen: 127.0.0.1:0\nbackends:\n  - {{name: testkit, url: \"{target}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [testkit]}}\n"
     );
     fs::write(&file, yaml).map_err(|e| format!("writing {}: {e}", file.display()))?;
-    let child = Command::new(bin.join("hale"))
-        .args(["vmcp", "--config"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting hale vmcp: {e}"))?;
-    let mut server = Server {
-        child,
-        url: String::new(),
-    };
-    let mut line = String::new();
-    if let Some(out) = server.child.stdout.take() {
-        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
-    }
-    server.url = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .map(|addr| format!("http://{addr}/mcp"))
-        .ok_or_else(|| format!("hale vmcp printed {line:?} instead of its address"))?;
+    let file = file.display().to_string();
+    let server = spawn_hale(bin, &["vmcp", "--config", &file], "mcp")?;
     // Let the first health check and catalog build finish.
     thread::sleep(Duration::from_millis(500));
     Ok(server)

@@ -52,15 +52,7 @@ async fn metrics_use_the_toolhive_names() {
     let _ = client.call_tool("flaky_echo", json!({"text": "x"})).await; // rejected: open
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
+    let (_, text) = get_text(addr, "/metrics").await;
     for needle in [
         "toolhive_vmcp_backends_discovered 2",
         r#"toolhive_vmcp_backend_requests_total{backend="good",method="tools/call",outcome="success"} 1"#,

@@ -41,7 +41,7 @@ pub(crate) fn names(tools: &[Value]) -> Vec<String> {
     n
 }
 
-pub(crate) async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+pub(crate) async fn get_text(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(
@@ -52,8 +52,18 @@ pub(crate) async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Va
     let mut text = String::new();
     s.read_to_string(&mut text).await.unwrap();
     let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    (
+        status,
+        text.split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+pub(crate) async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    let (status, body) = get_text(addr, path).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 pub(crate) async fn start(yaml: &str) -> (std::net::SocketAddr, CancellationToken, McpClient) {
