@@ -146,6 +146,46 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
             failures.join("; ")
         ));
     }
+    // The same client through hale vmcp over two third-party servers at once, one per
+    // transport: aggregation must keep them both usable.
+    {
+        let everything = spawn(&targets[0].3, "/mcp")?;
+        let python = spawn(&targets[3].3, "/sse")?;
+        cargo(&["build", "-q", "-p", "hale"], &[])?;
+        let file = dir.join("vmcp-third-party.yaml");
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nbackends:\n  - {{name: everything, url: \"{}\"}}\n  - {{name: python, url: \"{}\", transport: sse}}\n",
+            everything.url, python.url
+        );
+        fs::write(&file, yaml).map_err(|e| format!("writing {}: {e}", file.display()))?;
+        let file = file.display().to_string();
+        let vmcp = spawn_hale(&bin, &["vmcp", "--config", &file], "mcp")?;
+        thread::sleep(Duration::from_millis(800));
+        let output = Command::new(bin.join("examples/mcp_check"))
+            .arg(&vmcp.url)
+            .arg("streamable-http")
+            .output()
+            .map_err(|e| format!("running mcp_check: {e}"))?;
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        let steps = text
+            .lines()
+            .filter(|l| l.starts_with("ok ") || l.starts_with("FAIL "))
+            .count();
+        let failures: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL ")).collect();
+        let verdict = if output.status.success() && failures.is_empty() {
+            "pass"
+        } else {
+            "FAIL"
+        };
+        tally.passed += (steps - failures.len()) as u64;
+        tally.failed += failures.len() as u64 + u64::from(verdict == "FAIL" && failures.is_empty());
+        rows.push(format!(
+            "| hale vmcp over server-everything + python-sdk | streamable-http | {verdict} | {}/{} steps | {} |",
+            steps - failures.len(),
+            steps,
+            failures.join("; ")
+        ));
+    }
     println!("| server | transport | result | steps | failures |\n|---|---|---|---|---|");
     for row in &rows {
         println!("{row}");

@@ -90,9 +90,14 @@ async fn main() -> ExitCode {
     let tools = report.step("tools/list", client.list_tools().await, |t| {
         format!("{} tools", t.len())
     });
-    if let Some(echo) = tools.iter().flatten().find(|t| t["name"] == "echo") {
+    if let Some(echo) = tools.iter().flatten().find(|t| {
+        t["name"]
+            .as_str()
+            .is_some_and(|n| n == "echo" || n.ends_with("_echo"))
+    }) {
         let args = arguments_for(echo);
-        report.step("tools/call", client.call_tool("echo", args).await, |r| {
+        let name = echo["name"].as_str().unwrap_or("echo").to_string();
+        report.step("tools/call", client.call_tool(&name, args).await, |r| {
             format!(
                 "echo -> {}",
                 r["content"][0]["text"].as_str().unwrap_or("?")
