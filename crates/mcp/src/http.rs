@@ -19,14 +19,11 @@ pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
 
 pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-/// The keep-alive connection pool shared by every client in the process: a gateway with a
-/// thousand backends holds one pool, not a thousand.
+/// A keep-alive connection pool for one client. Not shared process-wide on purpose: a
+/// pooled connection's task lives on the runtime that opened it, and a host (or a test
+/// suite) may run several runtimes; a connection from a runtime that has shut down fails
+/// when reused.
 pub(crate) fn client() -> HttpClient {
-    static SHARED: std::sync::OnceLock<HttpClient> = std::sync::OnceLock::new();
-    SHARED.get_or_init(new_client).clone()
-}
-
-fn new_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(10)));

@@ -160,6 +160,30 @@ fn base_tools() -> Vec<Value> {
             json!({}),
             &[],
         ),
+        tool(
+            "test_sampling",
+            "Asks the client's LLM (sampling/createMessage).",
+            json!({"prompt": {"type": "string"}}),
+            &["prompt"],
+        ),
+        tool(
+            "test_elicitation",
+            "Asks the client's user (elicitation/create).",
+            json!({"message": {"type": "string"}}),
+            &["message"],
+        ),
+        tool(
+            "test_elicitation_sep1034_defaults",
+            "Elicitation with defaults.",
+            json!({}),
+            &[],
+        ),
+        tool(
+            "test_elicitation_sep1330_enums",
+            "Elicitation with every enum form.",
+            json!({}),
+            &[],
+        ),
     ]
 }
 
@@ -520,4 +544,47 @@ fn get_prompt(params: &Value) -> Result<Value, (i64, String)> {
         _ => return Err((-32602, format!("Prompt {name} not found"))),
     };
     Ok(json!({"messages": messages}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tool the server answers is also advertised (a call-only fixture would pass
+    /// the conformance suite yet be invisible to real clients).
+    #[tokio::test]
+    async fn every_fixture_the_server_answers_is_listed() {
+        let catalog = Catalog::new(100);
+        let names = catalog.tool_names();
+        for fixture in [
+            "echo",
+            "add",
+            "sleep",
+            "test_simple_text",
+            "test_image_content",
+            "test_audio_content",
+            "test_embedded_resource",
+            "test_multiple_content_types",
+            "test_tool_with_logging",
+            "test_tool_with_progress",
+            "test_error_handling",
+            "test_sampling",
+            "test_elicitation",
+            "test_elicitation_sep1034_defaults",
+            "test_elicitation_sep1330_enums",
+        ] {
+            assert!(
+                names.iter().any(|n| n == fixture),
+                "{fixture} is not listed"
+            );
+        }
+        let out = Outbound {
+            stream: None,
+            waiting: Waiting::default(),
+        };
+        let unknown = catalog
+            .answer("tools/call", &json!({"name": "nope"}), &out)
+            .await;
+        assert!(unknown.is_err());
+    }
 }
