@@ -4,6 +4,7 @@
 
 mod logging;
 mod proxy;
+mod status;
 mod vmcp;
 
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Command {
     Proxy(proxy::Args),
     /// A virtual MCP server over many backends, with health checks and circuit breakers.
     Vmcp(vmcp::Args),
+    /// The backends of a running vMCP, as a table.
+    Status(status::Args),
 }
 
 #[tokio::main]
@@ -39,5 +42,6 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Proxy(args) => proxy::run(args).await,
         Command::Vmcp(args) => vmcp::run(args).await,
+        Command::Status(args) => status::run(args),
     }
 }

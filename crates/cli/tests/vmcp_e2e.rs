@@ -142,3 +142,74 @@ fn a_bad_configuration_stops_start_up_with_status_2_and_one_message() {
     assert!(stderr.contains("vmcp.yaml:4: operational.failureHandling.unhealthyThreshold: expected a whole number of at least 1"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn hale_status_prints_the_backends_as_a_table_or_json_and_says_when_nothing_answers() {
+    let weather = TestServer::start(ServerConfig::default()).await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args([
+            "vmcp",
+            "--backend",
+            &format!("weather={}", weather.url()),
+            "--backend",
+            "gone=http://127.0.0.1:9/mcp",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _hale = Hale(child);
+    let addr = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = format!("http://{addr}");
+    let hale_status = |extra: &[&str]| {
+        let mut args = vec!["status", "--url", &url];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+
+    let table = hale_status(&[]);
+    assert!(table.status.success());
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("BACKEND") && text.contains("HEALTH") && text.contains("CIRCUIT"),
+        "{text}"
+    );
+    let weather_row = text.lines().find(|l| l.starts_with("weather")).unwrap();
+    assert!(
+        weather_row.contains("healthy") && weather_row.contains("closed"),
+        "{weather_row}"
+    );
+    let gone_row = text.lines().find(|l| l.starts_with("gone")).unwrap();
+    assert!(gone_row.contains("connection refused"), "{gone_row}");
+    assert!(
+        !text.contains('\x1b'),
+        "no colour when stdout is not a terminal"
+    );
+
+    let json = hale_status(&["--json"]);
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(parsed["backends"][0]["name"], "weather");
+
+    let nothing = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["status", "--url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(nothing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&nothing.stderr).contains("nothing answered at http://127.0.0.1:9")
+    );
+    weather.shutdown();
+}
