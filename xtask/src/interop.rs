@@ -121,30 +121,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
     let mut rows = Vec::new();
     for (name, transport, path, start) in &targets {
         let server = spawn(start, path)?;
-        let output = Command::new(bin.join("examples/mcp_check"))
-            .arg(&server.url)
-            .arg(transport)
-            .output()
-            .map_err(|e| format!("running mcp_check: {e}"))?;
-        let text = String::from_utf8_lossy(&output.stdout).to_string();
-        let steps = text
-            .lines()
-            .filter(|l| l.starts_with("ok ") || l.starts_with("FAIL "))
-            .count();
-        let failures: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL ")).collect();
-        let verdict = if output.status.success() && failures.is_empty() {
-            "pass"
-        } else {
-            "FAIL"
-        };
-        tally.passed += (steps - failures.len()) as u64;
-        tally.failed += failures.len() as u64 + u64::from(verdict == "FAIL" && failures.is_empty());
-        rows.push(format!(
-            "| {name} | {transport} | {verdict} | {}/{} steps | {} |",
-            steps - failures.len(),
-            steps,
-            failures.join("; ")
-        ));
+        rows.push(client_check(&bin, &server.url, transport, name, tally)?);
     }
     // The same client through hale vmcp over two third-party servers at once, one per
     // transport: aggregation must keep them both usable.
@@ -161,30 +138,14 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         let file = file.display().to_string();
         let vmcp = spawn_hale(&bin, &["vmcp", "--config", &file], "mcp")?;
         thread::sleep(Duration::from_millis(800));
-        let output = Command::new(bin.join("examples/mcp_check"))
-            .arg(&vmcp.url)
-            .arg("streamable-http")
-            .output()
-            .map_err(|e| format!("running mcp_check: {e}"))?;
-        let text = String::from_utf8_lossy(&output.stdout).to_string();
-        let steps = text
-            .lines()
-            .filter(|l| l.starts_with("ok ") || l.starts_with("FAIL "))
-            .count();
-        let failures: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL ")).collect();
-        let verdict = if output.status.success() && failures.is_empty() {
-            "pass"
-        } else {
-            "FAIL"
-        };
-        tally.passed += (steps - failures.len()) as u64;
-        tally.failed += failures.len() as u64 + u64::from(verdict == "FAIL" && failures.is_empty());
-        rows.push(format!(
-            "| hale vmcp over server-everything + python-sdk | streamable-http | {verdict} | {}/{} steps | {} |",
-            steps - failures.len(),
-            steps,
-            failures.join("; ")
-        ));
+        let label = "hale vmcp over server-everything + python-sdk";
+        rows.push(client_check(
+            &bin,
+            &vmcp.url,
+            "streamable-http",
+            label,
+            tally,
+        )?);
     }
     println!("| server | transport | result | steps | failures |\n|---|---|---|---|---|");
     for row in &rows {
@@ -286,6 +247,40 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Runs hale-mcp's `mcp_check` against `url`, counts its steps, and returns the table row.
+fn client_check(
+    bin: &Path,
+    url: &str,
+    transport: &str,
+    label: &str,
+    tally: &mut Tally,
+) -> Result<String, String> {
+    let output = Command::new(bin.join("examples/mcp_check"))
+        .arg(url)
+        .arg(transport)
+        .output()
+        .map_err(|e| format!("running mcp_check: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let steps = text
+        .lines()
+        .filter(|l| l.starts_with("ok ") || l.starts_with("FAIL "))
+        .count();
+    let failures: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL ")).collect();
+    let verdict = if output.status.success() && failures.is_empty() {
+        "pass"
+    } else {
+        "FAIL"
+    };
+    tally.passed += (steps - failures.len()) as u64;
+    tally.failed += failures.len() as u64 + u64::from(verdict == "FAIL" && failures.is_empty());
+    Ok(format!(
+        "| {label} | {transport} | {verdict} | {}/{} steps | {} |",
+        steps - failures.len(),
+        steps,
+        failures.join("; ")
+    ))
 }
 
 fn testkit(bin: &Path, port: u16, transport: &str) -> Command {

@@ -6,10 +6,7 @@
 use std::time::Duration;
 
 use hale_core::{CheckOutcome, FailureCategory};
-use hale_mcp::{ClientOptions, McpClient};
 use hale_testkit::{ServerConfig, TestServer};
-use hale_vmcp::{Vmcp, VmcpConfig};
-use tokio_util::sync::CancellationToken;
 
 mod common;
 use common::*;
@@ -43,20 +40,12 @@ async fn a_blip_below_the_threshold_never_touches_the_catalog_and_a_burst_is_one
         a.url(),
         b.url()
     );
-    let vmcp = Vmcp::bind(VmcpConfig::from_yaml("test.yaml", &yaml).unwrap(), None)
-        .await
-        .unwrap();
-    let addr = vmcp.local_addr();
-    let state = vmcp.state();
-    let stop = CancellationToken::new();
-    tokio::spawn(vmcp.run(stop.clone()));
-    wait_for("readiness", async || {
-        get_json(addr, "/readyz").await.0 == 200
-    })
-    .await;
-    let client = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
-        .await
-        .unwrap();
+    let Started {
+        stop,
+        client,
+        state,
+        ..
+    } = start_with(&yaml, None).await;
     let before = names(&client.list_tools().await.unwrap());
     let mut notes = client.notifications();
     tokio::time::sleep(Duration::from_millis(300)).await;

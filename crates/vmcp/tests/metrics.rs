@@ -4,11 +4,8 @@
 
 use std::time::Duration;
 
-use hale_mcp::{ClientOptions, McpClient};
 use hale_testkit::{Fault, ServerConfig, TestServer};
-use hale_vmcp::{Vmcp, VmcpConfig};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 mod common;
 use common::*;
@@ -22,27 +19,15 @@ async fn metrics_use_the_toolhive_names() {
         .unwrap();
     let good = TestServer::start(ServerConfig::default()).await.unwrap();
     let flaky = TestServer::start(ServerConfig::default()).await.unwrap();
-    let config = VmcpConfig::from_yaml(
-        "test.yaml",
-        &two_backends(
-            &good,
-            &flaky,
-            "best_effort",
-            "    circuitBreaker: {failureThreshold: 1}",
-        ),
-    )
-    .unwrap();
-    let vmcp = Vmcp::bind(config, Some(handle)).await.unwrap();
-    let addr = vmcp.local_addr();
-    let stop = CancellationToken::new();
-    tokio::spawn(vmcp.run(stop.clone()));
-    wait_for("readiness", async || {
-        get_json(addr, "/readyz").await.0 == 200
-    })
-    .await;
-    let client = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
-        .await
-        .unwrap();
+    let yaml = two_backends(
+        &good,
+        &flaky,
+        "best_effort",
+        "    circuitBreaker: {failureThreshold: 1}",
+    );
+    let Started {
+        addr, stop, client, ..
+    } = start_with(&yaml, Some(handle)).await;
     client
         .call_tool("good_echo", json!({"text": "x"}))
         .await

@@ -66,10 +66,23 @@ pub(crate) async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Va
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-pub(crate) async fn start(yaml: &str) -> (std::net::SocketAddr, CancellationToken, McpClient) {
+/// A running vMCP, a client session on it, and its state.
+pub(crate) struct Started {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) stop: CancellationToken,
+    pub(crate) client: McpClient,
+    pub(crate) state: std::sync::Arc<hale_vmcp::server::State>,
+}
+
+/// Starts a vMCP from `yaml`, waits until it is ready and connects a client.
+pub(crate) async fn start_with(
+    yaml: &str,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Started {
     let config = VmcpConfig::from_yaml("test.yaml", yaml).unwrap();
-    let vmcp = Vmcp::bind(config, None).await.unwrap();
+    let vmcp = Vmcp::bind(config, metrics).await.unwrap();
     let addr = vmcp.local_addr();
+    let state = vmcp.state();
     let stop = CancellationToken::new();
     tokio::spawn(vmcp.run(stop.clone()));
     wait_for("readiness", async || {
@@ -83,7 +96,17 @@ pub(crate) async fn start(yaml: &str) -> (std::net::SocketAddr, CancellationToke
     let client = McpClient::connect(&format!("http://{addr}/mcp"), options)
         .await
         .unwrap();
-    (addr, stop, client)
+    Started {
+        addr,
+        stop,
+        client,
+        state,
+    }
+}
+
+pub(crate) async fn start(yaml: &str) -> (std::net::SocketAddr, CancellationToken, McpClient) {
+    let s = start_with(yaml, None).await;
+    (s.addr, s.stop, s.client)
 }
 
 pub(crate) fn two_backends(a: &TestServer, b: &TestServer, mode: &str, extra: &str) -> String {
