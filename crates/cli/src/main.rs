@@ -2,6 +2,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a CLI talks on stdout and stderr
 
+mod demo;
 mod logging;
 mod proxy;
 mod status;
@@ -31,6 +32,8 @@ enum Command {
     Proxy(proxy::Args),
     /// A virtual MCP server over many backends, with health checks and circuit breakers.
     Vmcp(vmcp::Args),
+    /// Everything in one process: three misbehaving backends behind a vMCP.
+    Demo(demo::Args),
     /// The backends of a running vMCP, as a table.
     Status(status::Args),
 }
@@ -42,6 +45,7 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Proxy(args) => proxy::run(args).await,
         Command::Vmcp(args) => vmcp::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Status(args) => status::run(args),
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hale_vmcp::{Vmcp, VmcpConfig, VmcpError};
+use tokio_util::sync::CancellationToken;
 
 use crate::logging;
 
@@ -52,10 +53,15 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    serve(config, logging::shutdown_signal()).await
+}
+
+/// Binds, prints where to reach the vMCP, and serves until `stop`.
+pub(crate) async fn serve(config: VmcpConfig, stop: CancellationToken) -> ExitCode {
     let vmcp = match Vmcp::bind(config, logging::metrics(&hale_proxy::DURATION_BUCKETS)).await {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("hale vmcp: {e}");
+            eprintln!("hale: {e}");
             return ExitCode::from(match e {
                 VmcpError::Listen { .. } => 1,
                 VmcpError::Config(_) => 2,
@@ -71,6 +77,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         out,
         "MCP:     http://{addr}/mcp\nstatus:  http://{addr}/status\nmetrics: http://{addr}/metrics"
     );
-    vmcp.run(logging::shutdown_signal()).await;
+    let _ = out.flush();
+    vmcp.run(stop).await;
     ExitCode::SUCCESS
 }

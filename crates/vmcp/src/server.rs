@@ -262,13 +262,18 @@ impl State {
                     return ListsChanged::default();
                 }
             };
-        for warning in &catalog.warnings {
-            tracing::warn!("{warning}");
-        }
         metrics::gauge!("toolhive_vmcp_catalog_tools").set(catalog.tools.len() as f64);
         metrics::gauge!("toolhive_vmcp_routable_backends")
             .set(self.backends.iter().filter(|b| b.routable()).count() as f64);
         let mut current = self.catalog.write().await;
+        // A conflict that persists is logged once, when it appears, not at every rebuild.
+        for warning in catalog
+            .warnings
+            .iter()
+            .filter(|w| !current.warnings.contains(w))
+        {
+            tracing::warn!("{warning}");
+        }
         let changed = ListsChanged {
             tools: current.tools != catalog.tools,
             resources: current.resources != catalog.resources

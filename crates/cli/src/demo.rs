@@ -1,0 +1,211 @@
+//! `hale demo`: the whole system in one process, misbehaving on a schedule.
+//!
+//! Three testkit backends — `weather` steady, `search` down 20 s of every 60 s, `docs`
+//! slower than `degradedLatency` for 12 s of every 30 s — behind a vMCP that checks them
+//! every 2 s. Each scheduled fault is logged as it starts (`demo: …`), and the vMCP logs
+//! the health and circuit transitions it causes, so cause and effect read side by side.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use hale_testkit::{Fault, ServerConfig, TestServer, Transport};
+use hale_vmcp::VmcpConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::{logging, vmcp};
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Connect any MCP client to the printed MCP URL and watch search_* tools come and go;\n`hale status` shows the backends. Every period below is divided by --speedup."
+)]
+pub(crate) struct Args {
+    /// Stop by itself after this long (Go syntax: 30s, 5m); default: until Ctrl-C.
+    #[arg(long = "for", value_parser = parse_duration)]
+    run_for: Option<Duration>,
+    /// Address of the vMCP (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:4483")]
+    listen: SocketAddr,
+    /// Run every period (checks, outages, spikes, breaker timeouts) N times faster.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    speedup: u32,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    hale_core::parse_go_duration(text).map_err(|e| e.to_string())
+}
+
+/// One step of a backend's schedule: this fault (or none) for this long.
+struct Phase {
+    fault: Option<Fault>,
+    length: Duration,
+    /// What the log says when the phase starts.
+    says: String,
+}
+
+pub(crate) async fn run(args: Args) -> ExitCode {
+    let scale = |ms: u64| Duration::from_millis(ms) / args.speedup;
+    let backends = match start_backends().await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("hale demo: cannot start the demo backends: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match VmcpConfig::from_yaml("demo", &config_yaml(&args, &backends, scale)) {
+        Ok(c) => c,
+        Err(e) => {
+            // The demo writes its own configuration; failing here is a bug in hale.
+            eprintln!("hale demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let stop = logging::shutdown_signal();
+    if let Some(run_for) = args.run_for {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(run_for).await;
+            tracing::info!("demo: {} are up, stopping", humanize(run_for));
+            stop.cancel();
+        });
+    }
+    // weather is steady: it has no schedule.
+    let [_, search, docs] = &backends;
+    tokio::spawn(follow(
+        "search",
+        search.clone(),
+        vec![
+            Phase {
+                fault: None,
+                length: scale(15_000),
+                says: "answering".into(),
+            },
+            Phase {
+                fault: Some(Fault::Down),
+                length: scale(20_000),
+                says: "going down (refuses connections)".into(),
+            },
+            Phase {
+                fault: None,
+                length: scale(25_000),
+                says: "back up".into(),
+            },
+        ],
+        stop.clone(),
+    ));
+    tokio::spawn(follow(
+        "docs",
+        docs.clone(),
+        vec![
+            Phase {
+                fault: None,
+                length: scale(10_000),
+                says: "answering quickly".into(),
+            },
+            Phase {
+                fault: Some(Fault::Slow(scale(800))),
+                length: scale(12_000),
+                says: format!(
+                    "has a latency spike (every answer takes {})",
+                    humanize(scale(800))
+                ),
+            },
+            Phase {
+                fault: None,
+                length: scale(8_000),
+                says: "answering quickly again".into(),
+            },
+        ],
+        stop.clone(),
+    ));
+    let code = vmcp::serve(config, stop).await;
+    for backend in &backends {
+        backend.shutdown();
+    }
+    code
+}
+
+/// `weather`, `search` (legacy SSE, to show both transports) and `docs`, each with one
+/// tool named for what it pretends to be.
+async fn start_backends() -> std::io::Result<[TestServer; 3]> {
+    let weather = TestServer::start(ServerConfig::default()).await?;
+    let search = TestServer::start(ServerConfig {
+        transport: Transport::Sse,
+        ..ServerConfig::default()
+    })
+    .await?;
+    let docs = TestServer::start(ServerConfig::default()).await?;
+    weather.add_tool("forecast");
+    search.add_tool("query");
+    docs.add_tool("lookup");
+    Ok([weather, search, docs])
+}
+
+/// The vMCP's configuration, as a user would write it, with every period scaled.
+fn config_yaml(
+    args: &Args,
+    [weather, search, docs]: &[TestServer; 3],
+    scale: impl Fn(u64) -> Duration,
+) -> String {
+    let ms = |n: u64| format!("{}ms", scale(n).as_millis().max(1));
+    format!(
+        r#"name: hale-demo
+listen: "{listen}"
+backends:
+  - {{name: weather, url: "{weather}", transport: streamable-http}}
+  - {{name: search, url: "{search}", transport: sse}}
+  - {{name: docs, url: "{docs}", transport: streamable-http}}
+aggregation:
+  conflictResolution: prefix
+  tools:
+    - {{workload: weather, filter: [forecast, echo, add]}}
+    - {{workload: search, filter: [query, echo, add]}}
+    - {{workload: docs, filter: [lookup, echo, add, sleep]}}
+operational:
+  timeouts: {{default: {call}}}
+  failureHandling:
+    healthCheckInterval: {interval}
+    healthCheckTimeout: {timeout}
+    unhealthyThreshold: 3
+    healthyThreshold: 1
+    degradedLatency: {degraded}
+    partialFailureMode: best_effort
+    circuitBreaker: {{enabled: true, failureThreshold: 5, timeout: {open}, maxTimeout: {max_open}, halfOpenMaxRequests: 1}}
+"#,
+        listen = args.listen,
+        weather = weather.url(),
+        search = search.url(),
+        docs = docs.url(),
+        call = ms(10_000),
+        interval = ms(2_000),
+        timeout = ms(1_500),
+        degraded = ms(500),
+        open = ms(10_000),
+        max_open = ms(40_000),
+    )
+}
+
+/// Plays `phases` on `server` in a loop until `stop`.
+async fn follow(name: &str, server: TestServer, phases: Vec<Phase>, stop: CancellationToken) {
+    loop {
+        for phase in &phases {
+            if server.fault() != phase.fault {
+                tracing::info!("demo: {name} {} for {}", phase.says, humanize(phase.length));
+                server.set_fault(phase.fault).await;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(phase.length) => {}
+            }
+        }
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{} s", d.as_secs_f64())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}

@@ -1,0 +1,160 @@
+//! End to end: `hale demo --for …` run as a user would, watched by an MCP client and by
+//! `hale status --json`.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hale_mcp::{ClientOptions, McpClient, Notification};
+use serde_json::Value;
+use tokio::sync::broadcast::Receiver;
+
+struct Hale(Child);
+
+impl Drop for Hale {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn has(tools: &[Value], name: &str) -> bool {
+    tools.iter().any(|t| t["name"] == name)
+}
+
+async fn next_tools_changed(notes: &mut Receiver<Notification>, within: Duration) {
+    tokio::time::timeout(within, async {
+        while notes.recv().await.unwrap().method != "notifications/tools/list_changed" {}
+    })
+    .await
+    .expect("a tools/list_changed notification");
+}
+
+/// `hale status --json` against the demo.
+fn status(url: &str) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["status", "--json", "--url", url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn health_of(status: &Value, backend: &str) -> String {
+    status["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == backend)
+        .unwrap()["health"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_demo_withdraws_and_restores_search_and_reports_docs_degraded() {
+    // At speedup 4: checks every 500 ms; search up 3.75 s, down 5 s, up 6.25 s; docs
+    // slow (200 ms, over a 125 ms degradedLatency) from 2.5 s to 5.5 s.
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args([
+            "demo",
+            "--for",
+            "16s",
+            "--speedup",
+            "4",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let mut hale = Hale(child);
+    let printed: Vec<String> = (0..4).map(|_| lines.next().unwrap().unwrap()).collect();
+    let base = printed[0]
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    assert_eq!(printed[1], format!("MCP:     {base}/mcp"));
+    assert_eq!(printed[2], format!("status:  {base}/status"));
+    assert_eq!(printed[3], format!("metrics: {base}/metrics"));
+
+    let client = McpClient::connect(&format!("{base}/mcp"), ClientOptions::default())
+        .await
+        .unwrap();
+    let mut notes = client.notifications();
+    let mut seen_all = false;
+    for _ in 0..40 {
+        let tools = client.list_tools().await.unwrap();
+        if ["weather_forecast", "search_query", "docs_lookup"]
+            .iter()
+            .all(|t| has(&tools, t))
+        {
+            seen_all = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen_all, "every backend's tools are offered at first");
+
+    let mut degraded = false;
+    while !degraded && started.elapsed() < Duration::from_secs(8) {
+        degraded = health_of(&status(&base), "docs") == "degraded";
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        degraded,
+        "docs is reported degraded during its latency spike"
+    );
+
+    next_tools_changed(&mut notes, Duration::from_secs(8)).await;
+    let tools = client.list_tools().await.unwrap();
+    assert!(!has(&tools, "search_query") && has(&tools, "weather_forecast"));
+    assert_eq!(health_of(&status(&base), "search"), "unhealthy");
+
+    next_tools_changed(&mut notes, Duration::from_secs(8)).await;
+    assert!(has(&client.list_tools().await.unwrap(), "search_query"));
+    let answer = client
+        .call_tool("search_query", serde_json::json!({"q": "hale"}))
+        .await
+        .unwrap();
+    assert_ne!(answer["isError"], true, "{answer}");
+
+    // --for stops it by itself, cleanly.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(code) = hale.0.try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hale demo --for 16s did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(code.success(), "{code}");
+    let logs = logs.join().unwrap().join("\n");
+    for expected in [
+        "demo: search going down",
+        "backend health changed backend=search from=healthy to=unhealthy",
+        "backend=docs from=healthy to=degraded",
+        "demo: 16 s are up, stopping",
+    ] {
+        assert!(
+            logs.contains(expected),
+            "{expected:?} not in the logs:\n{logs}"
+        );
+    }
+}
