@@ -411,6 +411,17 @@ impl Handler {
     }
 }
 
+/// Every metric the proxy exports (spec §7.3). The operations docs, the alert rules and
+/// the dashboard may name only these; a test scrapes `/metrics` for each of them.
+pub const METRICS: &[&str] = &[
+    "toolhive_proxy_requests_total",
+    "toolhive_proxy_request_duration_seconds",
+    "toolhive_proxy_health_checks_total",
+    "toolhive_proxy_health_consecutive_failures",
+    "toolhive_proxy_backend_up",
+    "toolhive_proxy_active_sse_streams",
+];
+
 /// Histogram buckets for every duration metric: 1 ms to 60 s.
 pub const DURATION_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,

@@ -437,6 +437,13 @@ async fn metrics_count_requests_checks_and_streams() {
     ] {
         assert!(text.contains(line), "/metrics lacks {line}:\n{text}");
     }
+    for name in hale_proxy::METRICS {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# TYPE {name} "))),
+            "{name} is listed in hale_proxy::METRICS but not exported:\n{text}"
+        );
+    }
     client.close().await;
     stop.cancel();
     task.await.unwrap();

@@ -2,10 +2,11 @@
 //! breaker per backend, withdrawal and restoration of tools, and `fail` / `best_effort`
 //! partial-failure modes.
 //!
-//! Built so far: the configuration ([`config`]), read strictly with ToolHive's keys, and
-//! the catalog ([`aggregate`]): filters, overrides, `prefix` / `priority` / `manual`
-//! conflict resolution and the routing table. The server itself (monitor, breakers on the
-//! request path, router, list_changed, status) is the next step (spec §7).
+//! The parts, in the order a request meets them: [`config`] (ToolHive's keys, read
+//! strictly), [`Vmcp`] (the HTTP endpoints), [`server`] (the MCP handler: routing, fan-out,
+//! catalog upkeep, `list_changed`), [`aggregate`] (filters, overrides, conflict
+//! resolution), [`backend`] (one backend's tracker and breaker, and its status), and
+//! [`monitor`] (the health-check task per backend).
 
 pub mod aggregate;
 pub mod backend;
@@ -16,3 +17,23 @@ pub mod server;
 
 pub use config::{ConfigFileError, VmcpConfig};
 pub use http::{Vmcp, VmcpError};
+
+/// Every metric the vMCP exports (spec §7.3). The operations docs, the alert rules and the
+/// dashboard may name only these; a test scrapes `/metrics` for each of them.
+pub const METRICS: &[&str] = &[
+    "toolhive_vmcp_backends_discovered",
+    "toolhive_vmcp_backend_requests_total",
+    "toolhive_vmcp_backend_errors_total",
+    "toolhive_vmcp_backend_requests_duration_seconds",
+    "toolhive_vmcp_backend_health_state",
+    "toolhive_vmcp_backend_health_checks_total",
+    "toolhive_vmcp_backend_health_check_duration_seconds",
+    "toolhive_vmcp_backend_health_transitions_total",
+    "toolhive_vmcp_backend_circuit_state",
+    "toolhive_vmcp_backend_circuit_transitions_total",
+    "toolhive_vmcp_backend_circuit_rejections_total",
+    "toolhive_vmcp_routable_backends",
+    "toolhive_vmcp_catalog_tools",
+    "toolhive_vmcp_list_changed_notifications_total",
+    "toolhive_vmcp_partial_failures_total",
+];

@@ -140,6 +140,20 @@ impl State {
         method: &str,
         params: Value,
     ) -> Result<Value, String> {
+        self.guarded(i, method, async |client| {
+            client.request(method, Some(params)).await
+        })
+        .await
+    }
+
+    /// Runs `op` on backend `i`'s request client if its breaker admits it, and feeds the
+    /// outcome to the breaker and the request metrics (labelled `method`).
+    async fn guarded<T>(
+        self: &Arc<Self>,
+        i: usize,
+        method: &str,
+        op: impl AsyncFnOnce(Arc<McpClient>) -> Result<T, McpError>,
+    ) -> Result<T, String> {
         let backend = &self.backends[i];
         let permit = match backend.breaker.try_acquire() {
             Ok(p) => p,
@@ -153,7 +167,7 @@ impl State {
         };
         let started = tokio::time::Instant::now();
         let result = match self.client(i).await {
-            Ok(client) => client.request(method, Some(params)).await,
+            Ok(client) => op(client).await,
             Err(e) => Err(e),
         };
         let name = backend.config.name.clone();
@@ -190,23 +204,28 @@ impl State {
 
     /// Fetches backend `i`'s lists (the capabilities it declared).
     async fn refresh(self: &Arc<Self>, i: usize) -> Result<(), String> {
-        let client = self.client(i).await.map_err(|e| e.to_string())?;
-        let info = client.server_info().await;
         let name = self.backends[i].config.name.clone();
-        let mut lists = BackendLists {
-            backend: name.clone(),
-            ..BackendLists::default()
-        };
-        if info.has("tools") {
-            lists.tools = client.list_tools().await.map_err(|e| e.to_string())?;
-        }
-        if info.has("resources") {
-            lists.resources = client.list_resources().await.map_err(|e| e.to_string())?;
-            lists.templates = client.list_resource_templates().await.unwrap_or_default();
-        }
-        if info.has("prompts") {
-            lists.prompts = client.list_prompts().await.map_err(|e| e.to_string())?;
-        }
+        // One admission for the whole refresh: its failure feeds the breaker like a call's.
+        let lists = self
+            .guarded(i, "tools/list", async |client| {
+                let info = client.server_info().await;
+                let mut lists = BackendLists {
+                    backend: name.clone(),
+                    ..BackendLists::default()
+                };
+                if info.has("tools") {
+                    lists.tools = client.list_tools().await?;
+                }
+                if info.has("resources") {
+                    lists.resources = client.list_resources().await?;
+                    lists.templates = client.list_resource_templates().await.unwrap_or_default();
+                }
+                if info.has("prompts") {
+                    lists.prompts = client.list_prompts().await?;
+                }
+                Ok(lists)
+            })
+            .await?;
         self.backends[i].set_tools(lists.tools.len());
         self.lists
             .lock()

@@ -23,7 +23,7 @@ async fn metrics_use_the_toolhive_names() {
         &good,
         &flaky,
         "best_effort",
-        "    circuitBreaker: {failureThreshold: 1}",
+        "    circuitBreaker: {failureThreshold: 2}",
     );
     let Started {
         addr, stop, client, ..
@@ -33,7 +33,9 @@ async fn metrics_use_the_toolhive_names() {
         .await
         .unwrap();
     flaky.set_fault(Some(Fault::Status(503))).await;
-    let _ = client.call_tool("flaky_echo", json!({"text": "x"})).await;
+    let list = client.list_tools().await.unwrap(); // best_effort: a partial failure
+    assert!(list.iter().any(|t| t["name"] == "good_echo"));
+    let _ = client.call_tool("flaky_echo", json!({"text": "x"})).await; // opens it
     let _ = client.call_tool("flaky_echo", json!({"text": "x"})).await; // rejected: open
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -53,8 +55,19 @@ async fn metrics_use_the_toolhive_names() {
         "toolhive_vmcp_routable_backends 1",
         "toolhive_vmcp_catalog_tools",
         "toolhive_vmcp_list_changed_notifications_total",
+        r#"toolhive_vmcp_partial_failures_total{backend="flaky"} 1"#,
+        // The fan-out's failure fed the breaker: with a threshold of 2, the first call
+        // opened it and the second never reached the backend.
+        r#"toolhive_vmcp_backend_errors_total{backend="flaky",method="tools/list",category="http_status"} 1"#,
     ] {
         assert!(text.contains(needle), "/metrics lacks {needle}\n{text}");
+    }
+    for name in hale_vmcp::METRICS {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# TYPE {name} "))),
+            "{name} is listed in hale_vmcp::METRICS but not exported:\n{text}"
+        );
     }
     stop.cancel();
     good.shutdown();
