@@ -40,6 +40,12 @@ impl ListsChanged {
     fn any(self) -> bool {
         self.tools || self.resources || self.prompts
     }
+
+    fn merge(&mut self, other: ListsChanged) {
+        self.tools |= other.tools;
+        self.resources |= other.resources;
+        self.prompts |= other.prompts;
+    }
 }
 
 /// Everything the server shares between sessions and tasks.
@@ -52,6 +58,9 @@ pub struct State {
     lists: Mutex<HashMap<String, BackendLists>>,
     catalog: RwLock<Arc<Catalog>>,
     sessions: Mutex<Vec<Peer<RoleServer>>>,
+    /// Changes made by any rebuild (the catalog task's or a request's) that clients have
+    /// not been told about yet.
+    unsent: Mutex<ListsChanged>,
     /// Woken when routability or a backend's lists changed.
     pub changed: Arc<Notify>,
     /// Backends checked at least once.
@@ -89,6 +98,7 @@ impl State {
             lists: Mutex::new(HashMap::new()),
             catalog: RwLock::new(Arc::new(Catalog::default())),
             sessions: Mutex::new(Vec::new()),
+            unsent: Mutex::new(ListsChanged::default()),
             changed: Arc::new(Notify::new()),
             first_round: Arc::new(FirstRound::default()),
         }))
@@ -263,7 +273,8 @@ impl State {
     }
 
     /// Rebuilds the catalog from the routable backends' lists; says which lists clients
-    /// see changed.
+    /// see changed. The change is also kept for the next notification, so a rebuild
+    /// done by a request (which then wakes the catalog task) cannot swallow it.
     pub async fn rebuild(&self) -> ListsChanged {
         let lists: Vec<BackendLists> = {
             let cached = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
@@ -300,7 +311,18 @@ impl State {
             prompts: current.prompts != catalog.prompts,
         };
         *current = Arc::new(catalog);
+        self.unsent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .merge(changed);
         changed
+    }
+
+    /// A rebuild on a request's path: the catalog task sends the notification it calls for.
+    async fn rebuild_on_request(&self) {
+        if self.rebuild().await.any() {
+            self.changed.notify_one();
+        }
     }
 
     /// Sends the `list_changed` notifications `changed` calls for to every connected
@@ -359,8 +381,10 @@ impl State {
                     tracing::warn!(backend = %self.backends[i].config.name, error = %e, "cannot list the backend's capabilities");
                 }
             }
-            let changed = self.rebuild().await;
-            self.notify_sessions(changed).await;
+            self.rebuild().await;
+            let unsent =
+                std::mem::take(&mut *self.unsent.lock().unwrap_or_else(PoisonError::into_inner));
+            self.notify_sessions(unsent).await;
         }
     }
 
@@ -439,7 +463,7 @@ impl Handler {
                 ),
             ));
         }
-        self.state.rebuild().await;
+        self.state.rebuild_on_request().await;
         let catalog = self.state.catalog().await;
         let mut result = json!({ field: pick(&catalog) });
         if !failures.is_empty() {
@@ -536,7 +560,7 @@ impl ServerHandler for Handler {
         if route.is_none() {
             // Maybe the catalog has not caught up (a call before any list): refresh once.
             self.state.fan_out().await;
-            self.state.rebuild().await;
+            self.state.rebuild_on_request().await;
             route = lookup(&*self.state.catalog().await);
         }
         let Some(route) = route else {
