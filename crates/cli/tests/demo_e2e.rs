@@ -24,12 +24,25 @@ fn has(tools: &[Value], name: &str) -> bool {
     tools.iter().any(|t| t["name"] == name)
 }
 
-async fn next_tools_changed(notes: &mut Receiver<Notification>, within: Duration) {
+/// Waits, notification by notification, until the advertised tools pass `test`: the
+/// client learns of the change from `tools/list_changed`, not by polling.
+async fn tools_changed_until(
+    client: &McpClient,
+    notes: &mut Receiver<Notification>,
+    within: Duration,
+    test: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     tokio::time::timeout(within, async {
-        while notes.recv().await.unwrap().method != "notifications/tools/list_changed" {}
+        loop {
+            while notes.recv().await.unwrap().method != "notifications/tools/list_changed" {}
+            let tools = client.list_tools().await.unwrap();
+            if test(&tools) {
+                return tools;
+            }
+        }
     })
     .await
-    .expect("a tools/list_changed notification");
+    .expect("a tools/list_changed notification after which the tools changed as expected")
 }
 
 /// `hale status --json` against the demo.
@@ -119,13 +132,17 @@ async fn the_demo_withdraws_and_restores_search_and_reports_docs_degraded() {
         "docs is reported degraded during its latency spike"
     );
 
-    next_tools_changed(&mut notes, Duration::from_secs(8)).await;
-    let tools = client.list_tools().await.unwrap();
-    assert!(!has(&tools, "search_query") && has(&tools, "weather_forecast"));
+    let tools = tools_changed_until(&client, &mut notes, Duration::from_secs(8), |t| {
+        !has(t, "search_query")
+    })
+    .await;
+    assert!(has(&tools, "weather_forecast"), "only search's tools went");
     assert_eq!(health_of(&status(&base), "search"), "unhealthy");
 
-    next_tools_changed(&mut notes, Duration::from_secs(8)).await;
-    assert!(has(&client.list_tools().await.unwrap(), "search_query"));
+    tools_changed_until(&client, &mut notes, Duration::from_secs(8), |t| {
+        has(t, "search_query")
+    })
+    .await;
     let answer = client
         .call_tool("search_query", serde_json::json!({"q": "hale"}))
         .await
