@@ -21,7 +21,7 @@ use crate::{logging, vmcp};
 )]
 pub(crate) struct Args {
     /// Stop by itself after this long (Go syntax: 30s, 5m); default: until Ctrl-C.
-    #[arg(long = "for", value_parser = parse_duration)]
+    #[arg(long = "for", value_parser = crate::parse_duration)]
     run_for: Option<Duration>,
     /// Address of the vMCP (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:4483")]
@@ -29,10 +29,6 @@ pub(crate) struct Args {
     /// Run every period (checks, outages, spikes, breaker timeouts) N times faster.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     speedup: u32,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    hale_core::parse_go_duration(text).map_err(|e| e.to_string())
 }
 
 /// One step of a backend's schedule: this fault (or none) for this long.
@@ -119,7 +115,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         ],
         stop.clone(),
     ));
-    let code = vmcp::serve(config, stop).await;
+    let code = vmcp::serve(config, Duration::from_secs(2), stop).await;
     for backend in &backends {
         backend.shutdown();
     }

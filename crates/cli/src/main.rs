@@ -38,6 +38,11 @@ enum Command {
     Status(status::Args),
 }
 
+/// Durations on the command line use Go syntax, as ToolHive's do: `10s`, `1m30s`, `250ms`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    hale_core::parse_go_duration(text).map_err(|e| e.to_string())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

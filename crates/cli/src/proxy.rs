@@ -38,12 +38,8 @@ pub(crate) struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// How long requests in flight may take to finish at shutdown (Go syntax).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
     drain_timeout: Duration,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    hale_core::parse_go_duration(s).map_err(|e| e.to_string())
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {

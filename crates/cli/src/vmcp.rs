@@ -4,6 +4,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use hale_vmcp::{Vmcp, VmcpConfig, VmcpError};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,9 @@ pub(crate) struct Args {
     /// Address to listen on (overrides the file's `listen`).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// How long MCP requests in flight may take to finish at shutdown (Go syntax).
+    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
+    drain_timeout: Duration,
     /// The server's name (with --backend).
     #[arg(long, default_value = "vmcp")]
     name: String,
@@ -53,13 +57,17 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    serve(config, logging::shutdown_signal()).await
+    serve(config, args.drain_timeout, logging::shutdown_signal()).await
 }
 
 /// Binds, prints where to reach the vMCP, and serves until `stop`.
-pub(crate) async fn serve(config: VmcpConfig, stop: CancellationToken) -> ExitCode {
+pub(crate) async fn serve(
+    config: VmcpConfig,
+    drain_timeout: Duration,
+    stop: CancellationToken,
+) -> ExitCode {
     let vmcp = match Vmcp::bind(config, logging::metrics(&hale_proxy::DURATION_BUCKETS)).await {
-        Ok(v) => v,
+        Ok(v) => v.with_drain_timeout(drain_timeout),
         Err(e) => {
             eprintln!("hale: {e}");
             return ExitCode::from(match e {

@@ -411,13 +411,14 @@ impl Handler {
     }
 }
 
-/// Every metric the proxy exports (spec §7.3). The operations docs, the alert rules and
+/// Every metric the proxy exports (spec §7.3, and the failure threshold for alerts). The operations docs, the alert rules and
 /// the dashboard may name only these; a test scrapes `/metrics` for each of them.
 pub const METRICS: &[&str] = &[
     "toolhive_proxy_requests_total",
     "toolhive_proxy_request_duration_seconds",
     "toolhive_proxy_health_checks_total",
     "toolhive_proxy_health_consecutive_failures",
+    "toolhive_proxy_health_failure_threshold",
     "toolhive_proxy_backend_up",
     "toolhive_proxy_active_sse_streams",
 ];

@@ -39,6 +39,9 @@ impl Status {
     pub(crate) fn new(transport: TransportKind, threshold: u32) -> Self {
         metrics::gauge!("toolhive_proxy_backend_up").set(1.0);
         metrics::gauge!("toolhive_proxy_health_consecutive_failures").set(0.0);
+        // Exported so an alert can say "one more failed check and it shuts down" without
+        // knowing each deployment's TOOLHIVE_HEALTH_CHECK_FAILURE_THRESHOLD.
+        metrics::gauge!("toolhive_proxy_health_failure_threshold").set(f64::from(threshold));
         Status {
             transport,
             threshold,

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,6 +52,7 @@ pub struct Vmcp {
     listener: TcpListener,
     local_addr: SocketAddr,
     metrics: Option<PrometheusHandle>,
+    drain_timeout: Duration,
 }
 
 impl Vmcp {
@@ -72,7 +74,15 @@ impl Vmcp {
             listener,
             local_addr,
             metrics,
+            drain_timeout: Duration::from_secs(10),
         })
+    }
+
+    /// How long MCP requests in flight at shutdown may take to finish (default 10 s).
+    #[must_use]
+    pub fn with_drain_timeout(mut self, drain_timeout: Duration) -> Self {
+        self.drain_timeout = drain_timeout;
+        self
     }
 
     /// Where it listens.
@@ -85,12 +95,15 @@ impl Vmcp {
         self.state.clone()
     }
 
-    /// Serves until `stop`: monitors, catalog upkeep and the HTTP endpoints.
+    /// Serves until `stop`: monitors, catalog upkeep and the HTTP endpoints. Then drains:
+    /// no new connections, `/readyz` answers 503, MCP requests in flight get up to the
+    /// drain timeout to finish, and only then are sessions and their streams closed.
     pub async fn run(self, stop: CancellationToken) {
         let Vmcp {
             state,
             listener,
             metrics,
+            drain_timeout,
             ..
         } = self;
         let tasks = TaskTracker::new();
@@ -111,8 +124,10 @@ impl Vmcp {
         }
         tasks.spawn(state.clone().maintain_catalog(stop.clone()));
 
+        // Sessions outlive `stop` until the requests in flight are done.
+        let sessions = CancellationToken::new();
         let mut rmcp_config =
-            StreamableHttpServerConfig::default().with_cancellation_token(stop.child_token());
+            StreamableHttpServerConfig::default().with_cancellation_token(sessions.clone());
         if !state.config.listen.ip().is_loopback() {
             // Behind a Service or an Ingress the Host is not loopback; protection against
             // DNS rebinding is the network's job there.
@@ -128,6 +143,8 @@ impl Vmcp {
             state: state.clone(),
             mcp,
             metrics,
+            in_flight: TaskTracker::new(),
+            draining: AtomicBool::new(false),
         });
         loop {
             let stream = tokio::select! {
@@ -139,21 +156,38 @@ impl Vmcp {
             };
             // Small JSON-RPC answers must not wait for Nagle and a delayed ACK (40 ms).
             let _ = stream.set_nodelay(true);
-            let front = front.clone();
-            let stop = stop.clone();
+            let service_front = front.clone();
+            let sessions = sessions.clone();
             tasks.spawn(async move {
                 let service = service_fn(move |req| {
-                    let front = front.clone();
+                    let front = service_front.clone();
                     async move { Ok::<_, Infallible>(front.route(req).await) }
                 });
                 let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
                 tokio::select! {
-                    _ = conn.as_mut() => {}
-                    () = stop.cancelled() => {}
+                    _ = conn.as_mut() => return,
+                    () = sessions.cancelled() => {}
                 }
+                // Finish the response under way (a stream's body ends with its session),
+                // then close instead of waiting for the next request.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
             });
         }
+
+        // New connections are refused from here on; open ones may still ask.
+        drop(listener);
+        front.draining.store(true, Ordering::Release);
+        front.in_flight.close();
+        let drained = tokio::time::timeout(drain_timeout, front.in_flight.wait()).await;
+        if drained.is_err() {
+            tracing::warn!(
+                still_running = front.in_flight.len(),
+                "drain timeout: closing sessions with requests still in flight"
+            );
+        }
+        sessions.cancel();
         tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     }
@@ -165,15 +199,37 @@ struct Front {
     state: Arc<State>,
     mcp: McpService,
     metrics: Option<PrometheusHandle>,
+    /// One token per MCP POST being answered: shutdown waits for them.
+    in_flight: TaskTracker,
+    draining: AtomicBool,
 }
 
 impl Front {
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
         match (req.method(), req.uri().path()) {
-            (_, "/mcp") => match hyper::service::Service::call(&self.mcp, req).await {
-                Ok(response) => response.map(|b| b.boxed()),
-                Err(never) => match never {},
-            },
+            (&Method::POST, "/mcp") if self.draining.load(Ordering::Acquire) => {
+                let mut r = json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": "the vMCP is shutting down"}}),
+                );
+                r.headers_mut()
+                    .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+                r
+            }
+            (_, "/mcp") => {
+                // Held until the answer's body (an SSE stream for a POST) has ended.
+                let working = (req.method() == Method::POST).then(|| self.in_flight.token());
+                match hyper::service::Service::call(&self.mcp, req).await {
+                    Ok(response) => response.map(|b| {
+                        b.map_frame(move |frame| {
+                            let _ = &working;
+                            frame
+                        })
+                        .boxed()
+                    }),
+                    Err(never) => match never {},
+                }
+            }
             (&Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
             (&Method::GET, "/readyz") => {
                 let (ready, reason) = self.readiness();
@@ -210,6 +266,9 @@ impl Front {
     }
 
     fn readiness(&self) -> (bool, String) {
+        if self.draining.load(Ordering::Acquire) {
+            return (false, "shutting down".into());
+        }
         let total = self.state.backends.len();
         let checked = self.state.first_round.checked();
         if total == 0 {

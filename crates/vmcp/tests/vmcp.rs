@@ -243,3 +243,36 @@ async fn fail_mode_answers_at_the_first_failure_and_cancels_the_other_branches()
     slow.shutdown();
     broken.shutdown();
 }
+
+#[tokio::test]
+async fn shutdown_lets_calls_in_flight_finish_and_refuses_new_ones() {
+    let good = TestServer::start(ServerConfig::default()).await.unwrap();
+    let other = TestServer::start(ServerConfig::default()).await.unwrap();
+    let Started {
+        addr, stop, client, ..
+    } = start_with(&two_backends(&good, &other, "fail", ""), None).await;
+    let late = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
+        .await
+        .unwrap();
+    late.ping().await.unwrap();
+
+    let in_flight =
+        tokio::spawn(async move { client.call_tool("good_sleep", json!({"ms": 700})).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Draining: a new request on an open connection is refused with a JSON-RPC error,
+    // and nobody can connect any more.
+    let refused = late.list_tools().await.unwrap_err();
+    assert!(
+        matches!(&refused, McpError::HttpStatus { status: 503, .. }),
+        "{refused}"
+    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    // The call that was under way when the stop came is answered in full.
+    let answer = in_flight.await.unwrap().unwrap();
+    assert_ne!(answer["isError"], true, "{answer}");
+    good.shutdown();
+    other.shutdown();
+}
