@@ -8,10 +8,16 @@
 //! 1. runs hale-mcp's `mcp_check` example (initialize, ping, lists, a tool call, three
 //!    probe checks) against server-everything, a Python SDK server and hale-testkit, over
 //!    streamable HTTP and legacy SSE;
-//! 2. runs the conformance suite's active server scenarios against hale-testkit
-//!    (and server-everything, for reference) and prints the pass/fail table.
+//! 2. holds a Python SDK client session open on hale vmcp over server-everything and a
+//!    Python SDK server, kills the Python server and starts it again: the client must be
+//!    told (`tools/list_changed`) both times, see its tools go and come back, and get the
+//!    unavailable error while it is gone;
+//! 3. runs the conformance suite's active server scenarios against hale-testkit
+//!    (and server-everything, for reference) directly, through hale proxy (which must not
+//!    change any result) and through hale vmcp, and prints the pass/fail table.
 //!
-//! Fails if any client check fails, or if hale-testkit fails any conformance scenario.
+//! Fails if any client check or withdrawal step fails, if hale-testkit fails any
+//! conformance scenario, or if the proxy changes any scenario's result.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -153,6 +159,30 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
     }
 
     println!(
+        "\n== withdrawal and restoration: hale vmcp over server-everything + a Python SDK server, watched by a Python SDK client"
+    );
+    let watcher = {
+        let mut c = Command::new(&python);
+        c.arg(root.join("xtask/interop/python_watch.py"));
+        c
+    };
+    let steps = withdrawal(&bin, &dir, &targets[0].3, &targets[2].3, watcher)?;
+    println!("| step | result | detail |\n|---|---|---|");
+    let mut withdrawal_failures = 0;
+    for (step, passed, detail) in &steps {
+        println!(
+            "| {step} | {} | {detail} |",
+            if *passed { "pass" } else { "FAIL" }
+        );
+        if *passed {
+            tally.passed += 1;
+        } else {
+            tally.failed += 1;
+            withdrawal_failures += 1;
+        }
+    }
+
+    println!(
         "\n== MCP conformance suite, server scenarios (streamable HTTP), direct and through hale proxy"
     );
     cargo(&["build", "-q", "-p", "hale"], &[])?;
@@ -240,10 +270,14 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
     }
 
     let client_failures = rows.iter().filter(|r| r.contains("| FAIL |")).count();
-    if client_failures > 0 || !testkit_failures.is_empty() || !transparency.is_empty() {
+    if client_failures > 0
+        || withdrawal_failures > 0
+        || !testkit_failures.is_empty()
+        || !transparency.is_empty()
+    {
         return Err(format!(
-            "interop: {client_failures} client target(s) failed; testkit conformance failures: {testkit_failures:?}; \
-             proxy transparency differences: {transparency:?}"
+            "interop: {client_failures} client target(s) failed; {withdrawal_failures} withdrawal step(s) failed; \
+             testkit conformance failures: {testkit_failures:?}; proxy transparency differences: {transparency:?}"
         ));
     }
     Ok(())
@@ -354,6 +388,11 @@ fn spawn(start: &dyn Fn(u16) -> Command, path: &str) -> Result<Server, String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("finding a free port: {e}"))?
         .port();
+    spawn_on(start, path, port)
+}
+
+/// Starts a server on `port` and waits until it accepts connections.
+fn spawn_on(start: &dyn Fn(u16) -> Command, path: &str, port: u16) -> Result<Server, String> {
     let mut command = start(port);
     let child = command
         .stdout(Stdio::null())
@@ -479,4 +518,182 @@ fn conformance_run(
         ));
     }
     Ok(results)
+}
+
+/// A Python SDK client session held open on a vMCP (`python_watch.py`): commands go to its
+/// stdin, its JSON lines come back through a channel.
+struct Watcher {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Watcher {
+    fn start(mut command: Command, url: &str) -> Result<Watcher, String> {
+        let mut child = command
+            .arg(url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting the Python watcher: {e}"))?;
+        let stdout = child.stdout.take().ok_or("the watcher has no stdout")?;
+        let (send, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok)
+            {
+                if let Ok(value) = serde_json::from_str(&line)
+                    && send.send(value).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let mut watcher = Watcher { child, lines };
+        watcher.expect(Duration::from_secs(20), |v| v["ready"] == true)?;
+        Ok(watcher)
+    }
+
+    fn send(&mut self, command: &str) -> Result<(), String> {
+        use std::io::Write;
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .ok_or("the watcher has no stdin")?;
+        writeln!(stdin, "{command}").map_err(|e| format!("writing to the watcher: {e}"))
+    }
+
+    /// The first line within `within` that passes `test` (earlier ones are skipped).
+    fn expect(
+        &mut self,
+        within: Duration,
+        test: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(value) if test(&value) => return Ok(value),
+                Ok(_) => {}
+                Err(_) => return Err(format!("nothing expected within {within:?}")),
+            }
+        }
+    }
+
+    fn tools(&mut self) -> Result<Vec<String>, String> {
+        self.send("list")?;
+        let answer = self.expect(Duration::from_secs(10), |v| v.get("tools").is_some())?;
+        Ok(answer["tools"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter_map(|n| n.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn call(&mut self, tool: &str) -> Result<serde_json::Value, String> {
+        self.send(&format!("call {tool}"))?;
+        self.expect(Duration::from_secs(30), |v| v.get("ok").is_some())
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.send("quit");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 5's scenario with third-party software on both sides: the Python backend is
+/// stopped (killed) and started again on the same port while a Python SDK client watches
+/// through hale vmcp. Returns (step, passed, detail) rows.
+fn withdrawal(
+    bin: &Path,
+    dir: &Path,
+    everything: &dyn Fn(u16) -> Command,
+    python: &dyn Fn(u16) -> Command,
+    watcher: Command,
+) -> Result<Vec<(&'static str, bool, String)>, String> {
+    let everything = spawn(everything, "/mcp")?;
+    let python_port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("finding a free port: {e}"))?
+        .port();
+    let backend = spawn_on(python, "/mcp", python_port)?;
+    let file = dir.join("vmcp-withdrawal.yaml");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: everything, url: \"{}\"}}\n  - {{name: python, url: \"http://127.0.0.1:{python_port}/mcp\"}}\noperational:\n  failureHandling: {{healthCheckInterval: 500ms, healthCheckTimeout: 400ms, unhealthyThreshold: 2}}\n",
+        everything.url
+    );
+    fs::write(&file, yaml).map_err(|e| format!("writing {}: {e}", file.display()))?;
+    let file = file.display().to_string();
+    let vmcp = spawn_hale(bin, &["vmcp", "--config", &file], "mcp")?;
+    thread::sleep(Duration::from_millis(1500));
+    let mut watch = Watcher::start(watcher, &vmcp.url)?;
+    let mut steps = Vec::new();
+    let has = |tools: &[String], name: &str| tools.iter().any(|t| t == name);
+
+    let tools = watch.tools()?;
+    steps.push((
+        "both backends' tools offered",
+        has(&tools, "everything_echo") && has(&tools, "python_echo"),
+        format!("{} tools", tools.len()),
+    ));
+
+    drop(backend); // killed: connection refused from now on
+    let notified = watch.expect(Duration::from_secs(10), |v| {
+        v["notification"] == "notifications/tools/list_changed"
+    });
+    steps.push((
+        "backend killed: client gets tools/list_changed",
+        notified.is_ok(),
+        notified.err().unwrap_or_default(),
+    ));
+    let tools = watch.tools()?;
+    steps.push((
+        "its tools are withdrawn, the others stay",
+        !tools.iter().any(|t| t.starts_with("python_")) && has(&tools, "everything_echo"),
+        format!("{} tools, none python_*", tools.len()),
+    ));
+    let call = watch.call("python_echo")?;
+    let error = call["error"].as_str().unwrap_or_default().to_string();
+    steps.push((
+        "calling its tool: unavailable error at once",
+        call["ok"] == false && error.contains("backend 'python' is unavailable"),
+        format!("{error} ({} ms)", call["ms"]),
+    ));
+
+    let _backend = spawn_on(python, "/mcp", python_port)?;
+    let notified = watch.expect(Duration::from_secs(10), |v| {
+        v["notification"] == "notifications/tools/list_changed"
+    });
+    steps.push((
+        "backend restarted: client notified again",
+        notified.is_ok(),
+        notified.err().unwrap_or_default(),
+    ));
+    let tools = watch.tools()?;
+    steps.push((
+        "its tools are back",
+        has(&tools, "python_echo"),
+        format!("{} tools", tools.len()),
+    ));
+    let call = watch.call("python_echo")?;
+    steps.push((
+        "calling its tool works again",
+        call["ok"] == true,
+        call["error"].as_str().unwrap_or_default().to_string(),
+    ));
+    Ok(steps)
 }

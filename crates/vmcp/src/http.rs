@@ -216,6 +216,20 @@ impl Front {
                     .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
                 r
             }
+            (&Method::DELETE, "/mcp") => {
+                let response = match hyper::service::Service::call(&self.mcp, req).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                // rmcp accepts a session's end with 202; clients (the Python SDK among
+                // them) expect 200 or 204 and log a failure otherwise.
+                if response.status() == StatusCode::ACCEPTED {
+                    let mut r = Response::new(Full::new(Bytes::new()).boxed());
+                    *r.status_mut() = StatusCode::NO_CONTENT;
+                    return r;
+                }
+                response.map(|b| b.boxed())
+            }
             (_, "/mcp") => {
                 // Held until the answer's body (an SSE stream for a POST) has ended.
                 let working = (req.method() == Method::POST).then(|| self.in_flight.token());
