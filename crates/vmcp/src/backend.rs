@@ -45,6 +45,9 @@ pub struct Backend {
     tools: Mutex<usize>,
     /// Maps monotonic instants to wall-clock time for display.
     epoch: (Instant, SystemTime),
+    /// Notified when the breaker changes state, so the monitor (asleep until its next
+    /// check) can wake for an open breaker's timeout, whoever opened it.
+    pub(crate) breaker_moved: tokio::sync::Notify,
 }
 
 impl Backend {
@@ -69,6 +72,7 @@ impl Backend {
             breaker: shared,
             tools: Mutex::new(0),
             epoch: (TokioClock.now(), SystemTime::now()),
+            breaker_moved: tokio::sync::Notify::new(),
         })
     }
 

@@ -100,6 +100,8 @@ pub async fn run(
                     probe.close().await;
                     return;
                 }
+                // A call opened (or closed) the breaker: its deadline may have changed.
+                () = backend.breaker_moved.notified() => continue,
                 () = tokio::time::sleep_until(wake) => {}
             }
             if wake >= next {
@@ -121,6 +123,7 @@ pub(crate) fn report(backend: &Backend, changes: &Changes, changed: &Notify) {
         .increment(1);
     }
     if let Some(t) = &changes.circuit {
+        backend.breaker_moved.notify_one();
         tracing::info!(backend = %name, from = %t.from, to = %t.to, reason = %t.cause, "circuit changed");
         metrics::counter!("toolhive_vmcp_backend_circuit_transitions_total",
             "backend" => name.clone(), "from" => t.from.as_str(), "to" => t.to.as_str())
