@@ -3,47 +3,15 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
+mod common;
+use common::*;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hale_mcp::{ClientOptions, McpClient, Notification};
+use hale_mcp::{ClientOptions, McpClient};
 use serde_json::Value;
-use tokio::sync::broadcast::Receiver;
-
-struct Hale(Child);
-
-impl Drop for Hale {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn has(tools: &[Value], name: &str) -> bool {
-    tools.iter().any(|t| t["name"] == name)
-}
-
-/// Waits, notification by notification, until the advertised tools pass `test`: the
-/// client learns of the change from `tools/list_changed`, not by polling.
-async fn tools_changed_until(
-    client: &McpClient,
-    notes: &mut Receiver<Notification>,
-    within: Duration,
-    test: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    tokio::time::timeout(within, async {
-        loop {
-            while notes.recv().await.unwrap().method != "notifications/tools/list_changed" {}
-            let tools = client.list_tools().await.unwrap();
-            if test(&tools) {
-                return tools;
-            }
-        }
-    })
-    .await
-    .expect("a tools/list_changed notification after which the tools changed as expected")
-}
 
 /// `hale status --json` against the demo.
 fn status(url: &str) -> Value {

@@ -1,50 +1,79 @@
-//! End to end: the `hale vmcp` binary over three testkit backends (both transports), with
-//! a client session held open while one backend dies and comes back.
+//! End to end: the `hale vmcp` binary over three `hale-testkit serve` processes (both
+//! transports), with a client session held open while one backend is killed and started
+//! again; bad configurations; `hale status`.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
+mod common;
+use common::*;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hale_mcp::{ClientOptions, McpClient, McpError};
-use hale_testkit::{Fault, ServerConfig, TestServer, Transport};
+use hale_testkit::{ServerConfig, TestServer};
 use serde_json::json;
 
-struct Hale(Child);
-
-impl Drop for Hale {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// The `hale-testkit` binary next to `hale` (built here if this run did not build it).
+fn testkit_bin() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_hale")).with_file_name("hale-testkit");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "-q", "-p", "hale-testkit", "--bin", "hale-testkit"])
+            .status()
+            .unwrap();
+        assert!(built.success(), "building hale-testkit");
     }
+    bin
+}
+
+/// `hale-testkit serve` as its own process; returns it and the URL it printed.
+fn serve(args: &[&str]) -> (Hale, String) {
+    let mut child = Command::new(testkit_bin())
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("hale-testkit printed {line:?}"))
+        .to_string();
+    (Hale(child), url)
+}
+
+fn port_of(url: &str) -> String {
+    url.rsplit(':')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test]
 async fn tools_of_a_dead_backend_disappear_and_come_back_with_notifications() {
-    let weather = TestServer::start(ServerConfig::default()).await.unwrap();
-    let search = TestServer::start(ServerConfig {
-        transport: Transport::Sse,
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
-    let docs = TestServer::start(ServerConfig {
-        stateless: true,
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
+    // Three backend processes, both transports: killing one is a real crash.
+    let (_weather, weather) = serve(&[]);
+    let (search_process, search) = serve(&["--transport", "sse"]);
+    let (_docs, docs) = serve(&["--stateless"]);
     let dir = std::env::temp_dir().join(format!("hale-vmcp-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("vmcp.yaml");
     std::fs::write(
         &file,
         format!(
-            "name: e2e\nlisten: 127.0.0.1:0\nbackends:\n  - {{name: weather, url: \"{}\"}}\n  - {{name: search, url: \"{}\", transport: sse}}\n  - {{name: docs, url: \"{}\"}}\noperational:\n  failureHandling: {{healthCheckInterval: 200ms, healthCheckTimeout: 150ms, unhealthyThreshold: 2}}\n",
-            weather.url(),
-            search.url(),
-            docs.url()
+            "name: e2e\nlisten: 127.0.0.1:0\nbackends:\n  - {{name: weather, url: \"{weather}\"}}\n  - {{name: search, url: \"{search}\", transport: sse}}\n  - {{name: docs, url: \"{docs}\"}}\noperational:\n  failureHandling: {{healthCheckInterval: 200ms, healthCheckTimeout: 150ms, unhealthyThreshold: 2}}\n"
         ),
     )
     .unwrap();
@@ -74,23 +103,17 @@ async fn tools_of_a_dead_backend_disappear_and_come_back_with_notifications() {
     let client = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
         .await
         .unwrap();
-    let has = |tools: &[serde_json::Value], name: &str| tools.iter().any(|t| t["name"] == name);
     let tools = client.list_tools().await.unwrap();
     assert!(has(&tools, "weather_echo") && has(&tools, "search_echo") && has(&tools, "docs_echo"));
-    let mut notes = client.notifications();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut notes = client.notifications();
 
-    search.set_fault(Some(Fault::Down)).await;
-    let wait_tools_changed =
-        async |notes: &mut tokio::sync::broadcast::Receiver<hale_mcp::Notification>| {
-            tokio::time::timeout(Duration::from_secs(5), async {
-                while notes.recv().await.unwrap().method != "notifications/tools/list_changed" {}
-            })
-            .await
-            .expect("tools/list_changed")
-        };
-    wait_tools_changed(&mut notes).await;
-    assert!(!has(&client.list_tools().await.unwrap(), "search_echo"));
+    drop(search_process); // killed
+    let tools = tools_changed_until(&client, &mut notes, Duration::from_secs(10), |t| {
+        !has(t, "search_echo")
+    })
+    .await;
+    assert!(has(&tools, "weather_echo") && has(&tools, "docs_echo"));
     let err = client
         .call_tool("search_echo", json!({"text": "x"}))
         .await
@@ -100,17 +123,12 @@ async fn tools_of_a_dead_backend_disappear_and_come_back_with_notifications() {
         "{err}"
     );
 
-    search.set_fault(None).await;
-    wait_tools_changed(&mut notes).await;
-    let mut back = false;
-    for _ in 0..50 {
-        if has(&client.list_tools().await.unwrap(), "search_echo") {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(back, "search's tools came back");
+    // Started again on the same port: a new process, new sessions.
+    let (_search_again, _) = serve(&["--transport", "sse", "--port", &port_of(&search)]);
+    tools_changed_until(&client, &mut notes, Duration::from_secs(10), |t| {
+        has(t, "search_echo")
+    })
+    .await;
     assert_eq!(
         client
             .call_tool("search_echo", json!({"text": "back"}))
