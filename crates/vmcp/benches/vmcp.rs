@@ -5,8 +5,10 @@
 //! - The monitor's cost for 1,000 backends checked every second: CPU share and memory
 //!   per backend.
 //!
-//! The backend runs in its own process (this binary, re-executed with HALE_BENCH_ROLE),
-//! so that the vMCP's CPU and memory are measured alone.
+//! The backend and, for the call measurements, the vMCP run in processes of their own
+//! (this binary, re-executed with HALE_BENCH_ROLE), as in production: the vMCP with a
+//! Prometheus recorder installed, so that metrics cost what they cost, and its CPU time
+//! per call read from /proc. The monitor is measured in this process, alone.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // a bench reports on stdout
 
@@ -50,17 +52,67 @@ fn main() {
         });
         return;
     }
+    if std::env::var(ROLE).as_deref() == Ok("vmcp") {
+        // As `hale vmcp` runs it: a multi-threaded runtime and a Prometheus recorder.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&hale_proxy::DURATION_BUCKETS)
+                .unwrap()
+                .install_recorder()
+                .unwrap();
+            let yaml = std::env::var("HALE_BENCH_YAML").unwrap();
+            let config = VmcpConfig::from_yaml("bench.yaml", &yaml).unwrap();
+            let vmcp = Vmcp::bind(config, Some(metrics)).await.unwrap();
+            println!("{}", vmcp.local_addr());
+            vmcp.run(CancellationToken::new()).await;
+        });
+        return;
+    }
+    if std::env::var(ROLE).as_deref() == Ok("proxy") {
+        // The floor: one bare HTTP hop (hale proxy, nginx's speed) with metrics on.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&hale_proxy::DURATION_BUCKETS)
+                .unwrap()
+                .install_recorder()
+                .unwrap();
+            let target = std::env::var("HALE_BENCH_TARGET").unwrap();
+            let config = hale_proxy::ProxyConfig {
+                metrics: Some(metrics),
+                ..hale_proxy::ProxyConfig::new(&target, hale_core::CheckLoopConfig::default())
+            };
+            let proxy = hale_proxy::Proxy::bind(config).await.unwrap();
+            println!("{}", proxy.local_addr());
+            proxy.run(CancellationToken::new()).await;
+        });
+        return;
+    }
     let quick = !std::env::args().any(|a| a == "--bench");
     let (_backend, url) = spawn_backend(false);
     if quick {
         println!("vmcp bench: backend at {url}; `cargo xtask bench vmcp` measures");
         return;
     }
+    // `cargo bench -p hale-vmcp --bench vmcp -- calls` (or `breaker`, `monitor`) runs one
+    // part, e.g. under a profiler.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| ["calls", "breaker", "monitor"].contains(&a.as_str()))
+        .collect();
+    let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(calls(&url));
-    rt.block_on(open_breaker(&url));
+    if wanted("calls") {
+        rt.block_on(calls(&url));
+    }
+    if wanted("breaker") {
+        rt.block_on(open_breaker());
+    }
     drop(rt);
-    monitor_cost();
+    if wanted("monitor") {
+        monitor_cost();
+    }
 }
 
 fn spawn_backend(stateless: bool) -> (Proc, String) {
@@ -77,19 +129,35 @@ fn spawn_backend(stateless: bool) -> (Proc, String) {
     (Proc(child), line.trim().to_string())
 }
 
-async fn start_vmcp(yaml: &str) -> (std::net::SocketAddr, CancellationToken) {
-    let vmcp = Vmcp::bind(VmcpConfig::from_yaml("bench.yaml", yaml).unwrap(), None)
-        .await
+/// A vMCP in its own process: the process (killed on drop) and its address.
+fn spawn_vmcp(yaml: &str) -> (Proc, std::net::SocketAddr) {
+    spawn_role("vmcp", "HALE_BENCH_YAML", yaml)
+}
+
+/// This binary in `role`, with `var=value`; it prints its address once it listens.
+fn spawn_role(role: &str, var: &str, value: &str) -> (Proc, std::net::SocketAddr) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(ROLE, role)
+        .env(var, value)
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    let addr = vmcp.local_addr();
-    let stop = CancellationToken::new();
-    tokio::spawn(vmcp.run(stop.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    (addr, stop)
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(500)); // first checks, first catalog
+    (Proc(child), addr)
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds_of(pid: u32) -> f64 {
+    cpu_from_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
 }
 
 /// `CLIENTS` clients calling `tool` at `url` for `SECONDS`: (calls/s, p50 ms, p99 ms).
-async fn load(url: &str, tool: &str) -> (f64, f64, f64) {
+async fn load(url: &str, tool: &str, arguments: serde_json::Value) -> (f64, f64, f64) {
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         clients.push(Arc::new(
@@ -102,11 +170,12 @@ async fn load(url: &str, tool: &str) -> (f64, f64, f64) {
     let mut tasks = Vec::new();
     for client in clients {
         let tool = tool.to_string();
+        let arguments = arguments.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
                 let start = Instant::now();
-                let _ = client.call_tool(&tool, json!({"text": "hi"})).await;
+                let _ = client.call_tool(&tool, arguments.clone()).await;
                 latencies.push(start.elapsed().as_secs_f64() * 1000.0);
             }
             client.close().await;
@@ -124,68 +193,124 @@ async fn load(url: &str, tool: &str) -> (f64, f64, f64) {
 
 async fn calls(backend: &str) {
     let yaml = format!("listen: 127.0.0.1:0\nbackends:\n  - {{name: kit, url: \"{backend}\"}}\n");
-    let (addr, stop) = start_vmcp(&yaml).await;
+    let (vmcp, addr) = spawn_vmcp(&yaml);
     let through = format!("http://{addr}/mcp");
-    let mut rows = Vec::new();
-    for round in 1..=2 {
-        let d = load(backend, "echo").await;
-        let v = load(&through, "kit_echo").await;
-        eprintln!(
-            "round {round}: direct {:.0}/s p99 {:.2} ms, via vmcp {:.0}/s p99 {:.2} ms",
-            d.0, d.2, v.0, v.2
-        );
-        rows.push((d, v));
+    let (proxy, proxy_addr) = spawn_role("proxy", "HALE_BENCH_TARGET", backend);
+    let proxied = format!("http://{proxy_addr}/mcp");
+    let mut table = vec![
+        format!("\n## vMCP: tools/call, {CLIENTS} clients, {SECONDS} s per run (last of 2 interleaved rounds)\n"),
+        "| tool | path | calls/s | p50 ms | p99 ms | hop's CPU per call |\n|---|---|---|---|---|---|".to_string(),
+    ];
+    // `echo` answers at once: the pure cost of the extra hop. `sleep 1 ms` stands for a
+    // tool that does some work (real tools take milliseconds to seconds).
+    for (label, tool, arguments) in [
+        ("echo", "echo", json!({"text": "hi"})),
+        ("sleep 1 ms", "sleep", json!({"ms": 1})),
+    ] {
+        let mut last = None;
+        for round in 1..=2 {
+            let d = load(backend, tool, arguments.clone()).await;
+            let cpu0 = cpu_seconds_of(proxy.0.id());
+            let p = load(&proxied, tool, arguments.clone()).await;
+            let proxy_us = (cpu_seconds_of(proxy.0.id()) - cpu0) / (p.0 * SECONDS as f64) * 1e6;
+            let cpu0 = cpu_seconds_of(vmcp.0.id());
+            let v = load(&through, &format!("kit_{tool}"), arguments.clone()).await;
+            let vmcp_us = (cpu_seconds_of(vmcp.0.id()) - cpu0) / (v.0 * SECONDS as f64) * 1e6;
+            eprintln!(
+                "{label} round {round}: direct {:.0}/s p99 {:.2} ms; via hale proxy {:.0}/s p99 {:.2} ms, {proxy_us:.0} µs CPU per call; via vmcp {:.0}/s p99 {:.2} ms, {vmcp_us:.0} µs CPU per call",
+                d.0, d.2, p.0, p.2, v.0, v.2
+            );
+            last = Some((d, p, proxy_us, v, vmcp_us));
+        }
+        let (d, p, proxy_us, v, vmcp_us) = last.unwrap();
+        table.push(format!(
+            "| {label} | direct | {:.0} | {:.3} | {:.3} | |",
+            d.0, d.1, d.2
+        ));
+        table.push(format!(
+            "| {label} | through hale proxy (a bare HTTP hop) | {:.0} | {:.3} | {:.3} | {proxy_us:.0} µs |",
+            p.0, p.1, p.2
+        ));
+        table.push(format!(
+            "| {label} | through hale vmcp | {:.0} | {:.3} | {:.3} | {vmcp_us:.0} µs |",
+            v.0, v.1, v.2
+        ));
+        table.push(format!(
+            "| {label} | **ratio (vmcp / direct)** | **{:.2}×** | {:.2}× | **{:.2}×** | |",
+            v.0 / d.0,
+            v.1 / d.1,
+            v.2 / d.2
+        ));
     }
-    let (d, v) = rows[rows.len() - 1];
-    println!(
-        "\n## vMCP: tools/call, {CLIENTS} clients, {SECONDS} s per run (last of 2 interleaved rounds)\n"
-    );
-    println!("| path | calls/s | p50 ms | p99 ms |\n|---|---|---|---|");
-    println!("| direct | {:.0} | {:.3} | {:.3} |", d.0, d.1, d.2);
-    println!(
-        "| through hale vmcp | {:.0} | {:.3} | {:.3} |",
-        v.0, v.1, v.2
-    );
-    println!(
-        "| **ratio (vmcp / direct)** | **{:.2}×** throughput | {:.2}× | **{:.2}×** latency |",
-        v.0 / d.0,
-        v.1 / d.1,
-        v.2 / d.2
-    );
-    stop.cancel();
+    for line in table {
+        println!("{line}");
+    }
 }
 
-async fn open_breaker(backend: &str) {
-    // A backend that answers 503 to everything once the breaker's first call is made.
+async fn open_breaker() {
+    // A backend of its own, listed once, then killed: the first call fails and opens
+    // the breaker (threshold 1, open for 10 minutes); every later call is refused.
+    let (backend, url) = spawn_backend(false);
     let yaml = format!(
-        "listen: 127.0.0.1:0\nbackends:\n  - {{name: dead, url: \"{}\"}}\noperational:\n  failureHandling:\n    healthCheckInterval: 600s\n    healthCheckTimeout: 5s\n    circuitBreaker: {{failureThreshold: 1, timeout: 600s}}\n",
-        backend.replace("/mcp", "/nothing-here")
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: dead, url: \"{url}\"}}\noperational:\n  failureHandling:\n    healthCheckInterval: 600s\n    healthCheckTimeout: 5s\n    circuitBreaker: {{failureThreshold: 1, timeout: 600s}}\n"
     );
-    let _ = backend;
-    let (addr, stop) = start_vmcp(&yaml).await;
+    let (_vmcp, addr) = spawn_vmcp(&yaml);
     let client = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
         .await
         .unwrap();
-    let _ = client.call_tool("dead_echo", json!({})).await; // opens it (or finds it unavailable)
-    let mut latencies = Vec::new();
+    assert!(
+        client
+            .list_tools()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "dead_echo"),
+        "the backend's tools are listed before it dies"
+    );
+    drop(backend);
+    let first = client.call_tool("dead_echo", json!({})).await;
+    assert!(first.is_err(), "the first call fails and opens the breaker");
+    let refused = client.call_tool("dead_echo", json!({})).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("is unavailable"),
+        "then calls are refused: {refused}"
+    );
+    // Interleaved with MCP pings to the same vMCP: the floor any answer from it has.
+    let (mut refusals, mut pings) = (Vec::new(), Vec::new());
     for _ in 0..2000 {
         let start = Instant::now();
         let _ = client.call_tool("dead_echo", json!({})).await;
-        latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+        refusals.push(start.elapsed().as_secs_f64() * 1000.0);
+        let start = Instant::now();
+        let _ = client.ping().await;
+        pings.push(start.elapsed().as_secs_f64() * 1000.0);
     }
-    latencies.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| latencies[((p / 100.0) * (latencies.len() - 1) as f64) as usize];
-    println!("\n## A call to an unavailable backend (2,000 calls, measured at the client)\n");
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[((p / 100.0) * (v.len() - 1) as f64) as usize]
+    };
     println!(
-        "| p50 ms | p99 ms |\n|---|---|\n| {:.3} | {:.3} |",
-        pct(50.0),
-        pct(99.0)
+        "\n## A call to a backend whose breaker is open (2,000 calls, measured at the client)\n"
     );
-    stop.cancel();
+    println!("| answer | p50 ms | p99 ms |\n|---|---|---|");
+    println!(
+        "| refused: backend 'dead' is unavailable | {:.3} | {:.3} |",
+        pct(&mut refusals, 50.0),
+        pct(&mut refusals, 99.0)
+    );
+    println!(
+        "| ping (the floor) | {:.3} | {:.3} |",
+        pct(&mut pings, 50.0),
+        pct(&mut pings, 99.0)
+    );
 }
 
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_from_stat(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// utime + stime of a `/proc/PID/stat` line, in seconds.
+fn cpu_from_stat(stat: &str) -> f64 {
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()
@@ -228,7 +353,11 @@ fn monitor_cost() {
         "operational:\n  failureHandling: {healthCheckInterval: 1s, healthCheckTimeout: 900ms}\n",
     );
     rt.block_on(async {
-        let (_addr, stop) = start_vmcp(&yaml).await;
+        let vmcp = Vmcp::bind(VmcpConfig::from_yaml("bench.yaml", &yaml).unwrap(), None)
+            .await
+            .unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(vmcp.run(stop.clone()));
         tokio::time::sleep(Duration::from_secs(3)).await; // every session opened
         let (cpu0, wall0) = (cpu_seconds(), Instant::now());
         tokio::time::sleep(Duration::from_secs(WINDOW)).await;

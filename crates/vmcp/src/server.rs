@@ -57,6 +57,9 @@ pub struct State {
     clients: Vec<tokio::sync::Mutex<Option<Arc<McpClient>>>>,
     lists: Mutex<HashMap<String, BackendLists>>,
     catalog: RwLock<Arc<Catalog>>,
+    /// Every tool's backend, routable or not (rebuilt with the catalog): how a call to a
+    /// withdrawn tool learns whose it is without any work.
+    owners: Mutex<Arc<HashMap<String, String>>>,
     sessions: Mutex<Vec<Peer<RoleServer>>>,
     /// Changes made by any rebuild (the catalog task's or a request's) that clients have
     /// not been told about yet.
@@ -97,6 +100,7 @@ impl State {
             clients,
             lists: Mutex::new(HashMap::new()),
             catalog: RwLock::new(Arc::new(Catalog::default())),
+            owners: Mutex::new(Arc::new(HashMap::new())),
             sessions: Mutex::new(Vec::new()),
             unsent: Mutex::new(ListsChanged::default()),
             changed: Arc::new(Notify::new()),
@@ -276,14 +280,33 @@ impl State {
     /// see changed. The change is also kept for the next notification, so a rebuild
     /// done by a request (which then wakes the catalog task) cannot swallow it.
     pub async fn rebuild(&self) -> ListsChanged {
-        let lists: Vec<BackendLists> = {
+        let (lists, all): (Vec<BackendLists>, Vec<BackendLists>) = {
             let cached = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
-            self.backends
+            let all: Vec<BackendLists> = self
+                .backends
                 .iter()
-                .filter(|b| b.routable())
                 .filter_map(|b| cached.get(&b.config.name).cloned())
-                .collect()
+                .collect();
+            let routable = all
+                .iter()
+                .filter(|l| {
+                    self.index(&l.backend)
+                        .is_some_and(|i| self.backends[i].routable())
+                })
+                .cloned()
+                .collect();
+            (routable, all)
         };
+        if let Ok(everything) =
+            aggregate::build(&self.config.conflict_resolution, &self.config.tools, &all)
+        {
+            let owners = everything
+                .tool_routes
+                .into_iter()
+                .map(|(name, route)| (name, route.backend))
+                .collect();
+            *self.owners.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(owners);
+        }
         let catalog =
             match aggregate::build(&self.config.conflict_resolution, &self.config.tools, &lists) {
                 Ok(c) => c,
@@ -390,17 +413,29 @@ impl State {
 
     /// The backend that offers tool `name` when every backend is counted, routable or
     /// not: how a call to a withdrawn tool learns whose it is.
-    async fn owner_of_tool(&self, name: &str) -> Option<String> {
-        let lists: Vec<BackendLists> = {
+    fn owner_of_tool(&self, name: &str) -> Option<String> {
+        self.owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Lists the routable backends whose lists were never fetched (or were dropped as
+    /// stale); true if there were any. Nothing is asked of backends already listed.
+    async fn refresh_unlisted(self: &Arc<Self>) -> bool {
+        let unlisted: Vec<usize> = {
             let cached = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
-            self.backends
-                .iter()
-                .filter_map(|b| cached.get(&b.config.name).cloned())
+            (0..self.backends.len())
+                .filter(|&i| {
+                    self.backends[i].routable()
+                        && !cached.contains_key(&self.backends[i].config.name)
+                })
                 .collect()
         };
-        let all =
-            aggregate::build(&self.config.conflict_resolution, &self.config.tools, &lists).ok()?;
-        all.tool_routes.get(name).map(|r| r.backend.clone())
+        let refreshed = !unlisted.is_empty();
+        futures_util::future::join_all(unlisted.into_iter().map(|i| self.refresh(i))).await;
+        refreshed
     }
 
     /// The catalog as clients see it now.
@@ -558,15 +593,25 @@ impl ServerHandler for Handler {
         let lookup = |catalog: &Catalog| catalog.tool_routes.get(request.name.as_ref()).cloned();
         let mut route = lookup(&*self.state.catalog().await);
         if route.is_none() {
-            // Maybe the catalog has not caught up (a call before any list): refresh once.
-            self.state.fan_out().await;
-            self.state.rebuild_on_request().await;
-            route = lookup(&*self.state.catalog().await);
+            // Not advertised now. If its backend is routable, the catalog has not caught
+            // up yet (it is rebuilt 50 ms after a change); if nobody offers it, a backend
+            // may not have been listed yet. Either way, catch up once, asking only the
+            // backends never listed: a client hammering a withdrawn or unknown tool must
+            // not turn into list requests to every healthy backend.
+            let owner = self.state.owner_of_tool(&request.name);
+            let stale = owner
+                .as_deref()
+                .and_then(|b| self.state.index(b))
+                .is_some_and(|i| self.state.backends[i].routable());
+            if stale || (owner.is_none() && self.state.refresh_unlisted().await) {
+                self.state.rebuild_on_request().await;
+                route = lookup(&*self.state.catalog().await);
+            }
         }
         let Some(route) = route else {
             // A withdrawn backend's tool: say whose it is and why, so the client knows it
             // will come back.
-            if let Some(backend) = self.state.owner_of_tool(&request.name).await
+            if let Some(backend) = self.state.owner_of_tool(&request.name)
                 && let Some(i) = self.state.index(&backend)
             {
                 let b = &self.state.backends[i];

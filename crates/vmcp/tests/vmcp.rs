@@ -215,6 +215,28 @@ async fn failing_calls_open_the_breaker_which_then_fails_fast_and_withdraws_the_
             .iter()
             .any(|t| t.starts_with("flaky_"))
     );
+    // Calls to the withdrawn tool, or to no tool at all, are answered from what the vMCP
+    // knows: they never become list requests to the healthy backend.
+    let lists_before = good.stats().by_method.get("tools/list").copied();
+    for _ in 0..5 {
+        let err = client
+            .call_tool("flaky_echo", json!({"text": "x"}))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("backend 'flaky' is unavailable"),
+            "{err}"
+        );
+        let err = client
+            .call_tool("no_such_tool", json!({}))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown tool"), "{err}");
+    }
+    assert_eq!(
+        good.stats().by_method.get("tools/list").copied(),
+        lists_before
+    );
     let (_, status) = get_json(addr, "/status").await;
     assert_eq!(status["backends"][1]["circuit"]["state"], "open");
     assert!(status["backends"][1]["circuit"]["retryAt"].is_string());
