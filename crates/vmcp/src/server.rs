@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use hale_core::{CallOutcome, HealthState};
 use hale_mcp::{ClientOptions, McpClient, McpError};
+// Logging is deprecated by SEP-2577 (protocol 2026-07-28), but the versions clients and
+// servers speak today have it: the vMCP relays it for them.
+#[allow(deprecated)]
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, GetPromptRequestParams,
     GetPromptResponse, InitializeResult, ListPromptsResult, ListResourceTemplatesResult,
-    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
-    ReadResourceResponse, ServerCapabilities,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressToken,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, SetLevelRequestParams,
+    SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::{RoleServer, ServerHandler};
@@ -61,6 +65,10 @@ pub struct State {
     /// withdrawn tool learns whose it is without any work.
     owners: Mutex<Arc<HashMap<String, String>>>,
     sessions: Mutex<Vec<Peer<RoleServer>>>,
+    /// Calls in flight that asked for progress: the token sent to the backend (unique
+    /// across all clients) → the session that asked and the token it chose.
+    progress: Mutex<HashMap<String, (Peer<RoleServer>, ProgressToken)>>,
+    next_progress: std::sync::atomic::AtomicU64,
     /// Changes made by any rebuild (the catalog task's or a request's) that clients have
     /// not been told about yet.
     unsent: Mutex<ListsChanged>,
@@ -102,6 +110,8 @@ impl State {
             catalog: RwLock::new(Arc::new(Catalog::default())),
             owners: Mutex::new(Arc::new(HashMap::new())),
             sessions: Mutex::new(Vec::new()),
+            progress: Mutex::new(HashMap::new()),
+            next_progress: std::sync::atomic::AtomicU64::new(1),
             unsent: Mutex::new(ListsChanged::default()),
             changed: Arc::new(Notify::new()),
             first_round: Arc::new(FirstRound::default()),
@@ -140,6 +150,8 @@ impl State {
                         .unwrap_or_else(PoisonError::into_inner)
                         .remove(&name);
                     state.changed.notify_one();
+                } else {
+                    state.relay(&name, note).await;
                 }
             }
         });
@@ -341,6 +353,91 @@ impl State {
         changed
     }
 
+    #[allow(deprecated)] // logging: see the note on the imports
+    /// Passes a backend's log message or resource update on to every client session.
+    /// The vMCP holds one session per backend for all its clients, so these cannot be
+    /// told apart per client: every session gets them (the level set last, by any
+    /// client, applies to all).
+    async fn relay(&self, backend: &str, note: hale_mcp::Notification) {
+        let params = note.params.unwrap_or_default();
+        let peers: Vec<Peer<RoleServer>> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match note.method.as_str() {
+            "notifications/message" => {
+                let Ok(mut message) =
+                    serde_json::from_value::<rmcp::model::LoggingMessageNotificationParam>(params)
+                else {
+                    return;
+                };
+                // Say which backend spoke, unless it named its logger itself.
+                message.logger.get_or_insert_with(|| backend.to_string());
+                for peer in peers {
+                    let _ = peer.notify_logging_message(message.clone()).await;
+                }
+            }
+            "notifications/progress" => {
+                // Only to the session whose call it is, under the token it chose.
+                let Ok(mut progress) =
+                    serde_json::from_value::<rmcp::model::ProgressNotificationParam>(params)
+                else {
+                    return;
+                };
+                let ours = match &progress.progress_token.0 {
+                    rmcp::model::NumberOrString::String(s) => s.to_string(),
+                    rmcp::model::NumberOrString::Number(n) => n.to_string(),
+                };
+                let Some((peer, theirs)) = self
+                    .progress
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&ours)
+                    .cloned()
+                else {
+                    return;
+                };
+                progress.progress_token = theirs;
+                let _ = peer.notify_progress(progress).await;
+            }
+            "notifications/resources/updated" => {
+                let Ok(update) =
+                    serde_json::from_value::<rmcp::model::ResourceUpdatedNotificationParam>(params)
+                else {
+                    return;
+                };
+                for peer in peers {
+                    let _ = peer.notify_resource_updated(update.clone()).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends `logging/setLevel` to every routable backend that logs; failures are
+    /// ignored (a backend that cannot set its level still works).
+    async fn set_level_everywhere(self: &Arc<Self>, level: Value) {
+        let targets: Vec<usize> = (0..self.backends.len())
+            .filter(|&i| self.backends[i].routable())
+            .collect();
+        futures_util::future::join_all(targets.into_iter().map(|i| {
+            let level = level.clone();
+            async move {
+                let logs = match self.client(i).await {
+                    Ok(client) => client.server_info().await.has("logging"),
+                    Err(_) => false,
+                };
+                if logs {
+                    let _ = self
+                        .call(i, "logging/setLevel", json!({"level": level}))
+                        .await;
+                }
+            }
+        }))
+        .await;
+    }
+
     /// A rebuild on a request's path: the catalog task sends the notification it calls for.
     async fn rebuild_on_request(&self) {
         if self.rebuild().await.any() {
@@ -513,6 +610,21 @@ impl Handler {
         })
     }
 
+    /// Sends a request about one resource (`resources/subscribe`, `…/unsubscribe`) to
+    /// the backend that offers it.
+    async fn resource_request(&self, method: &str, uri: &str) -> Result<(), ErrorData> {
+        let Some(route) = self.state.catalog().await.route_resource(uri) else {
+            return Err(ErrorData::new(
+                ErrorCode(-32002),
+                format!("resource not found: {uri}"),
+                None,
+            ));
+        };
+        self.forward(&route.backend, method, json!({"uri": route.original}))
+            .await
+            .map(|_| ())
+    }
+
     async fn forward(
         &self,
         backend: &str,
@@ -543,6 +655,23 @@ impl Handler {
     }
 }
 
+/// Forgets a call's progress token when the call ends, however it ends (a cancelled
+/// call drops its future).
+struct ProgressGuard<'a> {
+    state: &'a State,
+    token: String,
+}
+
+impl Drop for ProgressGuard<'_> {
+    fn drop(&mut self) {
+        self.state
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.token);
+    }
+}
+
 fn convert<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ErrorData> {
     serde_json::from_value(value).map_err(|e| {
         ErrorData::new(
@@ -554,6 +683,7 @@ fn convert<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ErrorData>
 }
 
 impl ServerHandler for Handler {
+    #[allow(deprecated)] // logging: see the note on the imports
     fn get_info(&self) -> InitializeResult {
         let capabilities = ServerCapabilities::builder()
             .enable_tools()
@@ -562,6 +692,8 @@ impl ServerHandler for Handler {
             .enable_resources_list_changed()
             .enable_prompts()
             .enable_prompts_list_changed()
+            .enable_resources_subscribe()
+            .enable_logging()
             .build();
         let mut info = InitializeResult::new(capabilities);
         info.server_info.name = self.state.config.name.clone();
@@ -588,7 +720,7 @@ impl ServerHandler for Handler {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let lookup = |catalog: &Catalog| catalog.tool_routes.get(request.name.as_ref()).cloned();
         let mut route = lookup(&*self.state.catalog().await);
@@ -631,10 +763,29 @@ impl ServerHandler for Handler {
                 None,
             ));
         };
-        let params =
+        let mut params =
             json!({"name": route.original, "arguments": request.arguments.unwrap_or_default()});
-        let result = self.forward(&route.backend, "tools/call", params).await?;
-        Ok(CallToolResponse::Complete(convert(result)?))
+        // Progress: the backend gets a token of ours, mapped back while the call runs.
+        let progress = context.meta.get_progress_token().map(|theirs| {
+            let n = self
+                .state
+                .next_progress
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ours = format!("hale-{n}");
+            self.state
+                .progress
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(ours.clone(), (context.peer.clone(), theirs));
+            params["_meta"] = json!({"progressToken": ours});
+            ProgressGuard {
+                state: &self.state,
+                token: ours,
+            }
+        });
+        let result = self.forward(&route.backend, "tools/call", params).await;
+        drop(progress);
+        Ok(CallToolResponse::Complete(convert(result?)?))
     }
 
     async fn list_resources(
@@ -674,6 +825,35 @@ impl ServerHandler for Handler {
             )
             .await?;
         Ok(ReadResourceResponse::Complete(convert(result)?))
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.resource_request("resources/subscribe", &request.uri)
+            .await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.resource_request("resources/unsubscribe", &request.uri)
+            .await
+    }
+
+    #[allow(deprecated)] // logging: see the note on the imports
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let level = serde_json::to_value(request.level).unwrap_or(Value::Null);
+        self.state.set_level_everywhere(level).await;
+        Ok(())
     }
 
     async fn list_prompts(

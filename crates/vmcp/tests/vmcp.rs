@@ -298,3 +298,86 @@ async fn shutdown_lets_calls_in_flight_finish_and_refuses_new_ones() {
     good.shutdown();
     other.shutdown();
 }
+
+#[tokio::test]
+async fn progress_reaches_only_the_calling_session_and_logs_and_subscriptions_are_relayed() {
+    let good = TestServer::start(ServerConfig::default()).await.unwrap();
+    let other = TestServer::start(ServerConfig::default()).await.unwrap();
+    let Started {
+        addr, stop, client, ..
+    } = start_with(&two_backends(&good, &other, "best_effort", ""), None).await;
+    let bystander = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
+        .await
+        .unwrap();
+    let mut mine = client.notifications();
+    let mut theirs = bystander.notifications();
+
+    // Two clients may pick the same token; the backend sees tokens of the vMCP's own.
+    let result = client
+        .request(
+            "tools/call",
+            Some(
+                json!({"name": "good_test_tool_with_progress", "arguments": {},
+                         "_meta": {"progressToken": "mine"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_ne!(result["isError"], true, "{result}");
+    let mut steps = Vec::new();
+    while let Ok(Ok(note)) = tokio::time::timeout(Duration::from_millis(300), mine.recv()).await {
+        if note.method == "notifications/progress" {
+            let params = note.params.unwrap();
+            assert_eq!(
+                params["progressToken"], "mine",
+                "the caller's own token comes back"
+            );
+            steps.push(params["progress"].as_f64().unwrap());
+        }
+    }
+    assert_eq!(steps, [0.0, 50.0, 100.0]);
+    while let Ok(note) = theirs.try_recv() {
+        assert_ne!(
+            note.method, "notifications/progress",
+            "another session's progress"
+        );
+    }
+
+    // logging/setLevel is accepted and passed on; subscriptions go to the resource's owner.
+    client
+        .request("logging/setLevel", Some(json!({"level": "debug"})))
+        .await
+        .unwrap();
+    assert_eq!(good.stats().by_method.get("logging/setLevel"), Some(&1));
+    client
+        .request(
+            "resources/subscribe",
+            Some(json!({"uri": "test://watched-resource"})),
+        )
+        .await
+        .unwrap();
+    client
+        .request(
+            "resources/unsubscribe",
+            Some(json!({"uri": "test://watched-resource"})),
+        )
+        .await
+        .unwrap();
+    let subscribed = |s: &TestServer| s.stats().by_method.get("resources/subscribe").copied();
+    assert_eq!(
+        subscribed(&good).unwrap_or(0) + subscribed(&other).unwrap_or(0),
+        1,
+        "exactly one backend (the URI's owner) was asked"
+    );
+    let err = client
+        .request(
+            "resources/subscribe",
+            Some(json!({"uri": "test://nowhere"})),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("resource not found"), "{err}");
+    stop.cancel();
+    good.shutdown();
+    other.shutdown();
+}
