@@ -72,11 +72,13 @@ fn prefixed(format: &str, backend: &str, name: &str) -> String {
 }
 
 /// Builds the catalog of `backends` (routable ones, in configuration order).
-pub fn build(
+pub fn build<B: std::borrow::Borrow<BackendLists>>(
     strategy: &ConflictResolution,
     policies: &BTreeMap<String, ToolPolicy>,
-    backends: &[BackendLists],
+    backends: &[B],
 ) -> Result<Catalog, Collisions> {
+    // Shared lists (`Arc`s from the server's cache) or owned ones (tests) alike.
+    let backends: Vec<&BackendLists> = backends.iter().map(|b| b.borrow()).collect();
     let mut catalog = Catalog::default();
 
     // 1. Filters and overrides. An explicit override name is final: it is what the
@@ -89,7 +91,7 @@ pub fn build(
         tool: Value,
     }
     let mut candidates = Vec::new();
-    for b in backends {
+    for &b in &backends {
         let policy = policies.get(&b.backend);
         for tool in &b.tools {
             let Some(original) = name_of(tool, "name") else {
@@ -200,7 +202,7 @@ pub fn build(
     }
 
     // Resources and templates: URIs are never renamed; the first backend keeps a URI.
-    for b in backends {
+    for &b in &backends {
         for resource in &b.resources {
             let Some(uri) = name_of(resource, "uri") else {
                 continue;
@@ -238,7 +240,7 @@ pub fn build(
 
     // Prompts: prefixed like tools under `prefix`; under `priority` a listed backend keeps
     // the bare name and the others drop it; otherwise the first backend keeps it.
-    for b in backends {
+    for &b in &backends {
         for prompt in &b.prompts {
             let Some(original) = name_of(prompt, "name") else {
                 continue;
@@ -250,6 +252,7 @@ pub fn build(
             if let ConflictResolution::Priority { order } = strategy {
                 let holders: Vec<&BackendLists> = backends
                     .iter()
+                    .copied()
                     .filter(|o| {
                         o.prompts
                             .iter()

@@ -59,7 +59,7 @@ pub struct State {
     /// The backends, in configuration order.
     pub backends: Vec<Arc<Backend>>,
     clients: Vec<tokio::sync::Mutex<Option<Arc<McpClient>>>>,
-    lists: Mutex<HashMap<String, BackendLists>>,
+    lists: Mutex<HashMap<String, Arc<BackendLists>>>,
     catalog: RwLock<Arc<Catalog>>,
     /// Every tool's backend, routable or not (rebuilt with the catalog): how a call to a
     /// withdrawn tool learns whose it is without any work.
@@ -256,7 +256,7 @@ impl State {
         self.lists
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(name, lists);
+            .insert(name, Arc::new(lists));
         Ok(())
     }
 
@@ -292,9 +292,10 @@ impl State {
     /// see changed. The change is also kept for the next notification, so a rebuild
     /// done by a request (which then wakes the catalog task) cannot swallow it.
     pub async fn rebuild(&self) -> ListsChanged {
-        let (lists, all): (Vec<BackendLists>, Vec<BackendLists>) = {
+        // Arcs: a rebuild shares the cached lists instead of copying them.
+        let (lists, all): (Vec<Arc<BackendLists>>, Vec<Arc<BackendLists>>) = {
             let cached = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
-            let all: Vec<BackendLists> = self
+            let all: Vec<Arc<BackendLists>> = self
                 .backends
                 .iter()
                 .filter_map(|b| cached.get(&b.config.name).cloned())
