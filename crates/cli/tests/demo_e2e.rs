@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hale_mcp::{ClientOptions, McpClient};
+use hale_testkit::process::{Announced, spawn_announced};
 use serde_json::Value;
 
 /// `hale status --json` against the demo.
@@ -40,30 +41,34 @@ async fn the_demo_withdraws_and_restores_search_and_reports_docs_degraded() {
     // At speedup 4: checks every 500 ms; search up 3.75 s, down 5 s, up 6.25 s; docs
     // slow (200 ms, over a 125 ms degradedLatency) from 2.5 s to 5.5 s.
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args([
-            "demo",
-            "--for",
-            "16s",
-            "--speedup",
-            "4",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let stderr = child.stderr.take().unwrap();
+    let Announced {
+        process: mut hale,
+        first_line,
+        rest: mut lines,
+    } = spawn_announced(
+        Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args([
+                "demo",
+                "--for",
+                "16s",
+                "--speedup",
+                "4",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let stderr = hale.0.stderr.take().unwrap();
     let logs = std::thread::spawn(move || {
         BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
             .collect::<Vec<_>>()
     });
-    let mut hale = Hale(child);
-    let printed: Vec<String> = (0..4).map(|_| lines.next().unwrap().unwrap()).collect();
+    let printed: Vec<String> = std::iter::once(first_line)
+        .chain((0..3).map(|_| lines.next().unwrap().unwrap()))
+        .collect();
     let base = printed[0]
         .strip_prefix("listening on ")
         .unwrap()

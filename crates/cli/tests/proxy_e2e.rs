@@ -2,26 +2,19 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hale_mcp::{ClientOptions, McpClient, TransportKind};
+use hale_testkit::process::{Reaped, spawn_announced};
 use hale_testkit::{Fault, ServerConfig, TestServer, Transport};
 use serde_json::json;
 
-/// The binary, killed when dropped.
+/// The binary (killed when dropped), its URL for MCP clients, and its log.
 struct Hale {
-    child: Child,
+    child: Reaped,
     url: String,
     stderr: Option<std::process::ChildStderr>,
-}
-
-impl Drop for Hale {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const FAST: [(&str, &str); 4] = [
@@ -32,32 +25,29 @@ const FAST: [(&str, &str); 4] = [
 ];
 
 fn proxy(server: &TestServer, transport: &str, env: &[(&str, &str)]) -> Hale {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args([
-            "proxy",
-            "--target",
-            &server.url(),
-            "--transport",
-            transport,
-            "--drain-timeout",
-            "1s",
-        ])
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let started = spawn_announced(
+        Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args([
+                "proxy",
+                "--target",
+                &server.url(),
+                "--transport",
+                transport,
+                "--drain-timeout",
+                "1s",
+            ])
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let mut child = started.process;
+    let line = started.first_line;
     let addr = line
-        .trim()
         .strip_prefix("listening on http://")
         .unwrap_or_else(|| panic!("printed {line:?}"));
     let url = server.url().replace(&server.addr().to_string(), addr);
-    let stderr = child.stderr.take();
+    let stderr = child.0.stderr.take();
     Hale { child, url, stderr }
 }
 
@@ -121,7 +111,7 @@ async fn a_dead_server_makes_the_proxy_exit_3_within_the_documented_window() {
     let stopped = Instant::now();
     server.set_fault(Some(Fault::Down)).await;
     let status = tokio::task::spawn_blocking(move || {
-        let status = hale.child.wait().unwrap();
+        let status = hale.child.0.wait().unwrap();
         let mut log = String::new();
         std::io::Read::read_to_string(&mut hale.stderr.take().unwrap(), &mut log).unwrap();
         (status, log)
@@ -206,7 +196,7 @@ async fn unusable_variables_are_named_in_a_warning_and_defaults_apply() {
             ("TOOLHIVE_HEALTH_CHECK_FAILURE_THRESHOLD", "2.5"),
         ],
     );
-    let _ = hale.child.kill();
+    let _ = hale.child.0.kill();
     let mut log = String::new();
     std::io::Read::read_to_string(&mut hale.stderr.take().unwrap(), &mut log).unwrap();
     assert!(

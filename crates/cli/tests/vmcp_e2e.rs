@@ -7,12 +7,12 @@
 mod common;
 use common::*;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hale_mcp::{ClientOptions, McpClient, McpError};
+use hale_testkit::process::{Announced, Reaped, spawn_announced};
 use hale_testkit::{ServerConfig, TestServer};
 use serde_json::json;
 
@@ -31,24 +31,20 @@ fn testkit_bin() -> PathBuf {
 }
 
 /// `hale-testkit serve` as its own process; returns it and the URL it printed.
-fn serve(args: &[&str]) -> (Hale, String) {
-    let mut child = Command::new(testkit_bin())
-        .arg("serve")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
+fn serve(args: &[&str]) -> (Reaped, String) {
+    let started = spawn_announced(
+        Command::new(testkit_bin())
+            .arg("serve")
+            .args(args)
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    let url = started
+        .first_line
         .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("hale-testkit printed {line:?}"))
+        .unwrap_or_else(|| panic!("hale-testkit printed {:?}", started.first_line))
         .to_string();
-    (Hale(child), url)
+    (started.process, url)
 }
 
 fn port_of(url: &str) -> String {
@@ -77,17 +73,18 @@ async fn tools_of_a_dead_backend_disappear_and_come_back_with_notifications() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["vmcp", "--config"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let _hale = Hale(child);
-    let first = lines.next().unwrap().unwrap();
-    let addr = first
+    let Announced {
+        process: _hale,
+        first_line,
+        rest: mut lines,
+    } = spawn_announced(
+        Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args(["vmcp", "--config"])
+            .arg(&file)
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    let addr = first_line
         .strip_prefix("listening on http://")
         .unwrap()
         .to_string();
@@ -164,26 +161,23 @@ fn a_bad_configuration_stops_start_up_with_status_2_and_one_message() {
 #[tokio::test]
 async fn hale_status_prints_the_backends_as_a_table_or_json_and_says_when_nothing_answers() {
     let weather = TestServer::start(ServerConfig::default()).await.unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args([
-            "vmcp",
-            "--backend",
-            &format!("weather={}", weather.url()),
-            "--backend",
-            "gone=http://127.0.0.1:9/mcp",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let _hale = Hale(child);
-    let addr = lines
-        .next()
-        .unwrap()
-        .unwrap()
+    let started = spawn_announced(
+        Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args([
+                "vmcp",
+                "--backend",
+                &format!("weather={}", weather.url()),
+                "--backend",
+                "gone=http://127.0.0.1:9/mcp",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    let _hale = started.process;
+    let addr = started
+        .first_line
         .strip_prefix("listening on http://")
         .unwrap()
         .to_string();

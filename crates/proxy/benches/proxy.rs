@@ -12,11 +12,12 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // a bench reports on stdout
 
+use hale_testkit::process::{Reaped, spawn_announced};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const ROLE: &str = "HALE_BENCH_ROLE";
@@ -37,45 +38,21 @@ fn main() {
     }
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SIGTERM first, so that nginx's master stops its workers instead of orphaning them.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts this binary in `role` with `arg`; returns it and the address it printed.
-fn spawn_role(role: &str, arg: &str) -> (Proc, SocketAddr) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(ROLE, role)
-        .arg(arg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
+fn spawn_role(role: &str, arg: &str) -> (Reaped, SocketAddr) {
+    let started = spawn_announced(
+        Command::new(std::env::current_exe().unwrap())
+            .env(ROLE, role)
+            .arg(arg)
+            .stderr(Stdio::inherit()),
+    )
+    .unwrap();
+    let addr = started
+        .first_line
         .trim_start_matches("listening on http://")
         .parse()
-        .unwrap_or_else(|_| panic!("{role} printed {line:?}"));
-    (Proc(child), addr)
+        .unwrap_or_else(|_| panic!("{role} printed {:?}", started.first_line));
+    (started.process, addr)
 }
 
 fn orchestrate(quick: bool) {
@@ -238,7 +215,7 @@ fn wrk(script: &Path, addr: SocketAddr, connections: usize) -> Wrk {
     }
 }
 
-fn start_nginx(backend: SocketAddr) -> (Proc, SocketAddr) {
+fn start_nginx(backend: SocketAddr) -> (Reaped, SocketAddr) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -292,7 +269,7 @@ http {{
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    (Proc(child), addr)
+    (Reaped(child), addr)
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -26,6 +26,7 @@ mod body;
 mod catalog;
 pub mod control;
 mod faults;
+pub mod process;
 mod server;
 
 use std::collections::BTreeMap;

@@ -12,12 +12,12 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // a bench reports on stdout
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hale_mcp::{ClientOptions, McpClient};
+use hale_testkit::process::{Reaped, spawn_announced};
 use hale_vmcp::{Vmcp, VmcpConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -25,15 +25,6 @@ use tokio_util::sync::CancellationToken;
 const ROLE: &str = "HALE_BENCH_ROLE";
 const CLIENTS: usize = 16;
 const SECONDS: u64 = 3;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn main() {
     if std::env::var(ROLE).as_deref() == Ok("backend") {
@@ -52,42 +43,32 @@ fn main() {
         });
         return;
     }
-    if std::env::var(ROLE).as_deref() == Ok("vmcp") {
-        // As `hale vmcp` runs it: a multi-threaded runtime and a Prometheus recorder.
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-                .set_buckets(&hale_proxy::DURATION_BUCKETS)
-                .unwrap()
-                .install_recorder()
-                .unwrap();
-            let yaml = std::env::var("HALE_BENCH_YAML").unwrap();
-            let config = VmcpConfig::from_yaml("bench.yaml", &yaml).unwrap();
-            let vmcp = Vmcp::bind(config, Some(metrics)).await.unwrap();
-            println!("{}", vmcp.local_addr());
-            vmcp.run(CancellationToken::new()).await;
-        });
-        return;
-    }
-    if std::env::var(ROLE).as_deref() == Ok("proxy") {
-        // The floor: one bare HTTP hop (hale proxy, nginx's speed) with metrics on.
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-                .set_buckets(&hale_proxy::DURATION_BUCKETS)
-                .unwrap()
-                .install_recorder()
-                .unwrap();
-            let target = std::env::var("HALE_BENCH_TARGET").unwrap();
-            let config = hale_proxy::ProxyConfig {
-                metrics: Some(metrics),
-                ..hale_proxy::ProxyConfig::new(&target, hale_core::CheckLoopConfig::default())
-            };
-            let proxy = hale_proxy::Proxy::bind(config).await.unwrap();
-            println!("{}", proxy.local_addr());
-            proxy.run(CancellationToken::new()).await;
-        });
-        return;
+    match std::env::var(ROLE).as_deref() {
+        Ok("vmcp") => {
+            serve_with_metrics(async |metrics| {
+                let yaml = std::env::var("HALE_BENCH_YAML").unwrap();
+                let config = VmcpConfig::from_yaml("bench.yaml", &yaml).unwrap();
+                let vmcp = Vmcp::bind(config, Some(metrics)).await.unwrap();
+                println!("{}", vmcp.local_addr());
+                vmcp.run(CancellationToken::new()).await;
+            });
+            return;
+        }
+        Ok("proxy") => {
+            // The reference: one bare HTTP hop (hale proxy, at nginx's speed).
+            serve_with_metrics(async |metrics| {
+                let target = std::env::var("HALE_BENCH_TARGET").unwrap();
+                let config = hale_proxy::ProxyConfig {
+                    metrics: Some(metrics),
+                    ..hale_proxy::ProxyConfig::new(&target, hale_core::CheckLoopConfig::default())
+                };
+                let proxy = hale_proxy::Proxy::bind(config).await.unwrap();
+                println!("{}", proxy.local_addr());
+                proxy.run(CancellationToken::new()).await;
+            });
+            return;
+        }
+        _ => {}
     }
     let quick = !std::env::args().any(|a| a == "--bench");
     let (_backend, url) = spawn_backend(false);
@@ -115,40 +96,46 @@ fn main() {
     }
 }
 
-fn spawn_backend(stateless: bool) -> (Proc, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(ROLE, "backend")
-        .arg(if stateless { "stateless" } else { "stateful" })
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Proc(child), line.trim().to_string())
+/// Runs `serve` as `hale` runs its servers: a multi-threaded runtime and a Prometheus
+/// recorder with the product's buckets.
+fn serve_with_metrics(serve: impl AsyncFnOnce(metrics_exporter_prometheus::PrometheusHandle)) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(&hale_proxy::DURATION_BUCKETS)
+            .unwrap()
+            .install_recorder()
+            .unwrap();
+        serve(metrics).await;
+    });
+}
+
+fn spawn_backend(stateless: bool) -> (Reaped, String) {
+    let started = spawn_announced(
+        Command::new(std::env::current_exe().unwrap())
+            .env(ROLE, "backend")
+            .arg(if stateless { "stateless" } else { "stateful" }),
+    )
+    .unwrap();
+    (started.process, started.first_line)
 }
 
 /// A vMCP in its own process: the process (killed on drop) and its address.
-fn spawn_vmcp(yaml: &str) -> (Proc, std::net::SocketAddr) {
+fn spawn_vmcp(yaml: &str) -> (Reaped, std::net::SocketAddr) {
     spawn_role("vmcp", "HALE_BENCH_YAML", yaml)
 }
 
 /// This binary in `role`, with `var=value`; it prints its address once it listens.
-fn spawn_role(role: &str, var: &str, value: &str) -> (Proc, std::net::SocketAddr) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(ROLE, role)
-        .env(var, value)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().parse().unwrap();
+fn spawn_role(role: &str, var: &str, value: &str) -> (Reaped, std::net::SocketAddr) {
+    let started = spawn_announced(
+        Command::new(std::env::current_exe().unwrap())
+            .env(ROLE, role)
+            .env(var, value),
+    )
+    .unwrap();
+    let addr = started.first_line.parse().unwrap();
     std::thread::sleep(Duration::from_millis(500)); // first checks, first catalog
-    (Proc(child), addr)
+    (started.process, addr)
 }
 
 /// CPU seconds (user + system) a process has used.

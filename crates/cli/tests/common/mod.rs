@@ -2,22 +2,11 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses a part
 
-use std::process::Child;
 use std::time::Duration;
 
 use hale_mcp::{McpClient, Notification};
 use serde_json::Value;
 use tokio::sync::broadcast::Receiver;
-
-/// A child process that is killed when dropped, so no test leaves one behind.
-pub(crate) struct Hale(pub(crate) Child);
-
-impl Drop for Hale {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 pub(crate) fn has(tools: &[Value], name: &str) -> bool {
     tools.iter().any(|t| t["name"] == name)
