@@ -92,6 +92,19 @@ impl Backend {
         }
     }
 
+    /// Records a failed fan-out request (a list refresh) with the tracker, as spec §7.2
+    /// asks: it counts towards `unhealthyThreshold` like a failed check. The breaker
+    /// has already seen it as a call.
+    pub fn record_fan_out_failure(&self, failure: CheckOutcome) -> Changes {
+        let before = self.routable();
+        let health = self.tracker().record(TokioClock.now(), failure);
+        Changes {
+            health,
+            circuit: None,
+            routability_changed: before != self.routable(),
+        }
+    }
+
     /// Moves an open breaker on once its timeout has passed.
     pub fn tick(&self) -> Changes {
         let before = self.routable();

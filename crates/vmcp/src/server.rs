@@ -166,18 +166,20 @@ impl State {
         method: &str,
         params: Value,
     ) -> Result<Value, String> {
-        self.guarded(i, method, async |client| {
+        self.guarded(i, method, false, async |client| {
             client.request(method, Some(params)).await
         })
         .await
     }
 
     /// Runs `op` on backend `i`'s request client if its breaker admits it, and feeds the
-    /// outcome to the breaker and the request metrics (labelled `method`).
+    /// outcome to the breaker and the request metrics (labelled `method`), and a failure
+    /// to the health tracker too when `feeds_health` (fan-outs).
     async fn guarded<T>(
         self: &Arc<Self>,
         i: usize,
         method: &str,
+        feeds_health: bool,
         op: impl AsyncFnOnce(Arc<McpClient>) -> Result<T, McpError>,
     ) -> Result<T, String> {
         let backend = &self.backends[i];
@@ -209,6 +211,14 @@ impl State {
             "failure"
         };
         metrics::counter!("toolhive_vmcp_backend_requests_total", "backend" => name.clone(), "method" => method.to_string(), "outcome" => label).increment(1);
+        if feeds_health
+            && let Err(e) = &result
+            && e.category().is_some()
+        {
+            // A list refresh is a fan-out: its failure counts with the tracker too.
+            let changes = backend.record_fan_out_failure(e.check_outcome(started.elapsed()));
+            crate::monitor::report(backend, &changes, &self.changed);
+        }
         if let Err(e) = &result
             && let Some(category) = e.category()
         {
@@ -233,7 +243,7 @@ impl State {
         let name = self.backends[i].config.name.clone();
         // One admission for the whole refresh: its failure feeds the breaker like a call's.
         let lists = self
-            .guarded(i, "tools/list", async |client| {
+            .guarded(i, "tools/list", true, async |client| {
                 let info = client.server_info().await;
                 let mut lists = BackendLists {
                     backend: name.clone(),

@@ -131,7 +131,7 @@ async fn fail_and_best_effort_decide_what_a_fan_out_returns_when_one_backend_fai
     for mode in ["fail", "best_effort"] {
         let good = TestServer::start(ServerConfig::default()).await.unwrap();
         let flaky = TestServer::start(ServerConfig::default()).await.unwrap();
-        let (_addr, stop, client) = start(&two_backends(&good, &flaky, mode, "")).await;
+        let (addr, stop, client) = start(&two_backends(&good, &flaky, mode, "")).await;
         // Healthy at its first check (the next is 30 s away), failing now.
         flaky.set_fault(Some(Fault::Status(500))).await;
         let result = client.request("tools/list", None).await;
@@ -159,6 +159,21 @@ async fn fail_and_best_effort_decide_what_a_fan_out_returns_when_one_backend_fai
                 assert!(failures[0]["error"].as_str().unwrap().contains("500"));
             }
         }
+        // Either way the failure counted with flaky's tracker (and breaker), not only
+        // with the answer.
+        let (_, status) = get_json(addr, "/status").await;
+        assert_eq!(status["backends"][1]["name"], "flaky");
+        assert!(
+            status["backends"][1]["consecutiveFailures"]
+                .as_u64()
+                .unwrap()
+                >= 1,
+            "{status}"
+        );
+        assert_eq!(
+            status["backends"][1]["lastError"]["category"], "http_status",
+            "{status}"
+        );
         stop.cancel();
         good.shutdown();
         flaky.shutdown();
