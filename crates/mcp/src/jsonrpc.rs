@@ -38,7 +38,11 @@ pub(crate) enum Message {
     /// A notification, such as `notifications/tools/list_changed`.
     Notification(Notification),
     /// A request from the server (ping, sampling, elicitation, roots).
-    Request { id: Value, method: String },
+    Request {
+        id: Value,
+        method: String,
+        params: Option<Value>,
+    },
 }
 
 /// A JSON-RPC error object.
@@ -69,7 +73,11 @@ pub(crate) fn parse(message: Value) -> Result<Message, String> {
     let id = m.remove("id");
     let method = m.remove("method");
     match (id, method) {
-        (Some(id), Some(Value::String(method))) => Ok(Message::Request { id, method }),
+        (Some(id), Some(Value::String(method))) => Ok(Message::Request {
+            id,
+            method,
+            params: m.remove("params"),
+        }),
         (None, Some(Value::String(method))) => Ok(Message::Notification(Notification {
             method,
             params: m.remove("params"),
@@ -175,7 +183,8 @@ mod tests {
             parse(json!({"jsonrpc":"2.0","id":9,"method":"ping"})),
             Ok(Message::Request {
                 id: json!(9),
-                method: "ping".into()
+                method: "ping".into(),
+                params: None,
             })
         );
     }

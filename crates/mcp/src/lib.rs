@@ -30,10 +30,14 @@ mod error;
 mod http;
 mod jsonrpc;
 mod probe;
+mod server_requests;
 mod transport;
 
 pub use client::{ClientOptions, McpClient, PROTOCOL_VERSIONS, ServerInfo};
 pub use error::McpError;
 pub use jsonrpc::Notification;
 pub use probe::{Probe, ProbeMethod};
+pub use server_requests::{
+    ServerRequest, ServerRequestError, ServerRequestFuture, ServerRequestHandler,
+};
 pub use transport::TransportKind;

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hale_core::{CallOutcome, HealthState};
-use hale_mcp::{ClientOptions, McpClient, McpError};
+use hale_mcp::{
+    ClientOptions, McpClient, McpError, ServerRequest, ServerRequestError, ServerRequestHandler,
+};
 // Logging is deprecated by SEP-2577 (protocol 2026-07-28), but the versions clients and
 // servers speak today have it: the vMCP relays it for them.
 #[allow(deprecated)]
@@ -134,6 +136,8 @@ impl State {
             transport: b.config.transport,
             request_timeout: self.config.timeout_for(&b.config.name),
             client_name: "hale-vmcp".into(),
+            // Sampling and elicitation requests are relayed to the calling client.
+            relays_client_features: true,
         };
         let client = Arc::new(McpClient::connect(&b.config.url, options).await?);
         let mut notes = client.notifications();
@@ -166,8 +170,25 @@ impl State {
         method: &str,
         params: Value,
     ) -> Result<Value, String> {
-        self.guarded(i, method, false, async |client| {
-            client.request(method, Some(params)).await
+        self.call_answering(i, method, params, None).await
+    }
+
+    /// Like [`call`](Self::call); the backend's own requests made while it answers
+    /// (sampling, elicitation) go to `answering`.
+    async fn call_answering(
+        self: &Arc<Self>,
+        i: usize,
+        method: &str,
+        params: Value,
+        answering: Option<&ServerRequestHandler>,
+    ) -> Result<Value, String> {
+        self.guarded(i, method, false, async |client| match answering {
+            Some(handler) => {
+                client
+                    .request_answering(method, Some(params), handler)
+                    .await
+            }
+            None => client.request(method, Some(params)).await,
         })
         .await
     }
@@ -642,6 +663,16 @@ impl Handler {
         method: &str,
         params: Value,
     ) -> Result<Value, ErrorData> {
+        self.forward_answering(backend, method, params, None).await
+    }
+
+    async fn forward_answering(
+        &self,
+        backend: &str,
+        method: &str,
+        params: Value,
+        answering: Option<&ServerRequestHandler>,
+    ) -> Result<Value, ErrorData> {
         let Some(i) = self.state.index(backend) else {
             return Err(ErrorData::new(
                 ErrorCode(-32602),
@@ -660,10 +691,39 @@ impl Handler {
             return Err(self.unavailable(i, true, &format!("health {health}, circuit {circuit}")));
         }
         self.state
-            .call(i, method, params)
+            .call_answering(i, method, params, answering)
             .await
             .map_err(|e| self.unavailable(i, false, &e))
     }
+}
+
+/// Relays a backend's request to the client whose call (`call`) it belongs to
+/// (sampling, elicitation, roots), as whatever typed request rmcp knows it as, on that
+/// call's own stream.
+fn ask_the_client(peer: Peer<RoleServer>, call: rmcp::model::RequestId) -> ServerRequestHandler {
+    Arc::new(move |request: ServerRequest| {
+        let (peer, call) = (peer.clone(), call.clone());
+        Box::pin(async move {
+            let refused = |code: i64, message: String| ServerRequestError { code, message };
+            let mut typed: rmcp::model::ServerRequest = serde_json::from_value(json!({
+                "method": request.method,
+                "params": request.params.unwrap_or_else(|| json!({})),
+            }))
+            .map_err(|e| refused(-32602, format!("cannot relay {}: {e}", request.method)))?;
+            // Ride the call's SSE stream (SEP-2260), where the client expects it, rather
+            // than the session's standalone stream.
+            rmcp::model::GetExtensions::extensions_mut(&mut typed)
+                .insert(rmcp::service::OriginatingRequestId(call));
+            match peer.send_request(typed).await {
+                Ok(answer) => serde_json::to_value(answer)
+                    .map_err(|e| refused(-32603, format!("cannot relay the answer: {e}"))),
+                Err(rmcp::service::ServiceError::McpError(e)) => {
+                    Err(refused(i64::from(e.code.0), e.message.to_string()))
+                }
+                Err(e) => Err(refused(-32603, format!("the client did not answer: {e}"))),
+            }
+        })
+    })
 }
 
 /// Forgets a call's progress token when the call ends, however it ends (a cancelled
@@ -794,7 +854,10 @@ impl ServerHandler for Handler {
                 token: ours,
             }
         });
-        let result = self.forward(&route.backend, "tools/call", params).await;
+        let answering = ask_the_client(context.peer.clone(), context.id.clone());
+        let result = self
+            .forward_answering(&route.backend, "tools/call", params, Some(&answering))
+            .await;
         drop(progress);
         Ok(CallToolResponse::Complete(convert(result?)?))
     }

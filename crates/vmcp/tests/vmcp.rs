@@ -396,3 +396,63 @@ async fn progress_reaches_only_the_calling_session_and_logs_and_subscriptions_ar
     good.shutdown();
     other.shutdown();
 }
+
+#[tokio::test]
+async fn a_backends_sampling_request_is_relayed_to_the_calling_client_and_back() {
+    let good = TestServer::start(ServerConfig::default()).await.unwrap();
+    let other = TestServer::start(ServerConfig::default()).await.unwrap();
+    let Started {
+        addr, stop, client, ..
+    } = start_with(&two_backends(&good, &other, "best_effort", ""), None).await;
+    // A client with an "LLM": it declares sampling and answers the request.
+    let with_llm = McpClient::connect(
+        &format!("http://{addr}/mcp"),
+        ClientOptions {
+            relays_client_features: true,
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let asked = seen.clone();
+    let llm: hale_mcp::ServerRequestHandler =
+        std::sync::Arc::new(move |request: hale_mcp::ServerRequest| {
+            asked.lock().unwrap().push(request.clone());
+            Box::pin(async move {
+                Ok(
+                    json!({"role": "assistant", "model": "test-model", "stopReason": "endTurn",
+                          "content": {"type": "text", "text": "forty-two"}}),
+                )
+            })
+        });
+    let result = with_llm
+        .request_answering(
+            "tools/call",
+            Some(json!({"name": "good_test_sampling", "arguments": {"prompt": "the answer?"}})),
+            &llm,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        result["content"][0]["text"], "LLM response: forty-two",
+        "{result}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "sampling/createMessage");
+    assert_eq!(
+        seen[0].params.as_ref().unwrap()["messages"][0]["content"]["text"],
+        "the answer?"
+    );
+
+    // A client that cannot sample: the backend's tool reports the refusal; nothing hangs.
+    let result = client
+        .call_tool("good_test_sampling", json!({"prompt": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(result["isError"], true, "{result}");
+    stop.cancel();
+    good.shutdown();
+    other.shutdown();
+}

@@ -11,6 +11,7 @@ pub(crate) use streamable::StreamableHttp;
 
 use crate::McpError;
 use crate::jsonrpc::{self, Message, Notification};
+use crate::server_requests::ServerRequestHandler;
 
 /// Which transport a backend speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,10 +66,13 @@ impl Transport {
         id: u64,
         method: &str,
         params: Option<Value>,
+        answering: Option<&ServerRequestHandler>,
     ) -> Result<Value, McpError> {
         let message = jsonrpc::request(id, method, params);
         match self {
-            Transport::Streamable(t) => t.request(id, method, &message).await,
+            // Legacy SSE carries every message on one stream: a server request there
+            // cannot be told apart by the request it belongs to, so it is declined.
+            Transport::Streamable(t) => t.request(id, method, &message, answering).await,
             Transport::Sse(t) => t.request(id, method, &message).await,
         }
     }
@@ -107,8 +111,9 @@ pub(crate) enum Unsolicited {
     Reply(Value),
 }
 
-/// Delivers notifications and answers server requests. hale is a gateway, not an end
-/// client: it answers `ping` and declines sampling, elicitation and roots.
+/// Delivers notifications and answers server requests that no request of ours is
+/// waiting to relay: hale is a gateway, not an end client, so it answers `ping` and
+/// declines sampling, elicitation and roots (see `server_requests` for the relay).
 pub(crate) fn unsolicited(
     message: Message,
     notifications: &broadcast::Sender<Notification>,
@@ -119,10 +124,10 @@ pub(crate) fn unsolicited(
             let _ = notifications.send(n);
             Unsolicited::Handled
         }
-        Message::Request { id, method } if method == "ping" => {
+        Message::Request { id, method, .. } if method == "ping" => {
             Unsolicited::Reply(jsonrpc::result(&id, serde_json::json!({})))
         }
-        Message::Request { id, method } => Unsolicited::Reply(jsonrpc::error(
+        Message::Request { id, method, .. } => Unsolicited::Reply(jsonrpc::error(
             &id,
             -32601,
             &format!("{method} is not supported by this client"),

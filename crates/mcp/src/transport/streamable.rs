@@ -18,6 +18,7 @@ use super::{Unsolicited, id_matches, unsolicited};
 use crate::McpError;
 use crate::http::{self as h, HttpClient};
 use crate::jsonrpc::{self, Message, Notification};
+use crate::server_requests::{ServerRequest, ServerRequestHandler};
 
 const SESSION: &str = "mcp-session-id";
 const PROTOCOL_VERSION: &str = "mcp-protocol-version";
@@ -63,9 +64,12 @@ impl StreamableHttp {
         id: u64,
         method: &str,
         message: &Value,
+        answering: Option<&ServerRequestHandler>,
     ) -> Result<Value, McpError> {
         let response = self.shared.post(method, message).await?;
-        self.shared.read_answer(id, method, response).await
+        self.shared
+            .read_answer(id, method, response, answering)
+            .await
     }
 
     pub(crate) async fn post_no_answer(
@@ -170,11 +174,12 @@ impl Shared {
         id: u64,
         method: &str,
         response: http::Response<Incoming>,
+        answering: Option<&ServerRequestHandler>,
     ) -> Result<Value, McpError> {
         let status = response.status();
         if h::is_event_stream(response.headers()) && status.is_success() {
             return self
-                .read_stream_answer(id, method, response.into_body())
+                .read_stream_answer(id, method, response.into_body(), answering)
                 .await;
         }
         let body = h::read_body(&self.url, method, response.into_body()).await?;
@@ -183,7 +188,7 @@ impl Shared {
         }
         let message =
             jsonrpc::parse_bytes(&body).map_err(|detail| self.protocol(method, detail))?;
-        self.answer(id, method, message).unwrap_or_else(|| {
+        self.answer(id, method, message, None).unwrap_or_else(|| {
             Err(self.protocol(method, format!("expected the answer to request {id}")))
         })
     }
@@ -193,6 +198,7 @@ impl Shared {
         id: u64,
         method: &str,
         body: Incoming,
+        answering: Option<&ServerRequestHandler>,
     ) -> Result<Value, McpError> {
         let mut events = SseStream::new(body);
         while let Some(event) = events.next().await {
@@ -205,7 +211,7 @@ impl Shared {
             };
             let message = jsonrpc::parse_bytes(data.as_bytes())
                 .map_err(|detail| self.protocol(method, detail))?;
-            if let Some(answer) = self.answer(id, method, message) {
+            if let Some(answer) = self.answer(id, method, message, answering) {
                 return answer;
             }
         }
@@ -217,10 +223,33 @@ impl Shared {
     }
 
     /// `Some` if `message` answers request `id`; otherwise delivers it and returns `None`.
-    fn answer(&self, id: u64, method: &str, message: Message) -> Option<Result<Value, McpError>> {
+    /// A server request on this stream goes to `answering`, if given.
+    fn answer(
+        &self,
+        id: u64,
+        method: &str,
+        message: Message,
+        answering: Option<&ServerRequestHandler>,
+    ) -> Option<Result<Value, McpError>> {
         match message {
             Message::Response { id: got, outcome } if id_matches(&got, id) => {
                 Some(outcome.map_err(|e| McpError::rpc(&self.url, method, e)))
+            }
+            Message::Request {
+                id: asked,
+                method: asked_method,
+                params,
+            } if asked_method != "ping" && answering.is_some() => {
+                let handler = answering.cloned()?;
+                self.answer_later(
+                    asked,
+                    ServerRequest {
+                        method: asked_method,
+                        params,
+                    },
+                    handler,
+                );
+                None
             }
             other => {
                 if let Unsolicited::Reply(reply) = unsolicited(other, &self.notifications) {
@@ -229,6 +258,25 @@ impl Shared {
                 None
             }
         }
+    }
+
+    /// Posts the handler's answer to server request `id` once it has one; the stream
+    /// goes on being read meanwhile (the answer may take a person's time).
+    fn answer_later(&self, id: Value, request: ServerRequest, handler: ServerRequestHandler) {
+        let builder = self
+            .builder(Method::POST)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream");
+        let http = self.http.clone();
+        tokio::spawn(async move {
+            let reply = match handler(request).await {
+                Ok(result) => jsonrpc::result(&id, result),
+                Err(e) => jsonrpc::error(&id, e.code, &e.message),
+            };
+            if let Ok(request) = builder.body(Full::new(Bytes::from(reply.to_string()))) {
+                let _ = http.request(request).await;
+            }
+        });
     }
 
     fn reply(&self, reply: Value) {
