@@ -65,7 +65,7 @@ pub struct State {
     catalog: RwLock<Arc<Catalog>>,
     /// Every tool's backend, routable or not (rebuilt with the catalog): how a call to a
     /// withdrawn tool learns whose it is without any work.
-    owners: Mutex<Arc<HashMap<String, String>>>,
+    owners: Mutex<HashMap<String, String>>,
     sessions: Mutex<Vec<Peer<RoleServer>>>,
     /// Calls in flight that asked for progress: the token sent to the backend (unique
     /// across all clients) → the session that asked and the token it chose.
@@ -110,7 +110,7 @@ impl State {
             clients,
             lists: Mutex::new(HashMap::new()),
             catalog: RwLock::new(Arc::new(Catalog::default())),
-            owners: Mutex::new(Arc::new(HashMap::new())),
+            owners: Mutex::new(HashMap::new()),
             sessions: Mutex::new(Vec::new()),
             progress: Mutex::new(HashMap::new()),
             next_progress: std::sync::atomic::AtomicU64::new(1),
@@ -324,33 +324,19 @@ impl State {
     /// done by a request (which then wakes the catalog task) cannot swallow it.
     pub async fn rebuild(&self) -> ListsChanged {
         // Arcs: a rebuild shares the cached lists instead of copying them.
-        let (lists, all): (Vec<Arc<BackendLists>>, Vec<Arc<BackendLists>>) = {
+        let (lists, all) = {
             let cached = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
-            let all: Vec<Arc<BackendLists>> = self
-                .backends
-                .iter()
-                .filter_map(|b| cached.get(&b.config.name).cloned())
-                .collect();
-            let routable = all
-                .iter()
-                .filter(|l| {
-                    self.index(&l.backend)
-                        .is_some_and(|i| self.backends[i].routable())
-                })
-                .cloned()
-                .collect();
+            let (mut routable, mut all) = (Vec::new(), Vec::new());
+            for b in &self.backends {
+                if let Some(l) = cached.get(&b.config.name) {
+                    all.push(l.clone());
+                    if b.routable() {
+                        routable.push(l.clone());
+                    }
+                }
+            }
             (routable, all)
         };
-        if let Ok(everything) =
-            aggregate::build(&self.config.conflict_resolution, &self.config.tools, &all)
-        {
-            let owners = everything
-                .tool_routes
-                .into_iter()
-                .map(|(name, route)| (name, route.backend))
-                .collect();
-            *self.owners.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(owners);
-        }
         let catalog =
             match aggregate::build(&self.config.conflict_resolution, &self.config.tools, &lists) {
                 Ok(c) => c,
@@ -359,6 +345,21 @@ impl State {
                     return ListsChanged::default();
                 }
             };
+        // Whose is each tool, withdrawn backends included. With every listed backend
+        // routable (the usual case) that is the catalog's own routing table.
+        let everything = if all.len() == lists.len() {
+            Some(catalog.tool_routes.clone())
+        } else {
+            aggregate::build(&self.config.conflict_resolution, &self.config.tools, &all)
+                .ok()
+                .map(|c| c.tool_routes)
+        };
+        if let Some(routes) = everything {
+            *self.owners.lock().unwrap_or_else(PoisonError::into_inner) = routes
+                .into_iter()
+                .map(|(name, route)| (name, route.backend))
+                .collect();
+        }
         metrics::gauge!("toolhive_vmcp_catalog_tools").set(catalog.tools.len() as f64);
         metrics::gauge!("toolhive_vmcp_routable_backends")
             .set(self.backends.iter().filter(|b| b.routable()).count() as f64);
@@ -385,11 +386,11 @@ impl State {
         changed
     }
 
-    #[allow(deprecated)] // logging: see the note on the imports
     /// Passes a backend's log message or resource update on to every client session.
     /// The vMCP holds one session per backend for all its clients, so these cannot be
     /// told apart per client: every session gets them (the level set last, by any
     /// client, applies to all).
+    #[allow(deprecated)] // logging: see the note on the imports
     async fn relay(&self, backend: &str, note: hale_mcp::Notification) {
         let params = note.params.unwrap_or_default();
         let peers: Vec<Peer<RoleServer>> = self
