@@ -104,6 +104,15 @@ async fn the_demo_withdraws_and_restores_search_and_reports_docs_degraded() {
         degraded,
         "docs is reported degraded during its latency spike"
     );
+    // Tools counted as clients see them: the demo's filter leaves weather three.
+    let weather = status(&base)["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "weather")
+        .cloned()
+        .unwrap();
+    assert_eq!(weather["tools"], 3, "{weather}");
 
     let tools = tools_changed_until(&client, &mut notes, Duration::from_secs(8), |t| {
         !has(t, "search_query")

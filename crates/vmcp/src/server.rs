@@ -283,7 +283,6 @@ impl State {
                 Ok(lists)
             })
             .await?;
-        self.backends[i].set_tools(lists.tools.len());
         self.lists
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -324,18 +323,19 @@ impl State {
     /// done by a request (which then wakes the catalog task) cannot swallow it.
     pub async fn rebuild(&self) -> ListsChanged {
         // Arcs: a rebuild shares the cached lists instead of copying them.
-        let (lists, all) = {
+        let (lists, all, listed) = {
             let cached = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
-            let (mut routable, mut all) = (Vec::new(), Vec::new());
+            let (mut routable, mut all, mut listed) = (Vec::new(), Vec::new(), Vec::new());
             for b in &self.backends {
                 if let Some(l) = cached.get(&b.config.name) {
                     all.push(l.clone());
+                    listed.push(b);
                     if b.routable() {
                         routable.push(l.clone());
                     }
                 }
             }
-            (routable, all)
+            (routable, all, listed)
         };
         let catalog =
             match aggregate::build(&self.config.conflict_resolution, &self.config.tools, &lists) {
@@ -355,9 +355,18 @@ impl State {
                 .map(|c| c.tool_routes)
         };
         if let Some(routes) = everything {
+            // What each backend offers clients when routable, after filters and conflict
+            // resolution: the `tools` of `/status` and `hale status`.
+            let mut offered: HashMap<&str, usize> = HashMap::new();
+            for route in routes.values() {
+                *offered.entry(route.backend.as_str()).or_default() += 1;
+            }
+            for b in listed {
+                b.set_tools(offered.get(b.config.name.as_str()).copied().unwrap_or(0));
+            }
             *self.owners.lock().unwrap_or_else(PoisonError::into_inner) = routes
-                .into_iter()
-                .map(|(name, route)| (name, route.backend))
+                .iter()
+                .map(|(name, route)| (name.clone(), route.backend.clone()))
                 .collect();
         }
         metrics::gauge!("toolhive_vmcp_catalog_tools").set(catalog.tools.len() as f64);
