@@ -29,6 +29,8 @@ pub(crate) fn client() -> HttpClient {
     connector.set_connect_timeout(Some(Duration::from_secs(10)));
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
+        // MCP messages are small: one flattened write beats an iovec.
+        .http1_writev(false)
         .pool_timer(TokioTimer::new())
         .build(connector)
 }

@@ -163,7 +163,11 @@ impl Vmcp {
                     let front = service_front.clone();
                     async move { Ok::<_, Infallible>(front.route(req).await) }
                 });
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                // Small JSON-RPC messages: one flattened write beats an iovec (as in the
+                // proxy).
+                let conn = http1::Builder::new()
+                    .writev(false)
+                    .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
                 tokio::select! {
                     _ = conn.as_mut() => return,
