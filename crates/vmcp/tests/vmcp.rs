@@ -77,19 +77,16 @@ operational:
     let mut notes = client.notifications();
     tokio::time::sleep(Duration::from_millis(300)).await; // the GET stream is up
     search.set_fault(Some(Fault::Down)).await;
-    tools_changed(&mut notes).await;
-    let after = names(&client.list_tools().await.unwrap());
-    assert!(!after.iter().any(|n| n.starts_with("search_")), "{after:?}");
+    let after = tools_changed_until(&client, &mut notes, |t| {
+        !t.iter().any(|n| n.starts_with("search_"))
+    })
+    .await;
     assert!(after.contains(&"weather_echo".to_string()));
-    let started = std::time::Instant::now();
+    // Answered from the cached health: the error says so (no backend contact needed).
     let err = client
         .call_tool("search_echo", json!({"text": "x"}))
         .await
         .unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "answered at once"
-    );
     match &err {
         McpError::Rpc { message, data, .. } => {
             assert!(
@@ -108,9 +105,8 @@ operational:
 
     // It comes back: the tools return, and the client is told again.
     search.set_fault(None).await;
-    tools_changed(&mut notes).await;
-    wait_for("search tools back", async || {
-        names(&client.list_tools().await.unwrap()).contains(&"search_echo".to_string())
+    tools_changed_until(&client, &mut notes, |t| {
+        t.contains(&"search_echo".to_string())
     })
     .await;
     let echo = client
@@ -265,14 +261,15 @@ async fn fail_mode_answers_at_the_first_failure_and_cancels_the_other_branches()
     let slow = TestServer::start(ServerConfig::default()).await.unwrap();
     let broken = TestServer::start(ServerConfig::default()).await.unwrap();
     let (_addr, stop, client) = start(&two_backends(&slow, &broken, "fail", "")).await;
-    slow.set_fault(Some(Fault::Slow(Duration::from_secs(3))))
+    // Slow enough that waiting for it could not be mistaken for a loaded machine.
+    slow.set_fault(Some(Fault::Slow(Duration::from_secs(30))))
         .await;
     broken.set_fault(Some(Fault::Status(500))).await;
     let started = std::time::Instant::now();
     let err = client.request("tools/list", None).await.unwrap_err();
     assert!(err.to_string().contains("flaky"), "{err}");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(10),
         "did not wait for the slow branch: {:?}",
         started.elapsed()
     );

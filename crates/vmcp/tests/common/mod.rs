@@ -32,6 +32,28 @@ pub(crate) async fn tools_changed(
     .expect("notifications/tools/list_changed");
 }
 
+/// Follows `tools/list_changed` notifications until the tool names pass `test` (a list
+/// that fails meanwhile, as `fail` mode may while a backend is dying, is skipped).
+pub(crate) async fn tools_changed_until(
+    client: &McpClient,
+    notes: &mut tokio::sync::broadcast::Receiver<hale_mcp::Notification>,
+    test: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            while notes.recv().await.unwrap().method != "notifications/tools/list_changed" {}
+            if let Ok(tools) = client.list_tools().await {
+                let now = names(&tools);
+                if test(&now) {
+                    return now;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a tools/list_changed after which the tools changed as expected")
+}
+
 pub(crate) fn names(tools: &[Value]) -> Vec<String> {
     let mut n: Vec<String> = tools
         .iter()
