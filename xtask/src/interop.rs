@@ -613,6 +613,16 @@ impl Watcher {
             .unwrap_or_default())
     }
 
+    /// Whether a `tools/list_changed` arrives within 10 s, and what went wrong if not.
+    fn tools_changed(&mut self) -> (bool, String) {
+        match self.expect(Duration::from_secs(10), |v| {
+            v["notification"] == "notifications/tools/list_changed"
+        }) {
+            Ok(_) => (true, String::new()),
+            Err(e) => (false, e),
+        }
+    }
+
     fn call(&mut self, tool: &str) -> Result<serde_json::Value, String> {
         self.send(&format!("call {tool}"))?;
         self.expect(Duration::from_secs(30), |v| v.get("ok").is_some())
@@ -671,13 +681,11 @@ fn withdrawal(
     ));
 
     drop(backend); // killed: connection refused from now on
-    let notified = watch.expect(Duration::from_secs(10), |v| {
-        v["notification"] == "notifications/tools/list_changed"
-    });
+    let (told, detail) = watch.tools_changed();
     steps.push((
         "backend killed: client gets tools/list_changed",
-        notified.is_ok(),
-        notified.err().unwrap_or_default(),
+        told,
+        detail,
     ));
     let tools = watch.tools()?;
     steps.push((
@@ -694,14 +702,8 @@ fn withdrawal(
     ));
 
     let _backend = spawn_on(python, "/mcp", python_port)?;
-    let notified = watch.expect(Duration::from_secs(10), |v| {
-        v["notification"] == "notifications/tools/list_changed"
-    });
-    steps.push((
-        "backend restarted: client notified again",
-        notified.is_ok(),
-        notified.err().unwrap_or_default(),
-    ));
+    let (told, detail) = watch.tools_changed();
+    steps.push(("backend restarted: client notified again", told, detail));
     let tools = watch.tools()?;
     steps.push((
         "its tools are back",
