@@ -2,6 +2,8 @@
 //!
 //! - `tools/call` through the vMCP against calling the backend directly, 16 clients.
 //! - How fast an open breaker answers (the refusal path, p99).
+//! - Detection: how soon a dead backend's tools are withdrawn and clients told, and that a
+//!   short blip withdraws nothing.
 //! - The monitor's cost for 1,000 backends checked every second: CPU share and memory
 //!   per backend.
 //!
@@ -76,11 +78,11 @@ fn main() {
         println!("vmcp bench: backend at {url}; `cargo xtask bench vmcp` measures");
         return;
     }
-    // `cargo bench -p hale-vmcp --bench vmcp -- calls` (or `breaker`, `monitor`) runs one
-    // part, e.g. under a profiler.
+    // `cargo bench -p hale-vmcp --bench vmcp -- calls` (or `breaker`, `detection`,
+    // `monitor`) runs one part, e.g. under a profiler.
     let only: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| ["calls", "breaker", "monitor"].contains(&a.as_str()))
+        .filter(|a| ["calls", "breaker", "detection", "monitor"].contains(&a.as_str()))
         .collect();
     let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -89,6 +91,9 @@ fn main() {
     }
     if wanted("breaker") {
         rt.block_on(open_breaker());
+    }
+    if wanted("detection") {
+        rt.block_on(detection());
     }
     drop(rt);
     if wanted("monitor") {
@@ -290,6 +295,89 @@ async fn open_breaker() {
         pct(&mut pings, 50.0),
         pct(&mut pings, 99.0)
     );
+}
+
+/// Spec §9, detection: a dead backend's tools are withdrawn, and clients notified, within
+/// `unhealthyThreshold × interval + healthCheckTimeout + 1 s`; a blip shorter than the
+/// tolerance window never withdraws them. Measured at a client of a vMCP in its own
+/// process, against a backend in this one whose faults the bench switches.
+async fn detection() {
+    const INTERVAL: Duration = Duration::from_secs(1);
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    const THRESHOLD: u32 = 3;
+    let bound = INTERVAL * THRESHOLD + TIMEOUT + Duration::from_secs(1);
+    // With checks spread ±10 %, `THRESHOLD` checks can fit in (THRESHOLD - 1) × 0.9
+    // intervals: a blip shorter than that can never withdraw anything.
+    let blip = INTERVAL.mul_f64(f64::from(THRESHOLD - 1) * 0.9) - Duration::from_millis(300);
+    let server = hale_testkit::TestServer::start(hale_testkit::ServerConfig::default())
+        .await
+        .unwrap();
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: kit, url: \"{}\"}}\noperational:\n  failureHandling: {{healthCheckInterval: {}ms, healthCheckTimeout: {}ms, unhealthyThreshold: {THRESHOLD}}}\n",
+        server.url(),
+        INTERVAL.as_millis(),
+        TIMEOUT.as_millis()
+    );
+    let (_vmcp, addr) = spawn_vmcp(&yaml);
+    let client = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
+        .await
+        .unwrap();
+    let _ = client.list_tools().await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // the start-up notification passes
+    let mut notes = client.notifications();
+    let tools_changed =
+        async |notes: &mut tokio::sync::broadcast::Receiver<hale_mcp::Notification>,
+               within: Duration| {
+            tokio::time::timeout(within, async {
+                while notes.recv().await.map(|n| n.method).unwrap_or_default()
+                    != "notifications/tools/list_changed"
+                {}
+            })
+            .await
+            .is_ok()
+        };
+    println!(
+        "\n## Detection: interval 1 s, timeout 500 ms, unhealthyThreshold 3 (bound {bound:?})\n"
+    );
+    println!("| trial | backend down → client notified | within the bound |\n|---|---|---|");
+    for trial in 1..=3 {
+        let started = Instant::now();
+        server.set_fault(Some(hale_testkit::Fault::Down)).await;
+        let told = tools_changed(&mut notes, bound * 2).await;
+        let took = started.elapsed();
+        println!(
+            "| {trial} | {} | {} |",
+            if told {
+                format!("{:.2} s", took.as_secs_f64())
+            } else {
+                "never".into()
+            },
+            if told && took <= bound {
+                "yes"
+            } else {
+                "**no**"
+            }
+        );
+        server.set_fault(None).await;
+        tools_changed(&mut notes, bound * 2).await; // restored
+        tokio::time::sleep(INTERVAL * 2).await;
+        while notes.try_recv().is_ok() {}
+    }
+    server.set_fault(Some(hale_testkit::Fault::Down)).await;
+    tokio::time::sleep(blip).await;
+    server.set_fault(None).await;
+    let withdrawn = tools_changed(&mut notes, INTERVAL * 3).await;
+    println!(
+        "| blip of {:.1} s | {} | {} |",
+        blip.as_secs_f64(),
+        if withdrawn {
+            "withdrawn"
+        } else {
+            "not withdrawn"
+        },
+        if withdrawn { "**no**" } else { "yes" }
+    );
+    server.shutdown();
 }
 
 fn cpu_seconds() -> f64 {
