@@ -12,7 +12,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // a bench reports on stdout
 
-use hale_testkit::process::{Reaped, spawn_announced};
+use hale_testkit::process::{Reaped, rss_kib, spawn_announced};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -270,17 +270,6 @@ http {{
         std::thread::sleep(Duration::from_millis(50));
     }
     (Reaped(child), addr)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn percentile(values: &[f64], p: f64) -> f64 {

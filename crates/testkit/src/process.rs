@@ -52,3 +52,54 @@ pub fn spawn_announced(command: &mut Command) -> io::Result<Announced> {
         rest: lines,
     })
 }
+
+/// Resident memory of process `pid` in KiB, from `/proc` (0 where it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) process `pid` has used, in seconds, from `/proc` (0 where it
+/// cannot be read). Assumes the usual 100 clock ticks per second.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may itself hold spaces and parentheses).
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_readers_see_this_process() {
+        let me = std::process::id();
+        assert!(rss_kib(me) > 0);
+        let before = cpu_seconds(me);
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        assert!(cpu_seconds(me) > before, "busy work shows as CPU time");
+        assert_eq!(rss_kib(u32::MAX), 0, "no such process");
+    }
+}

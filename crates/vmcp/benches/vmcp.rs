@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hale_mcp::{ClientOptions, McpClient};
-use hale_testkit::process::{Reaped, spawn_announced};
+use hale_testkit::process::{Reaped, cpu_seconds, rss_kib, spawn_announced};
 use hale_vmcp::{Vmcp, VmcpConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -143,11 +143,6 @@ fn spawn_role(role: &str, var: &str, value: &str) -> (Reaped, std::net::SocketAd
     (started.process, addr)
 }
 
-/// CPU seconds (user + system) a process has used.
-fn cpu_seconds_of(pid: u32) -> f64 {
-    cpu_from_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
-}
-
 /// `CLIENTS` clients calling `tool` at `url` for `SECONDS`: (calls/s, p50 ms, p99 ms).
 async fn load(url: &str, tool: &str, arguments: serde_json::Value) -> (f64, f64, f64) {
     let mut clients = Vec::new();
@@ -202,12 +197,12 @@ async fn calls(backend: &str) {
         let mut last = None;
         for round in 1..=2 {
             let d = load(backend, tool, arguments.clone()).await;
-            let cpu0 = cpu_seconds_of(proxy.0.id());
+            let cpu0 = cpu_seconds(proxy.0.id());
             let p = load(&proxied, tool, arguments.clone()).await;
-            let proxy_us = (cpu_seconds_of(proxy.0.id()) - cpu0) / (p.0 * SECONDS as f64) * 1e6;
-            let cpu0 = cpu_seconds_of(vmcp.0.id());
+            let proxy_us = (cpu_seconds(proxy.0.id()) - cpu0) / (p.0 * SECONDS as f64) * 1e6;
+            let cpu0 = cpu_seconds(vmcp.0.id());
             let v = load(&through, &format!("kit_{tool}"), arguments.clone()).await;
-            let vmcp_us = (cpu_seconds_of(vmcp.0.id()) - cpu0) / (v.0 * SECONDS as f64) * 1e6;
+            let vmcp_us = (cpu_seconds(vmcp.0.id()) - cpu0) / (v.0 * SECONDS as f64) * 1e6;
             eprintln!(
                 "{label} round {round}: direct {:.0}/s p99 {:.2} ms; via hale proxy {:.0}/s p99 {:.2} ms, {proxy_us:.0} µs CPU per call; via vmcp {:.0}/s p99 {:.2} ms, {vmcp_us:.0} µs CPU per call",
                 d.0, d.2, p.0, p.2, v.0, v.2
@@ -380,46 +375,13 @@ async fn detection() {
     server.shutdown();
 }
 
-fn cpu_seconds() -> f64 {
-    cpu_from_stat(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
-}
-
-/// utime + stime of a `/proc/PID/stat` line, in seconds.
-fn cpu_from_stat(stat: &str) -> f64 {
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn rss_kib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 fn monitor_cost() {
     const BACKENDS: usize = 1000;
     const WINDOW: u64 = 10;
     let (_backend, url) = spawn_backend(true);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let before = rss_kib();
+    let me = std::process::id();
+    let before = rss_kib(me) as f64;
     let mut yaml = String::from("listen: 127.0.0.1:0\nbackends:\n");
     for i in 0..BACKENDS {
         yaml.push_str(&format!("  - {{name: b{i}, url: \"{url}\"}}\n"));
@@ -434,10 +396,10 @@ fn monitor_cost() {
         let stop = CancellationToken::new();
         tokio::spawn(vmcp.run(stop.clone()));
         tokio::time::sleep(Duration::from_secs(3)).await; // every session opened
-        let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+        let (cpu0, wall0) = (cpu_seconds(me), Instant::now());
         tokio::time::sleep(Duration::from_secs(WINDOW)).await;
-        let share = (cpu_seconds() - cpu0) / wall0.elapsed().as_secs_f64();
-        let per_backend = (rss_kib() - before) / BACKENDS as f64;
+        let share = (cpu_seconds(me) - cpu0) / wall0.elapsed().as_secs_f64();
+        let per_backend = (rss_kib(me) as f64 - before) / BACKENDS as f64;
         println!(
             "\n## Monitor cost: {BACKENDS} backends checked every second, {WINDOW} s window\n"
         );
