@@ -45,7 +45,9 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     let backends = match start_backends().await {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("hale demo: cannot start the demo backends: {e}");
+            logging::say(format_args!(
+                "hale demo: cannot start the demo backends: {e}"
+            ));
             return ExitCode::FAILURE;
         }
     };
@@ -53,7 +55,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             // The demo writes its own configuration; failing here is a bug in hale.
-            eprintln!("hale demo: {e}");
+            logging::say(format_args!("hale demo: {e}"));
             return ExitCode::FAILURE;
         }
     };

@@ -43,14 +43,25 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     hale_core::parse_go_duration(text).map_err(|e| e.to_string())
 }
 
+/// Like [`parse_duration`], with `0` meaning "none".
+fn parse_duration_or_zero(text: &str) -> Result<std::time::Duration, String> {
+    if text.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    parse_duration(text)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.log_format);
-    match cli.command {
+    let code = match cli.command {
         Command::Proxy(args) => proxy::run(args).await,
         Command::Vmcp(args) => vmcp::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Status(args) => status::run(args),
-    }
+    };
+    // The last lines (why it stopped) are worth a short wait; a stuck stderr is not.
+    logging::flush(std::time::Duration::from_millis(500));
+    code
 }

@@ -19,8 +19,12 @@ Health checks (all optional; invalid, zero or negative values log a warning and 
 
 Each check is an MCP ping on a long-lived probe session. A failed check counts one
 failure and is retried once after the retry delay; a successful retry resets the count.
-At the threshold the proxy answers new requests with 503, drains requests in flight,
-closes SSE streams and exits with status 3.
+Between a failed check and the threshold, requests wait for the server (a refused
+connection is tried again after the retry delay): a blip shorter than the window costs
+one slow answer. At the threshold the proxy stops accepting, answers every request it
+can no longer deliver with HTTP 200 and a JSON-RPC error for its id (code -31001; on the
+SSE stream for legacy SSE), drains, closes SSE streams and exits with status 3. SIGTERM
+does the same with code -31003 and exit status 0.
 
 Endpoints served by the proxy itself: GET /health (the last check's result: 200, or 503
 once shutting down) and GET /metrics (Prometheus). Everything else goes to the target.";
@@ -40,6 +44,18 @@ pub(crate) struct Args {
     /// How long requests in flight may take to finish at shutdown (Go syntax).
     #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
     drain_timeout: Duration,
+    /// How long a request may wait for the server's answer, retries of a refused
+    /// connection included (Go syntax; 0: until the proxy gives up on the server).
+    #[arg(long, default_value = "0", value_parser = crate::parse_duration_or_zero)]
+    request_timeout: Duration,
+    /// A host name clients may use to reach the proxy, besides IP addresses and
+    /// localhost (repeatable; `*` allows any). Other names get 403 (DNS rebinding).
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
+    /// A browser origin allowed to call the proxy, besides its own and (on a loopback
+    /// listener) loopback pages (repeatable; `*` allows any).
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
@@ -56,13 +72,16 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         transport,
         listen: args.listen,
         drain_timeout: args.drain_timeout,
+        request_timeout: (!args.request_timeout.is_zero()).then_some(args.request_timeout),
+        allowed_hosts: args.allowed_hosts,
+        allowed_origins: args.allowed_origins,
         metrics: logging::metrics(&hale_proxy::DURATION_BUCKETS),
         ..ProxyConfig::new(&args.target, checks)
     };
     let proxy = match Proxy::bind(config).await {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("hale proxy: {e}");
+            logging::say(format_args!("hale proxy: {e}"));
             let code = match e {
                 ProxyError::Listen { .. } => 1,
                 _ => 2,
@@ -88,7 +107,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     match proxy.run(logging::shutdown_signal()).await {
         Exit::Interrupted => ExitCode::SUCCESS,
         Exit::ServerFailed { reason } => {
-            eprintln!("hale proxy: {reason}");
+            logging::say(format_args!("hale proxy: {reason}"));
             ExitCode::from(3)
         }
     }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::logging;
+
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// The vMCP's base URL.
@@ -21,7 +23,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let status = match fetch(&args.url) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("hale status: nothing answered at {}: {e}", args.url);
+            logging::say(format_args!(
+                "hale status: nothing answered at {}: {e}",
+                args.url
+            ));
             return ExitCode::from(1);
         }
     };

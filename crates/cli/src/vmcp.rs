@@ -43,14 +43,14 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             &args.backend,
         ),
         (None, true) => {
-            eprintln!("hale vmcp: give --config FILE or at least one --backend NAME=URL");
+            logging::say("hale vmcp: give --config FILE or at least one --backend NAME=URL");
             return ExitCode::from(2);
         }
     };
     let mut config = match config {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("hale vmcp: {e}");
+            logging::say(format_args!("hale vmcp: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -69,7 +69,7 @@ pub(crate) async fn serve(
     let vmcp = match Vmcp::bind(config, logging::metrics(&hale_proxy::DURATION_BUCKETS)).await {
         Ok(v) => v.with_drain_timeout(drain_timeout),
         Err(e) => {
-            eprintln!("hale: {e}");
+            logging::say(format_args!("hale: {e}"));
             return ExitCode::from(match e {
                 VmcpError::Listen { .. } => 1,
                 VmcpError::Config(_) => 2,

@@ -10,6 +10,8 @@
 //!   [`SharedBreaker`] puts it on the request path of many tasks at once.
 //! - [`CheckLoop`] is the single-server proxy's check/retry/threshold loop (ToolHive's
 //!   `TOOLHIVE_HEALTH_CHECK_*` semantics), which ends in a shutdown.
+//! - [`HostPolicy`] decides whether a request's `Host` and `Origin` may reach a listener
+//!   (DNS-rebinding protection for both products).
 //!
 //! Nothing in this crate does I/O, spawns, sleeps, logs or reads a clock. Time comes in
 //! as `now: Instant`; state changes come out as values for the driver to log, count and
@@ -52,6 +54,8 @@ mod config;
 mod duration;
 mod health;
 mod jitter;
+mod log_limit;
+mod origin;
 mod outcome;
 
 pub use breaker::{
@@ -66,4 +70,6 @@ pub use health::{
     HealthConfig, HealthReason, HealthState, HealthTracker, HealthTransition, LastError,
 };
 pub use jitter::Jitter;
+pub use log_limit::RateLimitedLog;
+pub use origin::{HostPolicy, Refusal};
 pub use outcome::{CallOutcome, CheckOutcome, Failure, FailureCategory};

@@ -90,6 +90,8 @@ impl McpClient {
     /// Connects to `url` and initializes a session.
     pub async fn connect(url: &str, options: ClientOptions) -> Result<Self, McpError> {
         let uri = h::parse_url(url)?;
+        // From here on `url` only names the server in messages: never with its secrets.
+        let url = &crate::redact_url(url);
         let http = h::client();
         let (notifications, _) = broadcast::channel(32);
         let next_id = AtomicU64::new(1);
@@ -105,7 +107,8 @@ impl McpClient {
         })
     }
 
-    /// The server URL.
+    /// The server URL, credentials redacted (user information and secret-looking query
+    /// values), as every message of this client names it.
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -38,7 +38,7 @@ pub(crate) fn client() -> HttpClient {
 /// Checks that a backend URL is something we can talk to.
 pub(crate) fn parse_url(url: &str) -> Result<Uri, McpError> {
     let invalid = |reason: &str| McpError::InvalidUrl {
-        url: url.to_string(),
+        url: crate::redact_url(url),
         reason: reason.to_string(),
     };
     let uri: Uri = url

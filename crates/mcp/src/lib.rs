@@ -26,10 +26,12 @@
 //! a [`hale_core::CheckOutcome`].
 
 mod client;
+pub mod codes;
 mod error;
 mod http;
 mod jsonrpc;
 mod probe;
+mod redact;
 mod server_requests;
 mod transport;
 
@@ -37,6 +39,7 @@ pub use client::{ClientOptions, McpClient, PROTOCOL_VERSIONS, ServerInfo};
 pub use error::McpError;
 pub use jsonrpc::Notification;
 pub use probe::{Probe, ProbeMethod};
+pub use redact::redact_url;
 pub use server_requests::{
     ServerRequest, ServerRequestError, ServerRequestFuture, ServerRequestHandler,
 };

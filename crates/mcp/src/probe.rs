@@ -38,7 +38,10 @@ impl std::str::FromStr for ProbeMethod {
 /// Checks one backend, keeping its probe session between checks.
 #[derive(Debug)]
 pub struct Probe {
+    /// Where to connect (with its credentials).
     url: String,
+    /// How messages name it (without them).
+    shown: String,
     options: ClientOptions,
     method: ProbeMethod,
     timeout: Duration,
@@ -56,6 +59,7 @@ impl Probe {
         options.request_timeout = timeout;
         Probe {
             url: url.to_string(),
+            shown: crate::redact_url(url),
             options,
             method,
             timeout,
@@ -73,7 +77,7 @@ impl Probe {
             Ok(Ok(())) => return CheckOutcome::success(latency),
             Ok(Err(e)) => e,
             Err(_) => McpError::Timeout {
-                url: self.url.clone(),
+                url: self.shown.clone(),
                 method: self.method_name().into(),
                 after: self.timeout,
             },
@@ -95,7 +99,7 @@ impl Probe {
         }
         let Some(client) = self.client.as_ref() else {
             return Err(McpError::Closed {
-                url: self.url.clone(),
+                url: self.shown.clone(),
             });
         };
         match self.method {

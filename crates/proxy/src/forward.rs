@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hale_mcp::codes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -18,10 +19,11 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1 as client_http1;
 use hyper_util::rt::TokioIo;
-use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::answer::{self, Said};
+use crate::legacy::{self, LegacyStreams};
 use crate::sse_rewrite::EndpointRewrite;
 use crate::status::Backend;
 
@@ -41,20 +43,40 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
+/// How long a client may take to send a request's headers, or its body.
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub(crate) struct Forwarder {
     authority: http::uri::Authority,
     origin: String,
     /// `host:port` to connect to.
     address: String,
     pub(crate) max_body: usize,
-    /// How long a request may wait for response headers while the server is failing.
-    pub(crate) down_timeout: Duration,
+    /// How long to wait before connecting again to a server that refused.
+    retry_delay: Duration,
+    /// How long a request may wait for the server's answer (headers) in all; `None`: until
+    /// the proxy gives up on the server.
+    request_timeout: Option<Duration>,
     pub(crate) backend: watch::Receiver<Backend>,
     /// Requests in flight (standalone GET streams excluded), for the drain at shutdown.
     pub(crate) inflight: Arc<Inflight>,
     /// Ends every standalone SSE stream at shutdown.
     pub(crate) close_streams: CancellationToken,
+    /// Legacy SSE streams, to answer their clients where they listen.
+    legacy: Arc<LegacyStreams>,
     metrics: RequestMetrics,
+}
+
+/// How a request is forwarded; shared by every worker's [`Forwarder`].
+#[derive(Clone)]
+pub(crate) struct ForwardConfig {
+    pub(crate) max_body: usize,
+    pub(crate) retry_delay: Duration,
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) backend: watch::Receiver<Backend>,
+    pub(crate) inflight: Arc<Inflight>,
+    pub(crate) close_streams: CancellationToken,
+    pub(crate) legacy: Arc<LegacyStreams>,
 }
 
 /// The request metrics' handles, registered once per worker: looking a labelled metric up
@@ -134,14 +156,7 @@ impl Drop for InflightGuard {
 }
 
 impl Forwarder {
-    pub(crate) fn new(
-        target: &Uri,
-        max_body: usize,
-        down_timeout: Duration,
-        backend: watch::Receiver<Backend>,
-        inflight: Arc<Inflight>,
-        close_streams: CancellationToken,
-    ) -> Result<Self, String> {
+    pub(crate) fn new(target: &Uri, config: ForwardConfig) -> Result<Self, String> {
         let scheme = target
             .scheme()
             .cloned()
@@ -153,20 +168,29 @@ impl Forwarder {
             .authority()
             .cloned()
             .ok_or("the target URL has no host")?;
-        let address = format!(
+        // Connect by host and port only: user information is never sent, logged or shown.
+        let host_port = format!(
             "{}:{}",
             authority.host(),
             authority.port_u16().unwrap_or(80)
         );
+        let authority: http::uri::Authority = host_port
+            .parse()
+            .map_err(|e| format!("the target URL's host is unusable ({e})"))?;
         Ok(Forwarder {
-            address,
-            origin: format!("{scheme}://{authority}"),
+            address: host_port,
+            origin: format!(
+                "{scheme}://{}",
+                target.authority().map_or("", |a| a.as_str())
+            ),
             authority,
-            max_body,
-            down_timeout,
-            backend,
-            inflight,
-            close_streams,
+            max_body: config.max_body,
+            retry_delay: config.retry_delay,
+            request_timeout: config.request_timeout,
+            backend: config.backend,
+            inflight: config.inflight,
+            close_streams: config.close_streams,
+            legacy: config.legacy,
             metrics: RequestMetrics::new(),
         })
     }
@@ -189,26 +213,13 @@ impl Forwarder {
         req: Request<Incoming>,
         upstream: &Upstream,
     ) -> Response<ProxyBody> {
-        let down = match &*self.backend.borrow() {
-            Backend::ShuttingDown { reason } => {
-                return rpc_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("hale proxy is shutting down: {reason}"),
-                );
-            }
-            Backend::Down { .. } => true,
-            Backend::Up => false,
-        };
         let too_large = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .is_some_and(|n| n > self.max_body as u64);
         if too_large {
-            return rpc_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body larger than {} bytes", self.max_body),
-            );
+            return self.body_too_large();
         }
         let standalone_stream = req.method() == http::Method::GET;
         let guard = (!standalone_stream).then(|| self.inflight.enter());
@@ -219,8 +230,38 @@ impl Forwarder {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        // The body is read whole (MCP messages are small; 8 MiB at most) so that a
+        // connection the server refused can be tried again, and so the proxy knows the
+        // request's id when it must answer it itself.
+        let read = tokio::time::timeout(READ_TIMEOUT, Limited::new(body, self.max_body).collect());
+        let body = match read.await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                return self.body_too_large();
+            }
+            Err(_) => {
+                return answer::rpc_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &Said::new(
+                        codes::TIMEOUT,
+                        format!("the request body did not arrive within {READ_TIMEOUT:?}"),
+                    ),
+                );
+            }
+            Ok(Err(_)) => {
+                return answer::rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    &Said::new(codes::UPSTREAM_FAILED, "the request body could not be read"),
+                );
+            }
+        };
+        let answer_self = |said: Said| self.answer_self(path.as_str(), &body, &said);
+        if let Some(said) = self.backend.borrow().refusal() {
+            return answer_self(said);
+        }
+
         // Origin-form (`/path?query`), as a request to an origin server must be.
-        parts.uri = Uri::from(path);
+        parts.uri = Uri::from(path.clone());
         parts.version = http::Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         // Host and Origin pass unchanged: the server's DNS-rebinding protection keeps
@@ -231,35 +272,50 @@ impl Forwarder {
         {
             parts.headers.insert(header::HOST, host);
         }
-        let request = Request::from_parts(parts, Limited::new(body, self.max_body));
 
-        let sent = upstream.send(&self.address, request);
-        let response = if down {
-            match tokio::time::timeout(self.down_timeout, sent).await {
-                Ok(response) => response,
-                Err(_) => {
-                    return rpc_error(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        &format!(
-                            "the MCP server is failing its health checks and did not answer within {:?}",
-                            self.down_timeout
-                        ),
-                    );
-                }
-            }
-        } else {
-            let mut backend = self.backend.clone();
-            tokio::select! {
-                response = sent => response,
-                // The server failed a check while we waited for it: answer now.
-                () = went_down(&mut backend) => {
-                    return rpc_error(StatusCode::BAD_GATEWAY, "the MCP server failed its health check while this request waited");
-                }
-            }
+        let deadline = self
+            .request_timeout
+            .map(|t| tokio::time::Instant::now() + t);
+        let timed_out = || {
+            Said::new(
+                codes::TIMEOUT,
+                format!(
+                    "the MCP server did not answer within {:?} (the proxy's request timeout)",
+                    self.request_timeout.unwrap_or_default()
+                ),
+            )
         };
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => return e,
+        let mut backend = self.backend.clone();
+        let response = loop {
+            let request = rebuild(&parts, body.clone());
+            let sent = tokio::select! {
+                sent = upstream.send(&self.address, request) => sent,
+                said = given_up(&mut backend) => return answer_self(said),
+                () = until(deadline) => return answer_self(timed_out()),
+            };
+            match sent {
+                Ok(response) => break response,
+                Err(Failure::NotSent(detail)) => {
+                    // The server never saw it (refused, or no connection): try again after
+                    // the retry delay, as long as the proxy has not given up on it.
+                    tracing::debug!(%detail, retry_in = ?self.retry_delay, "the MCP server is unreachable; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(self.retry_delay) => {}
+                        said = stopping(&mut backend) => return answer_self(said),
+                        () = until(deadline) => return answer_self(timed_out()),
+                    }
+                }
+                Err(Failure::Broke(e)) if is_length_limit(&e) => return self.body_too_large(),
+                Err(Failure::Broke(e)) => {
+                    return answer_self(Said::new(
+                        codes::UPSTREAM_FAILED,
+                        format!(
+                            "the connection to the MCP server broke after the request was sent (it may have run): {}",
+                            chain(&e)
+                        ),
+                    ));
+                }
+            }
         };
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -269,8 +325,12 @@ impl Forwarder {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let body: ProxyBody = if event_stream {
+            let mut rewrite = EndpointRewrite::new(body, self.origin.clone());
+            if standalone_stream {
+                rewrite = rewrite.registering(self.legacy.clone(), path.path().to_string());
+            }
             Tracked {
-                inner: EndpointRewrite::new(body, self.origin.clone()),
+                inner: rewrite,
                 closed: standalone_stream
                     .then(|| Box::pin(self.close_streams.clone().cancelled_owned())),
                 _inflight: guard,
@@ -287,6 +347,76 @@ impl Forwarder {
             .boxed()
         };
         Response::from_parts(parts, body)
+    }
+
+    /// Answers a request the proxy could not deliver: on the client's legacy SSE stream
+    /// when it POSTed to one (202 to the POST, as the server would), else 200 with a
+    /// JSON-RPC error for its id.
+    fn answer_self(&self, path: &str, body: &[u8], said: &Said) -> Response<ProxyBody> {
+        if self.legacy.contains(path)
+            && let Some(errors) = answer::errors_for(body, said)
+            && self.legacy.inject(path, legacy::message_event(&errors))
+        {
+            let mut accepted = Response::new(full(Bytes::new()));
+            *accepted.status_mut() = StatusCode::ACCEPTED;
+            return accepted;
+        }
+        answer::to_request(body, said)
+    }
+
+    fn body_too_large(&self) -> Response<ProxyBody> {
+        answer::rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &Said::new(
+                codes::LIMIT_REACHED,
+                format!("request body larger than {} bytes", self.max_body),
+            ),
+        )
+    }
+}
+
+/// The request again, for another attempt (the body is cheap to clone).
+fn rebuild(parts: &http::request::Parts, body: Bytes) -> UpstreamRequest {
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request
+}
+
+/// Resolves when the proxy gives up on the server (a request waiting for it is answered
+/// then); a SIGTERM alone lets requests the server already has finish.
+async fn given_up(backend: &mut watch::Receiver<Backend>) -> Said {
+    loop {
+        if let Backend::GivenUp { reason } = &*backend.borrow_and_update() {
+            return Said::new(
+                codes::BACKEND_UNAVAILABLE,
+                format!("the MCP server is unavailable: {reason}"),
+            );
+        }
+        if backend.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Resolves when the proxy stops for any reason (a request not yet sent is answered then).
+async fn stopping(backend: &mut watch::Receiver<Backend>) -> Said {
+    loop {
+        if let Some(said) = backend.borrow_and_update().refusal() {
+            return said;
+        }
+        if backend.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -312,17 +442,6 @@ fn status_label(status: StatusCode) -> metrics::SharedString {
     }
 }
 
-async fn went_down(backend: &mut watch::Receiver<Backend>) {
-    loop {
-        if !matches!(*backend.borrow_and_update(), Backend::Up) {
-            return;
-        }
-        if backend.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
 /// A response body that holds its request's in-flight slot until it ends, and, for a
 /// standalone SSE stream, ends early when the proxy shuts down.
 struct Tracked<B> {
@@ -343,14 +462,18 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(closed) = self.closed.as_mut()
+        let frame = Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(BoxError::from);
+        // At shutdown, what is ready (an answer the proxy just put on the stream) still
+        // goes out; then the stream ends.
+        if frame.is_pending()
+            && let Some(closed) = self.closed.as_mut()
             && closed.as_mut().poll(cx).is_ready()
         {
             return Poll::Ready(None);
         }
-        Pin::new(&mut self.inner)
-            .poll_frame(cx)
-            .map_err(BoxError::from)
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -369,17 +492,25 @@ where
 /// lock, and the connection's task runs on the same worker thread as the client's.
 #[derive(Default)]
 pub(crate) struct Upstream {
-    sender: std::sync::Mutex<Option<client_http1::SendRequest<Limited<Incoming>>>>,
+    sender: std::sync::Mutex<Option<client_http1::SendRequest<Full<Bytes>>>>,
 }
 
-type UpstreamRequest = Request<Limited<Incoming>>;
+type UpstreamRequest = Request<Full<Bytes>>;
+
+/// Why an exchange with the server failed.
+enum Failure {
+    /// The server never received the request: safe to send again.
+    NotSent(String),
+    /// It broke after the request went out: the server may have acted on it.
+    Broke(hyper::Error),
+}
 
 impl Upstream {
     async fn send(
         &self,
         address: &str,
         request: UpstreamRequest,
-    ) -> Result<Response<Incoming>, Response<ProxyBody>> {
+    ) -> Result<Response<Incoming>, Failure> {
         let cached = self
             .sender
             .lock()
@@ -389,30 +520,51 @@ impl Upstream {
             Some(mut s) => s.ready().await.is_ok().then_some(s),
             None => None,
         };
-        let mut sender = match reusable {
-            Some(s) => s,
-            None => connect(address).await?,
+        let request = match reusable {
+            Some(sender) => match self.try_on(sender, request).await {
+                // A kept-alive connection the server had just closed: a new one.
+                Err(unsent) => unsent,
+                Ok(answer) => return answer,
+            },
+            None => request,
         };
-        let response = sender.send_request(request).await;
-        *self
-            .sender
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sender);
-        response.map_err(|e| upstream_error(&e))
+        let sender = connect(address).await?;
+        match self.try_on(sender, request).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Failure::NotSent(
+                "the new connection closed before the request was sent".into(),
+            )),
+        }
+    }
+
+    /// Sends on `sender`; `Err(request)` when it was not sent, to try elsewhere.
+    async fn try_on(
+        &self,
+        mut sender: client_http1::SendRequest<Full<Bytes>>,
+        request: UpstreamRequest,
+    ) -> Result<Result<Response<Incoming>, Failure>, UpstreamRequest> {
+        match sender.try_send_request(request).await {
+            Ok(response) => {
+                *self
+                    .sender
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sender);
+                Ok(Ok(response))
+            }
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => Err(unsent),
+                None => Ok(Err(Failure::Broke(e.into_error()))),
+            },
+        }
     }
 }
 
-async fn connect(
-    address: &str,
-) -> Result<client_http1::SendRequest<Limited<Incoming>>, Response<ProxyBody>> {
+async fn connect(address: &str) -> Result<client_http1::SendRequest<Full<Bytes>>, Failure> {
     let failed = |e: &dyn StdError| {
-        rpc_error(
-            StatusCode::BAD_GATEWAY,
-            &format!(
-                "cannot connect to the MCP server at {address}: {}",
-                chain(e)
-            ),
-        )
+        Failure::NotSent(format!(
+            "cannot connect to the MCP server at {address}: {}",
+            chain(e)
+        ))
     };
     let stream = match tokio::time::timeout(
         Duration::from_secs(5),
@@ -469,19 +621,15 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Classifies a failure of an exchange with the server into the answer the client gets.
-fn upstream_error(e: &hyper::Error) -> Response<ProxyBody> {
+fn is_length_limit(e: &hyper::Error) -> bool {
     let mut source: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(err) = source {
         if err.downcast_ref::<LengthLimitError>().is_some() {
-            return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+            return true;
         }
         source = err.source();
     }
-    rpc_error(
-        StatusCode::BAD_GATEWAY,
-        &format!("the connection to the MCP server failed: {}", chain(e)),
-    )
+    false
 }
 
 /// An error and its causes on one line.
@@ -494,23 +642,6 @@ fn chain(e: &dyn StdError) -> String {
         source = err.source();
     }
     text
-}
-
-/// A JSON-RPC error answer, which MCP clients show instead of a bare HTTP failure.
-pub(crate) fn rpc_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": message}});
-    let mut response = Response::new(full(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    }
-    response
 }
 
 pub(crate) fn full(body: impl Into<Bytes>) -> ProxyBody {

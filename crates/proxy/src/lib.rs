@@ -27,8 +27,10 @@
 //! `/health` answers from the monitor's last result, never with a live check; `/metrics`
 //! renders Prometheus text.
 
+mod answer;
 pub mod env;
 mod forward;
+mod legacy;
 mod monitor;
 mod sse_rewrite;
 mod status;
@@ -50,7 +52,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::forward::{Forwarder, ProxyBody, full, rpc_error};
+use hale_core::HostPolicy;
+use hale_mcp::codes;
+
+use crate::answer::Said;
+use crate::forward::{ForwardConfig, Forwarder, ProxyBody, full};
 use crate::status::Status;
 
 /// Request bodies larger than this get 413.
@@ -73,6 +79,15 @@ pub struct ProxyConfig {
     pub metrics: Option<PrometheusHandle>,
     /// Worker threads serving connections (default: one per core).
     pub workers: usize,
+    /// How long a request may wait for the server's answer in all (retries of a refused
+    /// connection included); `None` (the default): until the proxy gives up on the server.
+    pub request_timeout: Option<Duration>,
+    /// Host names (besides IP literals and `localhost`) clients may use to reach the
+    /// proxy; `*` allows any. DNS-rebinding protection.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call the proxy (besides its own and, when listening on
+    /// loopback, loopback pages); `*` allows any.
+    pub allowed_origins: Vec<String>,
 }
 
 impl ProxyConfig {
@@ -86,6 +101,9 @@ impl ProxyConfig {
             drain_timeout: Duration::from_secs(10),
             metrics: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            request_timeout: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -140,7 +158,7 @@ impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
             .field("local_addr", &self.local_addr)
-            .field("target", &self.config.target)
+            .field("target", &hale_mcp::redact_url(&self.config.target))
             .finish_non_exhaustive()
     }
 }
@@ -151,7 +169,7 @@ impl Proxy {
         let checks =
             hale_core::CheckLoop::new(&config.checks, tokio::time::Instant::now().into_std())?;
         let bad = |reason: &str| ProxyError::Target {
-            url: config.target.clone(),
+            url: hale_mcp::redact_url(&config.target),
             reason: reason.to_string(),
         };
         let target: Uri = config
@@ -208,20 +226,28 @@ impl Proxy {
         let close_streams = CancellationToken::new();
         let connections = TaskTracker::new();
         let kill_connections = CancellationToken::new();
+        let graceful = CancellationToken::new();
+        let hosts = HostPolicy::new(
+            self_listen_is_loopback(&config),
+            &config.allowed_hosts,
+            &config.allowed_origins,
+        );
+        let forwarding = ForwardConfig {
+            max_body: MAX_REQUEST_BODY,
+            retry_delay: config.checks.retry_delay,
+            request_timeout: config.request_timeout,
+            backend: status.backend.subscribe(),
+            inflight: inflight.clone(),
+            close_streams: close_streams.clone(),
+            legacy: Arc::new(legacy::LegacyStreams::default()),
+        };
 
         // Thread per core, as nginx does: each worker thread runs a single-threaded
         // runtime with its own upstream pool, and a connection lives on one worker from
         // accept to close, so a request never hops between threads.
         let mut workers = Vec::new();
         for n in 0..config.workers.max(1) {
-            let forwarder = match Forwarder::new(
-                &target,
-                MAX_REQUEST_BODY,
-                config.checks.ping_timeout,
-                status.backend.subscribe(),
-                inflight.clone(),
-                close_streams.clone(),
-            ) {
+            let forwarder = match Forwarder::new(&target, forwarding.clone()) {
                 Ok(f) => f,
                 Err(reason) => return Exit::ServerFailed { reason },
             };
@@ -229,12 +255,17 @@ impl Proxy {
                 forwarder,
                 status: status.clone(),
                 metrics: config.metrics.clone(),
+                hosts: hosts.clone(),
             });
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let (connections, kill) = (connections.clone(), kill_connections.clone());
+            let ends = Ends {
+                graceful: graceful.clone(),
+                kill: kill_connections.clone(),
+            };
+            let connections = connections.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("hale-proxy-{n}"))
-                .spawn(move || worker(rx, handler, connections, kill));
+                .spawn(move || worker(rx, handler, connections, ends));
             match thread {
                 Ok(thread) => workers.push((tx, thread)),
                 Err(e) => {
@@ -248,23 +279,35 @@ impl Proxy {
         let senders: Vec<_> = workers.iter().map(|(tx, _)| tx.clone()).collect();
         let accept = tokio::spawn(accept_loop(listener, senders, stop_accepting.clone()));
 
-        let monitor = monitor::Monitor::new(&config, checks, status.clone());
+        let mut monitor = monitor::Monitor::new(&config, checks, status.clone());
         let exit = tokio::select! {
             () = stop.cancelled() => Exit::Interrupted,
-            reason = monitor.run() => {
-                tracing::error!(target = %config.target, %reason, "shutting down the proxy");
-                status.shutting_down(reason.clone());
-                Exit::ServerFailed { reason }
+            reason = monitor.run() => Exit::ServerFailed { reason },
+        };
+        // Shutdown (spec §6): from here every new request is answered by the proxy, and
+        // requests still waiting for a given-up server are answered at once.
+        let drain = match &exit {
+            Exit::ServerFailed { reason } => {
+                tracing::error!(target = %hale_mcp::redact_url(&config.target), %reason, "shutting down the proxy");
+                status.shutting_down(Some(reason.clone()));
+                // Nothing more will come from a server that failed its checks.
+                config.drain_timeout.min(config.checks.ping_timeout)
+            }
+            Exit::Interrupted => {
+                tracing::info!(timeout = ?config.drain_timeout, "stopping: no new connections; requests in flight may finish");
+                status.shutting_down(None);
+                config.drain_timeout
             }
         };
-
-        // Drain: new requests now get 503 (when the server failed); requests in flight
-        // may finish within the drain timeout; standalone SSE streams end now.
-        close_streams.cancel();
+        // Stop accepting; idle keep-alive connections close now, busy ones after their
+        // answer; standalone SSE streams end.
+        stop_accepting.cancel();
+        let _ = accept.await;
+        graceful.cancel();
         if inflight.count() > 0 {
-            tracing::info!(inflight = inflight.count(), timeout = ?config.drain_timeout, "draining requests in flight");
+            tracing::info!(inflight = inflight.count(), timeout = ?drain, "draining requests in flight");
         }
-        if tokio::time::timeout(config.drain_timeout, inflight.drained())
+        if tokio::time::timeout(drain, inflight.drained())
             .await
             .is_err()
         {
@@ -273,8 +316,10 @@ impl Proxy {
                 "drain timeout passed; closing the remaining requests"
             );
         }
-        stop_accepting.cancel();
-        let _ = accept.await;
+        // Legacy SSE answers (the proxy's own among them) travel on the standalone
+        // streams: they end after the drain, with what is ready sent.
+        close_streams.cancel();
+        monitor.close().await;
         kill_connections.cancel();
         connections.close();
         connections.wait().await;
@@ -286,6 +331,17 @@ impl Proxy {
     }
 }
 
+fn self_listen_is_loopback(config: &ProxyConfig) -> bool {
+    config.listen.ip().is_loopback()
+}
+
+/// How a worker's connections are ended: gracefully (idle ones close, busy ones after
+/// their answer), then for good.
+struct Ends {
+    graceful: CancellationToken,
+    kill: CancellationToken,
+}
+
 /// Accepts connections and deals them out to the workers in turn.
 async fn accept_loop(
     listener: TcpListener,
@@ -293,13 +349,17 @@ async fn accept_loop(
     stop_accepting: CancellationToken,
 ) {
     let mut next = 0;
+    let mut failures = hale_core::RateLimitedLog::new(Duration::from_secs(10));
     loop {
         let stream = tokio::select! {
             () = stop_accepting.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors, typically: say so once per interval, not per try.
+                    if let Some(suppressed) = failures.due(std::time::Instant::now()) {
+                        tracing::warn!(error = %e, suppressed, "accept failed (the process may be out of file descriptors)");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -319,7 +379,7 @@ fn worker(
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
     handler: Arc<Handler>,
     connections: TaskTracker,
-    kill: CancellationToken,
+    ends: Ends,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -339,13 +399,13 @@ fn worker(
                     Some(s) => s,
                     None => break,
                 },
-                () = kill.cancelled() => break,
+                () = ends.kill.cancelled() => break,
             };
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                 continue;
             };
             let handler = handler.clone();
-            let kill = kill.clone();
+            let (graceful, kill) = (ends.graceful.clone(), ends.kill.clone());
             local.spawn(async move {
                 let upstream = Arc::new(forward::Upstream::default());
                 let service = service_fn(move |req| {
@@ -354,12 +414,18 @@ fn worker(
                 });
                 let conn = http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
+                    .header_read_timeout(forward::READ_TIMEOUT)
                     // MCP messages are small: one flattened write beats an iovec
                     // (about 6 % less CPU per request, measured against the bench).
                     .writev(false)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    () = graceful.cancelled() => {}
+                    () = kill.cancelled() => return,
+                }
+                conn.as_mut().graceful_shutdown();
                 tokio::select! {
                     _ = conn.as_mut() => {}
                     () = kill.cancelled() => {}
@@ -376,6 +442,7 @@ struct Handler {
     forwarder: Forwarder,
     status: Arc<Status>,
     metrics: Option<PrometheusHandle>,
+    hosts: HostPolicy,
 }
 
 impl Handler {
@@ -384,6 +451,21 @@ impl Handler {
         req: Request<Incoming>,
         upstream: &forward::Upstream,
     ) -> Response<ProxyBody> {
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .and_then(|v: &http::HeaderValue| v.to_str().ok())
+        };
+        if let Err(refusal) = self
+            .hosts
+            .check(header(header::HOST), header(header::ORIGIN))
+        {
+            tracing::warn!(%refusal, path = req.uri().path(), "refused a request (DNS-rebinding protection)");
+            return answer::rpc_error(
+                StatusCode::FORBIDDEN,
+                &Said::new(codes::REFUSED, refusal.to_string()),
+            );
+        }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/health") => {
                 let (code, body) = self.status.health();
@@ -404,7 +486,10 @@ impl Handler {
                     );
                     response
                 }
-                None => rpc_error(StatusCode::NOT_FOUND, "metrics are not enabled"),
+                None => answer::rpc_error(
+                    StatusCode::NOT_FOUND,
+                    &Said::new(codes::UNKNOWN_NAME, "metrics are not enabled"),
+                ),
             },
             _ => self.forwarder.forward(req, upstream).await,
         }

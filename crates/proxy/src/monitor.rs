@@ -33,12 +33,19 @@ impl Monitor {
                 config.checks.ping_timeout,
             ),
             status,
-            target: config.target.clone(),
+            target: hale_mcp::redact_url(&config.target),
         }
     }
 
+    /// Ends the probe session (DELETE on streamable HTTP), within the ping timeout.
+    pub(crate) async fn close(&mut self) {
+        let within = self.checks.config().ping_timeout;
+        let _ = tokio::time::timeout(within, self.probe.close()).await;
+    }
+
     /// Runs checks until the threshold is reached; returns why the proxy must stop.
-    pub(crate) async fn run(mut self) -> String {
+    /// Cancel-safe between checks: the proxy drops it on SIGTERM, then calls `close`.
+    pub(crate) async fn run(&mut self) -> String {
         while let Some(due) = self.checks.poll_timeout() {
             tokio::time::sleep_until(Instant::from_std(due)).await;
             let Some(attempt) = self.checks.handle_timeout(Instant::now().into_std()) else {
@@ -55,7 +62,6 @@ impl Monitor {
             };
             match event {
                 Some(LoopEvent::Shutdown { failures }) => {
-                    self.probe.close().await;
                     return format!(
                         "the MCP server at {} failed {failures} consecutive health checks; last error: {error}",
                         self.target

@@ -5,12 +5,19 @@
 //! already resolves against the proxy, or as an absolute URL on their own origin, which
 //! would not: absolute URLs on the upstream's origin become root-relative. Every other
 //! byte passes unchanged, line by line, as soon as its line is complete.
+//!
+//! With a [`LegacyStreams`] registry, the stream also registers the endpoint it announced
+//! and carries the proxy's own answers to that client, put between events, never inside
+//! one.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
+
+use crate::legacy::{LegacyStreams, Registration, resolve};
 
 /// Lines longer than this are passed through untouched (they are not an endpoint event).
 const MAX_LINE: usize = 1024 * 1024;
@@ -23,6 +30,12 @@ pub(crate) struct EndpointRewrite<B> {
     pending: BytesMut,
     /// Whether the event being read is an `endpoint` event.
     in_endpoint_event: bool,
+    /// Whether lines of an unfinished event have been passed on.
+    mid_event: bool,
+    /// Where to register the announced endpoint: the registry and this stream's path.
+    registry: Option<(Arc<LegacyStreams>, String)>,
+    /// This stream's registration, once the endpoint was announced.
+    registration: Option<Registration>,
 }
 
 impl<B> EndpointRewrite<B> {
@@ -32,6 +45,24 @@ impl<B> EndpointRewrite<B> {
             upstream_origin,
             pending: BytesMut::new(),
             in_endpoint_event: false,
+            mid_event: false,
+            registry: None,
+            registration: None,
+        }
+    }
+
+    /// Also registers the announced endpoint in `streams` (this stream was requested at
+    /// `stream_path`) and carries the events injected for it.
+    pub(crate) fn registering(mut self, streams: Arc<LegacyStreams>, stream_path: String) -> Self {
+        self.registry = Some((streams, stream_path));
+        self
+    }
+
+    fn announced(&mut self, endpoint: &[u8]) {
+        if let Some((streams, path)) = &self.registry
+            && let Ok(endpoint) = std::str::from_utf8(endpoint)
+        {
+            self.registration = Some(streams.register(resolve(path, endpoint.trim())));
         }
     }
 
@@ -49,22 +80,30 @@ impl<B> EndpointRewrite<B> {
     fn rewrite_line(&mut self, line: &[u8], out: &mut BytesMut) {
         let content = line.strip_suffix(b"\n").unwrap_or(line);
         let content = content.strip_suffix(b"\r").unwrap_or(content);
+        self.mid_event = !content.is_empty();
         if content.is_empty() {
             self.in_endpoint_event = false; // an event ends at a blank line
         } else if let Some(name) = field(content, b"event") {
             self.in_endpoint_event = name == b"endpoint";
         } else if self.in_endpoint_event
             && let Some(data) = field(content, b"data")
-            && let Some(rest) = data.strip_prefix(self.upstream_origin.as_bytes())
-            && (rest.is_empty() || rest.starts_with(b"/") || rest.starts_with(b"?"))
         {
-            out.extend_from_slice(b"data: ");
-            if !rest.starts_with(b"/") {
-                out.extend_from_slice(b"/");
+            if let Some(rest) = data.strip_prefix(self.upstream_origin.as_bytes())
+                && (rest.is_empty() || rest.starts_with(b"/") || rest.starts_with(b"?"))
+            {
+                let start = out.len();
+                out.extend_from_slice(b"data: ");
+                if !rest.starts_with(b"/") {
+                    out.extend_from_slice(b"/");
+                }
+                out.extend_from_slice(rest);
+                let endpoint = out[start + 6..].to_vec();
+                out.extend_from_slice(&line[content.len()..]); // the original line ending
+                self.announced(&endpoint);
+                return;
             }
-            out.extend_from_slice(rest);
-            out.extend_from_slice(&line[content.len()..]); // the original line ending
-            return;
+            let endpoint = data.to_vec();
+            self.announced(&endpoint);
         }
         out.extend_from_slice(line);
     }
@@ -87,6 +126,14 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        // The proxy's own answers go between events, never inside one.
+        if !self.mid_event
+            && self.pending.is_empty()
+            && let Some(registration) = self.registration.as_mut()
+            && let Poll::Ready(Some(event)) = registration.events.poll_recv(cx)
+        {
+            return Poll::Ready(Some(Ok(Frame::data(event))));
+        }
         loop {
             let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => frame,
@@ -174,6 +221,84 @@ mod tests {
             out, stream,
             "one output frame per complete input chunk, unchanged"
         );
+    }
+
+    #[tokio::test]
+    async fn the_announced_endpoint_is_registered_and_injected_events_go_between_events() {
+        let streams = Arc::new(LegacyStreams::default());
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
+        let body = StreamBody::new(tokio_stream_from(rx));
+        let mut rewritten = EndpointRewrite::new(body, "http://127.0.0.1:9000".into())
+            .registering(streams.clone(), "/sse".into());
+        let send = |s: &'static str| Ok(Frame::data(Bytes::from_static(s.as_bytes())));
+        tx.send(send(
+            "event: endpoint\ndata: http://127.0.0.1:9000/message?sessionId=7\n\n",
+        ))
+        .await
+        .unwrap();
+        let first = rewritten
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
+        assert_eq!(
+            &first[..],
+            b"event: endpoint\ndata: /message?sessionId=7\n\n"
+        );
+        assert!(streams.contains("/message?sessionId=7"));
+        // Half an event arrives: an injected answer waits for its end.
+        tx.send(send("event: message\n")).await.unwrap();
+        assert_eq!(
+            &rewritten
+                .frame()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_data()
+                .unwrap()[..],
+            b"event: message\n"
+        );
+        assert!(streams.inject(
+            "/message?sessionId=7",
+            Bytes::from_static(b"event: message\ndata: {\"own\":1}\n\n")
+        ));
+        tx.send(send("data: {}\n\n")).await.unwrap();
+        assert_eq!(
+            &rewritten
+                .frame()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_data()
+                .unwrap()[..],
+            b"data: {}\n\n"
+        );
+        assert_eq!(
+            &rewritten
+                .frame()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_data()
+                .unwrap()[..],
+            b"event: message\ndata: {\"own\":1}\n\n"
+        );
+        drop(tx);
+        assert!(rewritten.frame().await.is_none());
+        drop(rewritten);
+        assert!(
+            !streams.contains("/message?sessionId=7"),
+            "deregistered at the end"
+        );
+    }
+
+    fn tokio_stream_from<T>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> {
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
 
     #[tokio::test]

@@ -5,19 +5,47 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use hale_core::{CheckOutcome, FailureCategory};
-use hale_mcp::TransportKind;
+use hale_mcp::{TransportKind, codes};
 use serde_json::{Value, json};
 use tokio::sync::watch;
+
+use crate::answer::Said;
 
 /// How the request path should treat the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Backend {
     /// The last check passed (or none ran yet): forward as usual.
     Up,
-    /// The last check failed: forward, but give up promptly if it does not answer.
+    /// The last check failed: forward, and wait for the server (a blip shorter than
+    /// the tolerance window costs one slow answer).
     Down { error: String },
-    /// The threshold was reached: refuse new requests, drain the rest.
-    ShuttingDown { reason: String },
+    /// The threshold was reached: every request still waiting for the server, and every
+    /// new one, is answered by the proxy; answers already streaming may finish.
+    GivenUp { reason: String },
+    /// Stopping on request (SIGTERM): new requests are answered by the proxy; requests
+    /// the server already has may finish within the drain timeout.
+    Stopping,
+}
+
+impl Backend {
+    /// What the proxy answers a new request with, when it must not be forwarded.
+    pub(crate) fn refusal(&self) -> Option<Said> {
+        match self {
+            Backend::GivenUp { reason } => Some(Said::new(
+                codes::BACKEND_UNAVAILABLE,
+                format!("the MCP server is unavailable: {reason}"),
+            )),
+            Backend::Stopping => Some(Said::new(
+                codes::SHUTTING_DOWN,
+                "hale proxy is shutting down",
+            )),
+            Backend::Up | Backend::Down { .. } => None,
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        matches!(self, Backend::GivenUp { .. } | Backend::Stopping)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,7 +91,7 @@ impl Status {
             CheckOutcome::Failure(f) => {
                 record.last_error = Some((f.category, f.message.clone()));
                 self.backend.send_if_modified(|b| match b {
-                    Backend::ShuttingDown { .. } => false,
+                    b if b.stopped() => false,
                     _ => {
                         *b = Backend::Down {
                             error: f.to_string(),
@@ -92,8 +120,12 @@ impl Status {
         metrics::gauge!("toolhive_proxy_backend_up").set(if up { 1.0 } else { 0.0 });
     }
 
-    pub(crate) fn shutting_down(&self, reason: String) {
-        self.backend.send_replace(Backend::ShuttingDown { reason });
+    /// The proxy gave up on the server (`Some(reason)`) or was asked to stop (`None`).
+    pub(crate) fn shutting_down(&self, reason: Option<String>) {
+        self.backend.send_replace(match reason {
+            Some(reason) => Backend::GivenUp { reason },
+            None => Backend::Stopping,
+        });
         metrics::gauge!("toolhive_proxy_backend_up").set(0.0);
     }
 
@@ -104,7 +136,7 @@ impl Status {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (status, code) = match &*self.backend.borrow() {
-            Backend::ShuttingDown { .. } => ("unhealthy", 503),
+            b if b.stopped() => ("unhealthy", 503),
             _ if record.consecutive_failures > 0 => ("degraded", 200),
             _ => ("healthy", 200),
         };

@@ -168,54 +168,7 @@ fn duration_ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
-/// Removes credentials from a URL: user information, and the values of query parameters
-/// that look like secrets.
-pub fn redact(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let authority = match authority.rsplit_once('@') {
-        Some((_, host)) => format!("***@{host}"),
-        None => authority.to_string(),
-    };
-    let path = match path.split_once('?') {
-        Some((p, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if is_secret(k) => format!("{k}=***"),
-                    _ => kv.to_string(),
-                })
-                .collect();
-            format!("{p}?{}", query.join("&"))
-        }
-        None => path.to_string(),
-    };
-    let prefix = if scheme.is_empty() {
-        String::new()
-    } else {
-        format!("{scheme}://")
-    };
-    format!("{prefix}{authority}{path}")
-}
-
-fn is_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "token",
-        "key",
-        "secret",
-        "password",
-        "passwd",
-        "auth",
-        "signature",
-        "sig",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
-}
+pub use hale_mcp::redact_url as redact;
 
 #[cfg(test)]
 mod tests {
@@ -298,18 +251,5 @@ mod tests {
         assert_eq!(s["tools"], 3);
         assert!(s["lastCheck"].as_str().unwrap().ends_with('Z'));
         assert!(s["lastSuccess"].is_null());
-    }
-
-    #[test]
-    fn redaction_keeps_what_is_not_a_secret() {
-        assert_eq!(
-            redact("http://127.0.0.1:8080/mcp"),
-            "http://127.0.0.1:8080/mcp"
-        );
-        assert_eq!(
-            redact("http://a:b@h/sse?api_key=1&q=2"),
-            "http://***@h/sse?api_key=***&q=2"
-        );
-        assert_eq!(redact("http://h?password=x"), "http://h?password=***");
     }
 }
