@@ -97,7 +97,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     );
     let (refused, hanging) = checks.tolerance();
     tracing::info!(
-        target = %args.target,
+        target = %hale_mcp::redact_url(&args.target),
         interval = ?checks.interval,
         ping_timeout = ?checks.ping_timeout,
         retry_delay = ?checks.retry_delay,

@@ -163,6 +163,79 @@ async fn a_blip_shorter_than_the_window_keeps_the_session() {
     server.shutdown();
 }
 
+#[tokio::test]
+async fn sigterm_stops_the_proxy_when_nothing_reads_its_log() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    // A reader that went away (`hale proxy 2>&1 | head -1`): writes fail with EPIPE.
+    let mut gone = proxy(&server, "streamable-http", &FAST);
+    drop(gone.stderr.take());
+    let client = McpClient::connect(&gone.url, options(TransportKind::StreamableHttp))
+        .await
+        .unwrap();
+    client.ping().await.unwrap();
+    let status = tokio::task::spawn_blocking(move || gone.child.terminate(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exited on SIGTERM");
+
+    // A reader that stopped reading (a stuck log shipper): writes would block once the
+    // pipe is full. Trace logging and a few hundred requests fill it many times over.
+    let stuck = proxy(&server, "streamable-http", &[("RUST_LOG", "trace")]);
+    let _kept_open_unread = &stuck.stderr;
+    let client = McpClient::connect(&stuck.url, options(TransportKind::StreamableHttp))
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        client.ping().await.unwrap();
+    }
+    let mut stuck = stuck;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = stuck.child.terminate(Duration::from_secs(5));
+        (status, stuck)
+    })
+    .await
+    .unwrap()
+    .0;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exited on SIGTERM");
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn credentials_in_the_target_stay_out_of_logs_and_output() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let target = format!("http://alice:hunter2@127.0.0.1:{port}/mcp?api_key=sekrit");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["proxy", "--target", &target, "--drain-timeout", "1s"])
+        .envs(FAST)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    assert!(text.contains("connection refused"), "{text}");
+    for secret in ["alice", "hunter2", "sekrit"] {
+        assert!(!text.contains(secret), "{secret} in: {text}");
+    }
+}
+
 #[test]
 fn help_documents_every_flag_and_variable() {
     let out = Command::new(env!("CARGO_BIN_EXE_hale"))
@@ -196,7 +269,7 @@ async fn unusable_variables_are_named_in_a_warning_and_defaults_apply() {
             ("TOOLHIVE_HEALTH_CHECK_FAILURE_THRESHOLD", "2.5"),
         ],
     );
-    let _ = hale.child.0.kill();
+    hale.child.terminate(Duration::from_secs(5)).unwrap();
     let mut log = String::new();
     std::io::Read::read_to_string(&mut hale.stderr.take().unwrap(), &mut log).unwrap();
     assert!(

@@ -16,6 +16,25 @@ impl Drop for Reaped {
     }
 }
 
+impl Reaped {
+    /// Asks the process to stop as an orchestrator would (SIGTERM), and waits up to
+    /// `within` for it to exit: its status, or `None` if it was still running (it is then
+    /// killed when dropped).
+    pub fn terminate(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        None
+    }
+}
+
 /// A started process, the first line it printed, and the rest of its output.
 #[derive(Debug)]
 pub struct Announced {

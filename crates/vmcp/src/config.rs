@@ -415,7 +415,7 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
             return c.error(
                 &key("url"),
                 Some(b.url.referenced.line()),
-                format!("{:?}: {e}", b.url.value),
+                format!("{:?}: {e}", hale_mcp::redact_url(&b.url.value)),
             );
         }
         let transport = match &b.transport {
