@@ -10,7 +10,7 @@ use tokio::sync::{RwLock, broadcast};
 use crate::McpError;
 use crate::http::{self as h, HttpClient};
 use crate::jsonrpc::Notification;
-use crate::server_requests::ServerRequestHandler;
+use crate::server_requests::{CallHooks, ServerRequestHandler};
 use crate::transport::{LegacySse, StreamableHttp, Transport, TransportKind};
 
 /// Protocol versions we speak, newest first. 2024-11-05 is the legacy SSE era.
@@ -28,6 +28,35 @@ pub struct ClientOptions {
     /// Declare `sampling` and `elicitation` in initialize: set by a gateway that relays
     /// such requests to its own clients (see [`McpClient::request_answering`]).
     pub relays_client_features: bool,
+    /// Capabilities to declare in initialize instead (a gateway opening a session on
+    /// behalf of its client declares that client's); overrides `relays_client_features`.
+    pub capabilities: Option<Value>,
+    /// `clientInfo` to send instead of hale's own (a gateway's client's).
+    pub client_info: Option<Value>,
+    /// Hold the session's GET stream open for server notifications (default). A gateway
+    /// with many sessions per backend opens it only where it needs it
+    /// ([`McpClient::listen`]).
+    pub listen: bool,
+    /// HTTP connections to share with other clients of the same backend (a session is a
+    /// header, not a connection); `None`: a pool of this client's own.
+    pub pool: Option<Pool>,
+}
+
+/// Keep-alive HTTP connections, shared by every client given a clone of it.
+#[derive(Clone, Debug)]
+pub struct Pool(HttpClient);
+
+impl Pool {
+    /// A new, empty pool.
+    pub fn new() -> Self {
+        Pool(h::client())
+    }
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool::new()
+    }
 }
 
 impl Default for ClientOptions {
@@ -37,6 +66,10 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(30),
             client_name: "hale".into(),
             relays_client_features: false,
+            capabilities: None,
+            client_info: None,
+            listen: true,
+            pool: None,
         }
     }
 }
@@ -92,7 +125,10 @@ impl McpClient {
         let uri = h::parse_url(url)?;
         // From here on `url` only names the server in messages: never with its secrets.
         let url = &crate::redact_url(url);
-        let http = h::client();
+        let http = match &options.pool {
+            Some(pool) => pool.0.clone(),
+            None => h::client(),
+        };
         let (notifications, _) = broadcast::channel(32);
         let next_id = AtomicU64::new(1);
         let session = open(url, &uri, &options, &http, &notifications, &next_id, 0).await?;
@@ -137,13 +173,35 @@ impl McpClient {
         params: Option<Value>,
         answering: &ServerRequestHandler,
     ) -> Result<Value, McpError> {
-        self.request_inner(
-            method,
-            params,
-            self.options.request_timeout,
-            Some(answering),
-        )
-        .await
+        let hooks = CallHooks {
+            requests: Some(answering.clone()),
+            notifications: None,
+        };
+        self.request_hooked(method, params, &hooks).await
+    }
+
+    /// Like [`request`](Self::request), with what the server sends on this request's
+    /// stream while it answers (its requests, its notifications) passed to `hooks`.
+    pub async fn request_hooked(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        hooks: &CallHooks,
+    ) -> Result<Value, McpError> {
+        self.request_inner(method, params, self.options.request_timeout, Some(hooks))
+            .await
+    }
+
+    /// Whether the server gave this client a session (`Mcp-Session-Id`): a stateless
+    /// server did not, and any client may share this one.
+    pub async fn has_session(&self) -> bool {
+        self.session.read().await.transport.has_session()
+    }
+
+    /// Holds the session's GET stream open for server notifications from now on (for a
+    /// client made with `listen: false`).
+    pub async fn listen(&self) {
+        self.session.read().await.transport.listen();
     }
 
     /// Like [`request`](Self::request) with a deadline of its own.
@@ -161,7 +219,7 @@ impl McpClient {
         method: &str,
         params: Option<Value>,
         timeout: Duration,
-        answering: Option<&ServerRequestHandler>,
+        hooks: Option<&CallHooks>,
     ) -> Result<Value, McpError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || McpError::Timeout {
@@ -170,7 +228,7 @@ impl McpClient {
             after: timeout,
         };
         let first =
-            tokio::time::timeout_at(deadline, self.send(method, params.clone(), answering)).await;
+            tokio::time::timeout_at(deadline, self.send(method, params.clone(), hooks)).await;
         let epoch = match first {
             Err(_) => return Err(timed_out()),
             Ok(Err((e, epoch))) if e.is_session_lost() => epoch,
@@ -179,9 +237,7 @@ impl McpClient {
         tracing::debug!(url = %self.url, method, "session lost; initializing a new one");
         let retry = async {
             self.reinitialize(epoch).await?;
-            self.send(method, params, answering)
-                .await
-                .map_err(|(e, _)| e)
+            self.send(method, params, hooks).await.map_err(|(e, _)| e)
         };
         tokio::time::timeout_at(deadline, retry)
             .await
@@ -192,13 +248,13 @@ impl McpClient {
         &self,
         method: &str,
         params: Option<Value>,
-        answering: Option<&ServerRequestHandler>,
+        hooks: Option<&CallHooks>,
     ) -> Result<Value, (McpError, u64)> {
         let session = self.session.read().await;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         session
             .transport
-            .request(id, method, params, answering)
+            .request(id, method, params, hooks)
             .await
             .map_err(|e| (e, session.epoch))
     }
@@ -333,15 +389,18 @@ async fn open(
                 LegacySse::connect(url, uri.clone(), http.clone(), notifications.clone()).await?,
             )),
         };
-        let capabilities = if options.relays_client_features {
-            json!({"sampling": {}, "elicitation": {}})
-        } else {
-            json!({})
+        let capabilities = match &options.capabilities {
+            Some(c) => c.clone(),
+            None if options.relays_client_features => json!({"sampling": {}, "elicitation": {}}),
+            None => json!({}),
         };
+        let client_info = options.client_info.clone().unwrap_or_else(
+            || json!({"name": options.client_name, "version": env!("CARGO_PKG_VERSION")}),
+        );
         let params = json!({
             "protocolVersion": PROTOCOL_VERSIONS[0],
             "capabilities": capabilities,
-            "clientInfo": {"name": options.client_name, "version": env!("CARGO_PKG_VERSION")},
+            "clientInfo": client_info,
         });
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let result = transport
@@ -349,7 +408,7 @@ async fn open(
             .await?;
         let info = server_info(url, result)?;
         transport.notify("notifications/initialized").await?;
-        transport.initialized(&info.protocol_version);
+        transport.initialized(&info.protocol_version, options.listen);
         Ok(Session {
             transport,
             info,

@@ -35,12 +35,13 @@ mod redact;
 mod server_requests;
 mod transport;
 
-pub use client::{ClientOptions, McpClient, PROTOCOL_VERSIONS, ServerInfo};
+pub use client::{ClientOptions, McpClient, PROTOCOL_VERSIONS, Pool, ServerInfo};
 pub use error::McpError;
 pub use jsonrpc::Notification;
 pub use probe::{Probe, ProbeMethod};
 pub use redact::redact_url;
 pub use server_requests::{
-    ServerRequest, ServerRequestError, ServerRequestFuture, ServerRequestHandler,
+    CallHooks, NotificationSink, ServerRequest, ServerRequestError, ServerRequestFuture,
+    ServerRequestHandler,
 };
 pub use transport::TransportKind;

@@ -37,3 +37,27 @@ pub type ServerRequestFuture =
 
 /// Answers the server requests that belong to one of our requests.
 pub type ServerRequestHandler = Arc<dyn Fn(ServerRequest) -> ServerRequestFuture + Send + Sync>;
+
+/// Receives the notifications a server sends on one request's stream (progress, log
+/// messages), so a gateway can pass them to the client whose request it is.
+pub type NotificationSink = Arc<dyn Fn(crate::Notification) + Send + Sync>;
+
+/// What to do with the messages a server sends while answering one request, on that
+/// request's own stream. Without a hook, requests are declined and notifications go to
+/// [`crate::McpClient::notifications`].
+#[derive(Clone, Default)]
+pub struct CallHooks {
+    /// Answers the server's requests (sampling, elicitation).
+    pub requests: Option<ServerRequestHandler>,
+    /// Takes the server's notifications.
+    pub notifications: Option<NotificationSink>,
+}
+
+impl std::fmt::Debug for CallHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallHooks")
+            .field("requests", &self.requests.is_some())
+            .field("notifications", &self.notifications.is_some())
+            .finish()
+    }
+}

@@ -127,6 +127,15 @@ pub struct VmcpConfig {
     pub breaker: BreakerConfig,
     /// Whether breakers refuse calls (`false`: they only track and report).
     pub breaker_enabled: bool,
+    /// Host names (besides IP literals and `localhost`) clients may use; `*`: any.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call (besides same-origin, and loopback pages on a
+    /// loopback listener); `*`: any.
+    pub allowed_origins: Vec<String>,
+    /// A client session unused this long is ended, with its backend sessions.
+    pub session_idle_timeout: Duration,
+    /// Backend sessions open at once per backend (one per client session using it).
+    pub max_sessions_per_backend: u32,
 }
 
 impl VmcpConfig {
@@ -224,6 +233,8 @@ struct Raw {
     listen: Option<Spanned<String>>,
     #[serde(default)]
     backends: Vec<RawBackend>,
+    allowed_hosts: Option<Vec<String>>,
+    allowed_origins: Option<Vec<String>>,
     #[serde(default)]
     aggregation: RawAggregation,
     #[serde(default)]
@@ -274,6 +285,8 @@ struct RawOverride {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawOperational {
+    session_idle_timeout: Option<Spanned<String>>,
+    max_sessions_per_backend: Option<Spanned<u32>>,
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
@@ -549,6 +562,17 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         timeouts.insert(backend, d);
     }
 
+    let (session_idle_timeout, _) = c.duration(
+        "operational.sessionIdleTimeout",
+        op.session_idle_timeout,
+        Duration::from_secs(30 * 60),
+    )?;
+    let (max_sessions_per_backend, _) = c.count(
+        "operational.maxSessionsPerBackend",
+        op.max_sessions_per_backend,
+        1000,
+    )?;
+
     let fh = op.failure_handling;
     let base = "operational.failureHandling";
     let defaults = HealthConfig::default();
@@ -674,6 +698,14 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
             e.to_string(),
         );
     }
+    // Last, so that a mistake elsewhere in a file without backends is named first.
+    if backends.is_empty() {
+        return c.error(
+            "backends",
+            None,
+            "expected at least one backend: a list of {name, url[, transport]} (an empty vMCP serves nothing)",
+        );
+    }
     Ok(VmcpConfig {
         name: raw.name.unwrap_or_else(|| "vmcp".to_string()),
         listen,
@@ -687,6 +719,10 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         partial_failure_mode,
         breaker,
         breaker_enabled: cb.enabled.unwrap_or(true),
+        allowed_hosts: raw.allowed_hosts.unwrap_or_default(),
+        allowed_origins: raw.allowed_origins.unwrap_or_default(),
+        session_idle_timeout,
+        max_sessions_per_backend,
     })
 }
 

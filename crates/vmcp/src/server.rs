@@ -138,6 +138,7 @@ impl State {
             client_name: "hale-vmcp".into(),
             // Sampling and elicitation requests are relayed to the calling client.
             relays_client_features: true,
+            ..ClientOptions::default()
         };
         let client = Arc::new(McpClient::connect(&b.config.url, options).await?);
         let mut notes = client.notifications();

@@ -66,8 +66,15 @@ fn the_spec_example_reads_as_written() {
 }
 
 #[test]
-fn an_empty_file_means_toolhives_defaults() {
-    let c = VmcpConfig::from_yaml("vmcp.yaml", "backends: []\n").unwrap();
+fn a_file_with_only_a_backend_means_toolhives_defaults() {
+    let c = VmcpConfig::from_yaml(
+        "vmcp.yaml",
+        "backends:\n  - {name: a, url: \"http://127.0.0.1:1/mcp\"}\n",
+    )
+    .unwrap();
+    assert_eq!(c.session_idle_timeout, Duration::from_secs(1800));
+    assert_eq!(c.max_sessions_per_backend, 1000);
+    assert!(c.allowed_hosts.is_empty() && c.allowed_origins.is_empty());
     assert_eq!(c.listen.to_string(), "127.0.0.1:4483");
     assert_eq!(c.health.check_interval, Duration::from_secs(30));
     assert_eq!(c.health.check_timeout, Duration::from_secs(10));
@@ -197,6 +204,31 @@ fn each_mistake_gives_one_message_naming_the_key_and_what_is_expected() {
             "vmcp.yaml:1: listen: expected IP:PORT",
         ),
         ("not YAML at all", "backends: [\n", "vmcp.yaml:"),
+        (
+            "an empty file",
+            "",
+            "backends: expected at least one backend",
+        ),
+        (
+            "whitespace only",
+            "  \n\n",
+            "backends: expected at least one backend",
+        ),
+        (
+            "a name only",
+            "name: tools\n",
+            "backends: expected at least one backend",
+        ),
+        (
+            "no backends",
+            "backends: []\n",
+            "backends: expected at least one backend",
+        ),
+        (
+            "zero sessions per backend",
+            "operational:\n  maxSessionsPerBackend: 0\n",
+            "vmcp.yaml:2: operational.maxSessionsPerBackend: expected a whole number of at least 1",
+        ),
     ];
     for (what, yaml, expected) in cases {
         let err = VmcpConfig::from_yaml("vmcp.yaml", yaml)

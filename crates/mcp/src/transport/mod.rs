@@ -11,7 +11,7 @@ pub(crate) use streamable::StreamableHttp;
 
 use crate::McpError;
 use crate::jsonrpc::{self, Message, Notification};
-use crate::server_requests::ServerRequestHandler;
+use crate::server_requests::CallHooks;
 
 /// Which transport a backend speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,13 +66,13 @@ impl Transport {
         id: u64,
         method: &str,
         params: Option<Value>,
-        answering: Option<&ServerRequestHandler>,
+        hooks: Option<&CallHooks>,
     ) -> Result<Value, McpError> {
         let message = jsonrpc::request(id, method, params);
         match self {
             // Legacy SSE carries every message on one stream: a server request there
             // cannot be told apart by the request it belongs to, so it is declined.
-            Transport::Streamable(t) => t.request(id, method, &message, answering).await,
+            Transport::Streamable(t) => t.request(id, method, &message, hooks).await,
             Transport::Sse(t) => t.request(id, method, &message).await,
         }
     }
@@ -86,11 +86,29 @@ impl Transport {
         }
     }
 
-    /// Remembers what initialize negotiated and starts listening for server messages.
-    pub(crate) fn initialized(&self, protocol_version: &str) {
+    /// Remembers what initialize negotiated, and starts listening for server messages
+    /// on the session's GET stream when `listen`.
+    pub(crate) fn initialized(&self, protocol_version: &str, listen: bool) {
         match self {
-            Transport::Streamable(t) => t.initialized(protocol_version),
+            Transport::Streamable(t) => t.initialized(protocol_version, listen),
             Transport::Sse(_) => {}
+        }
+    }
+
+    /// Starts listening on the session's GET stream (streamable HTTP; legacy SSE always
+    /// listens).
+    pub(crate) fn listen(&self) {
+        if let Transport::Streamable(t) = self {
+            t.listen_now();
+        }
+    }
+
+    /// Whether the server gave this client a session (streamable HTTP: an
+    /// `Mcp-Session-Id`; legacy SSE: always).
+    pub(crate) fn has_session(&self) -> bool {
+        match self {
+            Transport::Streamable(t) => t.has_session(),
+            Transport::Sse(_) => true,
         }
     }
 

@@ -18,7 +18,7 @@ use super::{Unsolicited, id_matches, unsolicited};
 use crate::McpError;
 use crate::http::{self as h, HttpClient};
 use crate::jsonrpc::{self, Message, Notification};
-use crate::server_requests::{ServerRequest, ServerRequestHandler};
+use crate::server_requests::{CallHooks, ServerRequest, ServerRequestHandler};
 
 const SESSION: &str = "mcp-session-id";
 const PROTOCOL_VERSION: &str = "mcp-protocol-version";
@@ -27,6 +27,7 @@ const PROTOCOL_VERSION: &str = "mcp-protocol-version";
 pub(crate) struct StreamableHttp {
     shared: Arc<Shared>,
     stop: CancellationToken,
+    listening: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -56,6 +57,7 @@ impl StreamableHttp {
                 notifications,
             }),
             stop: CancellationToken::new(),
+            listening: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -64,12 +66,10 @@ impl StreamableHttp {
         id: u64,
         method: &str,
         message: &Value,
-        answering: Option<&ServerRequestHandler>,
+        hooks: Option<&CallHooks>,
     ) -> Result<Value, McpError> {
         let response = self.shared.post(method, message).await?;
-        self.shared
-            .read_answer(id, method, response, answering)
-            .await
+        self.shared.read_answer(id, method, response, hooks).await
     }
 
     pub(crate) async fn post_no_answer(
@@ -86,8 +86,25 @@ impl StreamableHttp {
         Err(self.shared.status_error(method, status, &body))
     }
 
-    pub(crate) fn initialized(&self, protocol_version: &str) {
+    pub(crate) fn initialized(&self, protocol_version: &str, listen: bool) {
         *write(&self.shared.protocol_version) = Some(protocol_version.to_string());
+        if listen {
+            self.listen_now();
+        }
+    }
+
+    pub(crate) fn has_session(&self) -> bool {
+        read(&self.shared.session).is_some()
+    }
+
+    /// Holds the session's GET stream open from now on (once).
+    pub(crate) fn listen_now(&self) {
+        if self
+            .listening
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
         let shared = self.shared.clone();
         let stop = self.stop.clone();
         tokio::spawn(async move {
@@ -174,12 +191,12 @@ impl Shared {
         id: u64,
         method: &str,
         response: http::Response<Incoming>,
-        answering: Option<&ServerRequestHandler>,
+        hooks: Option<&CallHooks>,
     ) -> Result<Value, McpError> {
         let status = response.status();
         if h::is_event_stream(response.headers()) && status.is_success() {
             return self
-                .read_stream_answer(id, method, response.into_body(), answering)
+                .read_stream_answer(id, method, response.into_body(), hooks)
                 .await;
         }
         let body = h::read_body(&self.url, method, response.into_body()).await?;
@@ -198,7 +215,7 @@ impl Shared {
         id: u64,
         method: &str,
         body: Incoming,
-        answering: Option<&ServerRequestHandler>,
+        hooks: Option<&CallHooks>,
     ) -> Result<Value, McpError> {
         let mut events = SseStream::new(body);
         while let Some(event) = events.next().await {
@@ -211,7 +228,7 @@ impl Shared {
             };
             let message = jsonrpc::parse_bytes(data.as_bytes())
                 .map_err(|detail| self.protocol(method, detail))?;
-            if let Some(answer) = self.answer(id, method, message, answering) {
+            if let Some(answer) = self.answer(id, method, message, hooks) {
                 return answer;
             }
         }
@@ -223,13 +240,13 @@ impl Shared {
     }
 
     /// `Some` if `message` answers request `id`; otherwise delivers it and returns `None`.
-    /// A server request on this stream goes to `answering`, if given.
+    /// A server request or notification on this stream goes to `hooks`, if given.
     fn answer(
         &self,
         id: u64,
         method: &str,
         message: Message,
-        answering: Option<&ServerRequestHandler>,
+        hooks: Option<&CallHooks>,
     ) -> Option<Result<Value, McpError>> {
         match message {
             Message::Response { id: got, outcome } if id_matches(&got, id) => {
@@ -239,8 +256,8 @@ impl Shared {
                 id: asked,
                 method: asked_method,
                 params,
-            } if asked_method != "ping" && answering.is_some() => {
-                let handler = answering.cloned()?;
+            } if asked_method != "ping" && hooks.is_some_and(|h| h.requests.is_some()) => {
+                let handler = hooks.and_then(|h| h.requests.clone())?;
                 self.answer_later(
                     asked,
                     ServerRequest {
@@ -249,6 +266,12 @@ impl Shared {
                     },
                     handler,
                 );
+                None
+            }
+            Message::Notification(note)
+                if let Some(sink) = hooks.and_then(|h| h.notifications.as_ref()) =>
+            {
+                sink(note);
                 None
             }
             other => {
