@@ -198,6 +198,11 @@ impl McpClient {
         self.session.read().await.transport.has_session()
     }
 
+    /// The session id the server gave this client, if any (streamable HTTP).
+    pub async fn session_id(&self) -> Option<String> {
+        self.session.read().await.transport.session_id()
+    }
+
     /// Holds the session's GET stream open for server notifications from now on (for a
     /// client made with `listen: false`).
     pub async fn listen(&self) {

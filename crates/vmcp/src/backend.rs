@@ -48,6 +48,9 @@ pub struct Backend {
     /// Notified when the breaker changes state, so the monitor (asleep until its next
     /// check) can wake for an open breaker's timeout, whoever opened it.
     pub(crate) breaker_moved: tokio::sync::Notify,
+    /// Notified (all waiters) when the backend stops being routable: calls in flight to
+    /// it end at once instead of waiting out their timeout.
+    pub(crate) withdrawn: tokio::sync::Notify,
 }
 
 impl Backend {
@@ -73,6 +76,7 @@ impl Backend {
             tools: Mutex::new(0),
             epoch: (TokioClock.now(), SystemTime::now()),
             breaker_moved: tokio::sync::Notify::new(),
+            withdrawn: tokio::sync::Notify::new(),
         })
     }
 
@@ -124,6 +128,16 @@ impl Backend {
     /// Routable: healthy or degraded, and the breaker not open.
     pub fn routable(&self) -> bool {
         self.health().is_routable() && self.breaker.snapshot().state != BreakerState::Open
+    }
+
+    /// Whether a client may cache this backend's lists now (healthy, breaker closed, no
+    /// failed check pending), and when it was last checked.
+    pub(crate) fn cache_hint(&self) -> (bool, Option<Instant>) {
+        let t = self.tracker();
+        let stable = t.state() == HealthState::Healthy
+            && t.consecutive_failures() == 0
+            && self.breaker.snapshot().state == BreakerState::Closed;
+        (stable, t.last_check())
     }
 
     /// Records how many tools the backend offers.

@@ -1,33 +1,47 @@
-//! The vMCP's HTTP front: `/mcp` (rmcp, streamable HTTP) and the status endpoints.
+//! The vMCP's listener: connections (with read and idle timeouts), `Host`/`Origin`
+//! checks on every endpoint, `/mcp` ([`crate::edge`]) and the status endpoints, and the
+//! drain at shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hale_core::HostPolicy;
+use hale_mcp::codes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::VmcpConfig;
+use crate::edge::message::RpcError;
+use crate::edge::{self, Edge};
 use crate::monitor::{self, MonitorSettings};
-use crate::server::{Handler, State};
+use crate::server::State;
+use crate::status;
 
-type Body = BoxBody<Bytes, Infallible>;
+/// Every response body of the vMCP.
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A complete body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+/// A connection with no request for this long is closed (an idle keep-alive, or a
+/// client that connected and said nothing).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why the vMCP could not start.
 #[derive(Debug, thiserror::Error)]
@@ -97,14 +111,15 @@ impl Vmcp {
 
     /// Serves until `stop`: monitors, catalog upkeep and the HTTP endpoints. Then drains:
     /// no new connections, `/readyz` answers 503, MCP requests in flight get up to the
-    /// drain timeout to finish, and only then are sessions and their streams closed.
+    /// drain timeout to finish, listen streams get their final result, and only then are
+    /// sessions (and their backend sessions) closed.
     pub async fn run(self, stop: CancellationToken) {
         let Vmcp {
             state,
             listener,
             metrics,
             drain_timeout,
-            ..
+            local_addr,
         } = self;
         let tasks = TaskTracker::new();
         let settings = MonitorSettings {
@@ -124,133 +139,205 @@ impl Vmcp {
         }
         tasks.spawn(state.clone().maintain_catalog(stop.clone()));
 
-        // Sessions outlive `stop` until the requests in flight are done.
-        let sessions = CancellationToken::new();
-        let mut rmcp_config =
-            StreamableHttpServerConfig::default().with_cancellation_token(sessions.clone());
-        if !state.config.listen.ip().is_loopback() {
-            // Behind a Service or an Ingress the Host is not loopback; protection against
-            // DNS rebinding is the network's job there.
-            rmcp_config = rmcp_config.disable_allowed_hosts();
-        }
-        let handler_state = state.clone();
-        let mcp = TowerToHyperService::new(StreamableHttpService::new(
-            move || Ok(Handler::new(handler_state.clone())),
-            LocalSessionManager::default().into(),
-            rmcp_config,
-        ));
         let front = Arc::new(Front {
-            state: state.clone(),
-            mcp,
+            edge: Edge::new(state.clone()),
+            hosts: HostPolicy::new(
+                local_addr.ip().is_loopback(),
+                &state.config.allowed_hosts,
+                &state.config.allowed_origins,
+            ),
             metrics,
-            in_flight: TaskTracker::new(),
-            draining: AtomicBool::new(false),
         });
+        tasks.spawn(expire_idle_sessions(front.clone(), stop.clone()));
+        // Connections close gracefully once the drain is over.
+        let connections_end = CancellationToken::new();
+        let mut accept_failures = hale_core::RateLimitedLog::new(Duration::from_secs(10));
         loop {
             let stream = tokio::select! {
                 () = stop.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
-                    Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+                    Err(e) => {
+                        if let Some(suppressed) = accept_failures.due(std::time::Instant::now()) {
+                            tracing::warn!(error = %e, suppressed, "accept failed (the process may be out of file descriptors)");
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
                 },
             };
             // Small JSON-RPC answers must not wait for Nagle and a delayed ACK (40 ms).
             let _ = stream.set_nodelay(true);
-            let service_front = front.clone();
-            let sessions = sessions.clone();
-            tasks.spawn(async move {
-                let service = service_fn(move |req| {
-                    let front = service_front.clone();
-                    async move { Ok::<_, Infallible>(front.route(req).await) }
-                });
-                // Small JSON-RPC messages: one flattened write beats an iovec (as in the
-                // proxy).
-                let conn = http1::Builder::new()
-                    .writev(false)
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => return,
-                    () = sessions.cancelled() => {}
-                }
-                // Finish the response under way (a stream's body ends with its session),
-                // then close instead of waiting for the next request.
-                conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
-            });
+            tasks.spawn(serve_connection(
+                front.clone(),
+                stream,
+                connections_end.clone(),
+            ));
         }
 
         // New connections are refused from here on; open ones may still ask.
         drop(listener);
-        front.draining.store(true, Ordering::Release);
-        front.in_flight.close();
-        let drained = tokio::time::timeout(drain_timeout, front.in_flight.wait()).await;
+        front.edge.draining.store(true, Ordering::Release);
+        front.edge.in_flight.close();
+        let drained = tokio::time::timeout(drain_timeout, front.edge.in_flight.wait()).await;
         if drained.is_err() {
             tracing::warn!(
-                still_running = front.in_flight.len(),
+                still_running = front.edge.in_flight.len(),
                 "drain timeout: closing sessions with requests still in flight"
             );
         }
-        sessions.cancel();
+        front.edge.closing.cancel();
+        connections_end.cancel();
+        front.edge.close_all().await;
         tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     }
 }
 
-type McpService = TowerToHyperService<StreamableHttpService<Handler, LocalSessionManager>>;
+/// One client connection: HTTP/1.1 with a header read timeout; an idle one is closed.
+async fn serve_connection(
+    front: Arc<Front>,
+    stream: tokio::net::TcpStream,
+    end: CancellationToken,
+) {
+    let idle = Arc::new(Idle::default());
+    let busy = idle.clone();
+    let service = service_fn(move |req| {
+        let front = front.clone();
+        let guard = busy.enter();
+        async move {
+            let response = front.route(req).await;
+            // The connection counts as busy until the body is sent.
+            Ok::<_, Infallible>(response.map(move |inner| {
+                Held {
+                    inner,
+                    _guard: guard,
+                }
+                .boxed_unsync()
+            }))
+        }
+    });
+    // Small JSON-RPC messages: one flattened write beats an iovec (as in the proxy).
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(edge::READ_TIMEOUT)
+        .writev(false)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = end.cancelled() => break,
+            () = tokio::time::sleep(IDLE_TIMEOUT) => {
+                if idle.idle() {
+                    break;
+                }
+            }
+        }
+    }
+    // Finish the response under way, then close instead of waiting for the next request.
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+}
+
+/// Requests of one connection being answered (bodies included).
+#[derive(Default)]
+struct Idle(
+    std::sync::atomic::AtomicUsize,
+    std::sync::atomic::AtomicBool,
+);
+
+impl Idle {
+    fn enter(self: &Arc<Self>) -> IdleGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        self.1.store(true, Ordering::Release);
+        IdleGuard(self.clone())
+    }
+
+    /// True if nothing was asked since the last look and nothing is being answered.
+    fn idle(&self) -> bool {
+        let asked = self.1.swap(false, Ordering::AcqRel);
+        !asked && self.0.load(Ordering::Acquire) == 0
+    }
+}
+
+struct IdleGuard(Arc<Idle>);
+
+/// A body that holds a guard until it is dropped; everything else passes through (the
+/// size hint too, so a complete body keeps its `Content-Length`).
+struct Held<G> {
+    inner: Body,
+    _guard: G,
+}
+
+impl<G: Unpin + Send + 'static> http_body::Body for Held<G> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for IdleGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Ends abandoned client sessions, every quarter of `sessionIdleTimeout` (at most 30 s).
+async fn expire_idle_sessions(front: Arc<Front>, stop: CancellationToken) {
+    let every = (front.edge.state.config.session_idle_timeout / 4).min(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => front.edge.expire_idle().await,
+        }
+    }
+}
 
 struct Front {
-    state: Arc<State>,
-    mcp: McpService,
+    edge: Edge,
+    hosts: HostPolicy,
     metrics: Option<PrometheusHandle>,
-    /// One token per MCP POST being answered: shutdown waits for them.
-    in_flight: TaskTracker,
-    draining: AtomicBool,
 }
 
 impl Front {
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .and_then(|v: &http::HeaderValue| v.to_str().ok())
+        };
+        if let Err(refusal) = self
+            .hosts
+            .check(header(header::HOST), header(header::ORIGIN))
+        {
+            tracing::warn!(%refusal, path = req.uri().path(), "refused a request (DNS-rebinding protection)");
+            return edge::error_response(
+                StatusCode::FORBIDDEN,
+                &Value::Null,
+                &RpcError::new(codes::REFUSED, refusal.to_string()),
+            );
+        }
+        let state = &self.edge.state;
         match (req.method(), req.uri().path()) {
-            (&Method::POST, "/mcp") if self.draining.load(Ordering::Acquire) => {
-                let mut r = json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": "the vMCP is shutting down"}}),
-                );
-                r.headers_mut()
-                    .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
-                r
-            }
-            (&Method::DELETE, "/mcp") => {
-                let response = match hyper::service::Service::call(&self.mcp, req).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-                // rmcp accepts a session's end with 202; clients (the Python SDK among
-                // them) expect 200 or 204 and log a failure otherwise.
-                if response.status() == StatusCode::ACCEPTED {
-                    let mut r = Response::new(Full::new(Bytes::new()).boxed());
-                    *r.status_mut() = StatusCode::NO_CONTENT;
-                    return r;
-                }
-                response.map(|b| b.boxed())
-            }
-            (_, "/mcp") => {
-                // Held until the answer's body (an SSE stream for a POST) has ended.
-                let working = (req.method() == Method::POST).then(|| self.in_flight.token());
-                match hyper::service::Service::call(&self.mcp, req).await {
-                    Ok(response) => response.map(|b| {
-                        b.map_frame(move |frame| {
-                            let _ = &working;
-                            frame
-                        })
-                        .boxed()
-                    }),
-                    Err(never) => match never {},
-                }
-            }
+            (_, "/mcp") => self.edge.serve(req).await,
             (&Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
             (&Method::GET, "/readyz") => {
-                let (ready, reason) = self.readiness();
+                let (ready, reason) =
+                    status::readiness(state, self.edge.draining.load(Ordering::Acquire));
                 let code = if ready {
                     StatusCode::OK
                 } else {
@@ -258,13 +345,13 @@ impl Front {
                 };
                 json_response(code, &json!({"ready": ready, "reason": reason}))
             }
-            (&Method::GET, "/status") => json_response(StatusCode::OK, &self.status().await),
+            (&Method::GET, "/status") => json_response(StatusCode::OK, &status::status(state)),
             (&Method::GET, "/api/backends/health") => {
-                json_response(StatusCode::OK, &self.backends_health())
+                json_response(StatusCode::OK, &status::backends_health(state))
             }
             (&Method::GET, "/metrics") => match &self.metrics {
                 Some(handle) => {
-                    let mut r = Response::new(Full::new(Bytes::from(handle.render())).boxed());
+                    let mut r = Response::new(full(handle.render()));
                     r.headers_mut().insert(
                         header::CONTENT_TYPE,
                         http::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -282,69 +369,10 @@ impl Front {
             ),
         }
     }
-
-    fn readiness(&self) -> (bool, String) {
-        if self.draining.load(Ordering::Acquire) {
-            return (false, "shutting down".into());
-        }
-        let total = self.state.backends.len();
-        let checked = self.state.first_round.checked();
-        if total == 0 {
-            return (true, "no backends configured".into());
-        }
-        if checked < total {
-            return (
-                false,
-                format!("first round of health checks: {checked} of {total} backends checked"),
-            );
-        }
-        let routable = self.state.backends.iter().filter(|b| b.routable()).count();
-        if routable == 0 {
-            return (false, format!("none of the {total} backends is routable"));
-        }
-        (true, format!("{routable} of {total} backends routable"))
-    }
-
-    async fn status(&self) -> Value {
-        let backends: Vec<Value> = self.state.backends.iter().map(|b| b.status()).collect();
-        let total = backends.len();
-        let routable = self.state.backends.iter().filter(|b| b.routable()).count();
-        let (phase, message) = if self.state.first_round.checked() < total {
-            (
-                "Pending",
-                "waiting for the first round of health checks".to_string(),
-            )
-        } else if total == 0 || routable == total {
-            ("Ready", format!("{routable} of {total} backends routable"))
-        } else if routable > 0 {
-            (
-                "Degraded",
-                format!("{routable} of {total} backends routable"),
-            )
-        } else {
-            (
-                "Failed",
-                format!("none of the {total} backends is routable"),
-            )
-        };
-        json!({"name": self.state.config.name, "phase": phase, "message": message, "backends": backends})
-    }
-
-    fn backends_health(&self) -> Value {
-        let mut summary = json!({"total": 0, "healthy": 0, "degraded": 0, "unhealthy": 0, "unknown": 0, "unauthenticated": 0});
-        let mut backends = serde_json::Map::new();
-        for b in &self.state.backends {
-            summary["total"] = json!(summary["total"].as_u64().unwrap_or(0) + 1);
-            let state = b.health().as_str();
-            summary[state] = json!(summary[state].as_u64().unwrap_or(0) + 1);
-            backends.insert(b.config.name.clone(), b.status());
-        }
-        json!({"monitoringEnabled": true, "summary": summary, "backends": backends})
-    }
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+    let mut r = Response::new(full(body.to_string()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

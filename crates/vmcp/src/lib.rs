@@ -3,17 +3,27 @@
 //! partial-failure modes.
 //!
 //! The parts, in the order a request meets them: [`config`] (ToolHive's keys, read
-//! strictly), [`Vmcp`] (the HTTP endpoints), [`server`] (the MCP handler: routing, fan-out,
-//! catalog upkeep, `list_changed`), [`aggregate`] (filters, overrides, conflict
-//! resolution), [`backend`] (one backend's tracker and breaker, and its status), and
-//! [`monitor`] (the health-check task per backend).
+//! strictly), [`Vmcp`] (the listener, `Host`/`Origin` checks, status endpoints, drain),
+//! `edge` (the client edge: both protocol eras, client sessions, streams), `route`
+//! (lists and calls, the same in both eras), `upstream` (each client's own backend
+//! sessions), [`server`] (shared state: backends, catalog and its upkeep, fan-out),
+//! [`aggregate`] (filters, overrides, conflict resolution), [`backend`] (one backend's
+//! tracker and breaker, and its status), and [`monitor`] (the health-check task per
+//! backend).
 
 pub mod aggregate;
 pub mod backend;
 pub mod config;
+pub(crate) mod edge;
 mod http;
 pub mod monitor;
+mod route;
 pub mod server;
+mod status;
+mod upstream;
+
+pub use edge::Resumable;
+pub use edge::message::RpcError;
 
 pub use config::{ConfigFileError, VmcpConfig};
 pub use http::{Vmcp, VmcpError};
@@ -36,4 +46,6 @@ pub const METRICS: &[&str] = &[
     "toolhive_vmcp_catalog_tools",
     "toolhive_vmcp_list_changed_notifications_total",
     "toolhive_vmcp_partial_failures_total",
+    "toolhive_vmcp_backend_sessions",
+    "toolhive_vmcp_backend_sessions_total",
 ];

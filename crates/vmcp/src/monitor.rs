@@ -133,6 +133,9 @@ pub(crate) fn report(backend: &Backend, changes: &Changes, changed: &Notify) {
         publish_states(backend);
     }
     if changes.routability_changed {
+        if !backend.routable() {
+            backend.withdrawn.notify_waiters();
+        }
         changed.notify_one();
     }
 }

@@ -103,6 +103,14 @@ impl Transport {
         }
     }
 
+    /// The session id the server gave (streamable HTTP).
+    pub(crate) fn session_id(&self) -> Option<String> {
+        match self {
+            Transport::Streamable(t) => t.session_id(),
+            Transport::Sse(_) => None,
+        }
+    }
+
     /// Whether the server gave this client a session (streamable HTTP: an
     /// `Mcp-Session-Id`; legacy SSE: always).
     pub(crate) fn has_session(&self) -> bool {

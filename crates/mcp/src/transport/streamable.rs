@@ -93,6 +93,10 @@ impl StreamableHttp {
         }
     }
 
+    pub(crate) fn session_id(&self) -> Option<String> {
+        read(&self.shared.session).clone()
+    }
+
     pub(crate) fn has_session(&self) -> bool {
         read(&self.shared.session).is_some()
     }

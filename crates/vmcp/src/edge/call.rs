@@ -1,0 +1,167 @@
+//! The answer to one request, decided as late as possible.
+//!
+//! Most calls produce nothing but their answer: those get a plain `application/json`
+//! body, one write, no stream. When something must reach the client before the answer
+//! (a backend's progress or log message, a sampling request it relays), and the client
+//! accepts event streams, the answer becomes an SSE stream at that moment: the headers
+//! are not sent until the first message is ready, so the choice is free. The work runs
+//! inside the response (no task per request); a client that goes away drops it, which
+//! cancels the backend call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::mpsc;
+
+use super::message;
+use crate::http::{Body as ResponseBody, full};
+
+/// The work of one request: resolves to the answer message.
+pub(crate) type Work = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+
+/// Answers with `work`'s message; `interim` carries what comes before it. `hold` is kept
+/// until the answer has been sent in full (the drain waits for it).
+pub(crate) async fn respond<H: Send + Unpin + 'static>(
+    mut work: Work,
+    mut interim: mpsc::UnboundedReceiver<Bytes>,
+    streams_ok: bool,
+    hold: H,
+) -> Response<ResponseBody> {
+    let first = tokio::select! {
+        biased;
+        answer = &mut work => return json(StatusCode::OK, answer),
+        first = interim.recv(), if streams_ok => first,
+    };
+    let Some(first) = first else {
+        // Nothing will come before the answer after all.
+        return json(StatusCode::OK, work.await);
+    };
+    let body = CallStream {
+        first: Some(message::sse_event(&first)),
+        interim,
+        work: Some(work),
+        _hold: hold,
+    };
+    let mut response = Response::new(ResponseBody::new(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// A JSON body.
+pub(crate) fn json(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// An SSE answer: the interim messages as they come, then the answer, then the end.
+struct CallStream<H> {
+    first: Option<Bytes>,
+    interim: mpsc::UnboundedReceiver<Bytes>,
+    work: Option<Work>,
+    _hold: H,
+}
+
+impl<H: Unpin> Body for CallStream<H> {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if self.work.is_none() {
+            return Poll::Ready(None);
+        }
+        // Whatever came before the answer goes first, in order.
+        if let Poll::Ready(Some(m)) = self.interim.poll_recv(cx) {
+            return Poll::Ready(Some(Ok(Frame::data(message::sse_event(&m)))));
+        }
+        let Some(work) = self.work.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match work.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(answer) => {
+                self.work = None;
+                // Messages sent just before the answer are still queued: they go first.
+                let mut out = Vec::new();
+                while let Ok(m) = self.interim.try_recv() {
+                    out.extend_from_slice(&message::sse_event(&m));
+                }
+                out.extend_from_slice(&message::sse_event(&answer));
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.work.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn an_answer_with_nothing_before_it_is_plain_json() {
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let work: Work = Box::pin(async { Bytes::from_static(b"{\"id\":1}") });
+        let r = respond(work, rx, true, ()).await;
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"{\"id\":1}");
+    }
+
+    #[tokio::test]
+    async fn a_message_before_the_answer_turns_it_into_a_stream_in_order() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let work: Work = Box::pin(async move {
+            tx.send(Bytes::from_static(b"{\"p\":1}")).unwrap();
+            tokio::task::yield_now().await;
+            tx.send(Bytes::from_static(b"{\"p\":2}")).unwrap();
+            Bytes::from_static(b"{\"id\":1}")
+        });
+        let r = respond(work, rx, true, ()).await;
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/event-stream");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "event: message\ndata: {\"p\":1}\n\nevent: message\ndata: {\"p\":2}\n\nevent: message\ndata: {\"id\":1}\n\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_takes_no_streams_gets_json_whatever_comes_before() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let work: Work = Box::pin(async move {
+            let _ = tx.send(Bytes::from_static(b"{\"p\":1}"));
+            Bytes::from_static(b"{\"id\":1}")
+        });
+        let r = respond(work, rx, false, ()).await;
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    }
+}

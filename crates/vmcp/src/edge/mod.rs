@@ -1,0 +1,441 @@
+//! The client edge: `/mcp` in both protocol eras at once, written on hyper.
+//!
+//! A request is read whole (4 MiB at most, within the read timeout), parsed once, and
+//! judged by what it carries: an `Mcp-Session-Id` or an `initialize` is the legacy era (a
+//! session, a GET stream, DELETE at the end); a `MCP-Protocol-Version: 2026-07-28` header
+//! or `_meta` version is the modern era (no session; headers checked against the body;
+//! `server/discover` and `subscriptions/listen` answered here). Either way the request
+//! then goes to [`crate::route`], and its answer is plain JSON unless something must reach
+//! the client before it ([`call`]). See `docs/decisions/0003-vmcp-edge-on-hyper.md`.
+
+pub(crate) mod call;
+mod listeners;
+pub(crate) mod message;
+pub(crate) mod modern;
+mod session;
+mod stream;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hale_mcp::codes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub(crate) use listeners::Listeners;
+use message::{Incoming as Message, RpcError};
+pub use session::Resumable;
+pub(crate) use session::{ClientSession, Sessions};
+
+use crate::http::{Body, full};
+use crate::route::{self, Caller};
+use crate::server::State;
+
+/// Request bodies larger than this get 413.
+pub(crate) const MAX_BODY: usize = 4 * 1024 * 1024;
+/// How long a client may take to send a request's headers, or its body.
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SESSION: &str = "mcp-session-id";
+
+/// `/mcp` for both eras.
+pub(crate) struct Edge {
+    pub(crate) state: Arc<State>,
+    /// One token per request being answered: shutdown waits for them.
+    pub(crate) in_flight: TaskTracker,
+    pub(crate) draining: AtomicBool,
+    /// Ends the long-lived streams (GET, listen) at shutdown.
+    pub(crate) closing: CancellationToken,
+}
+
+impl Edge {
+    pub(crate) fn new(state: Arc<State>) -> Self {
+        Edge {
+            state,
+            in_flight: TaskTracker::new(),
+            draining: AtomicBool::new(false),
+            closing: CancellationToken::new(),
+        }
+    }
+
+    pub(crate) async fn serve(&self, req: Request<Incoming>) -> Response<Body> {
+        match *req.method() {
+            Method::POST => self.post(req).await,
+            Method::GET => self.get(req.headers()),
+            Method::DELETE => self.delete(req.headers()).await,
+            _ => status_only(StatusCode::METHOD_NOT_ALLOWED),
+        }
+    }
+
+    async fn post(&self, req: Request<Incoming>) -> Response<Body> {
+        if self.draining.load(Ordering::Acquire) {
+            let mut r = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &Value::Null,
+                &RpcError::new(codes::SHUTTING_DOWN, "the vMCP is shutting down"),
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+        let hold = self.in_flight.token();
+        let (parts, body) = req.into_parts();
+        let body = match read_body(body).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let message = match message::parse(&body) {
+            Ok(m) => m,
+            Err(e) => return error_response(e.status, &Value::Null, &e.error),
+        };
+        let session_id = header(&parts.headers, SESSION);
+        match message {
+            Message::Request { id, method, params } => {
+                if let Some(sid) = session_id {
+                    let Some(session) = self.state.sessions.get(sid) else {
+                        return session_not_found(&id);
+                    };
+                    session.touch();
+                    if method == "initialize" {
+                        return error_response(
+                            StatusCode::BAD_REQUEST,
+                            &id,
+                            &RpcError::new(-32600, "this session is initialized already"),
+                        );
+                    }
+                    self.legacy(&parts, session, id, method, params, hold).await
+                } else if method == "initialize" {
+                    self.initialize(&id, &params)
+                } else if modern::is_modern(&parts.headers, &params) {
+                    self.modern(&parts, id, method, params, hold).await
+                } else {
+                    error_response(
+                        StatusCode::BAD_REQUEST,
+                        &id,
+                        &RpcError::new(
+                            -32600,
+                            "Bad Request: no valid session: send initialize first (or speak 2026-07-28 with its headers)",
+                        ),
+                    )
+                }
+            }
+            Message::Notification { method } => {
+                // `notifications/initialized`, `…/cancelled` (closing the stream cancels,
+                // too), `…/roots/list_changed`: nothing for the vMCP to do.
+                tracing::trace!(%method, "client notification");
+                if let Some(sid) = session_id {
+                    match self.state.sessions.get(sid) {
+                        Some(session) => session.touch(),
+                        None => return session_not_found(&Value::Null),
+                    }
+                }
+                status_only(StatusCode::ACCEPTED)
+            }
+            Message::Response { id, outcome } => {
+                let session = session_id.and_then(|sid| self.state.sessions.get(sid));
+                match session {
+                    Some(session) => {
+                        session.touch();
+                        session.answered(&id, outcome);
+                        status_only(StatusCode::ACCEPTED)
+                    }
+                    None => session_not_found(&Value::Null),
+                }
+            }
+        }
+    }
+
+    /// `initialize`: a new session, with nothing asked of any backend.
+    fn initialize(&self, id: &Value, params: &Value) -> Response<Body> {
+        let requested = params
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let version = if modern::LEGACY_VERSIONS.contains(&requested) {
+            requested
+        } else {
+            modern::LEGACY_VERSIONS[0]
+        };
+        let session = Arc::new(ClientSession::new(
+            version.to_string(),
+            params
+                .get("capabilities")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+            params
+                .get("clientInfo")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+            self.state.backends.len(),
+        ));
+        session.touch();
+        let sid = session.id.clone();
+        self.state.sessions.insert(session);
+        let result = json!({
+            "protocolVersion": version,
+            "capabilities": {
+                "tools": {"listChanged": true},
+                "resources": {"listChanged": true, "subscribe": true},
+                "prompts": {"listChanged": true},
+                "logging": {},
+                "completions": {},
+            },
+            "serverInfo": {"name": self.state.config.name, "version": env!("CARGO_PKG_VERSION")},
+        });
+        let mut r = call::json(StatusCode::OK, message::answer(id, &Ok(result)));
+        if let Ok(v) = HeaderValue::from_str(&sid) {
+            r.headers_mut().insert(SESSION, v);
+        }
+        r
+    }
+
+    async fn legacy(
+        &self,
+        parts: &Parts,
+        session: Arc<ClientSession>,
+        id: Value,
+        method: String,
+        params: Value,
+        hold: tokio_util::task::task_tracker::TaskTrackerToken,
+    ) -> Response<Body> {
+        let streams_ok = accepts_streams(&parts.headers);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let caller = Caller {
+            session: Some(session),
+            interim: Some(tx),
+        };
+        let state = self.state.clone();
+        let work: call::Work = Box::pin(async move {
+            let outcome = route::handle(&state, &caller, &method, params).await;
+            message::answer(&id, &outcome)
+        });
+        call::respond(work, rx, streams_ok, hold).await
+    }
+
+    async fn modern(
+        &self,
+        parts: &Parts,
+        id: Value,
+        method: String,
+        params: Value,
+        hold: tokio_util::task::task_tracker::TaskTrackerToken,
+    ) -> Response<Body> {
+        if let Err((status, e)) = modern::validate(&parts.headers, &method, &params) {
+            return error_response(status, &id, &e);
+        }
+        match method.as_str() {
+            "server/discover" => {
+                let result = modern::discover(&self.state.config.name, None, self.state.ttl_ms());
+                return call::json(StatusCode::OK, message::answer(&id, &Ok(result)));
+            }
+            "subscriptions/listen" => {
+                drop(hold); // a stream that lasts until the client leaves is not drained
+                return self.listen(id, &params);
+            }
+            // Gone in 2026-07-28: liveness is any request; the level rides in `_meta`;
+            // resource updates come through subscriptions/listen.
+            "initialize"
+            | "ping"
+            | "logging/setLevel"
+            | "resources/subscribe"
+            | "resources/unsubscribe" => {
+                return error_response(
+                    StatusCode::NOT_FOUND,
+                    &id,
+                    &RpcError::new(-32601, format!("method not found in 2026-07-28: {method}")),
+                );
+            }
+            _ => {}
+        }
+        let streams_ok = accepts_streams(&parts.headers);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let caller = Caller {
+            session: None,
+            interim: Some(tx),
+        };
+        let state = self.state.clone();
+        let list = method.ends_with("/list");
+        if !matches!(
+            method.as_str(),
+            "tools/list"
+                | "resources/list"
+                | "resources/templates/list"
+                | "prompts/list"
+                | "tools/call"
+                | "resources/read"
+                | "prompts/get"
+                | "completion/complete"
+        ) {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                &id,
+                &RpcError::new(-32601, format!("method not found: {method}")),
+            );
+        }
+        let work: call::Work = Box::pin(async move {
+            let outcome =
+                route::handle(&state, &caller, &method, params)
+                    .await
+                    .map(|mut result| {
+                        if let Value::Object(m) = &mut result {
+                            m.insert("resultType".into(), json!("complete"));
+                            if list || method == "resources/read" {
+                                m.insert("ttlMs".into(), json!(state.ttl_ms()));
+                                m.insert("cacheScope".into(), json!("public"));
+                            }
+                        }
+                        result
+                    });
+            message::answer(&id, &outcome)
+        });
+        call::respond(work, rx, streams_ok, hold).await
+    }
+
+    /// `subscriptions/listen`: the acknowledgement with the honoured subset first, then
+    /// the notifications asked for, tagged with the subscription id.
+    fn listen(&self, id: Value, params: &Value) -> Response<Body> {
+        let filter = modern::Filter::from_params(params);
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let registration = Listeners::add(&self.state, id.clone(), filter.clone(), tx);
+        let ack = message::notification(
+            "notifications/subscriptions/acknowledged",
+            &modern::tagged(json!({"notifications": filter.to_value()}), &id),
+        );
+        let last = message::answer(
+            &id,
+            &Ok(json!({"resultType": "complete", "_meta": {modern::META_SUBSCRIPTION: id}})),
+        );
+        if !filter.resource_uris.is_empty() {
+            let state = self.state.clone();
+            tokio::spawn(async move { state.subscribe_shared(&filter.resource_uris).await });
+        }
+        stream::NotificationStream::response(
+            Some(ack),
+            rx,
+            self.closing.clone(),
+            Some(last),
+            Box::new(registration),
+        )
+    }
+
+    /// GET: a legacy session's stream for notifications and our requests.
+    fn get(&self, headers: &HeaderMap) -> Response<Body> {
+        let Some(sid) = header(headers, SESSION) else {
+            if header(headers, "mcp-protocol-version") == Some(modern::VERSION) {
+                return status_only(StatusCode::METHOD_NOT_ALLOWED);
+            }
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                &RpcError::new(
+                    -32600,
+                    "Bad Request: a GET stream needs a session (Mcp-Session-Id)",
+                ),
+            );
+        };
+        let Some(session) = self.state.sessions.get(sid) else {
+            return session_not_found(&Value::Null);
+        };
+        if !header(headers, "accept").is_some_and(|a| a.contains("text/event-stream")) {
+            return status_only(StatusCode::NOT_ACCEPTABLE);
+        }
+        session.touch();
+        let rx = session.open_stream();
+        stream::NotificationStream::response(None, rx, self.closing.clone(), None, Box::new(()))
+    }
+
+    /// DELETE: the client ends its session, and with it its backend sessions.
+    async fn delete(&self, headers: &HeaderMap) -> Response<Body> {
+        let Some(sid) = header(headers, SESSION) else {
+            return status_only(StatusCode::METHOD_NOT_ALLOWED);
+        };
+        let Some(session) = self.state.sessions.remove(sid) else {
+            return session_not_found(&Value::Null);
+        };
+        crate::upstream::close(&self.state, &session, "closed").await;
+        status_only(StatusCode::NO_CONTENT)
+    }
+
+    /// Ends the sessions idle for `sessionIdleTimeout`, and their backend sessions.
+    pub(crate) async fn expire_idle(&self) {
+        let idle = self.state.config.session_idle_timeout;
+        for session in self.state.sessions.expire(std::time::Instant::now(), idle) {
+            tracing::debug!(session = %session.id, ?idle, "client session expired");
+            crate::upstream::close(&self.state, &session, "expired").await;
+        }
+    }
+
+    /// Ends every session (shutdown).
+    pub(crate) async fn close_all(&self) {
+        let sessions = self.state.sessions.drain();
+        futures_util::future::join_all(
+            sessions
+                .iter()
+                .map(|s| crate::upstream::close(&self.state, s, "closed")),
+        )
+        .await;
+    }
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
+    let read = tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_BODY).collect());
+    match read.await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &Value::Null,
+                &RpcError::new(
+                    codes::LIMIT_REACHED,
+                    format!("request body larger than {MAX_BODY} bytes"),
+                ),
+            ))
+        }
+        Ok(Err(_)) => Err(status_only(StatusCode::BAD_REQUEST)),
+        Err(_) => Err(error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            &Value::Null,
+            &RpcError::new(
+                codes::TIMEOUT,
+                format!("the request body did not arrive within {READ_TIMEOUT:?}"),
+            ),
+        )),
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn accepts_streams(headers: &HeaderMap) -> bool {
+    header(headers, "accept").is_some_and(|a| a.contains("text/event-stream") || a.contains("*/*"))
+}
+
+fn session_not_found(id: &Value) -> Response<Body> {
+    error_response(
+        StatusCode::NOT_FOUND,
+        id,
+        &RpcError::new(-32600, "session not found: initialize a new one"),
+    )
+}
+
+/// An HTTP error status with a JSON-RPC error body.
+pub(crate) fn error_response(status: StatusCode, id: &Value, e: &RpcError) -> Response<Body> {
+    call::json(status, message::answer(id, &Err(e.clone())))
+}
+
+fn status_only(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}

@@ -1,0 +1,281 @@
+//! Legacy-era client sessions: what `initialize` opens and `Mcp-Session-Id` names.
+//!
+//! A session holds what its client negotiated, the stream its notifications go to (the
+//! GET stream), the requests hale asked it and awaits (sampling, elicitation), and its own
+//! backend sessions, one per stateful backend it used, opened on first use. Nothing here
+//! is shared between clients: one client's lock never slows another's call.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hale_mcp::{McpClient, ServerRequestError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{OnceCell, mpsc, oneshot};
+
+/// Everything needed to resume a client session elsewhere: small and serializable, so a
+/// later step can hand it to another replica without a shared store.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resumable {
+    /// The protocol version agreed at initialize.
+    pub protocol_version: String,
+    /// The client's declared capabilities.
+    pub capabilities: Value,
+    /// The client's `clientInfo`.
+    pub client_info: Value,
+    /// The log level it set (applied to each backend session when opened).
+    pub log_level: Option<Value>,
+    /// Backend name → the backend's session id, for the backend sessions open now.
+    pub backend_sessions: std::collections::BTreeMap<String, String>,
+}
+
+/// The answer a client gave to one of our requests.
+pub(crate) type Answer = Result<Value, ServerRequestError>;
+
+/// One client session.
+pub(crate) struct ClientSession {
+    pub(crate) id: String,
+    pub(crate) protocol_version: String,
+    pub(crate) capabilities: Value,
+    pub(crate) client_info: Value,
+    pub(crate) log_level: Mutex<Option<Value>>,
+    /// The GET stream's sender, while one is open.
+    stream: Mutex<Option<mpsc::Sender<Bytes>>>,
+    /// Our requests to this client awaiting its answer, by our request id.
+    asked: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
+    next_ask: AtomicU64,
+    /// When the client last sent anything (ms since `epoch`).
+    last_seen: AtomicU64,
+    epoch: Instant,
+    /// This client's session with each backend (by backend index), once opened.
+    pub(crate) backends: Vec<OnceCell<Arc<McpClient>>>,
+}
+
+impl std::fmt::Debug for ClientSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSession")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many notifications may wait for a slow GET stream before new ones are dropped.
+const STREAM_QUEUE: usize = 256;
+
+impl ClientSession {
+    pub(crate) fn new(
+        protocol_version: String,
+        capabilities: Value,
+        client_info: Value,
+        backends: usize,
+    ) -> Self {
+        let epoch = Instant::now();
+        ClientSession {
+            id: new_id(),
+            protocol_version,
+            capabilities,
+            client_info,
+            log_level: Mutex::new(None),
+            stream: Mutex::new(None),
+            asked: Mutex::new(HashMap::new()),
+            next_ask: AtomicU64::new(1),
+            last_seen: AtomicU64::new(0),
+            epoch,
+            backends: (0..backends).map(|_| OnceCell::new()).collect(),
+        }
+    }
+
+    /// Marks the session as used now.
+    pub(crate) fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_seen.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self, now: Instant) -> Duration {
+        let seen = self.epoch + Duration::from_millis(self.last_seen.load(Ordering::Relaxed));
+        now.saturating_duration_since(seen)
+    }
+
+    /// Opens the GET stream: notifications go there from now on (a second GET replaces
+    /// the first).
+    pub(crate) fn open_stream(&self) -> mpsc::Receiver<Bytes> {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        *lock(&self.stream) = Some(tx);
+        rx
+    }
+
+    /// Sends a message on the GET stream; false when none is open (or it is full).
+    pub(crate) fn send(&self, message: Bytes) -> bool {
+        let mut stream = lock(&self.stream);
+        match stream.as_ref().map(|tx| tx.try_send(message)) {
+            Some(Ok(())) => true,
+            Some(Err(mpsc::error::TrySendError::Closed(_))) => {
+                *stream = None;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// A new id for a request of ours to this client, and where its answer will arrive.
+    pub(crate) fn ask(&self) -> (String, oneshot::Receiver<Answer>) {
+        let id = format!("hale-{}", self.next_ask.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        lock(&self.asked).insert(id.clone(), tx);
+        (id, rx)
+    }
+
+    /// Forgets a request of ours that nobody waits for any more.
+    pub(crate) fn forget(&self, id: &str) {
+        lock(&self.asked).remove(id);
+    }
+
+    /// Delivers the client's answer to request `id`; false if nobody asked.
+    pub(crate) fn answered(&self, id: &Value, outcome: Result<Value, Value>) -> bool {
+        let Some(id) = id.as_str() else { return false };
+        let Some(tx) = lock(&self.asked).remove(id) else {
+            return false;
+        };
+        let answer = outcome.map_err(|e| ServerRequestError {
+            code: e.get("code").and_then(Value::as_i64).unwrap_or(-32603),
+            message: e
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("the client refused")
+                .to_string(),
+        });
+        tx.send(answer).is_ok()
+    }
+
+    /// The session's resumable state, backend session ids included.
+    pub(crate) async fn resumable(&self, backend_names: &[String]) -> Resumable {
+        let mut backend_sessions = std::collections::BTreeMap::new();
+        for (cell, name) in self.backends.iter().zip(backend_names) {
+            if let Some(client) = cell.get()
+                && let Some(id) = client.session_id().await
+            {
+                backend_sessions.insert(name.clone(), id);
+            }
+        }
+        Resumable {
+            protocol_version: self.protocol_version.clone(),
+            capabilities: self.capabilities.clone(),
+            client_info: self.client_info.clone(),
+            log_level: lock(&self.log_level).clone(),
+            backend_sessions,
+        }
+    }
+}
+
+/// Every open client session, by id.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    map: RwLock<HashMap<String, Arc<ClientSession>>>,
+}
+
+impl Sessions {
+    pub(crate) fn insert(&self, session: Arc<ClientSession>) {
+        write(&self.map).insert(session.id.clone(), session);
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<ClientSession>> {
+        read(&self.map).get(id).cloned()
+    }
+
+    pub(crate) fn remove(&self, id: &str) -> Option<Arc<ClientSession>> {
+        write(&self.map).remove(id)
+    }
+
+    /// Every session, for notifications that go to all.
+    pub(crate) fn all(&self) -> Vec<Arc<ClientSession>> {
+        read(&self.map).values().cloned().collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        read(&self.map).len()
+    }
+
+    /// Removes and returns the sessions idle for `idle` or longer at `now`.
+    pub(crate) fn expire(&self, now: Instant, idle: Duration) -> Vec<Arc<ClientSession>> {
+        let mut map = write(&self.map);
+        let expired: Vec<String> = map
+            .iter()
+            .filter(|(_, s)| s.idle_for(now) >= idle)
+            .map(|(id, _)| id.clone())
+            .collect();
+        expired.iter().filter_map(|id| map.remove(id)).collect()
+    }
+
+    /// Removes every session (shutdown).
+    pub(crate) fn drain(&self) -> Vec<Arc<ClientSession>> {
+        write(&self.map).drain().map(|(_, s)| s).collect()
+    }
+}
+
+/// 128 random bits from the operating system, as 32 hex digits.
+fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: still unique, though guessable; say so loudly.
+        tracing::error!("no random numbers from the operating system: session ids are guessable");
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = n.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_128_random_bits_and_differ() {
+        let a = ClientSession::new("2025-06-18".into(), Value::Null, Value::Null, 0);
+        let b = ClientSession::new("2025-06-18".into(), Value::Null, Value::Null, 0);
+        assert_eq!(a.id.len(), 32);
+        assert!(a.id.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a.id, b.id);
+    }
+
+    #[test]
+    fn idle_sessions_expire_and_used_ones_stay() {
+        let sessions = Sessions::default();
+        let idle = Arc::new(ClientSession::new("v".into(), Value::Null, Value::Null, 0));
+        let busy = Arc::new(ClientSession::new("v".into(), Value::Null, Value::Null, 0));
+        sessions.insert(idle.clone());
+        sessions.insert(busy.clone());
+        let later = Instant::now() + Duration::from_secs(120);
+        busy.last_seen.store(110_000, Ordering::Relaxed);
+        let expired = sessions.expire(later, Duration::from_secs(60));
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].id, idle.id);
+        assert!(sessions.get(&busy.id).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_clients_answer_reaches_the_request_that_asked() {
+        let s = ClientSession::new("v".into(), Value::Null, Value::Null, 0);
+        let (id, rx) = s.ask();
+        assert!(s.answered(&Value::String(id), Ok(serde_json::json!({"ok": true}))));
+        assert_eq!(rx.await.unwrap().unwrap()["ok"], true);
+        assert!(!s.answered(&Value::String("hale-99".into()), Ok(Value::Null)));
+    }
+}
