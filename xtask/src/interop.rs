@@ -37,9 +37,9 @@ const EVERYTHING: &str = "@modelcontextprotocol/server-everything@2026.8.31";
 const PYTHON_MCP: &str = "mcp==2.3.0";
 
 /// A server process that is killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Server {
@@ -289,8 +289,19 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         println!("transparency: results differ through the proxy: {transparency:?}");
     }
 
+    let era_failures = crate::eras::run(
+        &crate::eras::Paths {
+            root: &root,
+            dir: &dir,
+            bin: &bin,
+            python: &python,
+        },
+        tally,
+    )?;
+
     let client_failures = rows.iter().filter(|r| r.contains("| FAIL |")).count();
     if client_failures > 0
+        || !era_failures.is_empty()
         || withdrawal_failures > 0
         || !testkit_failures.is_empty()
         || !vmcp_failures.is_empty()
@@ -299,7 +310,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         return Err(format!(
             "interop: {client_failures} client target(s) failed; {withdrawal_failures} withdrawal step(s) failed; \
              testkit conformance failures: {testkit_failures:?}; through hale vmcp: {vmcp_failures:?}; \
-             proxy transparency differences: {transparency:?}"
+             proxy transparency differences: {transparency:?}; eras, listen and sessions: {era_failures:?}"
         ));
     }
     Ok(())
@@ -339,7 +350,7 @@ fn client_check(
     ))
 }
 
-fn testkit(bin: &Path, port: u16, transport: &str) -> Command {
+pub(crate) fn testkit(bin: &Path, port: u16, transport: &str) -> Command {
     let mut c = Command::new(bin.join("hale-testkit"));
     c.args([
         "serve",
@@ -405,7 +416,7 @@ fn run_quiet(command: &mut Command, what: &str) -> Result<(), String> {
 }
 
 /// Starts a server on a free port and waits until it accepts connections.
-fn spawn(start: &dyn Fn(u16) -> Command, path: &str) -> Result<Server, String> {
+pub(crate) fn spawn(start: &dyn Fn(u16) -> Command, path: &str) -> Result<Server, String> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("finding a free port: {e}"))?
@@ -414,7 +425,11 @@ fn spawn(start: &dyn Fn(u16) -> Command, path: &str) -> Result<Server, String> {
 }
 
 /// Starts a server on `port` and waits until it accepts connections.
-fn spawn_on(start: &dyn Fn(u16) -> Command, path: &str, port: u16) -> Result<Server, String> {
+pub(crate) fn spawn_on(
+    start: &dyn Fn(u16) -> Command,
+    path: &str,
+    port: u16,
+) -> Result<Server, String> {
     let mut command = start(port);
     let child = command
         .stdout(Stdio::null())
@@ -440,7 +455,7 @@ fn spawn_on(start: &dyn Fn(u16) -> Command, path: &str, port: u16) -> Result<Ser
 
 /// Starts the `hale` binary with `args` and reads the address it prints; the server's URL
 /// is that address followed by `path`.
-fn spawn_hale(bin: &Path, args: &[&str], path: &str) -> Result<Server, String> {
+pub(crate) fn spawn_hale(bin: &Path, args: &[&str], path: &str) -> Result<Server, String> {
     let child = Command::new(bin.join("hale"))
         .args(args)
         .stdout(Stdio::piped())
@@ -465,7 +480,7 @@ fn spawn_hale(bin: &Path, args: &[&str], path: &str) -> Result<Server, String> {
 }
 
 /// Starts `hale proxy` in front of `target`.
-fn spawn_proxy(bin: &Path, target: &str) -> Result<Server, String> {
+pub(crate) fn spawn_proxy(bin: &Path, target: &str) -> Result<Server, String> {
     let path = target.splitn(4, '/').nth(3).unwrap_or_default();
     spawn_hale(bin, &["proxy", "--target", target], path)
 }

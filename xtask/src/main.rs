@@ -11,6 +11,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a task runner talks on the terminal
 
+mod eras;
 mod interop;
 
 use std::env;

@@ -1,0 +1,286 @@
+//! Interop with the Python SDK 2.x client in every connection mode, through both
+//! products; a modern client's `subscriptions/listen` stream across a withdrawal and a
+//! restoration; and per-client backend sessions on a stateful Python SDK server.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::Tally;
+use crate::interop::{Server, spawn, spawn_hale, spawn_proxy};
+
+/// Where things are.
+pub(crate) struct Paths<'a> {
+    pub(crate) root: &'a Path,
+    pub(crate) dir: &'a Path,
+    pub(crate) bin: &'a Path,
+    pub(crate) python: &'a Path,
+}
+
+/// Runs every check; returns the failures, one line each.
+pub(crate) fn run(p: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, String> {
+    let mut failures = Vec::new();
+    modes(p, tally, &mut failures)?;
+    listen(p, tally, &mut failures)?;
+    sessions(p, tally, &mut failures)?;
+    Ok(failures)
+}
+
+fn python(p: &Paths<'_>, script: &str) -> Command {
+    let mut c = Command::new(p.python);
+    c.arg(p.root.join("xtask/interop").join(script));
+    c
+}
+
+fn testkit_with_control(p: &Paths<'_>, port: u16, control: u16) -> Command {
+    let mut c = Command::new(p.bin.join("hale-testkit"));
+    c.args([
+        "serve",
+        "--port",
+        &port.to_string(),
+        "--control-port",
+        &control.to_string(),
+    ]);
+    c
+}
+
+/// `hale vmcp` over one backend with bare tool names and fast checks.
+fn vmcp_over(p: &Paths<'_>, file: &str, name: &str, url: &str) -> Result<Server, String> {
+    let path = p.dir.join(file);
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: {name}, url: \"{url}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [{name}]}}\noperational:\n  failureHandling: {{healthCheckInterval: 500ms, healthCheckTimeout: 300ms, unhealthyThreshold: 2}}\n"
+    );
+    fs::write(&path, yaml).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let server = spawn_hale(
+        p.bin,
+        &["vmcp", "--config", &path.display().to_string()],
+        "mcp",
+    )?;
+    thread::sleep(Duration::from_millis(800));
+    Ok(server)
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
+/// The Python SDK 2.x client in `auto`, `2026-07-28` and `legacy` modes lists and calls
+/// `echo` through hale vmcp (over hale-testkit and over a Python SDK server) and through
+/// hale proxy (over a Python SDK server).
+fn modes(p: &Paths<'_>, tally: &mut Tally, failures: &mut Vec<String>) -> Result<(), String> {
+    println!("\n== the Python SDK 2.x client in each connection mode, through both products");
+    let bin = p.bin.to_path_buf();
+    let testkit = spawn(
+        &|port| crate::interop::testkit(&bin, port, "streamable-http"),
+        "/mcp",
+    )?;
+    let python_server = spawn(
+        &|port| {
+            let mut c = python(p, "python_server.py");
+            c.arg("streamable-http").arg(port.to_string());
+            c
+        },
+        "/mcp",
+    )?;
+    let over_testkit = vmcp_over(p, "vmcp-modes-testkit.yaml", "testkit", &testkit.url)?;
+    let over_python = vmcp_over(p, "vmcp-modes-python.yaml", "python", &python_server.url)?;
+    let proxy = spawn_proxy(p.bin, &python_server.url)?;
+    println!("| path | mode | negotiated | result | detail |\n|---|---|---|---|---|");
+    for (label, url) in [
+        ("hale vmcp over hale-testkit", &over_testkit.url),
+        ("hale vmcp over a Python SDK server", &over_python.url),
+        ("hale proxy over a Python SDK server", &proxy.url),
+    ] {
+        for mode in ["auto", "2026-07-28", "legacy"] {
+            let output = python(p, "python_modes.py")
+                .args([url.as_str(), mode, "echo"])
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("running python_modes.py: {e}"))?;
+            let text = String::from_utf8_lossy(&output.stdout).to_string();
+            let answer: Value = text
+                .lines()
+                .next()
+                .and_then(|l| serde_json::from_str(l).ok())
+                .unwrap_or(Value::Null);
+            let passed = answer["call"] == "interop"
+                && answer["error"].is_null()
+                && answer["tools"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|n| n == "echo"));
+            let detail = if passed {
+                String::new()
+            } else {
+                let err = String::from_utf8_lossy(&output.stderr);
+                format!("{} {}", text.trim(), err.lines().last().unwrap_or_default())
+            };
+            println!(
+                "| {label} | {mode} | {} | {} | {detail} |",
+                answer["protocol"].as_str().unwrap_or("-"),
+                if passed { "pass" } else { "FAIL" }
+            );
+            if passed {
+                tally.passed += 1;
+            } else {
+                tally.failed += 1;
+                failures.push(format!("{label} in mode {mode}: {detail}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A modern Python SDK client holds `subscriptions/listen` through hale vmcp and receives
+/// `notifications/tools/list_changed` when the backend dies and again when it returns.
+fn listen(p: &Paths<'_>, tally: &mut Tally, failures: &mut Vec<String>) -> Result<(), String> {
+    println!(
+        "\n== a 2026-07-28 client's subscriptions/listen through hale vmcp across a withdrawal (checks every 500 ms, threshold 2)"
+    );
+    let control = free_port()?;
+    let testkit = spawn(&|port| testkit_with_control(p, port, control), "/mcp")?;
+    let vmcp = vmcp_over(p, "vmcp-listen.yaml", "testkit", &testkit.url)?;
+    let mut child = python(p, "python_modes.py")
+        .args([vmcp.url.as_str(), "auto", "echo", "listen"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("running python_modes.py: {e}"))?;
+    let (tx, rx) = mpsc::channel::<String>();
+    if let Some(out) = child.stdout.take() {
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let wait_for = |what: &str, within: Duration| -> Option<Duration> {
+        let start = Instant::now();
+        while let Some(left) = within.checked_sub(start.elapsed()) {
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return Some(start.elapsed()),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    };
+    let mut steps: Vec<(&str, bool, String)> = Vec::new();
+    let listening = wait_for("\"listening\"", Duration::from_secs(30));
+    steps.push(("listen acknowledged", listening.is_some(), String::new()));
+    if listening.is_some() {
+        thread::sleep(Duration::from_millis(600)); // any start-up change announced first
+        while rx.try_recv().is_ok() {}
+        fault(control, "down")?;
+        let withdrawn = wait_for("ToolsListChanged", Duration::from_secs(15));
+        steps.push((
+            "backend killed: list_changed on the listen stream",
+            withdrawn.is_some(),
+            withdrawn.map_or("none within 15 s".into(), |t| format!("after {t:.1?}")),
+        ));
+        fault(control, "none")?;
+        let restored = wait_for("ToolsListChanged", Duration::from_secs(15));
+        steps.push((
+            "backend back: list_changed again",
+            restored.is_some(),
+            restored.map_or("none within 15 s".into(), |t| format!("after {t:.1?}")),
+        ));
+    }
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("| step | result | detail |\n|---|---|---|");
+    for (step, passed, detail) in steps {
+        println!(
+            "| {step} | {} | {detail} |",
+            if passed { "pass" } else { "FAIL" }
+        );
+        if passed {
+            tally.passed += 1;
+        } else {
+            tally.failed += 1;
+            failures.push(format!("listen: {step}: {detail}"));
+        }
+    }
+    Ok(())
+}
+
+/// Two Python SDK clients on a stateful Python SDK server through hale vmcp: neither
+/// sees the other's value (each has its own backend session).
+fn sessions(p: &Paths<'_>, tally: &mut Tally, failures: &mut Vec<String>) -> Result<(), String> {
+    println!("\n== per-client backend sessions: remember/recall on a stateful Python SDK server");
+    let server = spawn(
+        &|port| {
+            let mut c = python(p, "python_stateful.py");
+            c.arg(port.to_string());
+            c
+        },
+        "/mcp",
+    )?;
+    let vmcp = vmcp_over(p, "vmcp-sessions.yaml", "stateful", &server.url)?;
+    println!(
+        "| path | A recalls | B recalls before | B recalls after | result |\n|---|---|---|---|---|"
+    );
+    for (label, url) in [("direct", &server.url), ("through hale vmcp", &vmcp.url)] {
+        let output = python(p, "python_pair.py")
+            .arg(url)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running python_pair.py: {e}"))?;
+        let answer: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        let passed = answer["a"] == "secret-of-a"
+            && answer["b"] == "nothing"
+            && answer["b_after"] == "secret-of-b";
+        println!(
+            "| {label} | {} | {} | {} | {} |",
+            answer["a"],
+            answer["b"],
+            answer["b_after"],
+            if passed { "pass" } else { "FAIL" }
+        );
+        if passed {
+            tally.passed += 1;
+        } else {
+            tally.failed += 1;
+            failures.push(format!(
+                "sessions {label}: {answer} {}",
+                String::from_utf8_lossy(&output.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sets the testkit's fault over its control port.
+fn fault(control: u16, what: &str) -> Result<(), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", control))
+        .map_err(|e| format!("testkit control port: {e}"))?;
+    let request = format!(
+        "POST /fault HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{what}",
+        what.len()
+    );
+    s.write_all(request.as_bytes())
+        .map_err(|e| format!("testkit control port: {e}"))?;
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    if answer.starts_with("HTTP/1.1 2") {
+        Ok(())
+    } else {
+        Err(format!("testkit refused fault {what}: {answer}"))
+    }
+}
