@@ -19,6 +19,8 @@ pub(crate) type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
 pub(crate) struct Outbound {
     pub(crate) stream: Option<mpsc::UnboundedSender<Value>>,
     pub(crate) waiting: Waiting,
+    /// The calling session, for the per-session tools.
+    pub(crate) session: Option<String>,
 }
 
 static NEXT_SERVER_REQUEST: AtomicU64 = AtomicU64::new(1);
@@ -81,6 +83,8 @@ const WAV: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEARKwAAIhYAQACABAAZGF0YQAAAAA="
 pub(crate) struct Catalog {
     tools: RwLock<Vec<Value>>,
     page_size: usize,
+    /// Per session: the remembered value and the count.
+    memory: std::sync::Mutex<std::collections::HashMap<String, (Option<String>, u64)>>,
 }
 
 fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> Value {
@@ -188,11 +192,71 @@ fn base_tools() -> Vec<Value> {
 }
 
 impl Catalog {
-    pub(crate) fn new(page_size: usize) -> Self {
-        Catalog {
-            tools: RwLock::new(base_tools()),
-            page_size: page_size.max(1),
+    pub(crate) fn new(page_size: usize, session_tools: bool) -> Self {
+        let mut tools = base_tools();
+        if session_tools {
+            tools.extend([
+                tool(
+                    "remember",
+                    "Keeps a value for the calling session.",
+                    json!({"value": {"type": "string"}}),
+                    &["value"],
+                ),
+                tool(
+                    "recall",
+                    "Returns the calling session's value, or \"nothing\".",
+                    json!({}),
+                    &[],
+                ),
+                tool(
+                    "count",
+                    "Counts the calling session's calls of count.",
+                    json!({}),
+                    &[],
+                ),
+            ]);
         }
+        Catalog {
+            tools: RwLock::new(tools),
+            page_size: page_size.max(1),
+            memory: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The per-session tools: state kept by the caller's session id.
+    fn session_tool(&self, name: &str, args: &Value, out: &Outbound) -> Option<Value> {
+        if !matches!(name, "remember" | "recall" | "count") || !self.has_tool(name) {
+            return None;
+        }
+        let key = out.session.clone().unwrap_or_default();
+        let mut memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = memory.entry(key).or_default();
+        let text = match name {
+            "remember" => {
+                entry.0 = args
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                "ok".to_string()
+            }
+            "recall" => entry.0.clone().unwrap_or_else(|| "nothing".into()),
+            _ => {
+                entry.1 += 1;
+                entry.1.to_string()
+            }
+        };
+        Some(json!({"content": [{"type": "text", "text": text}]}))
+    }
+
+    fn has_tool(&self, name: &str) -> bool {
+        self.tools
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|t| t["name"] == name)
     }
 
     /// Adds a tool that echoes its arguments; false if the name is taken.
@@ -293,6 +357,9 @@ impl Catalog {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let args = params.get("arguments").cloned().unwrap_or(json!({}));
+        if let Some(result) = self.session_tool(name, &args, out) {
+            return Ok(result);
+        }
         let text = |t: String| Ok(json!({"content": [{"type": "text", "text": t}]}));
         match name {
             "echo" => text(
@@ -554,7 +621,7 @@ mod tests {
     /// the conformance suite yet be invisible to real clients).
     #[tokio::test]
     async fn every_fixture_the_server_answers_is_listed() {
-        let catalog = Catalog::new(100);
+        let catalog = Catalog::new(100, false);
         let names = catalog.tool_names();
         for fixture in [
             "echo",
@@ -581,6 +648,7 @@ mod tests {
         let out = Outbound {
             stream: None,
             waiting: Waiting::default(),
+            session: None,
         };
         let unknown = catalog
             .answer("tools/call", &json!({"name": "nope"}), &out)

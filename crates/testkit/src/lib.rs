@@ -74,6 +74,9 @@ pub struct ServerConfig {
     pub page_size: usize,
     /// Refuse requests whose `Host` or `Origin` is not local (DNS-rebinding protection).
     pub validate_host: bool,
+    /// Also offer per-session tools: `remember(value)` / `recall()` keep a value for the
+    /// calling session, `count()` counts that session's calls.
+    pub session_tools: bool,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +89,7 @@ impl Default for ServerConfig {
             json_response: false,
             page_size: 100,
             validate_host: true,
+            session_tools: false,
         }
     }
 }

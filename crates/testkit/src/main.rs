@@ -38,6 +38,9 @@ enum Command {
         /// Answer with JSON bodies instead of SSE streams.
         #[arg(long)]
         json_response: bool,
+        /// Also offer per-session tools: remember(value), recall(), count().
+        #[arg(long)]
+        session_tools: bool,
         /// A fault in force from the start: down, hang, slow=D, status=CODE, malformed, flap=UP/DOWN.
         #[arg(long)]
         fault: Option<Fault>,
@@ -55,6 +58,7 @@ async fn main() -> ExitCode {
         transport,
         stateless,
         json_response,
+        session_tools,
         fault,
         control_port,
     } = Cli::parse().command;
@@ -70,6 +74,7 @@ async fn main() -> ExitCode {
         transport,
         stateless,
         json_response,
+        session_tools,
         ..ServerConfig::default()
     };
     let server = match TestServer::start(config).await {

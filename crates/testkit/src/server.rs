@@ -67,7 +67,7 @@ impl Shared {
         let listener = TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            catalog: Catalog::new(config.page_size),
+            catalog: Catalog::new(config.page_size, config.session_tools),
             config,
             addr,
             fault: Mutex::new(None),
@@ -388,6 +388,7 @@ impl Shared {
             let out = Outbound {
                 stream: None,
                 waiting: self.waiting.clone(),
+                session: session.clone().or(new_session.clone()),
             };
             let answer = respond(&id, self.catalog.answer(&method, &params, &out).await);
             Response::builder()
@@ -396,7 +397,11 @@ impl Shared {
                 .unwrap_or_default()
         } else {
             let (frames, rx) = mpsc::unbounded_channel();
-            tokio::spawn(self.clone().answer_on_stream(method, params, id, frames));
+            let session = session.clone().or(new_session.clone());
+            tokio::spawn(
+                self.clone()
+                    .answer_on_stream(method, params, id, frames, session),
+            );
             sse_response(rx)
         };
         if let Some(session) = new_session
@@ -507,7 +512,10 @@ impl Shared {
         };
         self.count(&method);
         let params = message.get("params").cloned().unwrap_or(Value::Null);
-        tokio::spawn(self.clone().answer_on_stream(method, params, id, stream));
+        tokio::spawn(
+            self.clone()
+                .answer_on_stream(method, params, id, stream, Some(session)),
+        );
         plain(StatusCode::ACCEPTED, "Accepted")
     }
 
@@ -519,11 +527,13 @@ impl Shared {
         params: Value,
         id: Value,
         stream: mpsc::UnboundedSender<Bytes>,
+        session: Option<String>,
     ) {
         let (notify, mut notes) = mpsc::unbounded_channel();
         let out = Outbound {
             stream: Some(notify),
             waiting: self.waiting.clone(),
+            session,
         };
         let answer = self.catalog.answer(&method, &params, &out);
         tokio::pin!(answer);

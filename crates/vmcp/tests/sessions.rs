@@ -1,0 +1,252 @@
+//! One backend session per client session (spec §11): over a stateful testkit backend
+//! with per-session tools, each client's state is its own; sessions end with their
+//! client, at the idle timeout, and within the per-backend limit.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+mod common;
+use common::*;
+
+use std::time::Duration;
+
+use hale_mcp::{ClientOptions, McpClient, McpError, codes};
+use hale_testkit::{ServerConfig, TestServer};
+use serde_json::{Value, json};
+
+fn stateful() -> ServerConfig {
+    ServerConfig {
+        session_tools: true,
+        ..ServerConfig::default()
+    }
+}
+
+fn one_backend(server: &TestServer, operational: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: s, url: \"{}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [s]}}\noperational:\n  failureHandling: {{healthCheckInterval: 30s}}\n{operational}",
+        server.url()
+    )
+}
+
+async fn client(addr: std::net::SocketAddr) -> McpClient {
+    McpClient::connect(
+        &format!("http://{addr}/mcp"),
+        ClientOptions {
+            request_timeout: Duration::from_secs(10),
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn text(client: &McpClient, tool: &str, args: Value) -> String {
+    let result = client.call_tool(tool, args).await.unwrap();
+    result["content"][0]["text"].as_str().unwrap().to_string()
+}
+
+/// Backend sessions the vMCP holds for clients now, as `/status` shows them.
+async fn backend_sessions(addr: std::net::SocketAddr) -> u64 {
+    get_json(addr, "/status").await.1["backends"][0]["sessions"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_clients_never_see_each_others_state() {
+    let server = TestServer::start(stateful()).await.unwrap();
+    let Started {
+        addr,
+        stop,
+        client: a,
+        state,
+    } = start_with(&one_backend(&server, ""), None).await;
+    let b = client(addr).await;
+    assert_eq!(
+        text(&a, "remember", json!({"value": "secret-of-a"})).await,
+        "ok"
+    );
+    assert_eq!(text(&b, "recall", json!({})).await, "nothing");
+    assert_eq!(text(&a, "recall", json!({})).await, "secret-of-a");
+    assert_eq!(text(&a, "count", json!({})).await, "1");
+    assert_eq!(text(&b, "count", json!({})).await, "1");
+    assert_eq!(text(&a, "count", json!({})).await, "2");
+    assert_eq!(backend_sessions(addr).await, 2);
+
+    // The session's resumable state names its backend session, small and serializable.
+    let sid = a.session_id().await.unwrap();
+    let resumable = state.resumable(&sid).await.unwrap();
+    assert_eq!(resumable.backend_sessions.len(), 1);
+    assert!(resumable.backend_sessions.contains_key("s"));
+    let text = serde_json::to_string(&resumable).unwrap();
+    assert!(text.len() < 1024, "{text}");
+    stop.cancel();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn fifty_clients_in_parallel_each_read_back_their_own() {
+    let server = TestServer::start(stateful()).await.unwrap();
+    let Started { addr, stop, .. } = start_with(&one_backend(&server, ""), None).await;
+    let mut tasks = Vec::new();
+    for n in 0..50 {
+        tasks.push(tokio::spawn(async move {
+            let c = client(addr).await;
+            let mine = format!("value-{n}");
+            text(&c, "remember", json!({"value": mine})).await;
+            tokio::task::yield_now().await;
+            let back = text(&c, "recall", json!({})).await;
+            c.close().await;
+            (mine, back)
+        }));
+    }
+    for t in tasks {
+        let (mine, back) = t.await.unwrap();
+        assert_eq!(mine, back);
+    }
+    stop.cancel();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn a_session_that_ends_leaves_no_backend_session_and_opening_one_costs_nothing() {
+    let server = TestServer::start(stateful()).await.unwrap();
+    let Started {
+        addr,
+        stop,
+        client: first,
+        ..
+    } = start_with(&one_backend(&server, ""), None).await;
+    // Opening a client session contacts no backend (once the catalog is built).
+    first.list_tools().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = server.stats().requests;
+    let c = client(addr).await;
+    assert_eq!(
+        server.stats().requests,
+        before,
+        "initialize reached a backend"
+    );
+    let open_before = server.stats().open_sessions;
+    text(&c, "count", json!({})).await;
+    assert_eq!(server.stats().open_sessions, open_before + 1);
+    c.close().await;
+    wait_for("the backend session to be deleted", async || {
+        server.stats().open_sessions == open_before
+    })
+    .await;
+    assert_eq!(backend_sessions(addr).await, 0);
+    drop(first);
+    stop.cancel();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn an_abandoned_session_is_closed_at_the_idle_timeout() {
+    let server = TestServer::start(stateful()).await.unwrap();
+    let Started {
+        addr, stop, client, ..
+    } = start_with(&one_backend(&server, "  sessionIdleTimeout: 1s\n"), None).await;
+    text(&client, "count", json!({})).await;
+    let open = server.stats().open_sessions;
+    // The client goes quiet without saying goodbye.
+    wait_for("the idle session to be closed", async || {
+        server.stats().open_sessions == open - 1
+    })
+    .await;
+    let gone = client.ping().await;
+    // Its next request finds its session gone (404) and hale-mcp starts a new one.
+    assert!(gone.is_ok(), "{gone:?}");
+    assert_eq!(backend_sessions(addr).await, 0);
+    stop.cancel();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn a_backend_that_forgets_sessions_costs_each_client_one_transparent_reinitialize() {
+    let server = TestServer::start(stateful()).await.unwrap();
+    let Started {
+        addr,
+        stop,
+        client: a,
+        ..
+    } = start_with(&one_backend(&server, ""), None).await;
+    let b = client(addr).await;
+    assert_eq!(text(&a, "count", json!({})).await, "1");
+    assert_eq!(text(&b, "count", json!({})).await, "1");
+    assert_eq!(text(&b, "count", json!({})).await, "2");
+    server.forget_sessions();
+    // A's next call succeeds on a new backend session (its count starts again) …
+    assert_eq!(text(&a, "count", json!({})).await, "1");
+    // … and B's too, each on its own: they never share one.
+    assert_eq!(text(&b, "count", json!({})).await, "1");
+    assert_eq!(text(&a, "count", json!({})).await, "2");
+    stop.cancel();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn past_the_session_limit_a_client_gets_a_clear_error_until_one_closes() {
+    let server = TestServer::start(stateful()).await.unwrap();
+    let Started {
+        addr,
+        stop,
+        client: a,
+        ..
+    } = start_with(&one_backend(&server, "  maxSessionsPerBackend: 2\n"), None).await;
+    let b = client(addr).await;
+    let c = client(addr).await;
+    text(&a, "count", json!({})).await;
+    text(&b, "count", json!({})).await;
+    let refused = c.call_tool("count", json!({})).await.unwrap_err();
+    let McpError::Rpc { code, message, .. } = &refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(*code, codes::LIMIT_REACHED);
+    assert!(message.contains("maxSessionsPerBackend"), "{message}");
+    a.close().await;
+    wait_for("the limit to free", async || {
+        c.call_tool("count", json!({})).await.is_ok()
+    })
+    .await;
+    stop.cancel();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn log_levels_and_call_notifications_reach_only_their_own_client() {
+    let server = TestServer::start(stateful()).await.unwrap();
+    let Started {
+        addr,
+        stop,
+        client: a,
+        ..
+    } = start_with(&one_backend(&server, ""), None).await;
+    let b = client(addr).await;
+    let mut a_notes = a.notifications();
+    let mut b_notes = b.notifications();
+    // Only A sets a level: it reaches A's backend session (opened with it), not B's.
+    a.request("logging/setLevel", Some(json!({"level": "debug"})))
+        .await
+        .unwrap();
+    text(&a, "count", json!({})).await;
+    text(&b, "count", json!({})).await;
+    assert_eq!(
+        server.stats().by_method.get("logging/setLevel"),
+        Some(&1),
+        "exactly one backend session got a level"
+    );
+    a.call_tool("test_tool_with_logging", json!({}))
+        .await
+        .unwrap();
+    let mut a_logs = 0;
+    while let Ok(Ok(note)) = tokio::time::timeout(Duration::from_millis(300), a_notes.recv()).await
+    {
+        a_logs += u32::from(note.method == "notifications/message");
+    }
+    assert_eq!(a_logs, 3, "A sees its call's three log lines");
+    while let Ok(note) = b_notes.try_recv() {
+        assert_ne!(note.method, "notifications/message", "B saw A's log line");
+    }
+    stop.cancel();
+    server.shutdown();
+}
