@@ -144,9 +144,11 @@ impl State {
         let interval = self.config.health.check_interval;
         let now = tokio::time::Instant::now().into_std();
         let mut ttl = interval;
-        for b in self.backends.iter().filter(|b| b.routable()) {
+        for b in &self.backends {
             let (stable, last_check) = b.cache_hint();
-            if !stable {
+            // A withdrawn backend may come back at its next check: that bounds the TTL
+            // too; only a routable one that wavers makes lists uncacheable.
+            if b.routable() && !stable {
                 return 0;
             }
             if let Some(at) = last_check {

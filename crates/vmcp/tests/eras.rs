@@ -1,0 +1,358 @@
+//! Both protocol eras on one `/mcp` (spec §10), as a 2026-07-28 client sees it on the
+//! wire: `server/discover`, header validation, `resultType`, health-aware `ttlMs`,
+//! `subscriptions/listen`; and what any client sees for unreadable bodies and foreign
+//! hosts.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+mod common;
+use common::*;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hale_testkit::{Fault, ServerConfig, TestServer};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+const V: &str = "2026-07-28";
+
+fn config(server: &TestServer, extra: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: t, url: \"{}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [t]}}\noperational:\n  failureHandling: {{healthCheckInterval: 300ms, healthCheckTimeout: 200ms, unhealthyThreshold: 2}}\n{extra}",
+        server.url()
+    )
+}
+
+/// A modern request: the body with `_meta`, and the headers mirroring it.
+fn modern(method: &str, params: Value) -> (Vec<(String, String)>, Value) {
+    let mut params = params;
+    params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": V,
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}});
+    let mut headers = vec![
+        ("MCP-Protocol-Version".to_string(), V.to_string()),
+        ("Mcp-Method".to_string(), method.to_string()),
+    ];
+    if let Some(name) = params
+        .get("name")
+        .or(params.get("uri"))
+        .and_then(Value::as_str)
+    {
+        headers.push(("Mcp-Name".into(), name.into()));
+    }
+    (
+        headers,
+        json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+    )
+}
+
+/// Sends one POST to `/mcp` and reads the whole answer: status, head, body.
+async fn post(addr: SocketAddr, headers: &[(String, String)], body: &str) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (status, head.to_string(), body.to_string())
+}
+
+async fn call(addr: SocketAddr, method: &str, params: Value) -> (u16, Value) {
+    let (headers, body) = modern(method, params);
+    let (status, _, text) = post(addr, &headers, &body.to_string()).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn discover_and_every_result_speak_2026_07_28() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let Started { addr, stop, .. } = start_with(&config(&server, ""), None).await;
+    let (status, d) = call(addr, "server/discover", json!({})).await;
+    assert_eq!(status, 200);
+    let r = &d["result"];
+    assert_eq!(r["resultType"], "complete");
+    assert_eq!(r["supportedVersions"][0], V);
+    assert!(
+        r["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "2025-06-18")
+    );
+    assert_eq!(r["capabilities"]["tools"]["listChanged"], true);
+    assert!(
+        r["ttlMs"].as_u64().is_some() && r["cacheScope"] == "public",
+        "{r}"
+    );
+    assert_eq!(
+        r["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "vmcp"
+    );
+
+    let (_, list) = call(addr, "tools/list", json!({})).await;
+    let list = &list["result"];
+    assert_eq!(list["resultType"], "complete");
+    assert!(
+        list["ttlMs"].as_u64().unwrap() <= 300,
+        "no longer than the next check: {list}"
+    );
+    assert_eq!(list["cacheScope"], "public");
+    assert!(
+        list["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "echo")
+    );
+
+    let (_, echo) = call(
+        addr,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "hi"}}),
+    )
+    .await;
+    assert_eq!(echo["result"]["resultType"], "complete");
+    assert_eq!(echo["result"]["content"][0]["text"], "hi");
+    stop.cancel();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn headers_that_disagree_with_the_body_and_unknown_versions_or_methods_are_refused() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let Started { addr, stop, .. } = start_with(&config(&server, ""), None).await;
+    let (mut headers, body) = modern("tools/call", json!({"name": "echo", "arguments": {}}));
+    headers.retain(|(k, _)| k != "Mcp-Name");
+    headers.push(("Mcp-Name".into(), "add".into()));
+    let (status, _, text) = post(addr, &headers, &body.to_string()).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("-32020"), "{text}");
+
+    let (mut headers, mut body) = modern("tools/list", json!({}));
+    headers[0].1 = "2099-01-01".into();
+    body["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
+    let (status, _, text) = post(addr, &headers, &body.to_string()).await;
+    assert_eq!(status, 400);
+    let e: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(e["error"]["code"], -32022);
+    assert_eq!(e["error"]["data"]["requested"], "2099-01-01");
+    assert_eq!(e["error"]["data"]["supported"][0], V);
+
+    for method in ["tools/destroy", "ping", "logging/setLevel"] {
+        let (status, e) = call(addr, method, json!({})).await;
+        assert_eq!(
+            (status, e["error"]["code"].as_i64()),
+            (404, Some(-32601)),
+            "{method}"
+        );
+    }
+    // No session in this era: GET and DELETE have nothing to act on.
+    for verb in ["GET", "DELETE"] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("{verb} /mcp HTTP/1.1\r\nHost: {addr}\r\nMCP-Protocol-Version: {V}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        assert!(text.starts_with("HTTP/1.1 405"), "{verb}: {text}");
+    }
+    stop.cancel();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn unreadable_bodies_get_400_with_a_json_rpc_error_and_foreign_hosts_403() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let Started { addr, stop, .. } = start_with(&config(&server, ""), None).await;
+    for (body, code) in [
+        ("{not json", -32700),
+        (r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, -32600),
+        (r#"{"id":1,"method":"ping"}"#, -32600),
+    ] {
+        let (status, head, text) = post(addr, &[], body).await;
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(
+            head.to_ascii_lowercase().contains("application/json"),
+            "{head}"
+        );
+        let e: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(e["error"]["code"], code, "{body}");
+    }
+    for path in ["/mcp", "/status", "/metrics", "/api/backends/health"] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        assert!(text.starts_with("HTTP/1.1 403"), "{path}: {text}");
+    }
+    stop.cancel();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn ttl_drops_to_zero_while_a_backend_is_failing_checks() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let yaml = config(&server, "").replace("unhealthyThreshold: 2", "unhealthyThreshold: 50");
+    let Started { addr, stop, .. } = start_with(&yaml, None).await;
+    server.set_fault(Some(Fault::Status(503))).await;
+    // One failed check: still routable (threshold 2), but a withdrawal may be near.
+    wait_for("a failed check", async || {
+        get_json(addr, "/status").await.1["backends"][0]["consecutiveFailures"].as_u64() >= Some(1)
+    })
+    .await;
+    let (_, d) = call(addr, "server/discover", json!({})).await;
+    assert_eq!(d["result"]["ttlMs"], 0, "{d}");
+    stop.cancel();
+    server.shutdown();
+}
+
+/// Reads SSE `data:` messages from a listen stream.
+struct Listen {
+    lines: tokio::io::Lines<BufReader<tokio::net::TcpStream>>,
+}
+
+impl Listen {
+    async fn open(addr: SocketAddr, notifications: Value) -> Listen {
+        let (headers, mut body) = modern(
+            "subscriptions/listen",
+            json!({"notifications": notifications}),
+        );
+        body["id"] = json!("sub-7");
+        let body = body.to_string();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in &headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(body.as_bytes()).await.unwrap();
+        Listen {
+            lines: BufReader::new(s).lines(),
+        }
+    }
+
+    /// The next message, or `None` at the end of the stream.
+    async fn next(&mut self) -> Option<Value> {
+        loop {
+            let line = self.lines.next_line().await.ok()??;
+            if let Some(data) = line.strip_prefix("data: ") {
+                return serde_json::from_str(data).ok();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn listen_acknowledges_tags_filters_and_ends_with_a_final_result() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let Started { addr, stop, .. } = start_with(&config(&server, ""), None).await;
+    let mut listen = Listen::open(
+        addr,
+        json!({"toolsListChanged": true, "somethingUnknown": true}),
+    )
+    .await;
+    let ack = listen.next().await.unwrap();
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "sub-7"
+    );
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"toolsListChanged": true}),
+        "only what hale honours"
+    );
+
+    // Once its tools are in the catalog, the backend dies.
+    wait_for("the catalog", async || {
+        get_json(addr, "/status").await.1["backends"][0]["tools"].as_u64() > Some(0)
+    })
+    .await;
+    // (Their arrival may have been announced: skip whatever came before.)
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), listen.next()).await {
+        assert_eq!(m["method"], "notifications/tools/list_changed", "{m}");
+    }
+    server.set_fault(Some(Fault::Down)).await;
+    let note = tokio::time::timeout(Duration::from_secs(10), listen.next()).await;
+    if note.is_err() {
+        let (_, status) = get_json(addr, "/status").await;
+        panic!("no notification; status {status}");
+    }
+    let note = note.unwrap().unwrap();
+    assert_eq!(note["method"], "notifications/tools/list_changed", "{note}");
+    assert_eq!(
+        note["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "sub-7"
+    );
+
+    stop.cancel();
+    // At shutdown: the listen request's own result, then the end of the stream.
+    let last = loop {
+        let m = tokio::time::timeout(Duration::from_secs(15), listen.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if m.get("id").is_some() {
+            break m;
+        }
+        assert_ne!(
+            m["method"], "notifications/prompts/list_changed",
+            "not asked for"
+        );
+    };
+    assert_eq!(last["id"], "sub-7");
+    assert_eq!(last["result"]["resultType"], "complete");
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn a_call_in_flight_ends_when_its_backend_is_withdrawn() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let Started { addr, stop, .. } =
+        start_with(&config(&server, "  timeouts: {default: 60s}\n"), None).await;
+    let (headers, body) = modern(
+        "tools/call",
+        json!({"name": "sleep", "arguments": {"ms": 30000}}),
+    );
+    let call = tokio::spawn(async move { post(addr, &headers, &body.to_string()).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.set_fault(Some(Fault::Hang)).await;
+    // Withdrawn after two failed checks (~0.6 s); the call ends then, not after 30 s.
+    let (status, _, text) = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the call waited for its timeout")
+        .unwrap();
+    assert_eq!(status, 200);
+    let e: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        e["error"]["code"],
+        hale_mcp::codes::BACKEND_UNAVAILABLE,
+        "{text}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("withdrawn"),
+        "{text}"
+    );
+    stop.cancel();
+    server.shutdown();
+}
