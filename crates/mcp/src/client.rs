@@ -51,6 +51,13 @@ impl Pool {
     pub fn new() -> Self {
         Pool(h::client())
     }
+
+    /// `n` pools, one per thread of a host that runs a single-threaded runtime on each:
+    /// `select` says which pool the calling thread uses (modulo `n`). A request then
+    /// never hands its connection's work to another thread.
+    pub fn per_thread(n: usize, select: fn() -> usize) -> Self {
+        Pool(HttpClient::per_thread(n, select))
+    }
 }
 
 impl Default for Pool {

@@ -17,13 +17,47 @@ use crate::McpError;
 /// The largest response body read whole (JSON answers; SSE streams are read event by event).
 pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
 
-pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type RawClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Keep-alive connection pools: one, or one per thread of a host that runs a
+/// single-threaded runtime per thread (then each request uses its own thread's pool, so
+/// that a connection's task and its requests stay on one thread).
+#[derive(Clone, Debug)]
+pub(crate) struct HttpClient {
+    pools: std::sync::Arc<[RawClient]>,
+    select: Option<fn() -> usize>,
+}
+
+impl HttpClient {
+    /// `n` pools; `select` says which this thread uses (taken modulo `n`).
+    pub(crate) fn per_thread(n: usize, select: fn() -> usize) -> Self {
+        HttpClient {
+            pools: (0..n.max(1)).map(|_| raw()).collect(),
+            select: Some(select),
+        }
+    }
+
+    pub(crate) fn request(
+        &self,
+        request: http::Request<Full<Bytes>>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        let i = self.select.map_or(0, |f| f() % self.pools.len());
+        self.pools[i].request(request)
+    }
+}
 
 /// A keep-alive connection pool for one client. Not shared process-wide on purpose: a
 /// pooled connection's task lives on the runtime that opened it, and a host (or a test
 /// suite) may run several runtimes; a connection from a runtime that has shut down fails
 /// when reused.
 pub(crate) fn client() -> HttpClient {
+    HttpClient {
+        pools: std::sync::Arc::new([raw()]),
+        select: None,
+    }
+}
+
+fn raw() -> RawClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(10)));

@@ -14,6 +14,9 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // a bench reports on stdout
 
+#[path = "support/load_generator.rs"]
+mod load_generator;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +32,10 @@ const CLIENTS: usize = 16;
 const SECONDS: u64 = 3;
 
 fn main() {
+    if std::env::var(ROLE).as_deref() == Ok("load") {
+        load_generator::run();
+        return;
+    }
     if std::env::var(ROLE).as_deref() == Ok("backend") {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
@@ -36,6 +43,7 @@ fn main() {
             let server = hale_testkit::TestServer::start(hale_testkit::ServerConfig {
                 stateless,
                 json_response: true,
+                session_tools: true,
                 ..hale_testkit::ServerConfig::default()
             })
             .await
@@ -82,12 +90,28 @@ fn main() {
     // `monitor`) runs one part, e.g. under a profiler.
     let only: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| ["calls", "breaker", "detection", "monitor"].contains(&a.as_str()))
+        .filter(|a| {
+            [
+                "calls",
+                "edge",
+                "sessions",
+                "breaker",
+                "detection",
+                "monitor",
+            ]
+            .contains(&a.as_str())
+        })
         .collect();
     let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
     let rt = tokio::runtime::Runtime::new().unwrap();
     if wanted("calls") {
         rt.block_on(calls(&url));
+    }
+    if wanted("edge") {
+        edge(&url);
+    }
+    if wanted("sessions") {
+        rt.block_on(sessions());
     }
     if wanted("breaker") {
         rt.block_on(open_breaker());
@@ -232,6 +256,197 @@ async fn calls(backend: &str) {
     for line in table {
         println!("{line}");
     }
+}
+
+/// Runs the out-of-process load generator against `url` (see [`load_generator`]).
+fn generate(url: &str, tool: &str, sessions: usize, concurrency: usize) -> load_generator::Figures {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(ROLE, "load")
+        .args([
+            url,
+            tool,
+            &sessions.to_string(),
+            &concurrency.to_string(),
+            &SECONDS.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    load_generator::Figures::parse(text.trim()).unwrap_or_else(|| {
+        panic!(
+            "the load generator said {text:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Issue "vMCP request path": one session at c=1 and c=16, and 16 sessions, driven by a
+/// lean load generator in a process of its own (keep-alive connections, the session
+/// header, JSON-RPC bodies), through hale proxy and through hale vmcp, interleaved.
+fn edge(backend: &str) {
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: kit, url: \"{backend}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [kit]}}\n"
+    );
+    let (vmcp, addr) = spawn_vmcp(&yaml);
+    let through = format!("http://{addr}/mcp");
+    let (proxy, proxy_addr) = spawn_role("proxy", "HALE_BENCH_TARGET", backend);
+    let proxied = format!("http://{proxy_addr}/mcp");
+    println!(
+        "\n## vMCP request path: tools/call echo, out-of-process load generator, {SECONDS} s per cell (last of 2 interleaved rounds)\n"
+    );
+    println!(
+        "| path | 1 session c=1 calls/s | 1 session c=16 calls/s | 16 sessions calls/s | p99 ms (1 session c=16) | p99 ms (16 sessions) | CPU per call (c=16, 16 sessions) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let shapes = [(1, 1), (1, 16), (16, 16)];
+    let mut rows: Vec<(String, Vec<load_generator::Figures>, Vec<f64>)> = Vec::new();
+    for _round in 0..2 {
+        rows.clear();
+        for (label, url, pid) in [
+            ("direct", backend.to_string(), None),
+            ("through hale proxy", proxied.clone(), Some(proxy.0.id())),
+            ("through hale vmcp", through.clone(), Some(vmcp.0.id())),
+        ] {
+            let mut figures = Vec::new();
+            let mut cpu = Vec::new();
+            for (sessions, concurrency) in shapes {
+                let before = pid.map(cpu_seconds);
+                let f = generate(&url, "echo", sessions, concurrency);
+                if let (Some(pid), Some(before)) = (pid, before) {
+                    cpu.push((cpu_seconds(pid) - before) / f.calls as f64 * 1e6);
+                }
+                figures.push(f);
+            }
+            rows.push((label.to_string(), figures, cpu));
+        }
+    }
+    for (label, f, cpu) in &rows {
+        let cpu = if cpu.is_empty() {
+            String::new()
+        } else {
+            format!("{:.0} µs, {:.0} µs", cpu[1], cpu[2])
+        };
+        println!(
+            "| {label} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {cpu} |",
+            f[0].rate, f[1].rate, f[2].rate, f[1].p99_ms, f[2].p99_ms
+        );
+    }
+    let (p, v) = (&rows[1], &rows[2]);
+    println!(
+        "| **vmcp / proxy** | **{:.2}×** | **{:.2}×** | **{:.2}×** | **{:.2}×** | **{:.2}×** | **{:.2}×, {:.2}×** |",
+        v.1[0].rate / p.1[0].rate,
+        v.1[1].rate / p.1[1].rate,
+        v.1[2].rate / p.1[2].rate,
+        v.1[1].p99_ms / p.1[1].p99_ms,
+        v.1[2].p99_ms / p.1[2].p99_ms,
+        v.2[1] / p.2[1],
+        v.2[2] / p.2[2],
+    );
+}
+
+/// Issue "one backend session per client session": 1,000 client sessions over 3
+/// stateful backends, each calling once (a backend session each), then memory per
+/// session and backend, connections to the backends; and the time to open a session
+/// with 10 backends configured, one of them hanging, against one healthy backend.
+async fn sessions() {
+    let backends: Vec<(Reaped, String)> = (0..3).map(|_| spawn_backend(false)).collect();
+    let mut yaml = String::from("listen: 127.0.0.1:0\nbackends:\n");
+    for (i, (_, url)) in backends.iter().enumerate() {
+        yaml.push_str(&format!("  - {{name: b{i}, url: \"{url}\"}}\n"));
+    }
+    yaml.push_str("operational:\n  maxSessionsPerBackend: 2000\n");
+    let (vmcp, addr) = spawn_vmcp(&yaml);
+    let url = format!("http://{addr}/mcp");
+    let sessions = 1000;
+    // Warm up (pools, catalog) with a few sessions, then measure the growth.
+    let _ = generate(&url, "b0_count", 4, 4);
+    let rss0 = rss_kib(vmcp.0.id());
+    let f =
+        load_generator::hold_sessions(&url, sessions, &["b0_count", "b1_count", "b2_count"]).await;
+    let rss1 = rss_kib(vmcp.0.id());
+    let conns = backend_connections(vmcp.0.id(), &backends);
+    let per = (rss1.saturating_sub(rss0)) as f64 / (sessions * 3) as f64;
+    println!(
+        "\n## vMCP: {sessions} client sessions over 3 stateful backends (each session calls each backend once)\n"
+    );
+    println!("| figure | value |\n|---|---|");
+    println!("| backend sessions opened | {} |", f.calls);
+    println!("| RSS before → after | {rss0} KiB → {rss1} KiB |");
+    println!("| RSS growth per client session per backend | **{per:.1} KiB** (bar: 16 KiB) |");
+    println!("| TCP connections from the vMCP to the 3 backends | {conns} |");
+    let after = generate(&url, "b0_echo", 16, 16);
+    println!(
+        "| calls/s on 16 sessions afterwards (b0_echo) | {:.0} |",
+        after.rate
+    );
+    drop(vmcp);
+
+    // Session open time: 1 healthy backend vs 10 with one hanging (it accepts
+    // connections and never answers).
+    let healthy = &backends[0].1;
+    let one = format!("listen: 127.0.0.1:0\nbackends:\n  - {{name: b0, url: \"{healthy}\"}}\n");
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_url = format!("http://{}/mcp", hanging.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hanging.incoming().flatten() {
+            held.push(stream); // accepted, never answered
+        }
+    });
+    let mut ten = String::from("listen: 127.0.0.1:0\nbackends:\n");
+    for i in 0..9 {
+        ten.push_str(&format!(
+            "  - {{name: h{i}, url: \"{}\"}}\n",
+            backends[i % 3].1
+        ));
+    }
+    ten.push_str(&format!("  - {{name: hanging, url: \"{hang_url}\"}}\n"));
+    let (v1, a1) = spawn_vmcp(&one);
+    let (v10, a10) = spawn_vmcp(&ten);
+    let o1 = load_generator::open_times(&format!("http://{a1}/mcp"), 200).await;
+    let o10 = load_generator::open_times(&format!("http://{a10}/mcp"), 200).await;
+    println!("\n## vMCP: time to open a client session (initialize), 200 sessions each\n");
+    println!("| configuration | p50 ms | p99 ms |\n|---|---|---|");
+    println!("| 1 healthy backend | {:.3} | {:.3} |", o1.0, o1.1);
+    println!("| 10 backends, one hanging | {:.3} | {:.3} |", o10.0, o10.1);
+    println!(
+        "| difference (bar: within 1 ms) | {:.3} | {:.3} |",
+        o10.0 - o1.0,
+        o10.1 - o1.1
+    );
+    drop((v1, v10, backends));
+}
+
+/// TCP connections the process `pid` holds to the backends' ports (from /proc).
+fn backend_connections(pid: u32, backends: &[(Reaped, String)]) -> usize {
+    let ports: Vec<u16> = backends
+        .iter()
+        .filter_map(|(_, url)| url.rsplit(':').next()?.split('/').next()?.parse().ok())
+        .collect();
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().to_string();
+                    l.strip_prefix("socket:[")?
+                        .strip_suffix(']')
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 9
+                && inodes.contains(f[9])
+                && u16::from_str_radix(f[2].rsplit(':').next().unwrap_or(""), 16)
+                    .is_ok_and(|p| ports.contains(&p))
+        })
+        .count()
 }
 
 async fn open_breaker() {

@@ -67,6 +67,7 @@ pub struct Vmcp {
     local_addr: SocketAddr,
     metrics: Option<PrometheusHandle>,
     drain_timeout: Duration,
+    workers: usize,
 }
 
 impl Vmcp {
@@ -76,7 +77,8 @@ impl Vmcp {
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, VmcpError> {
         let addr = config.listen;
-        let state = State::new(config)?;
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let state = State::with_workers(config, workers)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| VmcpError::Listen { addr, source })?;
@@ -89,6 +91,7 @@ impl Vmcp {
             local_addr,
             metrics,
             drain_timeout: Duration::from_secs(10),
+            workers,
         })
     }
 
@@ -120,6 +123,7 @@ impl Vmcp {
             metrics,
             drain_timeout,
             local_addr,
+            workers,
         } = self;
         let tasks = TaskTracker::new();
         let settings = MonitorSettings {
@@ -151,6 +155,23 @@ impl Vmcp {
         tasks.spawn(expire_idle_sessions(front.clone(), stop.clone()));
         // Connections close gracefully once the drain is over.
         let connections_end = CancellationToken::new();
+        let connections = TaskTracker::new();
+        // Thread per core, as in hale proxy: a connection lives on one worker thread
+        // from accept to close, and its requests never hop between threads.
+        let mut threads = Vec::new();
+        for n in 0..workers {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+            let (front, end, connections) =
+                (front.clone(), connections_end.clone(), connections.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("hale-vmcp-{n}"))
+                .spawn(move || worker(n, rx, front, end, connections));
+            match thread {
+                Ok(t) => threads.push((tx, t)),
+                Err(e) => tracing::error!(error = %e, "cannot start a worker thread"),
+            }
+        }
+        let mut next = 0usize;
         let mut accept_failures = hale_core::RateLimitedLog::new(Duration::from_secs(10));
         loop {
             let stream = tokio::select! {
@@ -168,11 +189,23 @@ impl Vmcp {
             };
             // Small JSON-RPC answers must not wait for Nagle and a delayed ACK (40 ms).
             let _ = stream.set_nodelay(true);
-            tasks.spawn(serve_connection(
-                front.clone(),
-                stream,
-                connections_end.clone(),
-            ));
+            match stream.into_std() {
+                Ok(stream) if !threads.is_empty() => {
+                    let _ = threads[next % threads.len()].0.send(stream);
+                    next = next.wrapping_add(1);
+                }
+                Ok(stream) => {
+                    // No worker thread could be started: serve here.
+                    if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                        connections.spawn(serve_connection(
+                            front.clone(),
+                            stream,
+                            connections_end.clone(),
+                        ));
+                    }
+                }
+                Err(_) => {}
+            }
         }
 
         // New connections are refused from here on; open ones may still ask.
@@ -188,10 +221,56 @@ impl Vmcp {
         }
         front.edge.closing.cancel();
         connections_end.cancel();
+        connections.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
+        for (tx, thread) in threads {
+            drop(tx);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         front.edge.close_all().await;
         tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     }
+}
+
+/// One worker thread: a single-threaded runtime serving the connections it is handed,
+/// until the channel closes and they have all ended.
+fn worker(
+    n: usize,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    front: Arc<Front>,
+    end: CancellationToken,
+    connections: TaskTracker,
+) {
+    crate::worker::enter(n);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a worker runtime");
+            return;
+        }
+    };
+    let local = TaskTracker::new();
+    runtime.block_on(async {
+        while let Some(stream) = incoming.recv().await {
+            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                continue;
+            };
+            let token = connections.token();
+            let (front, end) = (front.clone(), end.clone());
+            local.spawn(async move {
+                serve_connection(front, stream, end).await;
+                drop(token);
+            });
+        }
+        // This runtime's tasks only run while it is driven: keep driving until the
+        // connections (and what they spawned) have finished.
+        local.close();
+        local.wait().await;
+    });
 }
 
 /// One client connection: HTTP/1.1 with a header read timeout; an idle one is closed.

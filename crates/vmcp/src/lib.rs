@@ -17,10 +17,12 @@ pub mod config;
 pub(crate) mod edge;
 mod http;
 pub mod monitor;
+mod request_metrics;
 mod route;
 pub mod server;
 mod status;
 mod upstream;
+mod worker;
 
 pub use edge::Resumable;
 pub use edge::message::RpcError;

@@ -68,12 +68,18 @@ pub struct State {
     pub config: VmcpConfig,
     /// The backends, in configuration order.
     pub backends: Vec<Arc<Backend>>,
-    /// Each backend's keep-alive connections, shared by every session with it.
+    /// Each backend's keep-alive connections, one pool per thread (worker threads and
+    /// the main runtime), shared by every session with it.
     pools: Vec<Pool>,
-    /// Each backend's shared request client: lists, stateless backends, modern clients.
-    clients: Vec<tokio::sync::Mutex<Option<Arc<McpClient>>>>,
+    /// Per slot, each backend's shared request client: lists, stateless backends,
+    /// modern clients. Only the main slot's listens for the backend's notifications.
+    clients: Vec<Vec<std::sync::RwLock<Option<Arc<McpClient>>>>>,
+    /// Serialises connecting a shared client, per slot and backend.
+    connecting: Vec<Vec<tokio::sync::Mutex<()>>>,
     /// Backend sessions open now, per backend (one per client session using it).
     pub(crate) backend_sessions: Vec<std::sync::atomic::AtomicU32>,
+    /// Each backend's request metrics, handles kept.
+    request_metrics: Vec<crate::request_metrics::RequestMetrics>,
     lists: Mutex<HashMap<String, Arc<BackendLists>>>,
     catalog: RwLock<Arc<Catalog>>,
     /// Every tool's backend, routable or not (rebuilt with the catalog): how a call to a
@@ -103,6 +109,16 @@ impl std::fmt::Debug for State {
 impl State {
     /// Builds the backends' state from a checked configuration.
     pub fn new(config: VmcpConfig) -> Result<Arc<Self>, hale_core::ConfigError> {
+        Self::with_workers(config, 0)
+    }
+
+    /// Like [`new`](Self::new), with a slot of its own for each of `workers` worker
+    /// threads besides the main runtime's.
+    pub(crate) fn with_workers(
+        config: VmcpConfig,
+        workers: usize,
+    ) -> Result<Arc<Self>, hale_core::ConfigError> {
+        let slots = workers + 1;
         let mut backends = Vec::new();
         for b in &config.backends {
             backends.push(Arc::new(Backend::new(
@@ -112,16 +128,33 @@ impl State {
                 config.breaker_enabled,
             )?));
         }
-        let clients = backends
-            .iter()
-            .map(|_| tokio::sync::Mutex::new(None))
+        let clients = (0..slots)
+            .map(|_| {
+                backends
+                    .iter()
+                    .map(|_| std::sync::RwLock::new(None))
+                    .collect()
+            })
+            .collect();
+        let connecting = (0..slots)
+            .map(|_| {
+                backends
+                    .iter()
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect()
+            })
             .collect();
         Ok(Arc::new(State {
-            pools: backends.iter().map(|_| Pool::new()).collect(),
+            pools: backends
+                .iter()
+                .map(|_| Pool::per_thread(slots, crate::worker::current))
+                .collect(),
+            connecting,
             backend_sessions: backends
                 .iter()
                 .map(|_| std::sync::atomic::AtomicU32::new(0))
                 .collect(),
+            request_metrics: backends.iter().map(|_| Default::default()).collect(),
             config,
             backends,
             clients,
@@ -197,9 +230,13 @@ impl State {
         self.sessions.len()
     }
 
-    /// Backend `i`'s keep-alive connections.
+    /// Backend `i`'s keep-alive connections (each thread uses its own).
     pub(crate) fn pool(&self, i: usize) -> Pool {
         self.pools[i].clone()
+    }
+
+    fn slot(&self) -> usize {
+        crate::worker::slot(self.clients.len())
     }
 
     pub(crate) fn index(&self, backend: &str) -> Option<usize> {
@@ -209,10 +246,16 @@ impl State {
     /// The request-path client of backend `i`, connected on first use. Its notifications
     /// (`*/list_changed`) refresh that backend's lists.
     async fn client(self: &Arc<Self>, i: usize) -> Result<Arc<McpClient>, McpError> {
-        let mut slot = self.clients[i].lock().await;
-        if let Some(client) = slot.as_ref() {
+        let slot = self.slot();
+        let cell = &self.clients[slot][i];
+        if let Some(client) = cell.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
             return Ok(client.clone());
         }
+        let _connecting = self.connecting[slot][i].lock().await;
+        if let Some(client) = cell.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            return Ok(client.clone());
+        }
+        let main = slot + 1 == self.clients.len();
         let b = &self.backends[i];
         let options = ClientOptions {
             transport: b.config.transport,
@@ -221,6 +264,9 @@ impl State {
             // Sampling and elicitation requests are relayed to the calling client.
             relays_client_features: true,
             pool: Some(self.pools[i].clone()),
+            // The main slot's session listens for list changes and updates; the
+            // workers' would only say the same again.
+            listen: main,
             ..ClientOptions::default()
         };
         let client = Arc::new(McpClient::connect(&b.config.url, options).await?);
@@ -243,7 +289,7 @@ impl State {
                 }
             }
         });
-        *slot = Some(client.clone());
+        *cell.write().unwrap_or_else(PoisonError::into_inner) = Some(client.clone());
         Ok(client)
     }
 
@@ -313,19 +359,16 @@ impl State {
             Ok(client) => op(client).await,
             Err(e) => Err(e),
         };
-        let name = backend.config.name.clone();
-        metrics::histogram!("toolhive_vmcp_backend_requests_duration_seconds", "backend" => name.clone(), "method" => method.to_string())
-            .record(started.elapsed().as_secs_f64());
         let outcome = match &result {
             Ok(_) => CallOutcome::Success,
             Err(e) => e.call_outcome(),
         };
-        let label = if outcome == CallOutcome::Success {
-            "success"
-        } else {
-            "failure"
-        };
-        metrics::counter!("toolhive_vmcp_backend_requests_total", "backend" => name.clone(), "method" => method.to_string(), "outcome" => label).increment(1);
+        self.request_metrics[i].record(
+            &backend.config.name,
+            method,
+            started.elapsed().as_secs_f64(),
+            outcome == CallOutcome::Success,
+        );
         if feeds_health
             && let Err(e) = &result
             && e.category().is_some()
@@ -337,12 +380,14 @@ impl State {
         if let Err(e) = &result
             && let Some(category) = e.category()
         {
-            metrics::counter!("toolhive_vmcp_backend_errors_total", "backend" => name.clone(), "method" => method.to_string(), "category" => category.as_str()).increment(1);
+            metrics::counter!("toolhive_vmcp_backend_errors_total", "backend" => backend.config.name.clone(), "method" => method.to_string(), "category" => category.as_str()).increment(1);
             // A transport failure may also have lost the shared session: start afresh
             // next time. (A client's own backend session re-initializes by itself when
             // the backend says it lost it.)
             if session.is_none() {
-                *self.clients[i].lock().await = None;
+                *self.clients[self.slot()][i]
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
             }
         }
         let was_routable = backend.routable();

@@ -135,13 +135,26 @@ fn is_id(id: &Value) -> bool {
     id.is_string() || id.is_i64() || id.is_u64()
 }
 
-/// The answer to request `id`.
+/// The answer to request `id`, written straight out (no copy of the result).
 pub(crate) fn answer(id: &Value, outcome: &Result<Value, RpcError>) -> Bytes {
-    let message = match outcome {
-        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-        Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": e.to_value()}),
-    };
-    Bytes::from(message.to_string())
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    let written = serde_json::to_writer(&mut out, id).and_then(|()| match outcome {
+        Ok(result) => {
+            out.extend_from_slice(b",\"result\":");
+            serde_json::to_writer(&mut out, result)
+        }
+        Err(e) => {
+            out.extend_from_slice(b",\"error\":");
+            serde_json::to_writer(&mut out, &e.to_value())
+        }
+    });
+    if written.is_err() {
+        // Values always serialize; this is only a guard.
+        return Bytes::from_static(b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"cannot write the answer\"}}");
+    }
+    out.push(b'}');
+    Bytes::from(out)
 }
 
 /// A notification.
@@ -166,6 +179,23 @@ pub(crate) fn sse_event(message: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_json_rpc() {
+        let ok: Value =
+            serde_json::from_slice(&answer(&json!("a"), &Ok(json!({"x": [1]})))).unwrap();
+        assert_eq!(
+            ok,
+            json!({"jsonrpc": "2.0", "id": "a", "result": {"x": [1]}})
+        );
+        let err: Value =
+            serde_json::from_slice(&answer(&json!(2), &Err(RpcError::new(-31001, "gone"))))
+                .unwrap();
+        assert_eq!(
+            err,
+            json!({"jsonrpc": "2.0", "id": 2, "error": {"code": -31001, "message": "gone"}})
+        );
+    }
 
     #[test]
     fn the_four_shapes_and_what_is_refused() {
