@@ -53,9 +53,10 @@ impl Pool {
     }
 
     /// `n` pools, one per thread of a host that runs a single-threaded runtime on each:
-    /// `select` says which pool the calling thread uses (modulo `n`). A request then
-    /// never hands its connection's work to another thread.
-    pub fn per_thread(n: usize, select: fn() -> usize) -> Self {
+    /// `select` says which pool the calling thread uses (modulo `n`; `None`, a thread
+    /// that is none of them: the last). A request then never hands its connection's work
+    /// to another thread.
+    pub fn per_thread(n: usize, select: fn() -> Option<usize>) -> Self {
         Pool(HttpClient::per_thread(n, select))
     }
 }

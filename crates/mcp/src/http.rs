@@ -25,12 +25,12 @@ type RawClient = Client<HttpConnector, Full<Bytes>>;
 #[derive(Clone, Debug)]
 pub(crate) struct HttpClient {
     pools: std::sync::Arc<[RawClient]>,
-    select: Option<fn() -> usize>,
+    select: Option<fn() -> Option<usize>>,
 }
 
 impl HttpClient {
-    /// `n` pools; `select` says which this thread uses (taken modulo `n`).
-    pub(crate) fn per_thread(n: usize, select: fn() -> usize) -> Self {
+    /// `n` pools; `select` says which this thread uses (modulo `n`; `None`: the last).
+    pub(crate) fn per_thread(n: usize, select: fn() -> Option<usize>) -> Self {
         HttpClient {
             pools: (0..n.max(1)).map(|_| raw()).collect(),
             select: Some(select),
@@ -41,7 +41,8 @@ impl HttpClient {
         &self,
         request: http::Request<Full<Bytes>>,
     ) -> hyper_util::client::legacy::ResponseFuture {
-        let i = self.select.map_or(0, |f| f() % self.pools.len());
+        let n = self.pools.len();
+        let i = self.select.map_or(0, |f| f().map_or(n - 1, |i| i % n));
         self.pools[i].request(request)
     }
 }

@@ -24,8 +24,8 @@ pub(crate) fn slot(slots: usize) -> usize {
         .unwrap_or(slots - 1)
 }
 
-/// This thread's worker number, or `usize::MAX` off the workers (for a per-thread pool,
-/// which takes it modulo its size).
-pub(crate) fn current() -> usize {
-    WORKER.with(Cell::get).unwrap_or(usize::MAX)
+/// This thread's worker number, `None` off the workers (a per-thread pool then uses its
+/// last pool, the main runtime's).
+pub(crate) fn current() -> Option<usize> {
+    WORKER.with(Cell::get)
 }
