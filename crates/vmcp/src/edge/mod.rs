@@ -111,7 +111,9 @@ impl Edge {
                         );
                     }
                     self.legacy(&parts, session, id, method, params, hold).await
-                } else if method == "initialize" {
+                } else if method == "initialize"
+                    && header(&parts.headers, "mcp-protocol-version") != Some(modern::VERSION)
+                {
                     self.initialize(&id, &params)
                 } else if modern::is_modern(&parts.headers, &params) {
                     self.modern(&parts, id, method, params, hold).await

@@ -14,6 +14,7 @@ pub(crate) const LEGACY_VERSIONS: [&str; 4] =
 
 pub(crate) const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 pub(crate) const META_SUBSCRIPTION: &str = "io.modelcontextprotocol/subscriptionId";
+const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 
 /// Whether a request without a session speaks the modern era: it says so in a header or
@@ -38,25 +39,36 @@ pub(crate) fn validate(
             RpcError::new(-32020, format!("header mismatch: {what}")),
         )
     };
-    let in_body = params
-        .get("_meta")
-        .and_then(|m| m.get(META_VERSION))
-        .and_then(Value::as_str);
-    let in_header = header(headers, "mcp-protocol-version");
-    let requested = match (in_header, in_body) {
-        (Some(h), Some(b)) if h == b => h,
-        (Some(h), Some(b)) => {
+    let invalid = |what: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            RpcError::new(-32602, format!("invalid params: {what}")),
+        )
+    };
+    let Some(meta) = params.get("_meta").filter(|m| m.is_object()) else {
+        return Err(invalid(
+            "_meta is missing: every 2026-07-28 request carries it".into(),
+        ));
+    };
+    let Some(in_body) = meta.get(META_VERSION).and_then(Value::as_str) else {
+        return Err(invalid(format!("_meta[\"{META_VERSION}\"] is missing")));
+    };
+    if !meta.get(META_CAPABILITIES).is_some_and(Value::is_object) {
+        return Err(invalid(format!(
+            "_meta[\"{META_CAPABILITIES}\"] is missing"
+        )));
+    }
+    let requested = match header(headers, "mcp-protocol-version") {
+        Some(h) if h == in_body => h,
+        Some(h) => {
             return Err(mismatch(format!(
-                "MCP-Protocol-Version is {h:?} but _meta says {b:?}"
+                "MCP-Protocol-Version is {h:?} but _meta says {in_body:?}"
             )));
         }
-        (None, _) => {
+        None => {
             return Err(mismatch(
                 "the MCP-Protocol-Version header is missing".into(),
             ));
-        }
-        (Some(_), None) => {
-            return Err(mismatch(format!("_meta[\"{META_VERSION}\"] is missing")));
         }
     };
     if requested != VERSION {
@@ -239,7 +251,7 @@ mod tests {
     }
 
     fn meta(version: &str) -> Value {
-        json!({"name": "echo", "_meta": {META_VERSION: version}})
+        json!({"name": "echo", "_meta": {META_VERSION: version, META_CAPABILITIES: {}}})
     }
 
     #[test]
@@ -292,14 +304,6 @@ mod tests {
             ),
             (
                 headers(&[
-                    ("mcp-protocol-version", VERSION),
-                    ("mcp-method", "tools/list"),
-                ]),
-                "tools/list",
-                json!({}),
-            ),
-            (
-                headers(&[
                     ("mcp-protocol-version", "2025-06-18"),
                     ("mcp-method", "tools/list"),
                 ]),
@@ -309,6 +313,26 @@ mod tests {
         ] {
             let (status, e) = validate(&h, method, &params).unwrap_err();
             assert_eq!((status, e.code), (StatusCode::BAD_REQUEST, -32020), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn missing_meta_is_invalid_params() {
+        let h = headers(&[
+            ("mcp-protocol-version", VERSION),
+            ("mcp-method", "tools/list"),
+        ]);
+        for params in [
+            json!({}),
+            json!({"_meta": {META_CAPABILITIES: {}}}),
+            json!({"_meta": {META_VERSION: VERSION}}),
+        ] {
+            let (status, e) = validate(&h, "tools/list", &params).unwrap_err();
+            assert_eq!(
+                (status, e.code),
+                (StatusCode::BAD_REQUEST, -32602),
+                "{params}"
+            );
         }
     }
 
