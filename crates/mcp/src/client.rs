@@ -40,6 +40,9 @@ pub struct ClientOptions {
     /// HTTP connections to share with other clients of the same backend (a session is a
     /// header, not a connection); `None`: a pool of this client's own.
     pub pool: Option<Pool>,
+    /// At most this many items in one list (all pages): a server that lists more is
+    /// refused with a protocol error instead of filling memory.
+    pub max_list_items: Option<usize>,
 }
 
 /// Keep-alive HTTP connections, shared by every client given a clone of it.
@@ -78,6 +81,7 @@ impl Default for ClientOptions {
             client_info: None,
             listen: true,
             pool: None,
+            max_list_items: None,
         }
     }
 }
@@ -352,7 +356,21 @@ impl McpClient {
             let params = cursor.take().map(|c| json!({"cursor": c}));
             let page = self.request(method, params).await?;
             match page.get(field) {
-                Some(Value::Array(list)) => items.extend(list.iter().cloned()),
+                Some(Value::Array(list)) => {
+                    if let Some(max) = self.options.max_list_items
+                        && items.len() + list.len() > max
+                    {
+                        return Err(McpError::Protocol {
+                            url: self.url.clone(),
+                            method: method.into(),
+                            detail: format!(
+                                "the server lists more than {max} items (at least {}); hale takes at most {max}",
+                                items.len() + list.len()
+                            ),
+                        });
+                    }
+                    items.extend(list.iter().cloned())
+                }
                 None | Some(Value::Null) => {}
                 Some(_) => {
                     return Err(McpError::Protocol {
@@ -418,7 +436,22 @@ async fn open(
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let result = transport
             .request(id, "initialize", Some(params), None)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // The server answers but refuses the handshake (an unsupported protocol
+                // version, say): reachable, yet unusable. That is a protocol failure,
+                // never a healthy server.
+                McpError::Rpc {
+                    url, code, message, ..
+                } => McpError::Protocol {
+                    url,
+                    method: "initialize".into(),
+                    detail: format!(
+                        "the server refused the handshake with JSON-RPC error {code}: {message}"
+                    ),
+                },
+                other => other,
+            })?;
         let info = server_info(url, result)?;
         transport.notify("notifications/initialized").await?;
         transport.initialized(&info.protocol_version, options.listen);

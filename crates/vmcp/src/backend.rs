@@ -51,6 +51,9 @@ pub struct Backend {
     /// Notified (all waiters) when the backend stops being routable: calls in flight to
     /// it end at once instead of waiting out their timeout.
     pub(crate) withdrawn: tokio::sync::Notify,
+    /// Why the backend cannot be used although it answers (its listing was refused, or
+    /// it lists more than hale takes); `None` when usable.
+    unusable: Mutex<Option<String>>,
 }
 
 impl Backend {
@@ -77,6 +80,7 @@ impl Backend {
             epoch: (TokioClock.now(), SystemTime::now()),
             breaker_moved: tokio::sync::Notify::new(),
             withdrawn: tokio::sync::Notify::new(),
+            unusable: Mutex::new(None),
         })
     }
 
@@ -125,9 +129,30 @@ impl Backend {
         self.tracker().state()
     }
 
-    /// Routable: healthy or degraded, and the breaker not open.
+    /// Routable: healthy or degraded, the breaker not open, and usable.
     pub fn routable(&self) -> bool {
+        self.reachable() && self.unusable().is_none()
+    }
+
+    /// Healthy or degraded with the breaker not open: worth trying to list.
+    pub(crate) fn reachable(&self) -> bool {
         self.health().is_routable() && self.breaker.snapshot().state != BreakerState::Open
+    }
+
+    /// Why the backend answers but cannot be used, if it cannot.
+    pub fn unusable(&self) -> Option<String> {
+        self.unusable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Marks the backend unusable for `why` (`None`: usable again); true if routability
+    /// changed.
+    pub(crate) fn set_unusable(&self, why: Option<String>) -> bool {
+        let before = self.routable();
+        *self.unusable.lock().unwrap_or_else(PoisonError::into_inner) = why;
+        before != self.routable()
     }
 
     /// Whether a client may cache this backend's lists now (healthy, breaker closed, no
@@ -173,6 +198,7 @@ impl Backend {
             "lastSuccess": t.last_success().map(|s| self.wall(s)),
             "lastError": t.last_error().map(|e| json!({"category": e.failure.category.as_str(), "message": e.failure.message})),
             "latencyMs": t.last_latency().map(duration_ms),
+            "unusable": self.unusable(),
             "tools": *self.tools.lock().unwrap_or_else(PoisonError::into_inner),
         })
     }

@@ -136,6 +136,9 @@ pub struct VmcpConfig {
     pub session_idle_timeout: Duration,
     /// Backend sessions open at once per backend (one per client session using it).
     pub max_sessions_per_backend: u32,
+    /// Tools (and likewise resources, templates, prompts) one backend may list; a backend
+    /// that lists more is not used, with the reason in `/status`.
+    pub max_tools_per_backend: u32,
 }
 
 impl VmcpConfig {
@@ -287,6 +290,7 @@ struct RawOverride {
 struct RawOperational {
     session_idle_timeout: Option<Spanned<String>>,
     max_sessions_per_backend: Option<Spanned<u32>>,
+    max_tools_per_backend: Option<Spanned<u32>>,
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
@@ -573,6 +577,12 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         1000,
     )?;
 
+    let (max_tools_per_backend, _) = c.count(
+        "operational.maxToolsPerBackend",
+        op.max_tools_per_backend,
+        1000,
+    )?;
+
     let fh = op.failure_handling;
     let base = "operational.failureHandling";
     let defaults = HealthConfig::default();
@@ -723,6 +733,7 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         allowed_origins: raw.allowed_origins.unwrap_or_default(),
         session_idle_timeout,
         max_sessions_per_backend,
+        max_tools_per_backend,
     })
 }
 

@@ -44,6 +44,21 @@ impl ListsChanged {
     }
 }
 
+/// A backend whose answers cannot be used: the server refused the listing or the
+/// handshake with a JSON-RPC error, or its answer broke the protocol or hale's limits.
+fn unusable(e: &McpError) -> bool {
+    matches!(e, McpError::Protocol { .. } | McpError::Rpc { .. })
+}
+
+/// The message of an unusable backend's withdrawal.
+struct Unusable(String);
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unusable: {}", self.0)
+    }
+}
+
 /// Why a call to a backend failed.
 #[derive(Debug)]
 pub(crate) enum CallError {
@@ -267,6 +282,7 @@ impl State {
             // The main slot's session listens for list changes and updates; the
             // workers' would only say the same again.
             listen: main,
+            max_list_items: Some(self.config.max_tools_per_backend as usize),
             ..ClientOptions::default()
         };
         let client = Arc::new(McpClient::connect(&b.config.url, options).await?);
@@ -425,8 +441,32 @@ impl State {
                 }
                 Ok(lists)
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await;
+        let lists = match lists {
+            Ok(lists) => lists,
+            Err(CallError::Backend(e)) if unusable(&e) => {
+                // It answers, but its listing cannot be used: withdraw it (it never takes
+                // the other backends' lists down), say why in /status, try again later.
+                let why = e.to_string();
+                tracing::warn!(backend = %name, reason = %why, "backend withdrawn: it answers but its capabilities cannot be used");
+                if self.backends[i].set_unusable(Some(why.clone())) {
+                    self.backends[i].withdrawn.notify_waiters();
+                    self.changed.notify_one();
+                }
+                let (state, again) = (Arc::downgrade(self), self.config.health.check_interval);
+                tokio::spawn(async move {
+                    tokio::time::sleep(again).await;
+                    if let Some(state) = state.upgrade() {
+                        state.changed.notify_one();
+                    }
+                });
+                return Err(Unusable(why).to_string());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        if self.backends[i].set_unusable(None) {
+            self.changed.notify_one();
+        }
         self.lists
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -448,7 +488,9 @@ impl State {
             .collect();
         let mut failures = Vec::new();
         while let Some((i, result)) = branches.next().await {
-            if let Err(e) = result {
+            if let Err(e) = result
+                && self.backends[i].unusable().is_none()
+            {
                 let name = self.backends[i].config.name.clone();
                 metrics::counter!("toolhive_vmcp_partial_failures_total", "backend" => name.clone()).increment(1);
                 failures.push((name, e));
@@ -606,7 +648,7 @@ impl State {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .contains_key(&self.backends[i].config.name);
-                if self.backends[i].routable()
+                if self.backends[i].reachable()
                     && !known
                     && let Err(e) = self.refresh(i).await
                 {
