@@ -83,7 +83,7 @@ fn conformance_2026(
     let (scored, unscored) = text.split_once("Not scored").unwrap_or((&text, ""));
     let verdict = |line: &str| -> Option<(String, bool)> {
         let (mark, rest) = line.split_at_checked(line.char_indices().nth(1)?.0)?;
-        let name = rest.trim().split(':').next()?.trim().to_string();
+        let name = rest.trim().split([':', ' ']).next()?.trim().to_string();
         match mark {
             "✓" => Some((name, true)),
             "✗" => Some((name, false)),
