@@ -299,9 +299,17 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         tally,
     )?;
 
+    let blip_failures = crate::blip::run(
+        &bin,
+        &python,
+        &root.join("xtask/interop/python_watch.py"),
+        tally,
+    )?;
+
     let client_failures = rows.iter().filter(|r| r.contains("| FAIL |")).count();
     if client_failures > 0
         || !era_failures.is_empty()
+        || !blip_failures.is_empty()
         || withdrawal_failures > 0
         || !testkit_failures.is_empty()
         || !vmcp_failures.is_empty()
@@ -310,7 +318,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         return Err(format!(
             "interop: {client_failures} client target(s) failed; {withdrawal_failures} withdrawal step(s) failed; \
              testkit conformance failures: {testkit_failures:?}; through hale vmcp: {vmcp_failures:?}; \
-             proxy transparency differences: {transparency:?}; eras, listen and sessions: {era_failures:?}"
+             proxy transparency differences: {transparency:?}; eras, listen and sessions: {era_failures:?}; network blip: {blip_failures:?}"
         ));
     }
     Ok(())

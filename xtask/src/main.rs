@@ -11,6 +11,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a task runner talks on the terminal
 
+mod blip;
 mod eras;
 mod interop;
 
@@ -29,6 +30,29 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("proptest") => proptest(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("blip") => {
+            // The network-blip part of `interop` alone (it needs interop's Python venv).
+            let root = workspace_root();
+            let mut tally = Tally::default();
+            let result = cargo(&["build", "-q", "-p", "hale", "-p", "hale-testkit"], &[])
+                .and_then(|()| {
+                    blip::run(
+                        &root.join("target/debug"),
+                        &root.join("target/interop/venv/bin/python"),
+                        &root.join("xtask/interop/python_watch.py"),
+                        &mut tally,
+                    )
+                })
+                .and_then(|failures| {
+                    if failures.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("{failures:?}"))
+                    }
+                });
+            println!("blip: {} passed, {} failed", tally.passed, tally.failed);
+            result
+        }
         Some("interop") => {
             let mut tally = Tally::default();
             let result = interop::run(&mut tally);
