@@ -56,6 +56,10 @@ pub(crate) struct Args {
     /// listener) loopback pages (repeatable; `*` allows any).
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
+    /// How long a client may take to send a request's headers or body; an idle
+    /// connection is closed after as long (Go syntax).
+    #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
+    read_timeout: Duration,
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
@@ -75,6 +79,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         request_timeout: (!args.request_timeout.is_zero()).then_some(args.request_timeout),
         allowed_hosts: args.allowed_hosts,
         allowed_origins: args.allowed_origins,
+        read_timeout: args.read_timeout,
         metrics: logging::metrics(&hale_proxy::DURATION_BUCKETS),
         ..ProxyConfig::new(&args.target, checks)
     };

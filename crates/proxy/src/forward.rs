@@ -43,9 +43,6 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// How long a client may take to send a request's headers, or its body.
-pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 pub(crate) struct Forwarder {
     authority: http::uri::Authority,
     origin: String,
@@ -64,6 +61,8 @@ pub(crate) struct Forwarder {
     pub(crate) close_streams: CancellationToken,
     /// Legacy SSE streams, to answer their clients where they listen.
     legacy: Arc<LegacyStreams>,
+    /// How long a client may take to send a request's headers, or its body.
+    pub(crate) read_timeout: Duration,
     metrics: RequestMetrics,
 }
 
@@ -77,6 +76,7 @@ pub(crate) struct ForwardConfig {
     pub(crate) inflight: Arc<Inflight>,
     pub(crate) close_streams: CancellationToken,
     pub(crate) legacy: Arc<LegacyStreams>,
+    pub(crate) read_timeout: Duration,
 }
 
 /// The request metrics' handles, registered once per worker: looking a labelled metric up
@@ -191,6 +191,7 @@ impl Forwarder {
             inflight: config.inflight,
             close_streams: config.close_streams,
             legacy: config.legacy,
+            read_timeout: config.read_timeout,
             metrics: RequestMetrics::new(),
         })
     }
@@ -233,7 +234,10 @@ impl Forwarder {
         // The body is read whole (MCP messages are small; 8 MiB at most) so that a
         // connection the server refused can be tried again, and so the proxy knows the
         // request's id when it must answer it itself.
-        let read = tokio::time::timeout(READ_TIMEOUT, Limited::new(body, self.max_body).collect());
+        let read = tokio::time::timeout(
+            self.read_timeout,
+            Limited::new(body, self.max_body).collect(),
+        );
         let body = match read.await {
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -244,7 +248,10 @@ impl Forwarder {
                     StatusCode::REQUEST_TIMEOUT,
                     &Said::new(
                         codes::TIMEOUT,
-                        format!("the request body did not arrive within {READ_TIMEOUT:?}"),
+                        format!(
+                            "the request body did not arrive within {:?}",
+                            self.read_timeout
+                        ),
                     ),
                 );
             }

@@ -88,6 +88,9 @@ pub struct ProxyConfig {
     /// Browser origins allowed to call the proxy (besides its own and, when listening on
     /// loopback, loopback pages); `*` allows any.
     pub allowed_origins: Vec<String>,
+    /// How long a client may take to send a request's headers, or its body; an idle
+    /// keep-alive connection is closed after as long.
+    pub read_timeout: Duration,
 }
 
 impl ProxyConfig {
@@ -104,6 +107,7 @@ impl ProxyConfig {
             request_timeout: None,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -240,6 +244,7 @@ impl Proxy {
             inflight: inflight.clone(),
             close_streams: close_streams.clone(),
             legacy: Arc::new(legacy::LegacyStreams::default()),
+            read_timeout: config.read_timeout,
         };
 
         // Thread per core, as nginx does: each worker thread runs a single-threaded
@@ -408,13 +413,14 @@ fn worker(
             let (graceful, kill) = (ends.graceful.clone(), ends.kill.clone());
             local.spawn(async move {
                 let upstream = Arc::new(forward::Upstream::default());
+                let read_timeout = handler.forwarder.read_timeout;
                 let service = service_fn(move |req| {
                     let (handler, upstream) = (handler.clone(), upstream.clone());
                     async move { Ok::<_, Infallible>(handler.handle(req, &upstream).await) }
                 });
                 let conn = http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(forward::READ_TIMEOUT)
+                    .header_read_timeout(read_timeout)
                     // MCP messages are small: one flattened write beats an iovec
                     // (about 6 % less CPU per request, measured against the bench).
                     .writev(false)

@@ -797,3 +797,62 @@ async fn requests_reach_the_server_in_origin_form_with_a_host() {
     );
     proxy.stop.cancel();
 }
+
+#[tokio::test]
+async fn slow_headers_idle_connections_and_endless_bodies_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let config = ProxyConfig {
+        read_timeout: Duration::from_millis(300),
+        ..ProxyConfig::new(&server.url(), fast_checks(50))
+    };
+    let proxy = Proxy::bind(config).await.unwrap();
+    let addr = proxy.local_addr();
+    let stop = CancellationToken::new();
+    tokio::spawn(proxy.run(stop.clone()));
+    let attacks: [(&'static [u8], &str); 3] = [
+        (b"", "a connection that says nothing"),
+        (b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n", "headers that never end"),
+        (
+            b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"jsonrpc\":",
+            "a body that never ends",
+        ),
+    ];
+    let mut held = Vec::new();
+    for (first, what) in attacks {
+        held.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(first).await.unwrap();
+            let started = std::time::Instant::now();
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer)).await;
+            (
+                what,
+                String::from_utf8_lossy(&answer).to_string(),
+                started.elapsed(),
+            )
+        }));
+    }
+    let client = McpClient::connect(
+        &through(&server, addr),
+        client_options(TransportKind::StreamableHttp),
+    )
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        client.ping().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for h in held {
+        let (what, answer, took) = h.await.unwrap();
+        assert!(
+            took < Duration::from_secs(10),
+            "{what}: still open after {took:?}"
+        );
+        if what == "a body that never ends" {
+            assert!(answer.starts_with("HTTP/1.1 408"), "{what}: {answer}");
+        }
+    }
+    stop.cancel();
+    server.shutdown();
+}

@@ -139,6 +139,10 @@ pub struct VmcpConfig {
     /// Tools (and likewise resources, templates, prompts) one backend may list; a backend
     /// that lists more is not used, with the reason in `/status`.
     pub max_tools_per_backend: u32,
+    /// How long a client may take to send a request's headers, or its body.
+    pub read_timeout: Duration,
+    /// A client connection with nothing asked for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl VmcpConfig {
@@ -291,6 +295,8 @@ struct RawOperational {
     session_idle_timeout: Option<Spanned<String>>,
     max_sessions_per_backend: Option<Spanned<u32>>,
     max_tools_per_backend: Option<Spanned<u32>>,
+    read_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
@@ -577,6 +583,16 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         1000,
     )?;
 
+    let (read_timeout, _) = c.duration(
+        "operational.readTimeout",
+        op.read_timeout,
+        Duration::from_secs(30),
+    )?;
+    let (idle_timeout, _) = c.duration(
+        "operational.idleTimeout",
+        op.idle_timeout,
+        Duration::from_secs(120),
+    )?;
     let (max_tools_per_backend, _) = c.count(
         "operational.maxToolsPerBackend",
         op.max_tools_per_backend,
@@ -734,6 +750,8 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         session_idle_timeout,
         max_sessions_per_backend,
         max_tools_per_backend,
+        read_timeout,
+        idle_timeout,
     })
 }
 

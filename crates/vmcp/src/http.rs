@@ -39,10 +39,6 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed_unsync()
 }
 
-/// A connection with no request for this long is closed (an idle keep-alive, or a
-/// client that connected and said nothing).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// Why the vMCP could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum VmcpError {
@@ -279,6 +275,12 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     end: CancellationToken,
 ) {
+    // A connection with nothing asked for `idle_timeout` is closed (an idle keep-alive,
+    // or a client that connected and said nothing).
+    let (read_timeout, idle_timeout) = (
+        front.edge.state.config.read_timeout,
+        front.edge.state.config.idle_timeout,
+    );
     let idle = Arc::new(Idle::default());
     let busy = idle.clone();
     let service = service_fn(move |req| {
@@ -299,7 +301,7 @@ async fn serve_connection(
     // Small JSON-RPC messages: one flattened write beats an iovec (as in the proxy).
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(edge::READ_TIMEOUT)
+        .header_read_timeout(read_timeout)
         .writev(false)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -307,7 +309,7 @@ async fn serve_connection(
         tokio::select! {
             _ = conn.as_mut() => return,
             () = end.cancelled() => break,
-            () = tokio::time::sleep(IDLE_TIMEOUT) => {
+            () = tokio::time::sleep(idle_timeout) => {
                 if idle.idle() {
                     break;
                 }

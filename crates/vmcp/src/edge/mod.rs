@@ -1,6 +1,6 @@
 //! The client edge: `/mcp` in both protocol eras at once, written on hyper.
 //!
-//! A request is read whole (4 MiB at most, within the read timeout), parsed once, and
+//! A request is read whole (4 MiB at most, within `operational.readTimeout`), parsed once, and
 //! judged by what it carries: an `Mcp-Session-Id` or an `initialize` is the legacy era (a
 //! session, a GET stream, DELETE at the end); a `MCP-Protocol-Version: 2026-07-28` header
 //! or `_meta` version is the modern era (no session; headers checked against the body;
@@ -40,8 +40,6 @@ use crate::server::State;
 
 /// Request bodies larger than this get 413.
 pub(crate) const MAX_BODY: usize = 4 * 1024 * 1024;
-/// How long a client may take to send a request's headers, or its body.
-pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 const SESSION: &str = "mcp-session-id";
 
@@ -87,7 +85,7 @@ impl Edge {
         }
         let hold = self.in_flight.token();
         let (parts, body) = req.into_parts();
-        let body = match read_body(body).await {
+        let body = match read_body(body, self.state.config.read_timeout).await {
             Ok(b) => b,
             Err(r) => return r,
         };
@@ -386,8 +384,8 @@ impl Edge {
     }
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
-    let read = tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_BODY).collect());
+async fn read_body(body: Incoming, within: Duration) -> Result<Bytes, Response<Body>> {
+    let read = tokio::time::timeout(within, Limited::new(body, MAX_BODY).collect());
     match read.await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e))
@@ -409,7 +407,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
             &Value::Null,
             &RpcError::new(
                 codes::TIMEOUT,
-                format!("the request body did not arrive within {READ_TIMEOUT:?}"),
+                format!("the request body did not arrive within {within:?}"),
             ),
         )),
     }
