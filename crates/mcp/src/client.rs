@@ -41,7 +41,8 @@ pub struct ClientOptions {
     /// header, not a connection); `None`: a pool of this client's own.
     pub pool: Option<Pool>,
     /// At most this many items in one list (all pages): a server that lists more is
-    /// refused with a protocol error instead of filling memory.
+    /// refused with a protocol error instead of filling memory. A page of more than 8 KiB
+    /// per allowed item is refused before it is parsed.
     pub max_list_items: Option<usize>,
 }
 
@@ -410,12 +411,16 @@ async fn open(
 ) -> Result<Session, McpError> {
     let handshake = async {
         let transport = match options.transport {
-            TransportKind::StreamableHttp => Transport::Streamable(StreamableHttp::new(
-                url,
-                uri.clone(),
-                http.clone(),
-                notifications.clone(),
-            )),
+            TransportKind::StreamableHttp => {
+                let t = StreamableHttp::new(url, uri.clone(), http.clone(), notifications.clone());
+                if let Some(max) = options.max_list_items {
+                    // A byte budget goes with the item budget, so that a page far over
+                    // it is refused before it is parsed (8 KiB an item: generous for
+                    // a tool with a large schema).
+                    t.limit_lists(max.saturating_mul(8 * 1024).min(h::MAX_BODY));
+                }
+                Transport::Streamable(t)
+            }
             TransportKind::Sse => Transport::Sse(Box::new(
                 LegacySse::connect(url, uri.clone(), http.clone(), notifications.clone()).await?,
             )),

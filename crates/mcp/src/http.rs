@@ -127,7 +127,17 @@ pub(crate) fn body_error(url: &str, method: &str, err: &(dyn StdError + 'static)
 
 /// Reads a whole (bounded) body.
 pub(crate) async fn read_body(url: &str, method: &str, body: Incoming) -> Result<Bytes, McpError> {
-    match Limited::new(body, MAX_BODY).collect().await {
+    read_body_within(url, method, body, MAX_BODY).await
+}
+
+/// Like [`read_body`], at most `limit` bytes.
+pub(crate) async fn read_body_within(
+    url: &str,
+    method: &str,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, McpError> {
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -136,7 +146,7 @@ pub(crate) async fn read_body(url: &str, method: &str, body: Incoming) -> Result
                 Err(McpError::Protocol {
                     url: url.into(),
                     method: method.into(),
-                    detail: format!("response body larger than {MAX_BODY} bytes"),
+                    detail: format!("response body larger than {limit} bytes"),
                 })
             } else {
                 Err(body_error(url, method, e.as_ref()))

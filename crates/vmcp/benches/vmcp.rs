@@ -36,6 +36,10 @@ fn main() {
         load_generator::run();
         return;
     }
+    if std::env::var(ROLE).as_deref() == Ok("bigtools") {
+        big_tools_server();
+        return;
+    }
     if std::env::var(ROLE).as_deref() == Ok("backend") {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
@@ -112,6 +116,9 @@ fn main() {
     }
     if wanted("sessions") {
         rt.block_on(sessions());
+    }
+    if wanted("bigtools") {
+        rt.block_on(big_tools(&url));
     }
     if wanted("breaker") {
         rt.block_on(open_breaker());
@@ -415,6 +422,133 @@ async fn sessions() {
         o10.1 - o1.1
     );
     drop((v1, v10, backends));
+}
+
+/// A stateless MCP server whose `tools/list` answers 200,000 tools in one page (about
+/// 15 MB of JSON, under hale-mcp's 16 MiB body limit), as the attack in issue
+/// "reliability" did.
+fn big_tools_server() {
+    use http_body_util::Full;
+    let tools: Vec<serde_json::Value> = (0..200_000)
+        .map(|n| json!({"name": format!("tool_{n}"), "description": "One of many.", "inputSchema": {"type": "object"}}))
+        .collect();
+    let list = std::sync::Arc::new(serde_json::to_vec(&json!({"tools": tools})).unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("http://{}/mcp", listener.local_addr().unwrap());
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let list = list.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let list = list.clone();
+                    async move {
+                        use http_body_util::BodyExt;
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let msg: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                        let id = msg["id"].clone();
+                        let bytes = match msg["method"].as_str().unwrap_or_default() {
+                            "tools/list" => {
+                                let mut out = format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":").into_bytes();
+                                out.extend_from_slice(&list);
+                                out.push(b'}');
+                                out
+                            }
+                            "initialize" => json!({"jsonrpc": "2.0", "id": id, "result": {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "big", "version": "1"}}}).to_string().into_bytes(),
+                            _ if id.is_null() => Vec::new(),
+                            _ => json!({"jsonrpc": "2.0", "id": id, "result": {}}).to_string().into_bytes(),
+                        };
+                        let mut r = hyper::Response::new(Full::new(bytes::Bytes::from(bytes)));
+                        if id.is_null() {
+                            *r.status_mut() = hyper::StatusCode::ACCEPTED;
+                        } else {
+                            r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+                        }
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+/// Issue "reliability", defect 4: a backend listing 200,000 tools next to a normal one.
+async fn big_tools(normal: &str) {
+    let started =
+        spawn_announced(Command::new(std::env::current_exe().unwrap()).env(ROLE, "bigtools"))
+            .unwrap();
+    let big = started.first_line.clone();
+    let _big = started.process;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: normal, url: \"{normal}\"}}\n  - {{name: big, url: \"{big}\"}}\noperational:\n  failureHandling: {{healthCheckInterval: 2s, healthCheckTimeout: 1s}}\n"
+    );
+    let t0 = Instant::now();
+    let (vmcp, addr) = spawn_vmcp(&yaml);
+    let client = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
+        .await
+        .unwrap();
+    let listed = loop {
+        if let Ok(tools) = client.list_tools().await
+            && tools.iter().any(|t| t["name"] == "normal_echo")
+        {
+            break t0.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let call = Instant::now();
+    client
+        .call_tool("normal_echo", json!({"text": "hi"}))
+        .await
+        .unwrap();
+    let called = call.elapsed();
+    // A few clients listing while the big backend is retried every check.
+    for _ in 0..20 {
+        let _ = client.list_tools().await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", vmcp.0.id())).unwrap_or_default();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    println!("\n## vMCP: a backend listing 200,000 tools (15 MB of JSON) next to a normal one\n");
+    println!("| figure | value |\n|---|---|");
+    println!(
+        "| the normal backend's tools listed, from the vMCP's start | {listed:.2?} (0.5 s of it is the bench's start-up wait) |"
+    );
+    println!("| a call to a normal tool | {called:.2?} |");
+    println!(
+        "| vMCP RSS after 20 list requests and 5 s of retries | {} |",
+        field("VmRSS:")
+    );
+    println!("| vMCP peak RSS | {} |", field("VmHWM:"));
+    let status = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let _ = write!(
+            s,
+            "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        );
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    };
+    let body: serde_json::Value = status
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or_default();
+    println!(
+        "| `/status` of the big backend | health `{}`, unusable: {} |",
+        body["backends"][1]["health"], body["backends"][1]["unusable"]
+    );
 }
 
 /// TCP connections the process `pid` holds to the backends' ports (from /proc).

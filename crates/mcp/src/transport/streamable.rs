@@ -37,6 +37,8 @@ struct Shared {
     http: HttpClient,
     session: RwLock<Option<String>>,
     protocol_version: RwLock<Option<String>>,
+    /// The largest answer body read whole for a `*/list` request.
+    list_limit: std::sync::atomic::AtomicUsize,
     notifications: broadcast::Sender<Notification>,
 }
 
@@ -54,6 +56,7 @@ impl StreamableHttp {
                 http,
                 session: RwLock::new(None),
                 protocol_version: RwLock::new(None),
+                list_limit: std::sync::atomic::AtomicUsize::new(h::MAX_BODY),
                 notifications,
             }),
             stop: CancellationToken::new(),
@@ -91,6 +94,13 @@ impl StreamableHttp {
         if listen {
             self.listen_now();
         }
+    }
+
+    /// Reads `*/list` answers of at most `limit` bytes.
+    pub(crate) fn limit_lists(&self, limit: usize) {
+        self.shared
+            .list_limit
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn session_id(&self) -> Option<String> {
@@ -203,7 +213,12 @@ impl Shared {
                 .read_stream_answer(id, method, response.into_body(), hooks)
                 .await;
         }
-        let body = h::read_body(&self.url, method, response.into_body()).await?;
+        let limit = if method.ends_with("/list") {
+            self.list_limit.load(std::sync::atomic::Ordering::Relaxed)
+        } else {
+            h::MAX_BODY
+        };
+        let body = h::read_body_within(&self.url, method, response.into_body(), limit).await?;
         if !status.is_success() {
             return Err(self.status_error(method, status, &body));
         }
