@@ -122,6 +122,8 @@ pub struct McpClient {
     next_id: AtomicU64,
     session: RwLock<Session>,
     notifications: broadcast::Sender<Notification>,
+    /// Sessions the server lost and this client replaced.
+    replaced: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -153,6 +155,7 @@ impl McpClient {
             next_id,
             session: RwLock::new(session),
             notifications,
+            replaced: AtomicU64::new(0),
         })
     }
 
@@ -209,6 +212,11 @@ impl McpClient {
     /// server did not, and any client may share this one.
     pub async fn has_session(&self) -> bool {
         self.session.read().await.transport.has_session()
+    }
+
+    /// How many times the server lost this client's session and a new one replaced it.
+    pub fn sessions_replaced(&self) -> u64 {
+        self.replaced.load(Ordering::Relaxed)
     }
 
     /// The session id the server gave this client, if any (streamable HTTP).
@@ -294,6 +302,7 @@ impl McpClient {
         )
         .await?;
         let old = std::mem::replace(&mut *session, fresh);
+        self.replaced.fetch_add(1, Ordering::Relaxed);
         old.transport.close().await;
         Ok(())
     }

@@ -384,6 +384,25 @@ impl Shared {
             return status_only(StatusCode::ACCEPTED); // a notification
         };
         let params = message.get("params").cloned().unwrap_or(Value::Null);
+        if method == "resources/subscribe"
+            && let Some(session) = session.clone()
+        {
+            // The subscribed resource "changes" at once: the update goes to the
+            // subscribing session's GET stream only.
+            let uri = params.get("uri").cloned().unwrap_or(Value::Null);
+            let shared = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let stream = lock(&shared.sessions)
+                    .get(&session)
+                    .and_then(|e| e.stream.clone());
+                if let Some(stream) = stream {
+                    let note = json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                                      "params": {"uri": uri}});
+                    let _ = stream.send(body::sse_message(&note));
+                }
+            });
+        }
         let mut response = if self.config.json_response {
             let out = Outbound {
                 stream: None,

@@ -372,7 +372,17 @@ impl State {
         };
         let started = tokio::time::Instant::now();
         let result = match self.client_for(i, session).await {
-            Ok(client) => op(client).await,
+            Ok(client) => {
+                let replaced = client.sessions_replaced();
+                let result = op(client.clone()).await;
+                let lost = client.sessions_replaced().saturating_sub(replaced);
+                if lost > 0 && session.is_some() {
+                    // The backend lost this client's session; hale-mcp opened a new
+                    // one for this client alone.
+                    metrics::counter!("toolhive_vmcp_backend_sessions_total", "backend" => backend.config.name.clone(), "event" => "lost").increment(lost);
+                }
+                result
+            }
             Err(e) => Err(e),
         };
         let outcome = match &result {

@@ -356,3 +356,52 @@ async fn a_call_in_flight_ends_when_its_backend_is_withdrawn() {
     stop.cancel();
     server.shutdown();
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_call() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let config = hale_vmcp::VmcpConfig::from_yaml(
+        "t.yaml",
+        &config(&server, "  timeouts: {default: 60s}\n"),
+    )
+    .unwrap();
+    let vmcp = hale_vmcp::Vmcp::bind(config, None)
+        .await
+        .unwrap()
+        .with_drain_timeout(Duration::from_secs(30));
+    let addr = vmcp.local_addr();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(vmcp.run(stop.clone()));
+    wait_for("readiness", async || {
+        get_json(addr, "/readyz").await.0 == 200
+    })
+    .await;
+    // A 30 s call, and the client hangs up after 300 ms.
+    let (headers, body) = modern(
+        "tools/call",
+        json!({"name": "sleep", "arguments": {"ms": 30000}}),
+    );
+    let body = body.to_string();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in &headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The call was dropped with its client: shutdown has nothing to drain (it would wait
+    // up to 30 s for a call still running).
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the drain waited for a call whose client had gone")
+        .unwrap();
+    server.shutdown();
+}

@@ -213,7 +213,7 @@ async fn past_the_session_limit_a_client_gets_a_clear_error_until_one_closes() {
 }
 
 #[tokio::test]
-async fn log_levels_and_call_notifications_reach_only_their_own_client() {
+async fn log_levels_subscriptions_and_call_notifications_reach_only_their_own_client() {
     let server = TestServer::start(stateful()).await.unwrap();
     let Started {
         addr,
@@ -235,17 +235,30 @@ async fn log_levels_and_call_notifications_reach_only_their_own_client() {
         Some(&1),
         "exactly one backend session got a level"
     );
+    // Only A subscribes: the backend's update reaches A's stream, not B's.
+    a.request(
+        "resources/subscribe",
+        Some(json!({"uri": "test://watched-resource"})),
+    )
+    .await
+    .unwrap();
     a.call_tool("test_tool_with_logging", json!({}))
         .await
         .unwrap();
-    let mut a_logs = 0;
-    while let Ok(Ok(note)) = tokio::time::timeout(Duration::from_millis(300), a_notes.recv()).await
+    let (mut a_logs, mut a_updates) = (0, 0);
+    while let Ok(Ok(note)) = tokio::time::timeout(Duration::from_millis(500), a_notes.recv()).await
     {
         a_logs += u32::from(note.method == "notifications/message");
+        a_updates += u32::from(note.method == "notifications/resources/updated");
     }
     assert_eq!(a_logs, 3, "A sees its call's three log lines");
+    assert_eq!(a_updates, 1, "A sees its subscription's update");
     while let Ok(note) = b_notes.try_recv() {
         assert_ne!(note.method, "notifications/message", "B saw A's log line");
+        assert_ne!(
+            note.method, "notifications/resources/updated",
+            "B saw A's update"
+        );
     }
     stop.cancel();
     server.shutdown();
