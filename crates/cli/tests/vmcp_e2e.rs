@@ -225,3 +225,117 @@ async fn hale_status_prints_the_backends_as_a_table_or_json_and_says_when_nothin
     );
     weather.shutdown();
 }
+
+#[tokio::test]
+async fn backend_credentials_never_reach_clients_status_cli_or_logs() {
+    let weather = TestServer::start(ServerConfig::default()).await.unwrap();
+    let secret = "http://alice:hunter2@127.0.0.1:9/mcp?api_key=sekrit";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args([
+            "vmcp",
+            "--backend",
+            &format!("weather={}", weather.url()),
+            "--backend",
+            &format!("vault={secret}"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_string();
+    let mut hale = Reaped(child);
+    let stderr = hale.0.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut { stderr }, &mut text);
+        text
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let url = format!("http://{addr}");
+    let client = McpClient::connect(&format!("{url}/mcp"), ClientOptions::default())
+        .await
+        .unwrap();
+    // A call to the failing backend's tools, and the status documents, name it redacted.
+    let call = client.call_tool("vault_echo", json!({})).await;
+    let status = get_text(&url, "/status").await;
+    let health = get_text(&url, "/api/backends/health").await;
+    let cli = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["status", "--url", &url])
+        .output()
+        .unwrap();
+    let cli = String::from_utf8_lossy(&cli.stdout).to_string();
+    assert!(status.contains("vault"), "{status}");
+    let status_code = hale.terminate(Duration::from_secs(15));
+    assert_eq!(
+        status_code.and_then(|s| s.code()),
+        Some(0),
+        "exited on SIGTERM"
+    );
+    let log = log.join().unwrap();
+    for text in [&format!("{call:?}"), &status, &health, &cli, &log] {
+        for secret in ["alice", "hunter2", "sekrit"] {
+            assert!(!text.contains(secret), "{secret} leaked in: {text}");
+        }
+    }
+    weather.shutdown();
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_vmcp_when_its_log_reader_went_away() {
+    let weather = TestServer::start(ServerConfig::default()).await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args([
+            "vmcp",
+            "--backend",
+            &format!("weather={}", weather.url()),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    drop(child.stderr.take()); // `hale vmcp … 2>&1 | head -1`: the reader is gone
+    let mut hale = Reaped(child);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = tokio::task::spawn_blocking(move || hale.terminate(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exited on SIGTERM");
+    weather.shutdown();
+}
+
+/// `GET path` on `base` (`http://addr`), the body as text.
+async fn get_text(base: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.strip_prefix("http://").unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text
+}

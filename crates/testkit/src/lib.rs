@@ -26,6 +26,7 @@ mod body;
 mod catalog;
 pub mod control;
 mod faults;
+mod modern;
 pub mod process;
 mod server;
 
@@ -34,6 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use faults::Fault;
+pub use modern::Era;
 
 /// The transport a testkit server speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +79,8 @@ pub struct ServerConfig {
     /// Also offer per-session tools: `remember(value)` / `recall()` keep a value for the
     /// calling session, `count()` counts that session's calls.
     pub session_tools: bool,
+    /// The protocol eras served (streamable HTTP): both by default.
+    pub era: Era,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +94,7 @@ impl Default for ServerConfig {
             page_size: 100,
             validate_host: true,
             session_tools: false,
+            era: Era::Both,
         }
     }
 }

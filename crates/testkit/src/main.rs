@@ -41,6 +41,9 @@ enum Command {
         /// Also offer per-session tools: remember(value), recall(), count().
         #[arg(long)]
         session_tools: bool,
+        /// Protocol eras served: both, legacy (handshake only) or modern (2026-07-28 only).
+        #[arg(long, default_value = "both")]
+        era: hale_testkit::Era,
         /// A fault in force from the start: down, hang, slow=D, status=CODE, malformed, flap=UP/DOWN.
         #[arg(long)]
         fault: Option<Fault>,
@@ -59,6 +62,7 @@ async fn main() -> ExitCode {
         stateless,
         json_response,
         session_tools,
+        era,
         fault,
         control_port,
     } = Cli::parse().command;
@@ -75,6 +79,7 @@ async fn main() -> ExitCode {
         stateless,
         json_response,
         session_tools,
+        era,
         ..ServerConfig::default()
     };
     let server = match TestServer::start(config).await {

@@ -193,6 +193,14 @@ impl Shared {
             .send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
     }
 
+    pub(crate) fn waiting(&self) -> Waiting {
+        self.waiting.clone()
+    }
+
+    pub(crate) fn subscribe_notifications(&self) -> broadcast::Receiver<Value> {
+        self.notifications.subscribe()
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         Stats {
             requests: self.requests.load(Ordering::Relaxed),
@@ -345,6 +353,7 @@ impl Shared {
             .get(SESSION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let headers = req.headers().clone();
         let message = match read_json(req).await {
             Ok(m) => m,
             Err(response) => return response,
@@ -359,6 +368,20 @@ impl Shared {
             return status_only(StatusCode::ACCEPTED);
         };
         self.count(&method);
+        let era = self.config.era;
+        if session.is_none()
+            && era != crate::Era::Legacy
+            && crate::modern::is_modern(&headers, &message)
+        {
+            return crate::modern::answer(self, &headers, message).await;
+        }
+        if era == crate::Era::Modern {
+            let requested = message
+                .pointer("/params/protocolVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return crate::modern::unsupported(requested);
+        }
         let id = message.get("id").cloned();
         let mut new_session = None;
         if !self.config.stateless {
@@ -419,7 +442,7 @@ impl Shared {
             let session = session.clone().or(new_session.clone());
             tokio::spawn(
                 self.clone()
-                    .answer_on_stream(method, params, id, frames, session),
+                    .answer_on_stream(method, params, id, frames, session, false),
             );
             sse_response(rx)
         };
@@ -531,22 +554,27 @@ impl Shared {
         };
         self.count(&method);
         let params = message.get("params").cloned().unwrap_or(Value::Null);
-        tokio::spawn(
-            self.clone()
-                .answer_on_stream(method, params, id, stream, Some(session)),
-        );
+        tokio::spawn(self.clone().answer_on_stream(
+            method,
+            params,
+            id,
+            stream,
+            Some(session),
+            false,
+        ));
         plain(StatusCode::ACCEPTED, "Accepted")
     }
 
     /// Answers request `id` on an SSE stream: whatever the request sends while it runs
     /// (logging, progress, questions to the client), then the answer.
-    async fn answer_on_stream(
+    pub(crate) async fn answer_on_stream(
         self: Arc<Self>,
         method: String,
         params: Value,
         id: Value,
         stream: mpsc::UnboundedSender<Bytes>,
         session: Option<String>,
+        modern: bool,
     ) {
         let (notify, mut notes) = mpsc::unbounded_channel();
         let out = Outbound {
@@ -565,6 +593,12 @@ impl Shared {
         while let Ok(note) = notes.try_recv() {
             let _ = stream.send(body::sse_message(&note));
         }
+        let result = result.map(|mut r| {
+            if modern {
+                crate::modern::decorate(&method, &mut r);
+            }
+            r
+        });
         let _ = stream.send(body::sse_message(&respond(&id, result)));
     }
 
