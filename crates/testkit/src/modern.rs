@@ -113,7 +113,7 @@ pub(crate) async fn answer(
             "Invalid params: _meta protocolVersion is required",
         );
     };
-    if !meta.is_some_and(|m| m.get(META_CAPABILITIES).is_some()) {
+    if meta.is_none_or(|m| m.get(META_CAPABILITIES).is_none()) {
         return error(
             StatusCode::BAD_REQUEST,
             &id,
