@@ -325,19 +325,7 @@ pub(crate) fn run(
     ));
     let _ = lab.blackhole(false);
 
-    println!("| step | result | detail |\n|---|---|---|");
     let mut failures = Vec::new();
-    for (step, passed, detail) in steps {
-        println!(
-            "| {step} | {} | {detail} |",
-            if passed { "pass" } else { "FAIL" }
-        );
-        if passed {
-            tally.passed += 1;
-        } else {
-            tally.failed += 1;
-            failures.push(format!("blip: {step}: {detail}"));
-        }
-    }
+    crate::eras::report_steps("blip", steps, tally, &mut failures);
     Ok(failures)
 }

@@ -181,6 +181,28 @@ fn conformance_2026_run(
         .collect())
 }
 
+/// Prints `steps` as a table and counts them; failures are named `what: step: detail`.
+pub(crate) fn report_steps(
+    what: &str,
+    steps: Vec<(String, bool, String)>,
+    tally: &mut Tally,
+    failures: &mut Vec<String>,
+) {
+    println!("| step | result | detail |\n|---|---|---|");
+    for (step, passed, detail) in steps {
+        println!(
+            "| {step} | {} | {detail} |",
+            if passed { "pass" } else { "FAIL" }
+        );
+        if passed {
+            tally.passed += 1;
+        } else {
+            tally.failed += 1;
+            failures.push(format!("{what}: {step}: {detail}"));
+        }
+    }
+}
+
 fn python(p: &Paths<'_>, script: &str) -> Command {
     let mut c = Command::new(p.python);
     c.arg(p.root.join("xtask/interop").join(script));
@@ -349,19 +371,15 @@ fn listen(p: &Paths<'_>, tally: &mut Tally, failures: &mut Vec<String>) -> Resul
     drop(child.stdin.take());
     let _ = child.kill();
     let _ = child.wait();
-    println!("| step | result | detail |\n|---|---|---|");
-    for (step, passed, detail) in steps {
-        println!(
-            "| {step} | {} | {detail} |",
-            if passed { "pass" } else { "FAIL" }
-        );
-        if passed {
-            tally.passed += 1;
-        } else {
-            tally.failed += 1;
-            failures.push(format!("listen: {step}: {detail}"));
-        }
-    }
+    report_steps(
+        "listen",
+        steps
+            .into_iter()
+            .map(|(s, p, d)| (s.to_string(), p, d))
+            .collect(),
+        tally,
+        failures,
+    );
     Ok(())
 }
 

@@ -230,33 +230,13 @@ async fn hale_status_prints_the_backends_as_a_table_or_json_and_says_when_nothin
 async fn backend_credentials_never_reach_clients_status_cli_or_logs() {
     let weather = TestServer::start(ServerConfig::default()).await.unwrap();
     let secret = "http://alice:hunter2@127.0.0.1:9/mcp?api_key=sekrit";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args([
-            "vmcp",
-            "--backend",
+    let (mut hale, addr) = vmcp_with_log(
+        &[
             &format!("weather={}", weather.url()),
-            "--backend",
             &format!("vault={secret}"),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    let addr = first
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap()
-        .to_string();
-    let mut hale = Reaped(child);
+        ],
+        "debug",
+    );
     let stderr = hale.0.stderr.take().unwrap();
     let log = std::thread::spawn(move || {
         let mut text = String::new();
@@ -296,33 +276,36 @@ async fn backend_credentials_never_reach_clients_status_cli_or_logs() {
 #[tokio::test]
 async fn sigterm_stops_the_vmcp_when_its_log_reader_went_away() {
     let weather = TestServer::start(ServerConfig::default()).await.unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args([
-            "vmcp",
-            "--backend",
-            &format!("weather={}", weather.url()),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    drop(child.stderr.take()); // `hale vmcp … 2>&1 | head -1`: the reader is gone
-    let mut hale = Reaped(child);
+    let (mut hale, _addr) = vmcp_with_log(&[&format!("weather={}", weather.url())], "trace");
+    drop(hale.0.stderr.take()); // `hale vmcp … 2>&1 | head -1`: the reader is gone
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = tokio::task::spawn_blocking(move || hale.terminate(Duration::from_secs(15)))
         .await
         .unwrap();
     assert_eq!(status.and_then(|s| s.code()), Some(0), "exited on SIGTERM");
     weather.shutdown();
+}
+
+/// `hale vmcp` over `--backend` flags with `RUST_LOG=level` and its stderr piped: the
+/// process and its address.
+fn vmcp_with_log(backends: &[&str], level: &str) -> (Reaped, String) {
+    let mut args = vec!["vmcp", "--listen", "127.0.0.1:0"];
+    for b in backends {
+        args.extend(["--backend", b]);
+    }
+    let started = spawn_announced(
+        Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args(&args)
+            .env("RUST_LOG", level)
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let addr = started
+        .first_line
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_string();
+    (started.process, addr)
 }
 
 /// `GET path` on `base` (`http://addr`), the body as text.

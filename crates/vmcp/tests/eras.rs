@@ -47,8 +47,12 @@ fn modern(method: &str, params: Value) -> (Vec<(String, String)>, Value) {
     )
 }
 
-/// Sends one POST to `/mcp` and reads the whole answer: status, head, body.
-async fn post(addr: SocketAddr, headers: &[(String, String)], body: &str) -> (u16, String, String) {
+/// Sends one POST to `/mcp` (the body as written) and leaves the connection open.
+async fn open_post(
+    addr: SocketAddr,
+    headers: &[(String, String)],
+    body: &str,
+) -> tokio::net::TcpStream {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut head = format!(
         "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -60,6 +64,12 @@ async fn post(addr: SocketAddr, headers: &[(String, String)], body: &str) -> (u1
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
     s.write_all(body.as_bytes()).await.unwrap();
+    s
+}
+
+/// Sends one POST to `/mcp` and reads the whole answer: status, head, body.
+async fn post(addr: SocketAddr, headers: &[(String, String)], body: &str) -> (u16, String, String) {
+    let mut s = open_post(addr, headers, body).await;
     let mut text = String::new();
     s.read_to_string(&mut text).await.unwrap();
     let status = text.split(' ').nth(1).unwrap().parse().unwrap();
@@ -232,17 +242,7 @@ impl Listen {
         );
         body["id"] = json!("sub-7");
         let body = body.to_string();
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut head = format!(
-            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in &headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).await.unwrap();
-        s.write_all(body.as_bytes()).await.unwrap();
+        let s = open_post(addr, &headers, &body).await;
         Listen {
             lines: BufReader::new(s).lines(),
         }
@@ -382,17 +382,7 @@ async fn a_client_that_goes_away_cancels_its_call() {
         json!({"name": "sleep", "arguments": {"ms": 30000}}),
     );
     let body = body.to_string();
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut head = format!(
-        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in &headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(body.as_bytes()).await.unwrap();
+    let s = open_post(addr, &headers, &body).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(s);
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -46,7 +46,12 @@ pub(crate) async fn respond<H: Send + Unpin + 'static>(
         work: Some(work),
         _hold: hold,
     };
-    let mut response = Response::new(ResponseBody::new(body));
+    event_stream(ResponseBody::new(body))
+}
+
+/// A `text/event-stream` answer with `body`, unbuffered by proxies on the way.
+pub(crate) fn event_stream(body: ResponseBody) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
