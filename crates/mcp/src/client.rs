@@ -40,11 +40,31 @@ pub struct ClientOptions {
     /// HTTP connections to share with other clients of the same backend (a session is a
     /// header, not a connection); `None`: a pool of this client's own.
     pub pool: Option<Pool>,
+    /// Which protocol era to speak: the handshake (default), 2026-07-28 when the server
+    /// offers it (`Auto`: `server/discover` first, `initialize` if not), or only 2026-07-28.
+    pub era: Era,
     /// At most this many items in one list (all pages): a server that lists more is
     /// refused with a protocol error instead of filling memory. A page of more than 8 KiB
     /// per allowed item is refused before it is parsed.
     pub max_list_items: Option<usize>,
 }
+
+/// Which MCP protocol era a client speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Era {
+    /// 2026-07-28 if the server answers `server/discover` with it, else the handshake
+    /// (what hale uses towards backends).
+    Auto,
+    /// The handshake era only (`initialize`, sessions, the GET stream): the default, for
+    /// a client that needs a session and its notifications.
+    #[default]
+    Legacy,
+    /// 2026-07-28 only: a server that does not speak it is a protocol failure.
+    Modern,
+}
+
+/// The session-less protocol revision hale speaks to backends that offer it.
+pub const MODERN_PROTOCOL_VERSION: &str = "2026-07-28";
 
 /// Keep-alive HTTP connections, shared by every client given a clone of it.
 #[derive(Clone, Debug)]
@@ -83,6 +103,7 @@ impl Default for ClientOptions {
             listen: true,
             pool: None,
             max_list_items: None,
+            era: Era::Legacy,
         }
     }
 }
@@ -307,9 +328,12 @@ impl McpClient {
         Ok(())
     }
 
-    /// `ping`: an empty answer proves the session is alive.
+    /// `ping`: an empty answer proves the session is alive. 2026-07-28 has no `ping`
+    /// (nor sessions): `server/discover` proves the server answers.
     pub async fn ping(&self) -> Result<(), McpError> {
-        self.request("ping", None).await.map(drop)
+        let modern = self.session.read().await.info.protocol_version == MODERN_PROTOCOL_VERSION;
+        let method = if modern { "server/discover" } else { "ping" };
+        self.request(method, None).await.map(drop)
     }
 
     /// Every tool, following `nextCursor` through all pages.
@@ -442,6 +466,43 @@ async fn open(
         let client_info = options.client_info.clone().unwrap_or_else(
             || json!({"name": options.client_name, "version": env!("CARGO_PKG_VERSION")}),
         );
+        if options.era != Era::Legacy {
+            let meta = json!({
+                "io.modelcontextprotocol/protocolVersion": MODERN_PROTOCOL_VERSION,
+                "io.modelcontextprotocol/clientInfo": client_info,
+                "io.modelcontextprotocol/clientCapabilities": capabilities,
+            });
+            if transport.modern(Some(meta)) {
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                match transport
+                    .request(id, "server/discover", Some(json!({})), None)
+                    .await
+                {
+                    Ok(result) if speaks_modern(&result) => {
+                        return Ok(Session {
+                            transport,
+                            info: discovered(result),
+                            epoch,
+                        });
+                    }
+                    // Not there, or failing: initialize would not fare better.
+                    Err(e) if fails_either_way(&e) => return Err(e),
+                    answer if options.era == Era::Modern => {
+                        return Err(McpError::Protocol {
+                            url: url.into(),
+                            method: "server/discover".into(),
+                            detail: format!(
+                                "the server does not speak {MODERN_PROTOCOL_VERSION}: {answer:?}"
+                            ),
+                        });
+                    }
+                    // A handshake-era server: fall back to initialize.
+                    _ => {
+                        transport.modern(None);
+                    }
+                }
+            }
+        }
         let params = json!({
             "protocolVersion": PROTOCOL_VERSIONS[0],
             "capabilities": capabilities,
@@ -484,6 +545,47 @@ async fn open(
                 after: options.request_timeout,
             })
         })
+}
+
+/// Whether a failed `server/discover` says the server is not there or failing (so the
+/// handshake would fail too), rather than that it speaks an older era.
+fn fails_either_way(e: &McpError) -> bool {
+    match e {
+        McpError::ConnectionRefused { .. }
+        | McpError::Connect { .. }
+        | McpError::ConnectionReset { .. }
+        | McpError::Timeout { .. }
+        | McpError::Unauthorized { .. } => true,
+        McpError::HttpStatus { status, .. } => *status >= 500,
+        _ => false,
+    }
+}
+
+/// Whether a `server/discover` answer offers 2026-07-28.
+fn speaks_modern(result: &Value) -> bool {
+    result
+        .get("supportedVersions")
+        .and_then(Value::as_array)
+        .is_some_and(|v| v.iter().any(|v| v == MODERN_PROTOCOL_VERSION))
+}
+
+/// What a `server/discover` answer says, as the handshake's answer would.
+fn discovered(mut result: Value) -> ServerInfo {
+    ServerInfo {
+        protocol_version: MODERN_PROTOCOL_VERSION.into(),
+        capabilities: result
+            .get_mut("capabilities")
+            .map(Value::take)
+            .unwrap_or(json!({})),
+        server_info: result
+            .pointer_mut("/_meta/io.modelcontextprotocol~1serverInfo")
+            .map(Value::take)
+            .unwrap_or(json!({})),
+        instructions: result
+            .get("instructions")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    }
 }
 
 fn server_info(url: &str, mut result: Value) -> Result<ServerInfo, McpError> {

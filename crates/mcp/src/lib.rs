@@ -35,7 +35,9 @@ mod redact;
 mod server_requests;
 mod transport;
 
-pub use client::{ClientOptions, McpClient, PROTOCOL_VERSIONS, Pool, ServerInfo};
+pub use client::{
+    ClientOptions, Era, MODERN_PROTOCOL_VERSION, McpClient, PROTOCOL_VERSIONS, Pool, ServerInfo,
+};
 pub use error::McpError;
 pub use jsonrpc::Notification;
 pub use probe::{Probe, ProbeMethod};

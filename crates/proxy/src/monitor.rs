@@ -22,6 +22,8 @@ impl Monitor {
         let options = ClientOptions {
             transport: config.transport,
             client_name: "hale-proxy-health".into(),
+            // `server/discover` for a 2026-07-28 server, `ping` on a session otherwise.
+            era: hale_mcp::Era::Auto,
             ..ClientOptions::default()
         };
         Monitor {

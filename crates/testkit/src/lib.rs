@@ -79,7 +79,8 @@ pub struct ServerConfig {
     /// Also offer per-session tools: `remember(value)` / `recall()` keep a value for the
     /// calling session, `count()` counts that session's calls.
     pub session_tools: bool,
-    /// The protocol eras served (streamable HTTP): both by default.
+    /// The protocol eras served (streamable HTTP): the handshake era only by default
+    /// (the `serve` command's default is both).
     pub era: Era,
 }
 
@@ -94,7 +95,7 @@ impl Default for ServerConfig {
             page_size: 100,
             validate_host: true,
             session_tools: false,
-            era: Era::Both,
+            era: Era::Legacy,
         }
     }
 }

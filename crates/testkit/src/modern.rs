@@ -22,9 +22,10 @@ const META_SUBSCRIPTION: &str = "io.modelcontextprotocol/subscriptionId";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Era {
     /// Both: `initialize` and sessions, and 2026-07-28 requests without a session.
-    #[default]
     Both,
-    /// Only the handshake era (before 2026-07-28).
+    /// Only the handshake era (before 2026-07-28). The library's default, so that a
+    /// test that needs sessions (and hale-mcp, which prefers 2026-07-28) gets them.
+    #[default]
     Legacy,
     /// Only 2026-07-28: `initialize` is refused with 400 and -32022.
     Modern,

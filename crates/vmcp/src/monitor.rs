@@ -54,6 +54,8 @@ pub async fn run(
     let options = ClientOptions {
         transport: backend.config.transport,
         client_name: "hale-vmcp-health".into(),
+        // `server/discover` for a 2026-07-28 server, `ping` on a session otherwise.
+        era: hale_mcp::Era::Auto,
         ..ClientOptions::default()
     };
     let mut probe = Probe::new(

@@ -283,6 +283,8 @@ impl State {
             // workers' would only say the same again.
             listen: main,
             max_list_items: Some(self.config.max_tools_per_backend as usize),
+            // 2026-07-28 where the backend speaks it; the handshake where it does not.
+            era: hale_mcp::Era::Auto,
             ..ClientOptions::default()
         };
         let client = Arc::new(McpClient::connect(&b.config.url, options).await?);

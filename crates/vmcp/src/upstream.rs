@@ -52,6 +52,7 @@ pub(crate) async fn open(
         // unless the client subscribes to something.
         listen: false,
         pool: Some(state.pool(i)),
+        era: hale_mcp::Era::Auto,
         ..ClientOptions::default()
     };
     let client = match McpClient::connect(&backend.config.url, options).await {

@@ -395,3 +395,32 @@ async fn a_client_that_goes_away_cancels_its_call() {
         .unwrap();
     server.shutdown();
 }
+
+#[tokio::test]
+async fn a_legacy_client_lists_and_calls_a_2026_07_28_only_backend() {
+    let modern = TestServer::start(ServerConfig {
+        era: hale_testkit::Era::Modern,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let Started {
+        addr, stop, client, ..
+    } = start_with(&config(&modern, ""), None).await;
+    let tools = client.list_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t["name"] == "echo"), "{tools:?}");
+    let echo = client
+        .call_tool("echo", json!({"text": "bridged"}))
+        .await
+        .unwrap();
+    assert_eq!(echo["content"][0]["text"], "bridged");
+    let (_, status) = get_json(addr, "/status").await;
+    assert_eq!(status["backends"][0]["health"], "healthy", "{status}");
+    assert!(modern.stats().by_method.get("initialize").is_none());
+    assert!(
+        modern.stats().by_method.get("server/discover").is_some(),
+        "probed with server/discover"
+    );
+    stop.cancel();
+    modern.shutdown();
+}

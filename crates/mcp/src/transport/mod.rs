@@ -103,6 +103,17 @@ impl Transport {
         }
     }
 
+    /// Speaks 2026-07-28 with `meta` on every request (streamable HTTP only).
+    pub(crate) fn modern(&self, meta: Option<Value>) -> bool {
+        match self {
+            Transport::Streamable(t) => {
+                t.modern(meta);
+                true
+            }
+            Transport::Sse(_) => false,
+        }
+    }
+
     /// The session id the server gave (streamable HTTP).
     pub(crate) fn session_id(&self) -> Option<String> {
         match self {

@@ -22,6 +22,33 @@ use crate::server_requests::{CallHooks, ServerRequest, ServerRequestHandler};
 
 const SESSION: &str = "mcp-session-id";
 const PROTOCOL_VERSION: &str = "mcp-protocol-version";
+/// The session-less protocol revision.
+pub(crate) const MODERN: &str = "2026-07-28";
+
+/// A value for the `Mcp-Name` header: as it is when it is plain printable ASCII, else in
+/// the `=?base64?…?=` form the 2026-07-28 transport defines.
+fn header_value(text: &str) -> String {
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) && !text.starts_with("=?") {
+        return text.to_string();
+    }
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::from("=?base64?");
+    for chunk in text.as_bytes().chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out.push_str("?=");
+    out
+}
 
 #[derive(Debug)]
 pub(crate) struct StreamableHttp {
@@ -39,6 +66,8 @@ struct Shared {
     protocol_version: RwLock<Option<String>>,
     /// The largest answer body read whole for a `*/list` request.
     list_limit: std::sync::atomic::AtomicUsize,
+    /// In the 2026-07-28 era: the `_meta` every request carries (no session).
+    modern: RwLock<Option<Value>>,
     notifications: broadcast::Sender<Notification>,
 }
 
@@ -57,6 +86,7 @@ impl StreamableHttp {
                 session: RwLock::new(None),
                 protocol_version: RwLock::new(None),
                 list_limit: std::sync::atomic::AtomicUsize::new(h::MAX_BODY),
+                modern: RwLock::new(None),
                 notifications,
             }),
             stop: CancellationToken::new(),
@@ -71,8 +101,46 @@ impl StreamableHttp {
         message: &Value,
         hooks: Option<&CallHooks>,
     ) -> Result<Value, McpError> {
-        let response = self.shared.post(method, message).await?;
+        let modern = read(&self.shared.modern).clone();
+        let response = match modern {
+            Some(meta) => {
+                // 2026-07-28: `_meta` in the body, mirrored in headers; no session.
+                let mut message = message.clone();
+                let params = &mut message["params"];
+                if !params.is_object() {
+                    *params = serde_json::json!({});
+                }
+                match params.get_mut("_meta") {
+                    Some(Value::Object(m)) => {
+                        if let Value::Object(ours) = &meta {
+                            for (k, v) in ours {
+                                m.insert(k.clone(), v.clone());
+                            }
+                        }
+                    }
+                    _ => params["_meta"] = meta,
+                }
+                let name = match method {
+                    "tools/call" | "prompts/get" => params.get("name").and_then(Value::as_str),
+                    "resources/read" => params.get("uri").and_then(Value::as_str),
+                    _ => None,
+                }
+                .map(header_value);
+                self.shared
+                    .post_modern(method, name.as_deref(), &message)
+                    .await?
+            }
+            None => self.shared.post(method, message).await?,
+        };
         self.shared.read_answer(id, method, response, hooks).await
+    }
+
+    /// Speaks 2026-07-28 from now on, stamping `meta` on every request (`None`: the
+    /// handshake era).
+    pub(crate) fn modern(&self, meta: Option<Value>) {
+        let on = meta.is_some();
+        *write(&self.shared.modern) = meta;
+        *write(&self.shared.protocol_version) = on.then(|| MODERN.to_string());
     }
 
     pub(crate) async fn post_no_answer(
@@ -164,6 +232,37 @@ impl Shared {
             b = b.header(PROTOCOL_VERSION, version);
         }
         b
+    }
+
+    /// A 2026-07-28 POST: the headers mirror the body (`Mcp-Method`, `Mcp-Name`).
+    async fn post_modern(
+        &self,
+        method: &str,
+        name: Option<&str>,
+        message: &Value,
+    ) -> Result<http::Response<Incoming>, McpError> {
+        let body = serde_json::to_vec(message).unwrap_or_default();
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(self.uri.clone())
+            .header(PROTOCOL_VERSION, MODERN)
+            .header("mcp-method", method)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream");
+        if let Some(name) = name {
+            builder = builder.header("mcp-name", name);
+        }
+        let request =
+            builder
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| McpError::InvalidUrl {
+                    url: self.url.clone(),
+                    reason: e.to_string(),
+                })?;
+        self.http
+            .request(request)
+            .await
+            .map_err(|e| h::send_error(&self.url, method, e))
     }
 
     async fn post(
