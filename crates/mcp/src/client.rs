@@ -119,9 +119,17 @@ pub struct ServerInfo {
     pub server_info: Value,
     /// The server's `instructions`, if any.
     pub instructions: Option<String>,
+    /// The versions the server said it supports (`server/discover`; servers that also
+    /// take the handshake may not list its versions); empty after a handshake.
+    pub supported_versions: Vec<String>,
 }
 
 impl ServerInfo {
+    /// Whether this connection speaks 2026-07-28 (no session).
+    pub fn is_modern(&self) -> bool {
+        self.protocol_version == MODERN_PROTOCOL_VERSION
+    }
+
     /// Whether the server declared capability `name` (`tools`, `resources`, `prompts`…).
     pub fn has(&self, name: &str) -> bool {
         self.capabilities.get(name).is_some_and(|v| !v.is_null())
@@ -572,6 +580,15 @@ fn speaks_modern(result: &Value) -> bool {
 /// What a `server/discover` answer says, as the handshake's answer would.
 fn discovered(mut result: Value) -> ServerInfo {
     ServerInfo {
+        supported_versions: result
+            .get("supportedVersions")
+            .and_then(Value::as_array)
+            .map(|v| {
+                v.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
         protocol_version: MODERN_PROTOCOL_VERSION.into(),
         capabilities: result
             .get_mut("capabilities")
@@ -606,6 +623,7 @@ fn server_info(url: &str, mut result: Value) -> Result<ServerInfo, McpError> {
         )));
     }
     Ok(ServerInfo {
+        supported_versions: Vec::new(),
         protocol_version: version,
         capabilities: result
             .get_mut("capabilities")

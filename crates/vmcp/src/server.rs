@@ -95,6 +95,8 @@ pub struct State {
     pub(crate) backend_sessions: Vec<std::sync::atomic::AtomicU32>,
     /// Each backend's request metrics, handles kept.
     request_metrics: Vec<crate::request_metrics::RequestMetrics>,
+    /// Backends that refused the handshake: 2026-07-28 only, no client sessions.
+    modern_only: Vec<std::sync::atomic::AtomicBool>,
     lists: Mutex<HashMap<String, Arc<BackendLists>>>,
     catalog: RwLock<Arc<Catalog>>,
     /// Every tool's backend, routable or not (rebuilt with the catalog): how a call to a
@@ -170,6 +172,7 @@ impl State {
                 .map(|_| std::sync::atomic::AtomicU32::new(0))
                 .collect(),
             request_metrics: backends.iter().map(|_| Default::default()).collect(),
+            modern_only: backends.iter().map(|_| Default::default()).collect(),
             config,
             backends,
             clients,
@@ -324,13 +327,29 @@ impl State {
         let Some(session) = session else {
             return Ok(shared);
         };
-        if !shared.has_session().await {
+        let modern = shared.server_info().await.is_modern();
+        if !modern && !shared.has_session().await {
             return Ok(shared); // a stateless backend: nothing to keep apart
         }
+        if self.modern_only[i].load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(shared); // 2026-07-28 only: no sessions to keep apart
+        }
+        // A legacy client keeps its session semantics: where the backend takes the
+        // handshake (a 2026-07-28 server may too, without saying so in discover), the
+        // client gets a handshake-era session of its own, as it would directly.
         let cell = &session.backends[i];
-        cell.get_or_try_init(|| crate::upstream::open(self, i, session))
+        match cell
+            .get_or_try_init(|| crate::upstream::open(self, i, session))
             .await
-            .cloned()
+        {
+            Ok(client) => Ok(client.clone()),
+            Err(McpError::Protocol { .. }) if modern => {
+                // It refused the handshake: 2026-07-28 only, for every client.
+                self.modern_only[i].store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(shared)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Calls backend `i` through its breaker on `session`'s behalf; the outcome feeds the

@@ -52,7 +52,8 @@ pub(crate) async fn open(
         // unless the client subscribes to something.
         listen: false,
         pool: Some(state.pool(i)),
-        era: hale_mcp::Era::Auto,
+        // A client session's own backend session is a handshake-era session.
+        era: hale_mcp::Era::Legacy,
         ..ClientOptions::default()
     };
     let client = match McpClient::connect(&backend.config.url, options).await {

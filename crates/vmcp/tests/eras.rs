@@ -416,7 +416,12 @@ async fn a_legacy_client_lists_and_calls_a_2026_07_28_only_backend() {
     assert_eq!(echo["content"][0]["text"], "bridged");
     let (_, status) = get_json(addr, "/status").await;
     assert_eq!(status["backends"][0]["health"], "healthy", "{status}");
-    assert!(modern.stats().by_method.get("initialize").is_none());
+    // One handshake was tried, for the first legacy client, and refused: remembered.
+    client
+        .call_tool("echo", json!({"text": "again"}))
+        .await
+        .unwrap();
+    assert_eq!(modern.stats().by_method.get("initialize"), Some(&1));
     assert!(
         modern.stats().by_method.get("server/discover").is_some(),
         "probed with server/discover"
