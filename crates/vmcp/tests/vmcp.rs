@@ -300,8 +300,8 @@ async fn shutdown_lets_calls_in_flight_finish_and_refuses_new_ones() {
     // and nobody can connect any more.
     let refused = late.list_tools().await.unwrap_err();
     assert!(
-        matches!(&refused, McpError::HttpStatus { status: 503, .. }),
-        "{refused}"
+        matches!(&refused, McpError::Rpc { code, .. } if *code == hale_mcp::codes::SHUTTING_DOWN),
+        "a JSON-RPC error with HTTP 200, not a 5xx that ends the client's session: {refused}"
     );
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
     // The call that was under way when the stop came is answered in full.

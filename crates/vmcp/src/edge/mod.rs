@@ -73,22 +73,32 @@ impl Edge {
     }
 
     async fn post(&self, req: Request<Incoming>) -> Response<Body> {
-        if self.draining.load(Ordering::Acquire) {
-            let mut r = error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &Value::Null,
-                &RpcError::new(codes::SHUTTING_DOWN, "the vMCP is shutting down"),
-            );
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return r;
-        }
+        let draining = self.draining.load(Ordering::Acquire);
         let hold = self.in_flight.token();
         let (parts, body) = req.into_parts();
         let body = match read_body(body, self.state.config.read_timeout).await {
             Ok(b) => b,
             Err(r) => return r,
         };
+        if draining {
+            // A request gets HTTP 200 with a JSON-RPC error for its id (MCP clients end
+            // their session on a 5xx); anything else 503. Either way the connection
+            // closes after the answer.
+            let shutting_down = RpcError::new(codes::SHUTTING_DOWN, "the vMCP is shutting down");
+            let mut r = match message::parse(&body) {
+                Ok(Message::Request { id, .. }) => {
+                    error_response(StatusCode::OK, &id, &shutting_down)
+                }
+                _ => error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &Value::Null,
+                    &shutting_down,
+                ),
+            };
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
         let message = match message::parse(&body) {
             Ok(m) => m,
             Err(e) => return error_response(e.status, &Value::Null, &e.error),
