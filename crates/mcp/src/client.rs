@@ -487,6 +487,9 @@ async fn open(
                     .await
                 {
                     Ok(result) if speaks_modern(&result) => {
+                        if options.listen {
+                            transport.listen();
+                        }
                         return Ok(Session {
                             transport,
                             info: discovered(result),

@@ -24,6 +24,8 @@ impl Monitor {
             client_name: "hale-proxy-health".into(),
             // `server/discover` for a 2026-07-28 server, `ping` on a session otherwise.
             era: hale_mcp::Era::Auto,
+            // A probe reads no notifications: no GET or listen stream for it.
+            listen: false,
             ..ClientOptions::default()
         };
         Monitor {

@@ -429,3 +429,36 @@ async fn a_legacy_client_lists_and_calls_a_2026_07_28_only_backend() {
     stop.cancel();
     modern.shutdown();
 }
+
+#[tokio::test]
+async fn a_2026_07_28_backends_list_change_reaches_legacy_clients_through_its_listen_stream() {
+    let modern = TestServer::start(ServerConfig {
+        era: hale_testkit::Era::Modern,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let Started { stop, client, .. } = start_with(&config(&modern, ""), None).await;
+    let mut notes = client.notifications();
+    assert!(
+        client
+            .list_tools()
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t["name"] != "fresh")
+    );
+    // The backend's subscriptions/listen stream is open once the catalog is built.
+    wait_for("the vMCP's listen stream to the backend", async || {
+        modern
+            .stats()
+            .by_method
+            .contains_key("subscriptions/listen")
+    })
+    .await;
+    modern.add_tool("fresh");
+    let tools = tools_changed_until(&client, &mut notes, |t| t.iter().any(|t| t == "fresh")).await;
+    assert!(tools.iter().any(|t| t == "echo"));
+    stop.cancel();
+    modern.shutdown();
+}

@@ -189,10 +189,18 @@ impl StreamableHttp {
         }
         let shared = self.shared.clone();
         let stop = self.stop.clone();
+        let modern = read(&self.shared.modern).clone();
         tokio::spawn(async move {
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = shared.listen() => {}
+            match modern {
+                // 2026-07-28 pushes only on a `subscriptions/listen` stream.
+                Some(meta) => tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = shared.listen_modern(meta) => {}
+                },
+                None => tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = shared.listen() => {}
+                },
             }
         });
     }
@@ -483,6 +491,64 @@ impl Shared {
 
     /// Holds the server's GET stream open for notifications, reconnecting while the server
     /// offers one. Servers may refuse it (405): then notifications only arrive on POSTs.
+    /// Holds a `subscriptions/listen` stream open for list changes (2026-07-28), opened
+    /// again after it ends, with a jittered backoff that grows while it keeps failing:
+    /// never a hot loop.
+    async fn listen_modern(&self, meta: Value) {
+        let mut backoff = Duration::from_millis(250);
+        let mut n: u64 = 0;
+        loop {
+            n += 1;
+            let message = serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": format!("hale-listen-{n}"),
+                "method": "subscriptions/listen",
+                "params": {"_meta": meta, "notifications": {
+                    "toolsListChanged": true,
+                    "promptsListChanged": true,
+                    "resourcesListChanged": true,
+                }},
+            });
+            let started = tokio::time::Instant::now();
+            if let Ok(response) = self
+                .post_modern("subscriptions/listen", None, &message)
+                .await
+            {
+                if response.status().is_client_error() {
+                    return; // the server does not offer it
+                }
+                if response.status().is_success() && h::is_event_stream(response.headers()) {
+                    let mut events = SseStream::new(response.into_body());
+                    while let Some(Ok(event)) = events.next().await {
+                        let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
+                            continue;
+                        };
+                        match jsonrpc::parse_bytes(data.as_bytes()) {
+                            // The final result: the server ended the subscription.
+                            Ok(Message::Response { .. }) => break,
+                            Ok(message) => {
+                                let _ = unsolicited(message, &self.notifications);
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                }
+            }
+            // A stream that lasted a while was healthy: start the backoff afresh.
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff = Duration::from_millis(250);
+            }
+            let jitter = Duration::from_millis(u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos())
+                    % 250,
+            ));
+            tokio::time::sleep(backoff + jitter).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
     async fn listen(&self) {
         let mut backoff = Duration::from_millis(250);
         loop {
