@@ -163,6 +163,15 @@ impl McpError {
 
     /// Whether the server said our session is gone (so a new one may help).
     pub(crate) fn is_session_lost(&self) -> bool {
+        // -32022 (unsupported protocol version) to a request on an established connection:
+        // the server changed era (upgraded in place). Connecting again learns the new one.
         matches!(self, McpError::SessionLost { .. })
+            || matches!(self, McpError::Rpc { code: -32022, .. })
+    }
+
+    /// Whether the server refused the handshake: it answers, but not in the handshake era.
+    pub fn is_refused_handshake(&self) -> bool {
+        matches!(self, McpError::Protocol { method, detail, .. }
+            if method == "initialize" && detail.starts_with("the server refused the handshake"))
     }
 }

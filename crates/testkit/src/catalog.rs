@@ -81,6 +81,8 @@ const WAV: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEARKwAAIhYAQACABAAZGF0YQAAAAA="
 /// The server's tools, which tests may add to and remove from at run time.
 #[derive(Debug)]
 pub(crate) struct Catalog {
+    /// Offers the 2026-07-28 fixtures too.
+    modern: bool,
     tools: RwLock<Vec<Value>>,
     page_size: usize,
     /// Per session: the remembered value and the count.
@@ -192,8 +194,28 @@ fn base_tools() -> Vec<Value> {
 }
 
 impl Catalog {
-    pub(crate) fn new(page_size: usize, session_tools: bool) -> Self {
+    pub(crate) fn new(page_size: usize, session_tools: bool, modern: bool) -> Self {
         let mut tools = base_tools();
+        if modern {
+            // The 2026-07-28 input_required fixtures (answered in `mrtr`).
+            for name in [
+                "test_input_required_result_elicitation",
+                "test_input_required_result_sampling",
+                "test_input_required_result_list_roots",
+                "test_input_required_result_request_state",
+                "test_input_required_result_multiple_inputs",
+                "test_input_required_result_multi_round",
+                "test_input_required_result_tampered_state",
+                "test_input_required_result_capabilities",
+            ] {
+                tools.push(tool(
+                    name,
+                    "Asks the client for input first (input_required).",
+                    json!({}),
+                    &[],
+                ));
+            }
+        }
         if session_tools {
             tools.extend([
                 tool(
@@ -217,6 +239,7 @@ impl Catalog {
             ]);
         }
         Catalog {
+            modern,
             tools: RwLock::new(tools),
             page_size: page_size.max(1),
             memory: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -327,7 +350,14 @@ impl Catalog {
                 "mimeType": "application/json",
             }]})),
             "resources/read" => read_resource(params),
-            "prompts/list" => self.page(params, "prompts", prompts()),
+            "prompts/list" => {
+                let mut all = prompts();
+                if self.modern {
+                    all.push(json!({"name": "test_input_required_result_prompt",
+                        "description": "Asks the client for context first (input_required)."}));
+                }
+                self.page(params, "prompts", all)
+            }
             "prompts/get" => get_prompt(params),
             "completion/complete" => Ok(
                 json!({"completion": {"values": ["paris", "park", "party"], "total": 3, "hasMore": false}}),
@@ -621,7 +651,7 @@ mod tests {
     /// the conformance suite yet be invisible to real clients).
     #[tokio::test]
     async fn every_fixture_the_server_answers_is_listed() {
-        let catalog = Catalog::new(100, false);
+        let catalog = Catalog::new(100, false, false);
         let names = catalog.tool_names();
         for fixture in [
             "echo",

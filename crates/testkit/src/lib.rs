@@ -27,6 +27,7 @@ mod catalog;
 pub mod control;
 mod faults;
 mod modern;
+mod mrtr;
 pub mod process;
 mod server;
 

@@ -161,6 +161,18 @@ pub(crate) async fn answer(
             "Header mismatch: Mcp-Name",
         );
     }
+    if let Some(answer) = crate::mrtr::answer(&method, &params) {
+        return match answer {
+            Ok(mut result) => {
+                decorate(&method, &mut result);
+                json_response(
+                    StatusCode::OK,
+                    &json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                )
+            }
+            Err((code, message)) => error(StatusCode::OK, &id, code, &message),
+        };
+    }
     match method.as_str() {
         "server/discover" => {
             let mut supported = vec![VERSION];
@@ -250,7 +262,7 @@ pub(crate) async fn answer(
 /// What every 2026-07-28 result carries: `resultType`, and on lists `ttlMs`/`cacheScope`.
 pub(crate) fn decorate(method: &str, result: &mut Value) {
     if let Value::Object(m) = result {
-        m.insert("resultType".into(), json!("complete"));
+        m.entry("resultType").or_insert_with(|| json!("complete"));
         if method.ends_with("/list") || method == "resources/read" {
             m.insert("ttlMs".into(), json!(0));
             m.insert("cacheScope".into(), json!("public"));

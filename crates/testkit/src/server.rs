@@ -67,7 +67,11 @@ impl Shared {
         let listener = TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            catalog: Catalog::new(config.page_size, config.session_tools),
+            catalog: Catalog::new(
+                config.page_size,
+                config.session_tools,
+                config.era != crate::Era::Legacy,
+            ),
             config,
             addr,
             fault: Mutex::new(None),

@@ -122,16 +122,12 @@ fn str_param(params: &Value, key: &str) -> Result<String, RpcError> {
         .ok_or_else(|| RpcError::new(-32602, format!("params.{key} is required")))
 }
 
-/// `params` with `key` replaced by the backend's own name for the thing, and without the
-/// keys of `_meta` that belong to this hop (the protocol's own).
+/// `params` with `key` replaced by the backend's own name for the thing. The rest passes
+/// as it is: `inputResponses` and `requestState` of an `input_required` retry, and the
+/// caller's `_meta` (a 2026-07-28 caller's capabilities reach a 2026-07-28 backend, which
+/// must not ask for what the caller cannot give).
 fn with_name(mut params: Value, key: &str, original: &str) -> Value {
     params[key] = Value::String(original.to_string());
-    if let Some(Value::Object(meta)) = params.get_mut("_meta") {
-        meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
-        if meta.is_empty() {
-            params.as_object_mut().map(|p| p.remove("_meta"));
-        }
-    }
     params
 }
 

@@ -343,7 +343,7 @@ impl State {
             .await
         {
             Ok(client) => Ok(client.clone()),
-            Err(McpError::Protocol { .. }) if modern => {
+            Err(e) if modern && e.is_refused_handshake() => {
                 // It refused the handshake: 2026-07-28 only, for every client.
                 self.modern_only[i].store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok(shared)
@@ -397,6 +397,14 @@ impl State {
                 let replaced = client.sessions_replaced();
                 let result = op(client.clone()).await;
                 let lost = client.sessions_replaced().saturating_sub(replaced);
+                if session.is_some()
+                    && let Err(e) = &result
+                    && e.is_refused_handshake()
+                {
+                    // The backend no longer takes the handshake (upgraded in place to
+                    // 2026-07-28): its clients go through the shared session from now on.
+                    self.modern_only[i].store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 if lost > 0 && session.is_some() {
                     // The backend lost this client's session; hale-mcp opened a new
                     // one for this client alone.

@@ -462,3 +462,35 @@ async fn a_2026_07_28_backends_list_change_reaches_legacy_clients_through_its_li
     stop.cancel();
     modern.shutdown();
 }
+
+#[tokio::test]
+async fn a_backend_upgraded_in_place_to_2026_07_28_is_learned_again() {
+    let legacy = TestServer::start(ServerConfig::default()).await.unwrap();
+    let addr_of_backend = legacy.addr();
+    let Started { stop, client, .. } = start_with(&config(&legacy, ""), None).await;
+    let echo = client
+        .call_tool("echo", json!({"text": "before"}))
+        .await
+        .unwrap();
+    assert_eq!(echo["content"][0]["text"], "before");
+    // The same address, now 2026-07-28 only (an upgrade in place).
+    legacy.shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let modern = TestServer::start(ServerConfig {
+        addr: addr_of_backend,
+        era: hale_testkit::Era::Modern,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    wait_for("calls to reach the upgraded backend", async || {
+        client
+            .call_tool("echo", json!({"text": "after"}))
+            .await
+            .is_ok_and(|r| r["content"][0]["text"] == "after")
+    })
+    .await;
+    assert!(modern.stats().by_method.contains_key("server/discover"));
+    stop.cancel();
+    modern.shutdown();
+}

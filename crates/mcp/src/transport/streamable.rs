@@ -112,9 +112,11 @@ impl StreamableHttp {
                 }
                 match params.get_mut("_meta") {
                     Some(Value::Object(m)) => {
+                        // What the request already says (a gateway's caller's
+                        // capabilities) stands; ours fill the gaps.
                         if let Value::Object(ours) = &meta {
                             for (k, v) in ours {
-                                m.insert(k.clone(), v.clone());
+                                m.entry(k.clone()).or_insert_with(|| v.clone());
                             }
                         }
                     }

@@ -295,7 +295,7 @@ impl Edge {
                     .await
                     .map(|mut result| {
                         if let Value::Object(m) = &mut result {
-                            m.insert("resultType".into(), json!("complete"));
+                            m.entry("resultType").or_insert_with(|| json!("complete")); // a backend's `input_required` passes through
                             if list || method == "resources/read" {
                                 m.insert("ttlMs".into(), json!(state.ttl_ms()));
                                 m.insert("cacheScope".into(), json!("public"));
