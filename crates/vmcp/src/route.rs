@@ -177,7 +177,9 @@ async fn call_tool(state: &Arc<State>, caller: &Caller, params: Value) -> Result
             .as_deref()
             .and_then(|b| state.index(b))
             .is_some_and(|i| state.backends[i].routable());
-        if stale || (owner.is_none() && state.refresh_unlisted().await) {
+        // `catalog_behind`: lists arrived (the catalog task's) that the catalog was not
+        // rebuilt from yet; rebuilding is local work, no backend is asked.
+        if stale || state.catalog_behind() || (owner.is_none() && state.refresh_unlisted().await) {
             state.rebuild_on_request().await;
             route = lookup(&*state.catalog().await);
         }

@@ -98,6 +98,9 @@ pub struct State {
     /// Backends that refused the handshake: 2026-07-28 only, no client sessions.
     modern_only: Vec<std::sync::atomic::AtomicBool>,
     lists: Mutex<HashMap<String, Arc<BackendLists>>>,
+    /// Bumped whenever `lists` changes; the catalog remembers the value it was built from.
+    lists_generation: std::sync::atomic::AtomicU64,
+    catalog_generation: std::sync::atomic::AtomicU64,
     catalog: RwLock<Arc<Catalog>>,
     /// Every tool's backend, routable or not (rebuilt with the catalog): how a call to a
     /// withdrawn tool learns whose it is without any work.
@@ -177,6 +180,8 @@ impl State {
             backends,
             clients,
             lists: Mutex::new(HashMap::new()),
+            lists_generation: std::sync::atomic::AtomicU64::new(0),
+            catalog_generation: std::sync::atomic::AtomicU64::new(0),
             catalog: RwLock::new(Arc::new(Catalog::default())),
             owners: Mutex::new(HashMap::new()),
             sessions: Sessions::default(),
@@ -510,6 +515,8 @@ impl State {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name, Arc::new(lists));
+        self.lists_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(())
     }
 
@@ -550,6 +557,11 @@ impl State {
         // Arcs: a rebuild shares the cached lists instead of copying them.
         let (lists, all, listed) = {
             let cached = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
+            self.catalog_generation.store(
+                self.lists_generation
+                    .load(std::sync::atomic::Ordering::Acquire),
+                std::sync::atomic::Ordering::Release,
+            );
             let (mut routable, mut all, mut listed) = (Vec::new(), Vec::new(), Vec::new());
             for b in &self.backends {
                 if let Some(l) = cached.get(&b.config.name) {
@@ -726,6 +738,15 @@ impl State {
         let refreshed = !unlisted.is_empty();
         futures_util::future::join_all(unlisted.into_iter().map(|i| self.refresh(i))).await;
         refreshed
+    }
+
+    /// Whether lists arrived that the catalog was not built from (a rebuild is due).
+    pub(crate) fn catalog_behind(&self) -> bool {
+        self.lists_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+            != self
+                .catalog_generation
+                .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The catalog as clients see it now.

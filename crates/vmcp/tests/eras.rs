@@ -327,6 +327,9 @@ async fn a_call_in_flight_ends_when_its_backend_is_withdrawn() {
     let server = TestServer::start(ServerConfig::default()).await.unwrap();
     let Started { addr, stop, .. } =
         start_with(&config(&server, "  timeouts: {default: 60s}\n"), None).await;
+    // The catalog knows the tool before the call (a loaded machine may be slow to list).
+    let (_, list) = call(addr, "tools/list", json!({})).await;
+    assert!(list.to_string().contains("\"sleep\""), "{list}");
     let (headers, body) = modern(
         "tools/call",
         json!({"name": "sleep", "arguments": {"ms": 30000}}),
@@ -376,6 +379,8 @@ async fn a_client_that_goes_away_cancels_its_call() {
         get_json(addr, "/readyz").await.0 == 200
     })
     .await;
+    let (_, list) = call(addr, "tools/list", json!({})).await;
+    assert!(list.to_string().contains("\"sleep\""), "{list}");
     // A 30 s call, and the client hangs up after 300 ms.
     let (headers, body) = modern(
         "tools/call",
