@@ -295,8 +295,13 @@ impl Proxy {
             Exit::ServerFailed { reason } => {
                 tracing::error!(target = %hale_mcp::redact_url(&config.target), %reason, "shutting down the proxy");
                 status.shutting_down(Some(reason.clone()));
-                // Nothing more will come from a server that failed its checks.
-                config.drain_timeout.min(config.checks.ping_timeout)
+                // Nothing more will come from a server that failed its checks: answers
+                // still streaming from it get the ping timeout. Requests waiting for it
+                // are answered by the proxy at once, but they need their threads to run:
+                // at least a second for that, on a loaded machine.
+                config
+                    .drain_timeout
+                    .min(config.checks.ping_timeout.max(Duration::from_secs(1)))
             }
             Exit::Interrupted => {
                 tracing::info!(timeout = ?config.drain_timeout, "stopping: no new connections; requests in flight may finish");
