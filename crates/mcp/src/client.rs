@@ -119,9 +119,6 @@ pub struct ServerInfo {
     pub server_info: Value,
     /// The server's `instructions`, if any.
     pub instructions: Option<String>,
-    /// The versions the server said it supports (`server/discover`; servers that also
-    /// take the handshake may not list its versions); empty after a handshake.
-    pub supported_versions: Vec<String>,
 }
 
 impl ServerInfo {
@@ -235,6 +232,14 @@ impl McpClient {
     ) -> Result<Value, McpError> {
         self.request_inner(method, params, self.options.request_timeout, Some(hooks))
             .await
+    }
+
+    /// Whether this client speaks 2026-07-28 to its server, and whether the server gave it
+    /// a session: one look at the current session, no copy of what the server said (for
+    /// a gateway's request path).
+    pub async fn era(&self) -> (bool, bool) {
+        let session = self.session.read().await;
+        (session.info.is_modern(), session.transport.has_session())
     }
 
     /// Whether the server gave this client a session (`Mcp-Session-Id`): a stateless
@@ -581,24 +586,25 @@ fn speaks_modern(result: &Value) -> bool {
 }
 
 /// What a `server/discover` answer says, as the handshake's answer would.
-fn discovered(mut result: Value) -> ServerInfo {
+fn discovered(result: Value) -> ServerInfo {
+    answered(
+        MODERN_PROTOCOL_VERSION.into(),
+        result,
+        "/_meta/io.modelcontextprotocol~1serverInfo",
+    )
+}
+
+/// What a server's answer (handshake or discover) says: capabilities, identity (found
+/// at `identity`), instructions.
+fn answered(protocol_version: String, mut result: Value, identity: &str) -> ServerInfo {
     ServerInfo {
-        supported_versions: result
-            .get("supportedVersions")
-            .and_then(Value::as_array)
-            .map(|v| {
-                v.iter()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        protocol_version: MODERN_PROTOCOL_VERSION.into(),
+        protocol_version,
         capabilities: result
             .get_mut("capabilities")
             .map(Value::take)
             .unwrap_or(json!({})),
         server_info: result
-            .pointer_mut("/_meta/io.modelcontextprotocol~1serverInfo")
+            .pointer_mut(identity)
             .map(Value::take)
             .unwrap_or(json!({})),
         instructions: result
@@ -608,7 +614,7 @@ fn discovered(mut result: Value) -> ServerInfo {
     }
 }
 
-fn server_info(url: &str, mut result: Value) -> Result<ServerInfo, McpError> {
+fn server_info(url: &str, result: Value) -> Result<ServerInfo, McpError> {
     let bad = |detail: String| McpError::Protocol {
         url: url.into(),
         method: "initialize".into(),
@@ -625,20 +631,5 @@ fn server_info(url: &str, mut result: Value) -> Result<ServerInfo, McpError> {
             PROTOCOL_VERSIONS.join(", ")
         )));
     }
-    Ok(ServerInfo {
-        supported_versions: Vec::new(),
-        protocol_version: version,
-        capabilities: result
-            .get_mut("capabilities")
-            .map(Value::take)
-            .unwrap_or(json!({})),
-        server_info: result
-            .get_mut("serverInfo")
-            .map(Value::take)
-            .unwrap_or(json!({})),
-        instructions: result
-            .get("instructions")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-    })
+    Ok(answered(version, result, "/serverInfo"))
 }

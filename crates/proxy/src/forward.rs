@@ -48,34 +48,29 @@ pub(crate) struct Forwarder {
     origin: String,
     /// `host:port` to connect to.
     address: String,
-    pub(crate) max_body: usize,
-    /// How long to wait before connecting again to a server that refused.
-    retry_delay: Duration,
-    /// How long a request may wait for the server's answer (headers) in all; `None`: until
-    /// the proxy gives up on the server.
-    request_timeout: Option<Duration>,
-    pub(crate) backend: watch::Receiver<Backend>,
-    /// Requests in flight (standalone GET streams excluded), for the drain at shutdown.
-    pub(crate) inflight: Arc<Inflight>,
-    /// Ends every standalone SSE stream at shutdown.
-    pub(crate) close_streams: CancellationToken,
-    /// Legacy SSE streams, to answer their clients where they listen.
-    legacy: Arc<LegacyStreams>,
-    /// How long a client may take to send a request's headers, or its body.
-    pub(crate) read_timeout: Duration,
+    pub(crate) config: ForwardConfig,
     metrics: RequestMetrics,
 }
 
 /// How a request is forwarded; shared by every worker's [`Forwarder`].
 #[derive(Clone)]
 pub(crate) struct ForwardConfig {
+    /// Request bodies larger than this get 413.
     pub(crate) max_body: usize,
+    /// How long to wait before connecting again to a server that refused.
     pub(crate) retry_delay: Duration,
+    /// How long a request may wait for the server's answer (headers) in all; `None`: until
+    /// the proxy gives up on the server.
     pub(crate) request_timeout: Option<Duration>,
+    /// What the monitor says of the server.
     pub(crate) backend: watch::Receiver<Backend>,
+    /// Requests in flight (standalone GET streams excluded), for the drain at shutdown.
     pub(crate) inflight: Arc<Inflight>,
+    /// Ends every standalone SSE stream at shutdown.
     pub(crate) close_streams: CancellationToken,
+    /// Legacy SSE streams, to answer their clients where they listen.
     pub(crate) legacy: Arc<LegacyStreams>,
+    /// How long a client may take to send a request's headers, or its body.
     pub(crate) read_timeout: Duration,
 }
 
@@ -184,14 +179,7 @@ impl Forwarder {
                 target.authority().map_or("", |a| a.as_str())
             ),
             authority,
-            max_body: config.max_body,
-            retry_delay: config.retry_delay,
-            request_timeout: config.request_timeout,
-            backend: config.backend,
-            inflight: config.inflight,
-            close_streams: config.close_streams,
-            legacy: config.legacy,
-            read_timeout: config.read_timeout,
+            config,
             metrics: RequestMetrics::new(),
         })
     }
@@ -218,12 +206,12 @@ impl Forwarder {
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(|n| n > self.max_body as u64);
+            .is_some_and(|n| n > self.config.max_body as u64);
         if too_large {
             return self.body_too_large();
         }
         let standalone_stream = req.method() == http::Method::GET;
-        let guard = (!standalone_stream).then(|| self.inflight.enter());
+        let guard = (!standalone_stream).then(|| self.config.inflight.enter());
 
         let (mut parts, body) = req.into_parts();
         let path = parts
@@ -235,8 +223,8 @@ impl Forwarder {
         // connection the server refused can be tried again, and so the proxy knows the
         // request's id when it must answer it itself.
         let read = tokio::time::timeout(
-            self.read_timeout,
-            Limited::new(body, self.max_body).collect(),
+            self.config.read_timeout,
+            Limited::new(body, self.config.max_body).collect(),
         );
         let body = match read.await {
             Ok(Ok(collected)) => collected.to_bytes(),
@@ -250,7 +238,7 @@ impl Forwarder {
                         codes::TIMEOUT,
                         format!(
                             "the request body did not arrive within {:?}",
-                            self.read_timeout
+                            self.config.read_timeout
                         ),
                     ),
                 );
@@ -263,7 +251,7 @@ impl Forwarder {
             }
         };
         let answer_self = |said: Said| self.answer_self(path.as_str(), &body, &said);
-        if let Some(said) = self.backend.borrow().refusal() {
+        if let Some(said) = self.config.backend.borrow().refusal() {
             return answer_self(said);
         }
 
@@ -281,6 +269,7 @@ impl Forwarder {
         }
 
         let deadline = self
+            .config
             .request_timeout
             .map(|t| tokio::time::Instant::now() + t);
         let timed_out = || {
@@ -288,11 +277,11 @@ impl Forwarder {
                 codes::TIMEOUT,
                 format!(
                     "the MCP server did not answer within {:?} (the proxy's request timeout)",
-                    self.request_timeout.unwrap_or_default()
+                    self.config.request_timeout.unwrap_or_default()
                 ),
             )
         };
-        let mut backend = self.backend.clone();
+        let mut backend = self.config.backend.clone();
         let response = loop {
             let request = rebuild(&parts, body.clone());
             let sent = tokio::select! {
@@ -305,9 +294,9 @@ impl Forwarder {
                 Err(Failure::NotSent(detail)) => {
                     // The server never saw it (refused, or no connection): try again after
                     // the retry delay, as long as the proxy has not given up on it.
-                    tracing::debug!(%detail, retry_in = ?self.retry_delay, "the MCP server is unreachable; retrying");
+                    tracing::debug!(%detail, retry_in = ?self.config.retry_delay, "the MCP server is unreachable; retrying");
                     tokio::select! {
-                        () = tokio::time::sleep(self.retry_delay) => {}
+                        () = tokio::time::sleep(self.config.retry_delay) => {}
                         said = stopping(&mut backend) => return answer_self(said),
                         () = until(deadline) => return answer_self(timed_out()),
                     }
@@ -334,12 +323,12 @@ impl Forwarder {
         let body: ProxyBody = if event_stream {
             let mut rewrite = EndpointRewrite::new(body, self.origin.clone());
             if standalone_stream {
-                rewrite = rewrite.registering(self.legacy.clone(), path.path().to_string());
+                rewrite = rewrite.registering(self.config.legacy.clone(), path.path().to_string());
             }
             Tracked {
                 inner: rewrite,
                 closed: standalone_stream
-                    .then(|| Box::pin(self.close_streams.clone().cancelled_owned())),
+                    .then(|| Box::pin(self.config.close_streams.clone().cancelled_owned())),
                 _inflight: guard,
                 _stream: Some(SseGauge::open()),
             }
@@ -360,9 +349,12 @@ impl Forwarder {
     /// when it POSTed to one (202 to the POST, as the server would), else 200 with a
     /// JSON-RPC error for its id.
     fn answer_self(&self, path: &str, body: &[u8], said: &Said) -> Response<ProxyBody> {
-        if self.legacy.contains(path)
+        if self.config.legacy.contains(path)
             && let Some(errors) = answer::errors_for(body, said)
-            && self.legacy.inject(path, legacy::message_event(&errors))
+            && self
+                .config
+                .legacy
+                .inject(path, legacy::message_event(&errors))
         {
             let mut accepted = Response::new(full(Bytes::new()));
             *accepted.status_mut() = StatusCode::ACCEPTED;
@@ -376,7 +368,7 @@ impl Forwarder {
             StatusCode::PAYLOAD_TOO_LARGE,
             &Said::new(
                 codes::LIMIT_REACHED,
-                format!("request body larger than {} bytes", self.max_body),
+                format!("request body larger than {} bytes", self.config.max_body),
             ),
         )
     }

@@ -418,7 +418,7 @@ fn worker(
             let (graceful, kill) = (ends.graceful.clone(), ends.kill.clone());
             local.spawn(async move {
                 let upstream = Arc::new(forward::Upstream::default());
-                let read_timeout = handler.forwarder.read_timeout;
+                let read_timeout = handler.forwarder.config.read_timeout;
                 let service = service_fn(move |req| {
                     let (handler, upstream) = (handler.clone(), upstream.clone());
                     async move { Ok::<_, Infallible>(handler.handle(req, &upstream).await) }

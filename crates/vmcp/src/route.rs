@@ -22,7 +22,30 @@ pub(crate) struct Caller {
     /// client, which has no session.
     pub(crate) session: Option<Arc<ClientSession>>,
     /// Messages for the client before the answer (the call's own stream).
-    pub(crate) interim: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
+    pub(crate) interim: tokio::sync::mpsc::UnboundedSender<Bytes>,
+    /// Which log lines reach the caller: `None` all (a legacy client: its
+    /// `logging/setLevel` already told its own backend sessions), `Some(None)` none, and
+    /// `Some(Some(level))` those at or above `level` (a 2026-07-28 client opts in per
+    /// request with `_meta["io.modelcontextprotocol/logLevel"]`).
+    pub(crate) log_level: Option<Option<u8>>,
+}
+
+/// A log level's rank (RFC 5424 order, as MCP uses it); unknown levels rank highest.
+pub(crate) fn log_rank(level: &str) -> u8 {
+    const LEVELS: [&str; 8] = [
+        "debug",
+        "info",
+        "notice",
+        "warning",
+        "error",
+        "critical",
+        "alert",
+        "emergency",
+    ];
+    LEVELS
+        .iter()
+        .position(|l| *l == level)
+        .unwrap_or(LEVELS.len()) as u8
 }
 
 /// Answers `method` for `caller`.
@@ -74,7 +97,7 @@ pub(crate) async fn handle(
                 .await
                 .map(|_| json!({}))
         }
-        "logging/setLevel" => set_level(state, caller, params).await,
+        "logging/setLevel" => set_level(caller, params).await,
         "completion/complete" => {
             let reference = &params["ref"];
             let backend = match reference.get("type").and_then(Value::as_str) {
@@ -212,7 +235,7 @@ async fn call_tool(state: &Arc<State>, caller: &Caller, params: Value) -> Result
 }
 
 /// `logging/setLevel`: the caller's own backend sessions only, now and as they open.
-async fn set_level(state: &Arc<State>, caller: &Caller, params: Value) -> Result<Value, RpcError> {
+async fn set_level(caller: &Caller, params: Value) -> Result<Value, RpcError> {
     let Some(session) = &caller.session else {
         return Err(RpcError::new(
             -32601,
@@ -242,7 +265,6 @@ async fn set_level(state: &Arc<State>, caller: &Caller, params: Value) -> Result
     .await;
     // Stateless backends share one session: their level is everyone's, so it is left
     // as it is rather than set by one client for all.
-    let _ = state;
     Ok(json!({}))
 }
 
@@ -273,14 +295,11 @@ async fn forward(
             &format!("health {health}, circuit {circuit}"),
         ));
     }
-    let hooks = caller
-        .interim
-        .as_ref()
-        .map(|interim| hooks(caller, interim, backend));
+    let hooks = hooks(caller, &caller.interim, backend);
     let withdrawn = b.withdrawn.notified();
     tokio::pin!(withdrawn);
     withdrawn.as_mut().enable();
-    let call = state.call(i, caller.session.as_ref(), method, params, hooks.as_ref());
+    let call = state.call(i, caller.session.as_ref(), method, params, Some(&hooks));
     let result = tokio::select! {
         result = call => result,
         () = withdrawn => {
@@ -316,8 +335,20 @@ fn hooks(
 ) -> CallHooks {
     let to_client = interim.clone();
     let name = backend.to_string();
+    let log_level = caller.log_level;
     let notifications: NotificationSink = Arc::new(move |note: hale_mcp::Notification| {
         let mut params = note.params.unwrap_or_else(|| json!({}));
+        if note.method == "notifications/message"
+            && let Some(wanted) = log_level
+        {
+            let level = params
+                .get("level")
+                .and_then(Value::as_str)
+                .unwrap_or("info");
+            if wanted.is_none_or(|min| log_rank(level) < min) {
+                return; // not asked for: 2026-07-28 sends log lines on opt-in only
+            }
+        }
         if note.method == "notifications/message" && params.get("logger").is_none() {
             // Say which backend spoke, unless it named its logger itself.
             params["logger"] = Value::String(name.clone());

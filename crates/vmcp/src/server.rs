@@ -248,11 +248,6 @@ impl State {
         Some(session.resumable(&names).await)
     }
 
-    /// Client sessions open now.
-    pub fn client_sessions(&self) -> usize {
-        self.sessions.len()
-    }
-
     /// Backend `i`'s keep-alive connections (each thread uses its own).
     pub(crate) fn pool(&self, i: usize) -> Pool {
         self.pools[i].clone()
@@ -332,8 +327,8 @@ impl State {
         let Some(session) = session else {
             return Ok(shared);
         };
-        let modern = shared.server_info().await.is_modern();
-        if !modern && !shared.has_session().await {
+        let (modern, has_session) = shared.era().await;
+        if !modern && !has_session {
             return Ok(shared); // a stateless backend: nothing to keep apart
         }
         if self.modern_only[i].load(std::sync::atomic::Ordering::Relaxed) {

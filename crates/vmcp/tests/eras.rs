@@ -499,3 +499,42 @@ async fn a_backend_upgraded_in_place_to_2026_07_28_is_learned_again() {
     stop.cancel();
     modern.shutdown();
 }
+
+#[tokio::test]
+async fn a_2026_07_28_client_gets_log_lines_only_when_it_asks_for_them() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let Started { addr, stop, .. } = start_with(&config(&server, ""), None).await;
+    let _ = call(addr, "tools/list", json!({})).await;
+    let logging_call = |level: Option<&str>| {
+        let (headers, mut body) = modern(
+            "tools/call",
+            json!({"name": "test_tool_with_logging", "arguments": {}}),
+        );
+        if let Some(level) = level {
+            body["params"]["_meta"]["io.modelcontextprotocol/logLevel"] = json!(level);
+        }
+        (headers, body.to_string())
+    };
+    // The testkit logs three lines at `info`.
+    for (level, lines) in [
+        (None, 0),
+        (Some("error"), 0),
+        (Some("info"), 3),
+        (Some("debug"), 3),
+    ] {
+        let (headers, body) = logging_call(level);
+        let (status, _, text) = post(addr, &headers, &body).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            text.contains("Tool with logging executed successfully"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("notifications/message").count(),
+            lines,
+            "logLevel {level:?}: {text}"
+        );
+    }
+    stop.cancel();
+    server.shutdown();
+}

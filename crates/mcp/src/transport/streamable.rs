@@ -28,26 +28,12 @@ pub(crate) const MODERN: &str = "2026-07-28";
 /// A value for the `Mcp-Name` header: as it is when it is plain printable ASCII, else in
 /// the `=?base64?…?=` form the 2026-07-28 transport defines.
 fn header_value(text: &str) -> String {
+    use base64::Engine;
     if text.bytes().all(|b| (0x20..0x7f).contains(&b)) && !text.starts_with("=?") {
         return text.to_string();
     }
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::from("=?base64?");
-    for chunk in text.as_bytes().chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out.push_str("?=");
-    out
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+    format!("=?base64?{encoded}?=")
 }
 
 #[derive(Debug)]
@@ -597,4 +583,16 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_value;
+
+    #[test]
+    fn mcp_name_is_plain_when_it_can_be_and_base64_when_not() {
+        assert_eq!(header_value("get_weather"), "get_weather");
+        assert_eq!(header_value("café"), "=?base64?Y2Fmw6k=?=");
+        assert_eq!(header_value("=?tricky"), "=?base64?PT90cmlja3k=?=");
+    }
 }

@@ -219,7 +219,8 @@ impl Edge {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let caller = Caller {
             session: Some(session),
-            interim: Some(tx),
+            interim: tx,
+            log_level: None,
         };
         let state = self.state.clone();
         let work: call::Work = Box::pin(async move {
@@ -266,9 +267,14 @@ impl Edge {
         }
         let streams_ok = accepts_streams(&parts.headers);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let log_level = params
+            .pointer("/_meta/io.modelcontextprotocol~1logLevel")
+            .and_then(Value::as_str)
+            .map(crate::route::log_rank);
         let caller = Caller {
             session: None,
-            interim: Some(tx),
+            interim: tx,
+            log_level: Some(log_level),
         };
         let state = self.state.clone();
         let list = method.ends_with("/list");

@@ -123,33 +123,25 @@ fn decode(value: &str) -> Option<String> {
         .strip_prefix("=?base64?")
         .and_then(|v| v.strip_suffix("?="))
     {
-        Some(encoded) => base64_decode(encoded).and_then(|b| String::from_utf8(b).ok()),
+        Some(encoded) => {
+            use base64::Engine;
+            // Padded or not, standard or URL-safe alphabet: whatever a client sent.
+            let clean: String = encoded
+                .chars()
+                .filter(|&c| c != '=')
+                .map(|c| match c {
+                    '-' => '+',
+                    '_' => '/',
+                    c => c,
+                })
+                .collect();
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(clean)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+        }
         None => Some(value.to_string()),
     }
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let clean: Vec<u8> = text.bytes().filter(|&c| c != b'=').collect();
-    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
-    for chunk in clean.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= value(c)? << (18 - 6 * i);
-        }
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
 }
 
 /// The `server/discover` result: hale's own identity and capabilities over its backends.
