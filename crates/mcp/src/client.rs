@@ -47,6 +47,9 @@ pub struct ClientOptions {
     /// refused with a protocol error instead of filling memory. A page of more than 8 KiB
     /// per allowed item is refused before it is parsed.
     pub max_list_items: Option<usize>,
+    /// Headers and a bearer token sent with every request (a backend that wants
+    /// credentials); never printed.
+    pub credentials: Option<crate::Credentials>,
 }
 
 /// Which MCP protocol era a client speaks.
@@ -103,6 +106,7 @@ impl Default for ClientOptions {
             listen: true,
             pool: None,
             max_list_items: None,
+            credentials: None,
             era: Era::Legacy,
         }
     }
@@ -169,7 +173,8 @@ impl McpClient {
         let http = match &options.pool {
             Some(pool) => pool.0.clone(),
             None => h::client(),
-        };
+        }
+        .with_credentials(options.credentials.clone());
         let (notifications, _) = broadcast::channel(32);
         let next_id = AtomicU64::new(1);
         let session = open(url, &uri, &options, &http, &notifications, &next_id, 0).await?;

@@ -26,6 +26,8 @@ type RawClient = Client<HttpConnector, Full<Bytes>>;
 pub(crate) struct HttpClient {
     pools: std::sync::Arc<[RawClient]>,
     select: Option<fn() -> Option<usize>>,
+    /// Added to every request (a backend's configured headers and token).
+    credentials: Option<crate::Credentials>,
 }
 
 impl HttpClient {
@@ -34,13 +36,23 @@ impl HttpClient {
         HttpClient {
             pools: (0..n.max(1)).map(|_| raw()).collect(),
             select: Some(select),
+            credentials: None,
         }
+    }
+
+    /// The same pools, sending `credentials` with each request.
+    pub(crate) fn with_credentials(mut self, credentials: Option<crate::Credentials>) -> Self {
+        self.credentials = credentials.filter(|c| !c.is_empty());
+        self
     }
 
     pub(crate) fn request(
         &self,
-        request: http::Request<Full<Bytes>>,
+        mut request: http::Request<Full<Bytes>>,
     ) -> hyper_util::client::legacy::ResponseFuture {
+        if let Some(credentials) = &self.credentials {
+            credentials.apply(&mut request);
+        }
         let n = self.pools.len();
         let i = self.select.map_or(0, |f| f().map_or(n - 1, |i| i % n));
         self.pools[i].request(request)
@@ -55,6 +67,7 @@ pub(crate) fn client() -> HttpClient {
     HttpClient {
         pools: std::sync::Arc::new([raw()]),
         select: None,
+        credentials: None,
     }
 }
 

@@ -27,6 +27,7 @@
 
 mod client;
 pub mod codes;
+mod credentials;
 mod error;
 mod http;
 mod jsonrpc;
@@ -34,10 +35,12 @@ mod probe;
 mod redact;
 mod server_requests;
 mod transport;
+mod watched_file;
 
 pub use client::{
     ClientOptions, Era, MODERN_PROTOCOL_VERSION, McpClient, PROTOCOL_VERSIONS, Pool, ServerInfo,
 };
+pub use credentials::{Credentials, CredentialsBuilder, CredentialsError};
 pub use error::McpError;
 pub use jsonrpc::Notification;
 pub use probe::{Probe, ProbeMethod};
@@ -47,3 +50,4 @@ pub use server_requests::{
     ServerRequestHandler,
 };
 pub use transport::TransportKind;
+pub use watched_file::{FILE_RECHECK, WatchedFile};
