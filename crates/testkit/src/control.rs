@@ -7,6 +7,7 @@
 //! | `POST /fault` with body `down`, `hang`, `slow=250ms`, `status=503`, `malformed`, `flap=20s/10s` or `none` | sets the fault |
 //! | `POST /forget-sessions` | forgets every session |
 //! | `POST /tools/add?name=N`, `POST /tools/remove?name=N` | changes the tools, sending `list_changed` |
+//! | `POST /require-token` with body `TOKEN` (empty: none) | MCP requests need `Authorization: Bearer TOKEN` |
 //! | `GET /stats` | counters as JSON |
 
 use std::convert::Infallible;
@@ -60,6 +61,17 @@ async fn handle(server: &TestServer, req: Request<Incoming>) -> Response<Respons
             .unwrap_or_default()
     };
     match (req.method().clone(), req.uri().path()) {
+        (Method::POST, "/require-token") => {
+            let bytes = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let token = String::from_utf8_lossy(&bytes).trim().to_string();
+            server.require_token((!token.is_empty()).then_some(token.as_str()));
+            reply(StatusCode::OK, "ok\n".into())
+        }
         (Method::POST, "/fault") => {
             let bytes = req
                 .into_body()
@@ -104,7 +116,7 @@ async fn handle(server: &TestServer, req: Request<Incoming>) -> Response<Respons
             let s = server.stats();
             let body = json!({
                 "requests": s.requests, "byMethod": s.by_method, "sessionsOpened": s.sessions_opened,
-                "sessionsDeleted": s.sessions_deleted, "openSessions": s.open_sessions,
+                "sessionsDeleted": s.sessions_deleted, "openSessions": s.open_sessions, "unauthorized": s.unauthorized,
                 "fault": server.fault().map(|f| f.to_string()),
             });
             reply(StatusCode::OK, body.to_string())

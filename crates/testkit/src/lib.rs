@@ -26,6 +26,7 @@ mod body;
 mod catalog;
 pub mod control;
 mod faults;
+mod issuer;
 mod modern;
 mod mrtr;
 pub mod process;
@@ -36,6 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use faults::Fault;
+pub use issuer::TestIssuer;
 pub use modern::Era;
 
 /// The transport a testkit server speaks.
@@ -83,6 +85,9 @@ pub struct ServerConfig {
     /// The protocol eras served (streamable HTTP): the handshake era only by default
     /// (the `serve` command's default is both).
     pub era: Era,
+    /// Refuse every MCP request (401) without `Authorization: Bearer <this>`; changeable
+    /// while running with [`TestServer::require_token`].
+    pub require_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +102,7 @@ impl Default for ServerConfig {
             validate_host: true,
             session_tools: false,
             era: Era::Legacy,
+            require_token: None,
         }
     }
 }
@@ -114,6 +120,8 @@ pub struct Stats {
     pub sessions_deleted: u64,
     /// Sessions open now.
     pub open_sessions: u64,
+    /// Requests refused for a missing or wrong bearer token.
+    pub unauthorized: u64,
 }
 
 /// A running testkit server. It stops when [`shutdown`](Self::shutdown) is called or the
@@ -192,7 +200,13 @@ impl TestServer {
         self.shared.catalog.tool_names()
     }
 
-    /// What the server has seen so far.
+    /// Refuse MCP requests (401) without `Authorization: Bearer <token>` from now on;
+    /// `None`: accept any.
+    pub fn require_token(&self, token: Option<&str>) {
+        self.shared.require_token(token);
+    }
+
+    /// What this server has seen.
     pub fn stats(&self) -> Stats {
         self.shared.stats()
     }

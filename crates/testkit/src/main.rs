@@ -50,11 +50,38 @@ enum Command {
         /// Also serve the control endpoint on this port (0 picks a free one).
         #[arg(long)]
         control_port: Option<u16>,
+        /// Refuse MCP requests (401) without `Authorization: Bearer TOKEN`.
+        #[arg(long, env = "HALE_TESTKIT_REQUIRE_TOKEN")]
+        require_token: Option<String>,
+    },
+    /// Serve a test OAuth issuer (discovery document, JWKS, /token?sub=&aud=&scope=)
+    /// signing with published test keys; prints "issuer URL" once bound. Tests only.
+    Issuer {
+        /// Port to listen on (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
     },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let command = Cli::parse().command;
+    if let Command::Issuer { port } = command {
+        return match hale_testkit::TestIssuer::start_on(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+        {
+            Ok(issuer) => {
+                println!("issuer {}", issuer.issuer());
+                let _ = tokio::signal::ctrl_c().await;
+                issuer.shutdown();
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hale-testkit: cannot listen on port {port}: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let Command::Serve {
         port,
         host,
@@ -65,7 +92,11 @@ async fn main() -> ExitCode {
         era,
         fault,
         control_port,
-    } = Cli::parse().command;
+        require_token,
+    } = command
+    else {
+        return ExitCode::from(2);
+    };
     let addr: SocketAddr = match format!("{host}:{port}").parse() {
         Ok(a) => a,
         Err(e) => {
@@ -80,6 +111,7 @@ async fn main() -> ExitCode {
         json_response,
         session_tools,
         era,
+        require_token,
         ..ServerConfig::default()
     };
     let server = match TestServer::start(config).await {

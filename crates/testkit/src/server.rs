@@ -60,6 +60,9 @@ pub(crate) struct Shared {
     sessions_opened: AtomicU64,
     sessions_deleted: AtomicU64,
     next_session: AtomicU64,
+    /// `Bearer <token>` every MCP request must carry, if any.
+    required_authorization: Mutex<Option<String>>,
+    unauthorized: AtomicU64,
 }
 
 impl Shared {
@@ -86,7 +89,10 @@ impl Shared {
             sessions_opened: AtomicU64::new(0),
             sessions_deleted: AtomicU64::new(0),
             next_session: AtomicU64::new(0),
+            required_authorization: Mutex::new(None),
+            unauthorized: AtomicU64::new(0),
         });
+        shared.require_token(shared.config.require_token.clone().as_deref());
         shared.listen_on(listener);
         Ok(shared)
     }
@@ -212,6 +218,7 @@ impl Shared {
             sessions_opened: self.sessions_opened.load(Ordering::Relaxed),
             sessions_deleted: self.sessions_deleted.load(Ordering::Relaxed),
             open_sessions: lock(&self.sessions).len() as u64,
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
         }
     }
 
@@ -237,6 +244,9 @@ impl Shared {
             return response;
         }
         if let Some(response) = self.reject_foreign_host(req.headers()) {
+            return response;
+        }
+        if let Some(response) = self.reject_unauthorized(req.headers()) {
             return response;
         }
         match (self.config.transport, req.method().clone(), path.as_str()) {
@@ -273,6 +283,26 @@ impl Shared {
             ),
             Some(Fault::Down | Fault::Flap { .. }) | None => None,
         }
+    }
+
+    pub(crate) fn require_token(&self, token: Option<&str>) {
+        *lock(&self.required_authorization) = token.map(|t| format!("Bearer {t}"));
+    }
+
+    /// 401 unless the request carries the required bearer token.
+    fn reject_unauthorized(&self, headers: &HeaderMap) -> Option<Response<ResponseBody>> {
+        let required = lock(&self.required_authorization).clone()?;
+        let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        if given == Some(required.as_bytes()) {
+            return None;
+        }
+        self.unauthorized.fetch_add(1, Ordering::Relaxed);
+        let mut r = plain(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+        Some(r)
     }
 
     /// DNS-rebinding protection, as the MCP transports spec asks of local servers.

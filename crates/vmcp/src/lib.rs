@@ -12,6 +12,7 @@
 //! backend).
 
 pub mod aggregate;
+mod auth;
 pub mod backend;
 pub mod config;
 pub(crate) mod edge;

@@ -1,0 +1,3 @@
+//! Who may call (spec §12).
+
+pub(crate) mod jwt;
