@@ -31,6 +31,11 @@ pub(crate) struct Args {
     /// The server's name (with --backend).
     #[arg(long, default_value = "vmcp")]
     name: String,
+    /// Let anyone who reaches --listen call every tool (with --backend; a configuration
+    /// file says `incomingAuth: {type: anonymous}` instead). Needed for a non-loopback
+    /// --listen without a configuration file.
+    #[arg(long, conflicts_with = "config")]
+    anonymous: bool,
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
@@ -57,6 +62,9 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if args.anonymous {
+        config.incoming_auth = Some(hale_vmcp::config::IncomingAuth::Anonymous);
+    }
     serve(config, args.drain_timeout, logging::shutdown_signal()).await
 }
 
@@ -72,7 +80,7 @@ pub(crate) async fn serve(
             logging::say(format_args!("hale: {e}"));
             return ExitCode::from(match e {
                 VmcpError::Listen { .. } => 1,
-                VmcpError::Config(_) => 2,
+                VmcpError::Config(_) | VmcpError::Unprotected { .. } | VmcpError::Auth(_) => 2,
             });
         }
     };

@@ -222,6 +222,7 @@ mod tests {
                 name: "weather".into(),
                 url: "http://user:pw@127.0.0.1:1/mcp?token=abc&x=1".into(),
                 transport: TransportKind::StreamableHttp,
+                credentials: hale_mcp::Credentials::default(),
             },
             &HealthConfig {
                 unhealthy_threshold: unhealthy,

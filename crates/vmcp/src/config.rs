@@ -17,6 +17,9 @@ use hale_mcp::{ProbeMethod, TransportKind};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::auth::config::{self as auth, RawIncoming, RawOutgoing};
+pub use crate::auth::config::{IncomingAuth, OidcSettings, StaticSettings};
+
 /// A configuration that cannot be used: where, and what would be accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigFileError {
@@ -90,7 +93,7 @@ pub enum PartialFailureMode {
 }
 
 /// One backend MCP server.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct BackendConfig {
     /// Its name (`workload` in ToolHive's terms).
     pub name: String,
@@ -98,6 +101,8 @@ pub struct BackendConfig {
     pub url: String,
     /// Its transport.
     pub transport: TransportKind,
+    /// Headers and a bearer token its requests and probes carry (`headers`, `auth`).
+    pub credentials: hale_mcp::Credentials,
 }
 
 /// A checked vMCP configuration.
@@ -143,6 +148,11 @@ pub struct VmcpConfig {
     pub read_timeout: Duration,
     /// A client connection with nothing asked for this long is closed.
     pub idle_timeout: Duration,
+    /// Who may call `/mcp` (`incomingAuth`); `None`: not written (loopback only).
+    pub incoming_auth: Option<IncomingAuth>,
+    /// Who may read `/status`, `/api/backends/health` and `/metrics`
+    /// (`operational.statusAuth`); `None`: the same as `/mcp`.
+    pub status_auth: Option<IncomingAuth>,
 }
 
 impl VmcpConfig {
@@ -242,6 +252,7 @@ struct Raw {
     backends: Vec<RawBackend>,
     allowed_hosts: Option<Vec<String>>,
     allowed_origins: Option<Vec<String>>,
+    incoming_auth: Option<RawIncoming>,
     #[serde(default)]
     aggregation: RawAggregation,
     #[serde(default)]
@@ -254,6 +265,9 @@ struct RawBackend {
     name: Spanned<String>,
     url: Spanned<String>,
     transport: Option<Spanned<String>>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+    auth: Option<RawOutgoing>,
 }
 
 #[derive(Default, Deserialize)]
@@ -297,6 +311,7 @@ struct RawOperational {
     max_tools_per_backend: Option<Spanned<u32>>,
     read_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
+    status_auth: Option<RawIncoming>,
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
@@ -338,12 +353,12 @@ struct RawBreaker {
 
 // --- checking ------------------------------------------------------------------------
 
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     file: &'a str,
 }
 
 impl Checker<'_> {
-    fn error<T>(
+    pub(crate) fn error<T>(
         &self,
         key: &str,
         line: Option<u64>,
@@ -448,10 +463,12 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
                 Err(e) => return c.error(&key("transport"), Some(t.referenced.line()), e),
             },
         };
+        let credentials = auth::outgoing(&c, &format!("backends[{i}]"), b.headers, b.auth)?;
         backends.push(BackendConfig {
             name,
             url: b.url.value.trim().to_string(),
             transport,
+            credentials,
         });
     }
     let known = |n: &str| names.contains(n);
@@ -732,6 +749,14 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
             "expected at least one backend: a list of {name, url[, transport]} (an empty vMCP serves nothing)",
         );
     }
+    let incoming_auth = match raw.incoming_auth {
+        None => None,
+        Some(r) => Some(auth::incoming(&c, "incomingAuth", r)?),
+    };
+    let status_auth = match op.status_auth {
+        None => None,
+        Some(r) => Some(auth::incoming(&c, "operational.statusAuth", r)?),
+    };
     Ok(VmcpConfig {
         name: raw.name.unwrap_or_else(|| "vmcp".to_string()),
         listen,
@@ -752,6 +777,8 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         max_tools_per_backend,
         read_timeout,
         idle_timeout,
+        incoming_auth,
+        status_auth,
     })
 }
 

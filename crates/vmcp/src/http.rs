@@ -24,7 +24,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::VmcpConfig;
+use crate::auth::{Gate, METADATA_PATH};
+use crate::config::{IncomingAuth, VmcpConfig};
 use crate::edge::message::RpcError;
 use crate::edge::{self, Edge};
 use crate::monitor::{self, MonitorSettings};
@@ -45,6 +46,18 @@ pub enum VmcpError {
     /// The health or breaker settings are unusable.
     #[error("{0}")]
     Config(#[from] hale_core::ConfigError),
+    /// A non-loopback listen address with no `incomingAuth`: anyone who reaches the
+    /// port could call every tool.
+    #[error(
+        "listening on {addr}, which is not a loopback address, needs incomingAuth in the configuration: {{type: oidc, issuer, audience}} or {{type: static, tokensFile}}; to let anyone who reaches the port call every tool, write incomingAuth: {{type: anonymous}} (with --backend flags: --anonymous)"
+    )]
+    Unprotected {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// The authentication settings cannot be used (an unreadable `caFile`, say).
+    #[error("{0}")]
+    Auth(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -59,6 +72,7 @@ pub enum VmcpError {
 #[derive(Debug)]
 pub struct Vmcp {
     state: Arc<State>,
+    gate: Gate,
     listener: TcpListener,
     local_addr: SocketAddr,
     metrics: Option<PrometheusHandle>,
@@ -73,6 +87,17 @@ impl Vmcp {
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, VmcpError> {
         let addr = config.listen;
+        if !addr.ip().is_loopback() {
+            match &config.incoming_auth {
+                None => return Err(VmcpError::Unprotected { addr }),
+                Some(IncomingAuth::Anonymous) => tracing::warn!(
+                    %addr,
+                    "incomingAuth is anonymous on a non-loopback address: anyone who reaches the port may call every tool"
+                ),
+                Some(_) => {}
+            }
+        }
+        let gate = Gate::new(&config).map_err(VmcpError::Auth)?;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let state = State::with_workers(config, workers)?;
         let listener = TcpListener::bind(addr)
@@ -83,6 +108,7 @@ impl Vmcp {
             .map_err(|source| VmcpError::Listen { addr, source })?;
         Ok(Vmcp {
             state,
+            gate,
             listener,
             local_addr,
             metrics,
@@ -115,6 +141,7 @@ impl Vmcp {
     pub async fn run(self, stop: CancellationToken) {
         let Vmcp {
             state,
+            gate,
             listener,
             metrics,
             drain_timeout,
@@ -138,9 +165,15 @@ impl Vmcp {
             ));
         }
         tasks.spawn(state.clone().maintain_catalog(stop.clone()));
+        for refresher in gate.key_refreshers(&stop) {
+            tasks.spawn(refresher);
+        }
 
+        let mut edge = Edge::new(state.clone());
+        edge.private_answers = gate.authenticates();
         let front = Arc::new(Front {
-            edge: Edge::new(state.clone()),
+            edge,
+            gate,
             hosts: HostPolicy::new(
                 local_addr.ip().is_loopback(),
                 &state.config.allowed_hosts,
@@ -390,6 +423,7 @@ async fn expire_idle_sessions(front: Arc<Front>, stop: CancellationToken) {
 
 struct Front {
     edge: Edge,
+    gate: Gate,
     hosts: HostPolicy,
     metrics: Option<PrometheusHandle>,
 }
@@ -413,8 +447,29 @@ impl Front {
             );
         }
         let state = &self.edge.state;
-        match (req.method(), req.uri().path()) {
-            (_, "/mcp") => self.edge.serve(req).await,
+        let host = header(header::HOST).map(str::to_string);
+        let path = req.uri().path();
+        if matches!(path, "/status" | "/api/backends/health" | "/metrics")
+            && let Err(denied) = self.gate.admit_status(req.headers()).await
+        {
+            return self.gate.refuse(&denied, host.as_deref(), path);
+        }
+        match (req.method(), path) {
+            (_, "/mcp") => match self.gate.admit_mcp(req.headers()).await {
+                Ok(who) => self.edge.serve(req, who).await,
+                Err(denied) => self.gate.refuse(&denied, host.as_deref(), "/mcp"),
+            },
+            (&Method::GET, p)
+                if p == METADATA_PATH || p.strip_prefix(METADATA_PATH) == Some("/mcp") =>
+            {
+                match self.gate.metadata(host.as_deref()) {
+                    Some(doc) => json_response(StatusCode::OK, &doc),
+                    None => json_response(
+                        StatusCode::NOT_FOUND,
+                        &json!({"error": "not found: this server does not authenticate callers (incomingAuth is anonymous)"}),
+                    ),
+                }
+            }
             (&Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
             (&Method::GET, "/readyz") => {
                 let (ready, reason) =

@@ -56,6 +56,7 @@ pub async fn run(
         client_name: "hale-vmcp-health".into(),
         // `server/discover` for a 2026-07-28 server, `ping` on a session otherwise.
         era: hale_mcp::Era::Auto,
+        credentials: Some(backend.config.credentials.clone()),
         ..ClientOptions::default()
     };
     let mut probe = Probe::new(

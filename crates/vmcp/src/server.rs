@@ -288,6 +288,7 @@ impl State {
             max_list_items: Some(self.config.max_tools_per_backend as usize),
             // 2026-07-28 where the backend speaks it; the handshake where it does not.
             era: hale_mcp::Era::Auto,
+            credentials: Some(b.config.credentials.clone()),
             ..ClientOptions::default()
         };
         let client = Arc::new(McpClient::connect(&b.config.url, options).await?);

@@ -37,6 +37,10 @@ pub(crate) fn status(state: &State) -> Value {
             let mut s = b.status();
             s["sessions"] =
                 json!(state.backend_sessions[i].load(std::sync::atomic::Ordering::Relaxed));
+            // Which credentials it is sent: header names and the token's source, never values.
+            if !b.config.credentials.is_empty() {
+                s["credentials"] = b.config.credentials.describe();
+            }
             s
         })
         .collect();
@@ -66,6 +70,7 @@ pub(crate) fn status(state: &State) -> Value {
         "message": message,
         "clientSessions": state.sessions.len(),
         "listeners": state.listeners.len(),
+        "incomingAuth": state.config.incoming_auth.as_ref().map_or("none (loopback only)", |a| a.kind()),
         "backends": backends,
     })
 }

@@ -54,6 +54,7 @@ pub(crate) async fn open(
         pool: Some(state.pool(i)),
         // A client session's own backend session is a handshake-era session.
         era: hale_mcp::Era::Legacy,
+        credentials: Some(backend.config.credentials.clone()),
         ..ClientOptions::default()
     };
     let client = match McpClient::connect(&backend.config.url, options).await {

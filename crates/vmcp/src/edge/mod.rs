@@ -34,6 +34,7 @@ use message::{Incoming as Message, RpcError};
 pub use session::Resumable;
 pub(crate) use session::{ClientSession, Sessions};
 
+use crate::auth::Identity;
 use crate::http::{Body, full};
 use crate::route::{self, Caller};
 use crate::server::State;
@@ -51,6 +52,8 @@ pub(crate) struct Edge {
     pub(crate) draining: AtomicBool,
     /// Ends the long-lived streams (GET, listen) at shutdown.
     pub(crate) closing: CancellationToken,
+    /// Answers depend on who asks (the caller is authenticated): `cacheScope: private`.
+    pub(crate) private_answers: bool,
 }
 
 impl Edge {
@@ -60,19 +63,30 @@ impl Edge {
             in_flight: TaskTracker::new(),
             draining: AtomicBool::new(false),
             closing: CancellationToken::new(),
+            private_answers: false,
         }
     }
 
-    pub(crate) async fn serve(&self, req: Request<Incoming>) -> Response<Body> {
+    /// Serves one `/mcp` request from a caller the gate admitted.
+    pub(crate) async fn serve(&self, req: Request<Incoming>, who: Identity) -> Response<Body> {
         match *req.method() {
-            Method::POST => self.post(req).await,
-            Method::GET => self.get(req.headers()),
-            Method::DELETE => self.delete(req.headers()).await,
+            Method::POST => self.post(req, who).await,
+            Method::GET => self.get(req.headers(), &who),
+            Method::DELETE => self.delete(req.headers(), &who).await,
             _ => status_only(StatusCode::METHOD_NOT_ALLOWED),
         }
     }
 
-    async fn post(&self, req: Request<Incoming>) -> Response<Body> {
+    /// Client session `sid`, if it exists and `who` opened it: a session id is no
+    /// credential, so another caller's request gets the same 404 as an unknown id.
+    fn session(&self, sid: &str, who: &Identity) -> Option<Arc<ClientSession>> {
+        self.state
+            .sessions
+            .get(sid)
+            .filter(|s| s.owner.as_deref() == who.sub.as_deref())
+    }
+
+    async fn post(&self, req: Request<Incoming>, who: Identity) -> Response<Body> {
         let draining = self.draining.load(Ordering::Acquire);
         let hold = self.in_flight.token();
         let (parts, body) = req.into_parts();
@@ -107,7 +121,7 @@ impl Edge {
         match message {
             Message::Request { id, method, params } => {
                 if let Some(sid) = session_id {
-                    let Some(session) = self.state.sessions.get(sid) else {
+                    let Some(session) = self.session(sid, &who) else {
                         return session_not_found(&id);
                     };
                     session.touch();
@@ -118,13 +132,14 @@ impl Edge {
                             &RpcError::new(-32600, "this session is initialized already"),
                         );
                     }
-                    self.legacy(&parts, session, id, method, params, hold).await
+                    self.legacy(&parts, session, who, id, method, params, hold)
+                        .await
                 } else if method == "initialize"
                     && header(&parts.headers, "mcp-protocol-version") != Some(modern::VERSION)
                 {
-                    self.initialize(&id, &params)
+                    self.initialize(&id, &params, who)
                 } else if modern::is_modern(&parts.headers, &params) {
-                    self.modern(&parts, id, method, params, hold).await
+                    self.modern(&parts, who, id, method, params, hold).await
                 } else {
                     error_response(
                         StatusCode::BAD_REQUEST,
@@ -141,7 +156,7 @@ impl Edge {
                 // too), `…/roots/list_changed`: nothing for the vMCP to do.
                 tracing::trace!(%method, "client notification");
                 if let Some(sid) = session_id {
-                    match self.state.sessions.get(sid) {
+                    match self.session(sid, &who) {
                         Some(session) => session.touch(),
                         None => return session_not_found(&Value::Null),
                     }
@@ -149,7 +164,7 @@ impl Edge {
                 status_only(StatusCode::ACCEPTED)
             }
             Message::Response { id, outcome } => {
-                let session = session_id.and_then(|sid| self.state.sessions.get(sid));
+                let session = session_id.and_then(|sid| self.session(sid, &who));
                 match session {
                     Some(session) => {
                         session.touch();
@@ -163,7 +178,7 @@ impl Edge {
     }
 
     /// `initialize`: a new session, with nothing asked of any backend.
-    fn initialize(&self, id: &Value, params: &Value) -> Response<Body> {
+    fn initialize(&self, id: &Value, params: &Value, who: Identity) -> Response<Body> {
         let requested = params
             .get("protocolVersion")
             .and_then(Value::as_str)
@@ -183,6 +198,7 @@ impl Edge {
                 .get("clientInfo")
                 .cloned()
                 .unwrap_or_else(|| json!({})),
+            who.sub,
             self.state.backends.len(),
         ));
         session.touch();
@@ -210,6 +226,7 @@ impl Edge {
         &self,
         parts: &Parts,
         session: Arc<ClientSession>,
+        who: Identity,
         id: Value,
         method: String,
         params: Value,
@@ -224,7 +241,9 @@ impl Edge {
         };
         let state = self.state.clone();
         let work: call::Work = Box::pin(async move {
+            let asked = Asked::new("legacy", &method, &params, who);
             let outcome = route::handle(&state, &caller, &method, params).await;
+            asked.log(&outcome);
             message::answer(&id, &outcome)
         });
         call::respond(work, rx, streams_ok, hold).await
@@ -233,6 +252,7 @@ impl Edge {
     async fn modern(
         &self,
         parts: &Parts,
+        who: Identity,
         id: Value,
         method: String,
         params: Value,
@@ -295,7 +315,14 @@ impl Edge {
                 &RpcError::new(-32601, format!("method not found: {method}")),
             );
         }
+        // Behind authentication, no cache may share answers between callers (§12).
+        let scope = if self.private_answers {
+            "private"
+        } else {
+            "public"
+        };
         let work: call::Work = Box::pin(async move {
+            let asked = Asked::new("2026-07-28", &method, &params, who);
             let outcome =
                 route::handle(&state, &caller, &method, params)
                     .await
@@ -304,11 +331,12 @@ impl Edge {
                             m.entry("resultType").or_insert_with(|| json!("complete")); // a backend's `input_required` passes through
                             if list || method == "resources/read" {
                                 m.insert("ttlMs".into(), json!(state.ttl_ms()));
-                                m.insert("cacheScope".into(), json!("public"));
+                                m.insert("cacheScope".into(), json!(scope));
                             }
                         }
                         result
                     });
+            asked.log(&outcome);
             message::answer(&id, &outcome)
         });
         call::respond(work, rx, streams_ok, hold).await
@@ -342,7 +370,7 @@ impl Edge {
     }
 
     /// GET: a legacy session's stream for notifications and our requests.
-    fn get(&self, headers: &HeaderMap) -> Response<Body> {
+    fn get(&self, headers: &HeaderMap, who: &Identity) -> Response<Body> {
         let Some(sid) = header(headers, SESSION) else {
             if header(headers, "mcp-protocol-version") == Some(modern::VERSION) {
                 return status_only(StatusCode::METHOD_NOT_ALLOWED);
@@ -356,7 +384,7 @@ impl Edge {
                 ),
             );
         };
-        let Some(session) = self.state.sessions.get(sid) else {
+        let Some(session) = self.session(sid, who) else {
             return session_not_found(&Value::Null);
         };
         if !header(headers, "accept").is_some_and(|a| a.contains("text/event-stream")) {
@@ -368,10 +396,13 @@ impl Edge {
     }
 
     /// DELETE: the client ends its session, and with it its backend sessions.
-    async fn delete(&self, headers: &HeaderMap) -> Response<Body> {
+    async fn delete(&self, headers: &HeaderMap, who: &Identity) -> Response<Body> {
         let Some(sid) = header(headers, SESSION) else {
             return status_only(StatusCode::METHOD_NOT_ALLOWED);
         };
+        if self.session(sid, who).is_none() {
+            return session_not_found(&Value::Null);
+        }
         let Some(session) = self.state.sessions.remove(sid) else {
             return session_not_found(&Value::Null);
         };
@@ -397,6 +428,45 @@ impl Edge {
                 .map(|s| crate::upstream::close(&self.state, s, "closed")),
         )
         .await;
+    }
+}
+
+/// One request's line in the log (debug level, target `hale_vmcp::request`): era,
+/// method, tool or prompt name, caller, outcome and time taken.
+struct Asked {
+    era: &'static str,
+    method: String,
+    name: Option<String>,
+    who: Identity,
+    started: std::time::Instant,
+}
+
+impl Asked {
+    fn new(era: &'static str, method: &str, params: &Value, who: Identity) -> Self {
+        Asked {
+            era,
+            method: method.to_string(),
+            name: params
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            who,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn log(self, outcome: &Result<Value, RpcError>) {
+        let error = outcome.as_ref().err().map(|e| e.code);
+        tracing::debug!(
+            target: "hale_vmcp::request",
+            era = self.era,
+            method = %self.method,
+            name = self.name.as_deref().unwrap_or(""),
+            sub = self.who.sub.as_deref().unwrap_or("-"),
+            ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            error,
+            "request"
+        );
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Resumable {
     pub log_level: Option<Value>,
     /// Backend name → the backend's session id, for the backend sessions open now.
     pub backend_sessions: std::collections::BTreeMap<String, String>,
+    /// Who opened the session (the token's `sub`): only they may use it.
+    pub owner: Option<String>,
 }
 
 /// The answer a client gave to one of our requests.
@@ -42,6 +44,9 @@ pub(crate) struct ClientSession {
     pub(crate) protocol_version: String,
     pub(crate) capabilities: Value,
     pub(crate) client_info: Value,
+    /// The caller who opened it (`None`: anonymous); requests from anyone else are
+    /// answered as if the session did not exist.
+    pub(crate) owner: Option<Arc<str>>,
     pub(crate) log_level: Mutex<Option<Value>>,
     /// The GET stream's sender, while one is open.
     stream: Mutex<Option<mpsc::Sender<Bytes>>>,
@@ -71,6 +76,7 @@ impl ClientSession {
         protocol_version: String,
         capabilities: Value,
         client_info: Value,
+        owner: Option<Arc<str>>,
         backends: usize,
     ) -> Self {
         let epoch = Instant::now();
@@ -79,6 +85,7 @@ impl ClientSession {
             protocol_version,
             capabilities,
             client_info,
+            owner,
             log_level: Mutex::new(None),
             stream: Mutex::new(None),
             asked: Mutex::new(HashMap::new()),
@@ -165,6 +172,7 @@ impl ClientSession {
             protocol_version: self.protocol_version.clone(),
             capabilities: self.capabilities.clone(),
             client_info: self.client_info.clone(),
+            owner: self.owner.as_deref().map(str::to_string),
             log_level: lock(&self.log_level).clone(),
             backend_sessions,
         }
@@ -248,8 +256,8 @@ mod tests {
 
     #[test]
     fn ids_are_128_random_bits_and_differ() {
-        let a = ClientSession::new("2025-06-18".into(), Value::Null, Value::Null, 0);
-        let b = ClientSession::new("2025-06-18".into(), Value::Null, Value::Null, 0);
+        let a = ClientSession::new("2025-06-18".into(), Value::Null, Value::Null, None, 0);
+        let b = ClientSession::new("2025-06-18".into(), Value::Null, Value::Null, None, 0);
         assert_eq!(a.id.len(), 32);
         assert!(a.id.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a.id, b.id);
@@ -258,8 +266,20 @@ mod tests {
     #[test]
     fn idle_sessions_expire_and_used_ones_stay() {
         let sessions = Sessions::default();
-        let idle = Arc::new(ClientSession::new("v".into(), Value::Null, Value::Null, 0));
-        let busy = Arc::new(ClientSession::new("v".into(), Value::Null, Value::Null, 0));
+        let idle = Arc::new(ClientSession::new(
+            "v".into(),
+            Value::Null,
+            Value::Null,
+            None,
+            0,
+        ));
+        let busy = Arc::new(ClientSession::new(
+            "v".into(),
+            Value::Null,
+            Value::Null,
+            None,
+            0,
+        ));
         sessions.insert(idle.clone());
         sessions.insert(busy.clone());
         let later = Instant::now() + Duration::from_secs(120);
@@ -272,7 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_clients_answer_reaches_the_request_that_asked() {
-        let s = ClientSession::new("v".into(), Value::Null, Value::Null, 0);
+        let s = ClientSession::new("v".into(), Value::Null, Value::Null, None, 0);
         let (id, rx) = s.ask();
         assert!(s.answered(&Value::String(id), Ok(serde_json::json!({"ok": true}))));
         assert_eq!(rx.await.unwrap().unwrap()["ok"], true);

@@ -1,0 +1,376 @@
+//! The door every request passes: which rule guards which path, what a refused caller is
+//! told (RFC 6750 challenges pointing at RFC 9728 metadata), and the metadata document.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::config::IncomingAuth;
+use super::fetch::Fetcher;
+use super::jwks::Jwks;
+use super::jwt::{Rejection, Rules};
+use super::tokens::StaticTokens;
+use crate::config::VmcpConfig;
+use crate::http::{Body, full};
+
+/// The RFC 9728 document's path (and its path-suffixed form for `/mcp`).
+pub(crate) const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// Who a request speaks for, once admitted.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Identity {
+    /// The token's `sub` (oidc) or the token's name (static); `None` when anonymous.
+    pub(crate) sub: Option<Arc<str>>,
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Denied {
+    /// No bearer token.
+    NoToken,
+    /// A token that is not accepted, and why (for the log and the description).
+    Invalid(String),
+    /// A valid token without these scopes.
+    Scope(Vec<String>),
+    /// Tokens cannot be checked now (the issuer's keys are not there yet).
+    Unavailable(String),
+}
+
+/// One rule: who may pass.
+#[derive(Clone, Debug)]
+enum Rule {
+    Open,
+    Oidc(Arc<Oidc>),
+    Static(Arc<StaticTokens>),
+}
+
+#[derive(Debug)]
+struct Oidc {
+    rules: Rules,
+    jwks: Arc<Jwks>,
+}
+
+/// The vMCP's door: the rule for `/mcp`, the rule for the status endpoints, and what
+/// refused callers are told.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    mcp: Rule,
+    status: Rule,
+    /// `resourceUrl`, if configured (else from `Host`).
+    resource_url: Option<String>,
+    issuer: Option<String>,
+    scopes: Vec<String>,
+    name: String,
+    refusals: Mutex<hale_core::RateLimitedLog>,
+}
+
+impl Gate {
+    /// The gate `config` asks for. Fails only on an unusable `caFile`.
+    pub(crate) fn new(config: &VmcpConfig) -> Result<Self, String> {
+        let mcp = rule(config.incoming_auth.as_ref())?;
+        let status = match &config.status_auth {
+            Some(a) => rule(Some(a))?,
+            None => mcp.clone(),
+        };
+        let (resource_url, issuer, scopes) = match &config.incoming_auth {
+            Some(IncomingAuth::Oidc(o)) => (
+                o.resource_url.clone(),
+                Some(o.issuer.clone()),
+                o.required_scopes.clone(),
+            ),
+            Some(IncomingAuth::Static(s)) => (s.resource_url.clone(), None, Vec::new()),
+            _ => (None, None, Vec::new()),
+        };
+        Ok(Gate {
+            mcp,
+            status,
+            resource_url,
+            issuer,
+            scopes,
+            name: config.name.clone(),
+            refusals: Mutex::new(hale_core::RateLimitedLog::new(
+                std::time::Duration::from_millis(100),
+            )),
+        })
+    }
+
+    /// True if `/mcp` callers are authenticated (answers then depend on who asks, as far
+    /// as any cache in between can know).
+    pub(crate) fn authenticates(&self) -> bool {
+        !matches!(self.mcp, Rule::Open)
+    }
+
+    /// Keeps the issuers' keys fresh until `stop` (one task per issuer).
+    pub(crate) fn key_refreshers(
+        &self,
+        stop: &CancellationToken,
+    ) -> Vec<impl Future<Output = ()> + use<>> {
+        let mut caches: Vec<Arc<Jwks>> = Vec::new();
+        for r in [&self.mcp, &self.status] {
+            if let Rule::Oidc(o) = r
+                && !caches.iter().any(|c| Arc::ptr_eq(c, &o.jwks))
+            {
+                caches.push(o.jwks.clone());
+            }
+        }
+        caches.into_iter().map(|c| c.run(stop.clone())).collect()
+    }
+
+    /// Admits a request to `/mcp`.
+    pub(crate) async fn admit_mcp(&self, headers: &HeaderMap) -> Result<Identity, Denied> {
+        self.admit(&self.mcp, headers).await
+    }
+
+    /// Admits a request to `/status`, `/api/backends/health` or `/metrics`.
+    pub(crate) async fn admit_status(&self, headers: &HeaderMap) -> Result<Identity, Denied> {
+        self.admit(&self.status, headers).await
+    }
+
+    async fn admit(&self, rule: &Rule, headers: &HeaderMap) -> Result<Identity, Denied> {
+        let token = match rule {
+            Rule::Open => return Ok(Identity::default()),
+            _ => bearer(headers)?,
+        };
+        match rule {
+            Rule::Open => Ok(Identity::default()),
+            Rule::Static(tokens) => match tokens.admit(token) {
+                Some(name) => Ok(Identity { sub: Some(name) }),
+                None => Err(Denied::Invalid(
+                    "the token is not one of incomingAuth.tokensFile's".into(),
+                )),
+            },
+            Rule::Oidc(oidc) => oidc.admit(token).await,
+        }
+    }
+
+    /// The answer to a refused request, logged (at most ten lines a second).
+    pub(crate) fn refuse(&self, denied: &Denied, host: Option<&str>, path: &str) -> Response<Body> {
+        let suppressed = self
+            .refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .due(Instant::now());
+        if let Some(suppressed) = suppressed {
+            match denied {
+                Denied::NoToken => {
+                    tracing::debug!(path, "refused a request without a bearer token (401)")
+                }
+                Denied::Invalid(reason) => tracing::info!(
+                    path,
+                    reason,
+                    suppressed,
+                    "refused a request: invalid token (401)"
+                ),
+                Denied::Scope(missing) => {
+                    tracing::info!(path, missing = %missing.join(" "), suppressed, "refused a request: insufficient scope (403)")
+                }
+                Denied::Unavailable(reason) => {
+                    tracing::warn!(path, reason, suppressed, "cannot check tokens (503)")
+                }
+            }
+        }
+        let metadata = self.metadata_url(host);
+        let (status, challenge, error, description) = match denied {
+            Denied::NoToken => (
+                StatusCode::UNAUTHORIZED,
+                self.challenge(&metadata, None, None),
+                "invalid_request",
+                "a bearer token is required (Authorization: Bearer …)".to_string(),
+            ),
+            Denied::Invalid(reason) => (
+                StatusCode::UNAUTHORIZED,
+                self.challenge(&metadata, Some(("invalid_token", reason)), None),
+                "invalid_token",
+                reason.clone(),
+            ),
+            Denied::Scope(missing) => (
+                StatusCode::FORBIDDEN,
+                self.challenge(
+                    &metadata,
+                    Some(("insufficient_scope", "the token lacks a required scope")),
+                    Some(&missing.join(" ")),
+                ),
+                "insufficient_scope",
+                format!("the token lacks the scope(s) {}", missing.join(" ")),
+            ),
+            Denied::Unavailable(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                String::new(),
+                "temporarily_unavailable",
+                format!("tokens cannot be checked right now: {reason}"),
+            ),
+        };
+        let mut r = Response::new(full(
+            json!({"error": error, "error_description": description}).to_string(),
+        ));
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&challenge)
+            && !challenge.is_empty()
+        {
+            h.insert(header::WWW_AUTHENTICATE, v);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        r
+    }
+
+    /// `Bearer resource_metadata="…"` with the error and scope when there are.
+    fn challenge(
+        &self,
+        metadata: &str,
+        error: Option<(&str, &str)>,
+        scope: Option<&str>,
+    ) -> String {
+        let mut parts = Vec::new();
+        if let Some((code, description)) = error {
+            parts.push(format!("error=\"{code}\""));
+            parts.push(format!("error_description=\"{}\"", quotable(description)));
+        }
+        let scope = scope
+            .map(str::to_string)
+            .or_else(|| (!self.scopes.is_empty()).then(|| self.scopes.join(" ")));
+        if let Some(scope) = scope {
+            parts.push(format!("scope=\"{}\"", quotable(&scope)));
+        }
+        parts.push(format!("resource_metadata=\"{}\"", quotable(metadata)));
+        format!("Bearer {}", parts.join(", "))
+    }
+
+    /// The MCP endpoint's URL, as RFC 9728's `resource`.
+    fn resource(&self, host: Option<&str>) -> String {
+        match &self.resource_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}/mcp", host.unwrap_or("localhost")),
+        }
+    }
+
+    /// Where the metadata document of [`Self::resource`] is (RFC 9728 §3.1: the
+    /// well-known path between the host and the resource's path).
+    fn metadata_url(&self, host: Option<&str>) -> String {
+        let resource = self.resource(host);
+        match resource.parse::<http::Uri>() {
+            Ok(uri) if uri.authority().is_some() => format!(
+                "{}://{}{METADATA_PATH}{}",
+                uri.scheme_str().unwrap_or("http"),
+                uri.authority().map(|a| a.as_str()).unwrap_or_default(),
+                uri.path().trim_end_matches('/')
+            ),
+            _ => format!("http://{}{METADATA_PATH}/mcp", host.unwrap_or("localhost")),
+        }
+    }
+
+    /// The RFC 9728 protected resource metadata; `None` when `/mcp` is open to anyone.
+    pub(crate) fn metadata(&self, host: Option<&str>) -> Option<Value> {
+        if !self.authenticates() {
+            return None;
+        }
+        let mut doc = json!({
+            "resource": self.resource(host),
+            "bearer_methods_supported": ["header"],
+            "resource_name": self.name,
+        });
+        if let Some(issuer) = &self.issuer {
+            doc["authorization_servers"] = json!([issuer]);
+        }
+        if !self.scopes.is_empty() {
+            doc["scopes_supported"] = json!(self.scopes);
+        }
+        Some(doc)
+    }
+}
+
+impl Oidc {
+    async fn admit(&self, token: &str) -> Result<Identity, Denied> {
+        let Some(keys) = self.jwks.keys() else {
+            return Err(Denied::Unavailable(self.jwks.unavailable_because()));
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let verdict = match self.rules.verify(token, &keys, now) {
+            Err(Rejection::UnknownKey(Some(kid))) => match self.jwks.refresh_for(&kid).await {
+                Some(keys) => self.rules.verify(token, &keys, now),
+                None => Err(Rejection::UnknownKey(Some(kid))),
+            },
+            other => other,
+        };
+        match verdict {
+            Ok(v) => Ok(Identity { sub: v.sub }),
+            Err(Rejection::InsufficientScope(missing)) => Err(Denied::Scope(missing)),
+            Err(e) => Err(Denied::Invalid(e.to_string())),
+        }
+    }
+}
+
+fn rule(auth: Option<&IncomingAuth>) -> Result<Rule, String> {
+    Ok(match auth {
+        None | Some(IncomingAuth::Anonymous) => Rule::Open,
+        Some(IncomingAuth::Static(s)) => Rule::Static(s.tokens.clone()),
+        Some(IncomingAuth::Oidc(o)) => {
+            let fetcher = Fetcher::new(o.ca_file.as_deref())
+                .map_err(|e| format!("incomingAuth.caFile: {e}"))?;
+            Rule::Oidc(Arc::new(Oidc {
+                rules: Rules {
+                    issuer: o.issuer.clone(),
+                    audience: o.audience.clone(),
+                    required_scopes: o.required_scopes.clone(),
+                    clock_skew: o.clock_skew.as_secs(),
+                },
+                jwks: Arc::new(Jwks::new(&o.issuer, o.jwks_url.as_deref(), fetcher)),
+            }))
+        }
+    })
+}
+
+/// The bearer token of `Authorization` (RFC 6750 §2.1); tokens in the URL are not
+/// accepted (MCP forbids them).
+fn bearer(headers: &HeaderMap) -> Result<&str, Denied> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Denied::NoToken);
+    };
+    if values.next().is_some() {
+        return Err(Denied::Invalid("more than one Authorization header".into()));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| Denied::Invalid("the Authorization header is not text".into()))?;
+    let (scheme, token) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Name the scheme only if it looks like one: a bare token must not be logged.
+        let named = if scheme.len() <= 16 && scheme.chars().all(|c| c.is_ascii_alphabetic()) {
+            format!("the {scheme:?} scheme")
+        } else {
+            "no scheme".into()
+        };
+        return Err(Denied::Invalid(format!(
+            "expected Authorization: Bearer <token>, got {named}"
+        )));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Denied::NoToken);
+    }
+    Ok(token)
+}
+
+/// A header parameter value: no quotes or backslashes, no control characters.
+fn quotable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
