@@ -122,6 +122,8 @@ pub struct Stats {
     pub open_sessions: u64,
     /// Requests refused for a missing or wrong bearer token.
     pub unauthorized: u64,
+    /// Requests that carried an `Authorization` header at all.
+    pub with_authorization: u64,
 }
 
 /// A running testkit server. It stops when [`shutdown`](Self::shutdown) is called or the

@@ -63,6 +63,7 @@ pub(crate) struct Shared {
     /// `Bearer <token>` every MCP request must carry, if any.
     required_authorization: Mutex<Option<String>>,
     unauthorized: AtomicU64,
+    with_authorization: AtomicU64,
 }
 
 impl Shared {
@@ -91,6 +92,7 @@ impl Shared {
             next_session: AtomicU64::new(0),
             required_authorization: Mutex::new(None),
             unauthorized: AtomicU64::new(0),
+            with_authorization: AtomicU64::new(0),
         });
         shared.require_token(shared.config.require_token.clone().as_deref());
         shared.listen_on(listener);
@@ -219,6 +221,7 @@ impl Shared {
             sessions_deleted: self.sessions_deleted.load(Ordering::Relaxed),
             open_sessions: lock(&self.sessions).len() as u64,
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
+            with_authorization: self.with_authorization.load(Ordering::Relaxed),
         }
     }
 
@@ -291,6 +294,9 @@ impl Shared {
 
     /// 401 unless the request carries the required bearer token.
     fn reject_unauthorized(&self, headers: &HeaderMap) -> Option<Response<ResponseBody>> {
+        if headers.contains_key(header::AUTHORIZATION) {
+            self.with_authorization.fetch_add(1, Ordering::Relaxed);
+        }
         let required = lock(&self.required_authorization).clone()?;
         let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
         if given == Some(required.as_bytes()) {

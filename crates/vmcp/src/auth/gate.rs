@@ -2,7 +2,7 @@
 //! told (RFC 6750 challenges pointing at RFC 9728 metadata), and the metadata document.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
@@ -290,8 +290,16 @@ impl Gate {
 
 impl Oidc {
     async fn admit(&self, token: &str) -> Result<Identity, Denied> {
-        let Some(keys) = self.jwks.keys() else {
-            return Err(Denied::Unavailable(self.jwks.unavailable_because()));
+        let keys = match self.jwks.keys() {
+            Some(keys) => keys,
+            None => {
+                // Just started: the keys may be on their way (a fetch takes at most 10 s).
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(11), self.jwks.first_attempt()).await;
+                self.jwks
+                    .keys()
+                    .ok_or_else(|| Denied::Unavailable(self.jwks.unavailable_because()))?
+            }
         };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

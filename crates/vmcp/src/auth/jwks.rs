@@ -33,6 +33,8 @@ pub(crate) struct Jwks {
     /// with the same new key wait for one fetch instead of starting many.
     on_demand: tokio::sync::Mutex<Option<Instant>>,
     on_demand_every: Duration,
+    /// True once the first fetch (at start) has ended, however it ended.
+    first_attempt: tokio::sync::watch::Sender<bool>,
 }
 
 impl Jwks {
@@ -45,7 +47,15 @@ impl Jwks {
             last_error: RwLock::new(None),
             on_demand: tokio::sync::Mutex::new(None),
             on_demand_every: ON_DEMAND_EVERY,
+            first_attempt: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Waits until the first fetch at start has ended (a request that arrives while the
+    /// keys are on their way waits for them instead of getting 503).
+    pub(crate) async fn first_attempt(&self) {
+        let mut ended = self.first_attempt.subscribe();
+        let _ = ended.wait_for(|ended| *ended).await;
     }
 
     /// The same cache with another on-demand limit (tests).
@@ -166,7 +176,9 @@ impl Jwks {
                 () = tokio::time::sleep(wait) => {}
             }
             let had_keys = self.keys().is_some();
-            match self.fetch().await {
+            let fetched = self.fetch().await;
+            self.first_attempt.send_replace(true);
+            match fetched {
                 Ok(keys) => {
                     if !had_keys {
                         tracing::info!(issuer = %self.issuer, keys = keys.len(), "fetched the issuer's keys: authenticated requests are served");

@@ -1,0 +1,561 @@
+//! Who may call (spec §12), end to end: `hale vmcp` with `incomingAuth` against a test
+//! issuer's JWKS (or a tokens file), and backends that want a bearer token.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{get_json, wait_for};
+use hale_mcp::{ClientOptions, Credentials, McpClient};
+use hale_testkit::{ServerConfig, TestIssuer, TestServer};
+use hale_vmcp::{Vmcp, VmcpConfig, VmcpError};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const AUD: &str = "hale-test";
+
+/// One HTTP exchange: status, headers (lower-cased names), body.
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Answer {
+        status: head.split(' ').nth(1).unwrap().parse().unwrap(),
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
+async fn initialize_with(addr: SocketAddr, token: Option<&str>) -> Answer {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+    ];
+    if let Some(b) = &bearer {
+        headers.push(("Authorization", b));
+    }
+    http(addr, "POST", "/mcp", &headers, INITIALIZE).await
+}
+
+async fn serve(yaml: &str) -> (SocketAddr, CancellationToken) {
+    let config = VmcpConfig::from_yaml("test.yaml", yaml).unwrap();
+    let vmcp = Vmcp::bind(config, None).await.unwrap();
+    // Reached over loopback, whatever the listen address.
+    let addr = SocketAddr::from(([127, 0, 0, 1], vmcp.local_addr().port()));
+    let stop = CancellationToken::new();
+    tokio::spawn(vmcp.run(stop.clone()));
+    wait_for("/health", async || get_json(addr, "/health").await.0 == 200).await;
+    (addr, stop)
+}
+
+async fn client(addr: SocketAddr, token: &str) -> Result<McpClient, hale_mcp::McpError> {
+    let credentials = Credentials::builder()
+        .bearer("test", token)
+        .unwrap()
+        .build();
+    McpClient::connect(
+        &format!("http://{addr}/mcp"),
+        ClientOptions {
+            request_timeout: Duration::from_secs(5),
+            credentials: Some(credentials),
+            ..ClientOptions::default()
+        },
+    )
+    .await
+}
+
+fn oidc_yaml(issuer: &TestIssuer, backend: &TestServer, listen: &str, extra: &str) -> String {
+    format!(
+        r#"
+listen: "{listen}"
+incomingAuth:
+  type: oidc
+  issuer: "{}"
+  audience: {AUD}
+  requiredScopes: [mcp:call]
+backends:
+  - {{name: kit, url: "{}"}}
+{extra}
+"#,
+        issuer.issuer(),
+        backend.url()
+    )
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn an_oidc_vmcp_serves_valid_tokens_and_refuses_every_bad_one_with_its_status() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let backend = TestServer::start(ServerConfig::default()).await.unwrap();
+    let (addr, stop) = serve(&oidc_yaml(&issuer, &backend, "127.0.0.1:0", "")).await;
+
+    // No token: 401 pointing at the RFC 9728 document, which resolves.
+    let a = initialize_with(addr, None).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    let challenge = a.header("www-authenticate").unwrap();
+    let metadata = format!("http://{addr}/.well-known/oauth-protected-resource/mcp");
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    assert!(
+        challenge.contains(&format!("resource_metadata=\"{metadata}\"")),
+        "{challenge}"
+    );
+    let doc = http(
+        addr,
+        "GET",
+        "/.well-known/oauth-protected-resource/mcp",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(doc.status, 200);
+    assert_eq!(
+        doc.json(),
+        json!({
+            "resource": format!("http://{addr}/mcp"),
+            "authorization_servers": [issuer.issuer()],
+            "scopes_supported": ["mcp:call"],
+            "bearer_methods_supported": ["header"],
+            "resource_name": "vmcp",
+        })
+    );
+    assert_eq!(
+        http(
+            addr,
+            "GET",
+            "/.well-known/oauth-protected-resource",
+            &[],
+            ""
+        )
+        .await
+        .status,
+        200
+    );
+
+    // A valid token: lists and calls through hale's own client.
+    let good = issuer.token("alice", AUD, &["mcp:call"]);
+    let c = client(addr, &good).await.unwrap();
+    assert!(!c.list_tools().await.unwrap().is_empty());
+    let r = c
+        .call_tool("kit_echo", json!({"text": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!(r["content"][0]["text"], "hi");
+
+    // Missing scope: 403 insufficient_scope naming it.
+    let a = initialize_with(addr, Some(&issuer.token("bob", AUD, &["mcp:read"]))).await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    let challenge = a.header("www-authenticate").unwrap();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\"")
+            && challenge.contains("scope=\"mcp:call\""),
+        "{challenge}"
+    );
+
+    // Every bad token: 401 invalid_token, the reason in the description.
+    let base = json!({"iss": issuer.issuer(), "aud": AUD, "sub": "eve", "scope": "mcp:call", "exp": now() + 600});
+    let with = |k: &str, v: Value| {
+        let mut c = base.clone();
+        c[k] = v;
+        c
+    };
+    let none = {
+        use base64::Engine as _;
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "kid": "a"})),
+            b64(&base)
+        )
+    };
+    let cases = [
+        ("malformed", "not.a.jwt".to_string(), "malformed"),
+        (
+            "expired",
+            TestIssuer::sign("a", &with("exp", json!(now() - 3600))),
+            "expired",
+        ),
+        (
+            "wrong audience",
+            TestIssuer::sign("a", &with("aud", json!("someone-else"))),
+            "audience",
+        ),
+        (
+            "wrong issuer",
+            TestIssuer::sign("a", &with("iss", json!("http://evil.example"))),
+            "issuer",
+        ),
+        ("alg none", none, "algorithm none"),
+        ("unknown kid", TestIssuer::sign("r", &base), "\"r\""),
+        ("oversized", "x".repeat(17 * 1024), "16 KiB"),
+    ];
+    for (what, token, reason) in cases {
+        let a = initialize_with(addr, Some(&token)).await;
+        assert_eq!(a.status, 401, "{what}: {}", a.body);
+        let challenge = a.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.contains("error=\"invalid_token\""),
+            "{what}: {challenge}"
+        );
+        assert!(
+            challenge.contains("resource_metadata="),
+            "{what}: {challenge}"
+        );
+        let description = a.json()["error_description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(description.contains(reason), "{what}: {description}");
+    }
+
+    // Health stays open; status follows incomingAuth (statusAuth not set).
+    assert_eq!(get_json(addr, "/health").await.0, 200);
+    assert_eq!(get_json(addr, "/readyz").await.0, 200);
+    assert_eq!(get_json(addr, "/status").await.0, 401);
+    let bearer = format!("Bearer {good}");
+    let s = http(addr, "GET", "/status", &[("Authorization", &bearer)], "").await;
+    assert_eq!(s.status, 200);
+    assert_eq!(s.json()["incomingAuth"], "oidc");
+
+    c.close().await;
+    stop.cancel();
+    issuer.shutdown();
+}
+
+#[tokio::test]
+async fn a_session_is_bound_to_the_caller_who_opened_it() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let backend = TestServer::start(ServerConfig::default()).await.unwrap();
+    let (addr, stop) = serve(&oidc_yaml(&issuer, &backend, "127.0.0.1:0", "")).await;
+    let alice = issuer.token("alice", AUD, &["mcp:call"]);
+    let mallory = issuer.token("mallory", AUD, &["mcp:call"]);
+    let a = initialize_with(addr, Some(&alice)).await;
+    let sid = a.header("mcp-session-id").unwrap();
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    for (who, token, expected) in [("mallory", &mallory, 404), ("alice", &alice, 200)] {
+        let bearer = format!("Bearer {token}");
+        let a = http(
+            addr,
+            "POST",
+            "/mcp",
+            &[
+                ("Authorization", &bearer),
+                ("Mcp-Session-Id", &sid),
+                ("Content-Type", "application/json"),
+                ("Accept", "application/json, text/event-stream"),
+            ],
+            list,
+        )
+        .await;
+        assert_eq!(a.status, expected, "{who}: {}", a.body);
+    }
+    stop.cancel();
+    issuer.shutdown();
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_fetched_once_and_an_unknown_one_does_not_fetch_per_request() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let backend = TestServer::start(ServerConfig::default()).await.unwrap();
+    let (addr, stop) = serve(&oidc_yaml(&issuer, &backend, "127.0.0.1:0", "")).await;
+    let claims = json!({"iss": issuer.issuer(), "aud": AUD, "sub": "alice", "scope": "mcp:call", "exp": now() + 600});
+    assert_eq!(
+        initialize_with(addr, Some(&TestIssuer::sign("a", &claims)))
+            .await
+            .status,
+        200
+    );
+    let fetched = issuer.jwks_fetches();
+    assert_eq!(fetched, 1, "the keys were fetched at start, once");
+
+    // The issuer starts signing with b: the first such token fetches the keys again.
+    issuer.publish(&["a", "b"]);
+    assert_eq!(
+        initialize_with(addr, Some(&TestIssuer::sign("b", &claims)))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(issuer.jwks_fetches(), 2);
+
+    // A key the issuer never published: 401s, with no fetch per request.
+    for _ in 0..20 {
+        assert_eq!(
+            initialize_with(addr, Some(&TestIssuer::sign("r", &claims)))
+                .await
+                .status,
+            401
+        );
+    }
+    assert_eq!(issuer.jwks_fetches(), 2, "fetched within the 10 s limit");
+    stop.cancel();
+    issuer.shutdown();
+}
+
+#[tokio::test]
+async fn an_issuer_unreachable_at_start_gives_503_until_its_keys_come() {
+    // A free port with nothing on it yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let issuer_addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let backend = TestServer::start(ServerConfig::default()).await.unwrap();
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nincomingAuth: {{type: oidc, issuer: \"http://{issuer_addr}\", audience: {AUD}, jwksUrl: \"http://{issuer_addr}/jwks\"}}\nbackends:\n  - {{name: kit, url: \"{}\"}}\n",
+        backend.url()
+    );
+    let (addr, stop) = serve(&yaml).await;
+    let claims = json!({"iss": format!("http://{issuer_addr}"), "aud": AUD, "sub": "alice", "exp": now() + 600});
+    let token = TestIssuer::sign("a", &claims);
+    let a = initialize_with(addr, Some(&token)).await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.header("retry-after").as_deref(), Some("5"));
+    assert!(
+        a.json()["error_description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&issuer_addr.to_string()),
+        "{}",
+        a.body
+    );
+    assert_eq!(
+        get_json(addr, "/health").await.0,
+        200,
+        "health is not behind auth"
+    );
+
+    let issuer = TestIssuer::start_on(issuer_addr).await.unwrap();
+    wait_for("the keys after the issuer came up", async || {
+        initialize_with(addr, Some(&token)).await.status == 200
+    })
+    .await;
+    stop.cancel();
+    issuer.shutdown();
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hale-auth-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("secret");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn static_tokens_admit_the_listed_callers_and_never_reach_a_backend() {
+    let caller = "caller-token-0123456789abcdef";
+    let tokens = temp_file("static", &format!("ci {caller}\n"));
+    let backend = TestServer::start(ServerConfig::default()).await.unwrap();
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nincomingAuth: {{type: static, tokensFile: \"{}\"}}\nbackends:\n  - {{name: kit, url: \"{}\"}}\n",
+        tokens.display(),
+        backend.url()
+    );
+    let (addr, stop) = serve(&yaml).await;
+    assert_eq!(
+        initialize_with(addr, Some("wrong-token-0123456789abcdef"))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(initialize_with(addr, None).await.status, 401);
+    let c = client(addr, caller).await.unwrap();
+    assert!(!c.list_tools().await.unwrap().is_empty());
+    let r = c
+        .call_tool("kit_echo", json!({"text": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!(r["content"][0]["text"], "hi");
+    // The calls reached the backend, the caller's token did not (no passthrough).
+    let seen = backend.stats();
+    assert_eq!(seen.by_method.get("tools/call"), Some(&1));
+    assert_eq!(
+        seen.with_authorization, 0,
+        "the caller's Authorization reached the backend"
+    );
+    c.close().await;
+    stop.cancel();
+
+    // A tokens file that is missing or lists nothing stops start-up, naming the key.
+    let empty = temp_file("static-empty", "# none yet\n");
+    for path in [
+        empty.display().to_string(),
+        "/nonexistent/hale-tokens".to_string(),
+    ] {
+        let yaml = format!(
+            "incomingAuth: {{type: static, tokensFile: \"{path}\"}}\nbackends:\n  - {{name: kit, url: \"{}\"}}\n",
+            backend.url()
+        );
+        let e = VmcpConfig::from_yaml("vmcp.yaml", &yaml)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("incomingAuth.tokensFile") && e.contains(&path),
+            "{e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_backend_token_from_a_file_is_sent_on_calls_and_probes_and_followed_when_rotated() {
+    let token_file = temp_file("outgoing", "first-backend-token\n");
+    let backend = TestServer::start(ServerConfig {
+        require_token: Some("first-backend-token".into()),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    // The same backend once more, without credentials: unauthenticated, not unhealthy.
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:0
+backends:
+  - name: with
+    url: "{url}"
+    headers: {{X-Tenant: blue}}
+    auth: {{type: bearer, tokenFile: "{file}"}}
+  - {{name: without, url: "{url}"}}
+operational:
+  failureHandling: {{healthCheckInterval: 1s, healthCheckTimeout: 500ms}}
+"#,
+        url = backend.url(),
+        file = token_file.display()
+    );
+    let config = VmcpConfig::from_yaml("test.yaml", &yaml).unwrap();
+    assert!(
+        !format!("{config:?}").contains("first-backend-token"),
+        "a token in Debug output"
+    );
+    let (addr, stop) = serve(&yaml).await;
+    wait_for("both backends checked", async || {
+        let s = get_json(addr, "/status").await.1;
+        s["backends"][0]["health"] == "healthy" && s["backends"][1]["health"] == "unauthenticated"
+    })
+    .await;
+    let status = get_json(addr, "/status").await.1;
+    let text = status.to_string();
+    assert!(
+        !text.contains("first-backend-token") && !text.contains("blue"),
+        "{text}"
+    );
+    assert_eq!(
+        status["backends"][0]["credentials"]["headers"],
+        json!(["x-tenant"])
+    );
+
+    let c = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
+        .await
+        .unwrap();
+    let r = c
+        .call_tool("with_echo", json!({"text": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!(r["content"][0]["text"], "hi");
+
+    // The secret is rotated: the file changes, the backend wants the new token.
+    std::fs::write(&token_file, "second-backend-token-rotated\n").unwrap();
+    backend.require_token(Some("second-backend-token-rotated"));
+    wait_for("a call with the rotated token", async || {
+        c.call_tool("with_echo", json!({"text": "again"}))
+            .await
+            .is_ok()
+    })
+    .await;
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_non_loopback_listen_needs_incoming_auth_and_checks_host_everywhere() {
+    let backend = TestServer::start(ServerConfig::default()).await.unwrap();
+    let bare = format!(
+        "listen: \"0.0.0.0:0\"\nbackends:\n  - {{name: kit, url: \"{}\"}}\n",
+        backend.url()
+    );
+    let e = Vmcp::bind(VmcpConfig::from_yaml("vmcp.yaml", &bare).unwrap(), None)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e, VmcpError::Unprotected { .. }));
+    assert!(
+        e.to_string().contains("incomingAuth: {type: anonymous}"),
+        "{e}"
+    );
+
+    let tokens = temp_file("host", "ci caller-token-0123456789abcdef\n");
+    let (addr, stop) = serve(&format!(
+        "{bare}incomingAuth: {{type: static, tokensFile: \"{}\"}}\n",
+        tokens.display()
+    ))
+    .await;
+    let local = addr;
+    for path in [
+        "/mcp",
+        "/health",
+        "/status",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let a = http(local, "GET", path, &[("Host", "evil.example")], "").await;
+        assert_eq!(a.status, 403, "{path}: {}", a.body);
+    }
+    assert_eq!(http(local, "GET", "/health", &[], "").await.status, 200);
+    stop.cancel();
+
+    // Written explicitly, anonymous starts (with a warning).
+    let (_, stop) = serve(&format!("{bare}incomingAuth: {{type: anonymous}}\n")).await;
+    stop.cancel();
+}
