@@ -322,3 +322,127 @@ async fn get_text(base: &str, path: &str) -> String {
     s.read_to_string(&mut text).await.unwrap();
     text
 }
+
+#[test]
+fn a_non_loopback_listen_without_incoming_auth_exits_2_and_says_how_to_opt_in() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args([
+            "vmcp",
+            "--listen",
+            "0.0.0.0:0",
+            "--backend",
+            "kit=http://127.0.0.1:1/mcp",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("needs incomingAuth") && stderr.contains("--anonymous"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_log_names_callers_and_refusals_but_never_a_token() {
+    let backend_token = "backend-secret-token-0123456789";
+    let caller_token = "caller-secret-token-0123456789";
+    let weather = TestServer::start(ServerConfig {
+        require_token: Some(backend_token.into()),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("hale-vmcp-auth-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tokens"), format!("ci-bot {caller_token}\n")).unwrap();
+    std::fs::write(dir.join("backend-token"), backend_token).unwrap();
+    let file = dir.join("vmcp.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen: 127.0.0.1:0\nincomingAuth: {{type: static, tokensFile: \"{}\"}}\nbackends:\n  - name: weather\n    url: \"{}\"\n    auth: {{type: bearer, tokenFile: \"{}\"}}\n",
+            dir.join("tokens").display(),
+            weather.url(),
+            dir.join("backend-token").display()
+        ),
+    )
+    .unwrap();
+    let started = spawn_announced(
+        Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args(["vmcp", "--config"])
+            .arg(&file)
+            .env("RUST_LOG", "debug")
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let mut hale = started.process;
+    let addr = started
+        .first_line
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_string();
+    let stderr = hale.0.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut { stderr }, &mut text);
+        text
+    });
+    let good = hale_mcp::Credentials::builder()
+        .bearer("test", caller_token)
+        .unwrap()
+        .build();
+    let client = McpClient::connect(
+        &format!("http://{addr}/mcp"),
+        ClientOptions {
+            credentials: Some(good),
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut answered = false;
+    for _ in 0..50 {
+        if client
+            .call_tool("weather_echo", json!({"text": "hi"}))
+            .await
+            .is_ok()
+        {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "a call with the backend's token never succeeded");
+    let bad = hale_mcp::Credentials::builder()
+        .bearer("test", "wrong-secret-token-0123456789")
+        .unwrap()
+        .build();
+    let refused = McpClient::connect(
+        &format!("http://{addr}/mcp"),
+        ClientOptions {
+            credentials: Some(bad),
+            ..ClientOptions::default()
+        },
+    )
+    .await;
+    assert!(refused.is_err());
+    let status = hale.terminate(Duration::from_secs(15));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exited on SIGTERM");
+    let log = log.join().unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("method=tools/call") && l.contains("sub=ci-bot")),
+        "no request line naming the caller:\n{log}"
+    );
+    assert!(
+        log.contains("invalid token (401)"),
+        "no refusal line:\n{log}"
+    );
+    for secret in [backend_token, caller_token, "wrong-secret-token"] {
+        assert!(!log.contains(secret), "{secret} leaked in the log:\n{log}");
+    }
+    weather.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -284,3 +284,105 @@ fn a_missing_file_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn each_auth_mistake_names_its_key_and_never_a_secret() {
+    const B: &str = "backends:\n  - {name: kit, url: \"http://127.0.0.1:1/mcp\"}\n";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "unknown incomingAuth type",
+            "incomingAuth: {type: ldap}\n",
+            "vmcp.yaml:3: incomingAuth.type: expected anonymous, oidc or static, got \"ldap\"",
+        ),
+        (
+            "oidc without audience",
+            "incomingAuth: {type: oidc, issuer: \"https://id.example\"}\n",
+            "incomingAuth.audience: type oidc needs audience",
+        ),
+        (
+            "oidc without issuer",
+            "incomingAuth: {type: oidc, audience: x}\n",
+            "incomingAuth.issuer: type oidc needs issuer",
+        ),
+        (
+            "issuer not a URL",
+            "incomingAuth: {type: oidc, issuer: id.example, audience: x}\n",
+            "incomingAuth.issuer: expected an http:// or https:// URL",
+        ),
+        (
+            "bad clock skew",
+            "incomingAuth: {type: oidc, issuer: \"https://id.example\", audience: x, clockSkew: 1h}\n",
+            "incomingAuth.clockSkew: expected at most 10m",
+        ),
+        (
+            "a scope with a space",
+            "incomingAuth: {type: oidc, issuer: \"https://id.example\", audience: x, requiredScopes: [\"a b\"]}\n",
+            "incomingAuth.requiredScopes: expected scope names without spaces",
+        ),
+        (
+            "an oidc key on anonymous",
+            "incomingAuth: {type: anonymous, issuer: \"https://id.example\"}\n",
+            "incomingAuth.issuer: issuer applies to type oidc only, not anonymous",
+        ),
+        (
+            "static without a file",
+            "incomingAuth: {type: static}\n",
+            "incomingAuth.tokensFile: type static needs tokensFile",
+        ),
+        (
+            "static with a missing file",
+            "incomingAuth: {type: static, tokensFile: /nonexistent/hale-tokens}\n",
+            "incomingAuth.tokensFile: /nonexistent/hale-tokens: cannot read it",
+        ),
+        (
+            "unknown statusAuth key",
+            "operational:\n  statusAuth: {type: anonymous, user: x}\n",
+            "operational.statusAuth.user: unknown field `user`",
+        ),
+        (
+            "a reserved backend header",
+            "backends:\n  - {name: kit, url: \"http://127.0.0.1:1/mcp\", headers: {Mcp-Session-Id: s3cret-value}}\n",
+            "backends[0].headers.Mcp-Session-Id: header \"Mcp-Session-Id\": hale sets this header itself",
+        ),
+        (
+            "both tokenEnv and tokenFile",
+            "backends:\n  - {name: kit, url: \"http://127.0.0.1:1/mcp\", auth: {type: bearer, tokenEnv: A, tokenFile: /b}}\n",
+            "backends[0].auth: type bearer needs exactly one of tokenEnv",
+        ),
+        (
+            "an unset token variable",
+            "backends:\n  - {name: kit, url: \"http://127.0.0.1:1/mcp\", auth: {type: bearer, tokenEnv: HALE_TEST_NO_SUCH_VARIABLE}}\n",
+            "backends[0].auth.tokenEnv: the environment variable HALE_TEST_NO_SUCH_VARIABLE is not set or empty",
+        ),
+        (
+            "a missing token file",
+            "backends:\n  - {name: kit, url: \"http://127.0.0.1:1/mcp\", auth: {type: bearer, tokenFile: /nonexistent/token}}\n",
+            "backends[0].auth.tokenFile: token file /nonexistent/token: cannot read it",
+        ),
+        (
+            "Authorization twice",
+            "backends:\n  - {name: kit, url: \"http://127.0.0.1:1/mcp\", headers: {Authorization: Bearer s3cret-value}, auth: {type: bearer, tokenFile: /b}}\n",
+            "backends[0].headers.Authorization: give the token either as headers.Authorization or with auth",
+        ),
+        (
+            "an outgoing auth type",
+            "backends:\n  - {name: kit, url: \"http://127.0.0.1:1/mcp\", auth: {type: basic}}\n",
+            "backends[0].auth.type: expected bearer, got \"basic\"",
+        ),
+    ];
+    for (what, yaml, expected) in cases {
+        let text = if yaml.starts_with("backends:") {
+            yaml.to_string()
+        } else {
+            format!("{B}{yaml}")
+        };
+        let err = VmcpConfig::from_yaml("vmcp.yaml", &text)
+            .expect_err(what)
+            .to_string();
+        assert!(
+            err.contains(expected),
+            "{what}:\n  got      {err}\n  expected {expected}"
+        );
+        assert!(!err.contains("s3cret"), "{what}: a secret in {err}");
+    }
+}

@@ -459,10 +459,10 @@ impl Asked {
         let error = outcome.as_ref().err().map(|e| e.code);
         tracing::debug!(
             target: "hale_vmcp::request",
-            era = self.era,
+            era = %self.era,
             method = %self.method,
-            name = self.name.as_deref().unwrap_or(""),
-            sub = self.who.sub.as_deref().unwrap_or("-"),
+            name = %self.name.as_deref().unwrap_or("-"),
+            sub = %self.who.sub.as_deref().unwrap_or("-"),
             ms = self.started.elapsed().as_secs_f64() * 1000.0,
             error,
             "request"
