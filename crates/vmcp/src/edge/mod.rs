@@ -132,8 +132,8 @@ impl Edge {
                             &RpcError::new(-32600, "this session is initialized already"),
                         );
                     }
-                    self.legacy(&parts, session, who, id, method, params, hold)
-                        .await
+                    // The session is the caller's own (checked above): its owner is `who`.
+                    self.legacy(&parts, session, id, method, params, hold).await
                 } else if method == "initialize"
                     && header(&parts.headers, "mcp-protocol-version") != Some(modern::VERSION)
                 {
@@ -226,7 +226,6 @@ impl Edge {
         &self,
         parts: &Parts,
         session: Arc<ClientSession>,
-        who: Identity,
         id: Value,
         method: String,
         params: Value,
@@ -234,6 +233,9 @@ impl Edge {
     ) -> Response<Body> {
         let streams_ok = accepts_streams(&parts.headers);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let who = Identity {
+            sub: session.owner.clone(),
+        };
         let caller = Caller {
             session: Some(session),
             interim: tx,
