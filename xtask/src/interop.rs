@@ -299,6 +299,16 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         tally,
     )?;
 
+    let auth_failures = crate::auth::run(
+        &crate::eras::Paths {
+            root: &root,
+            dir: &dir,
+            bin: &bin,
+            python: &python,
+        },
+        tally,
+    )?;
+
     let blip_failures = crate::blip::run(
         &bin,
         &python,
@@ -310,6 +320,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
     if client_failures > 0
         || !era_failures.is_empty()
         || !blip_failures.is_empty()
+        || !auth_failures.is_empty()
         || withdrawal_failures > 0
         || !testkit_failures.is_empty()
         || !vmcp_failures.is_empty()
@@ -318,7 +329,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         return Err(format!(
             "interop: {client_failures} client target(s) failed; {withdrawal_failures} withdrawal step(s) failed; \
              testkit conformance failures: {testkit_failures:?}; through hale vmcp: {vmcp_failures:?}; \
-             proxy transparency differences: {transparency:?}; eras, listen and sessions: {era_failures:?}; network blip: {blip_failures:?}"
+             proxy transparency differences: {transparency:?}; eras, listen and sessions: {era_failures:?}; auth: {auth_failures:?}; network blip: {blip_failures:?}"
         ));
     }
     Ok(())

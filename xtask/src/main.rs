@@ -11,6 +11,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a task runner talks on the terminal
 
+mod auth;
 mod blip;
 mod eras;
 mod interop;
@@ -53,6 +54,35 @@ fn main() -> ExitCode {
             println!("blip: {} passed, {} failed", tally.passed, tally.failed);
             result
         }
+        Some("auth") => {
+            // The who-may-call part of `interop` alone (it needs interop's Python venv).
+            let root = workspace_root();
+            let dir = root.join("target/interop");
+            let bin = root.join("target/debug");
+            let python = dir.join("venv/bin/python");
+            let mut tally = Tally::default();
+            let result = cargo(&["build", "-q", "-p", "hale", "-p", "hale-testkit"], &[])
+                .and_then(|()| {
+                    auth::run(
+                        &eras::Paths {
+                            root: &root,
+                            dir: &dir,
+                            bin: &bin,
+                            python: &python,
+                        },
+                        &mut tally,
+                    )
+                })
+                .and_then(|failures| {
+                    if failures.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("{failures:?}"))
+                    }
+                });
+            println!("auth: {} passed, {} failed", tally.passed, tally.failed);
+            result
+        }
         Some("interop") => {
             let mut tally = Tally::default();
             let result = interop::run(&mut tally);
@@ -60,7 +90,9 @@ fn main() -> ExitCode {
             result
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci | proptest | bench [core|proxy|vmcp] | interop>");
+            eprintln!(
+                "usage: cargo xtask <ci | proptest | bench [core|proxy|vmcp] | interop | blip | auth>"
+            );
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,152 @@
+//! Who may call, with the Python SDK 2.x client (spec §12): `hale vmcp` with
+//! `incomingAuth: oidc` against `hale-testkit issuer`, over a backend that wants its own
+//! bearer token (given to the vMCP in a token file). With a valid token the client lists
+//! and calls in every mode; without one it gets 401 and a challenge whose
+//! `resource_metadata` resolves to the RFC 9728 document; without the required scope, 403.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::Tally;
+use crate::eras::{Paths, report_steps};
+use crate::interop::{spawn, spawn_hale};
+
+const AUDIENCE: &str = "hale-interop";
+const BACKEND_TOKEN: &str = "interop-backend-token-0123456789";
+
+/// Runs the checks; returns the failures, one line each.
+pub(crate) fn run(p: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, String> {
+    println!(
+        "\n== who may call: the Python SDK 2.x client with and without a bearer token (hale vmcp, oidc)"
+    );
+    let bin = p.bin.to_path_buf();
+    let issuer = spawn(
+        &|port| {
+            let mut c = Command::new(bin.join("hale-testkit"));
+            c.args(["issuer", "--port", &port.to_string()]);
+            c
+        },
+        "",
+    )?;
+    let backend = spawn(
+        &|port| {
+            let mut c = crate::interop::testkit(&bin, port, "streamable-http");
+            c.args(["--require-token", BACKEND_TOKEN]);
+            c
+        },
+        "/mcp",
+    )?;
+    let token_file = p.dir.join("backend-token");
+    fs::write(&token_file, BACKEND_TOKEN)
+        .map_err(|e| format!("writing {}: {e}", token_file.display()))?;
+    let config = p.dir.join("vmcp-auth.yaml");
+    fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nincomingAuth: {{type: oidc, issuer: \"{}\", audience: {AUDIENCE}, requiredScopes: [mcp:call]}}\nbackends:\n  - name: kit\n    url: \"{}\"\n    auth: {{type: bearer, tokenFile: \"{}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [kit]}}\n",
+            issuer.url,
+            backend.url,
+            token_file.display()
+        ),
+    )
+    .map_err(|e| format!("writing {}: {e}", config.display()))?;
+    let vmcp = spawn_hale(
+        p.bin,
+        &["vmcp", "--config", &config.display().to_string()],
+        "mcp",
+    )?;
+    thread::sleep(Duration::from_millis(800));
+
+    let authority = issuer.url.trim_start_matches("http://").to_string();
+    let good = mint(&authority, "mcp:call")?;
+    let no_scope = mint(&authority, "mcp:read")?;
+    let mut steps = Vec::new();
+    for mode in ["auto", "2026-07-28", "legacy"] {
+        let out = client(p, &vmcp.url, mode, &good)?;
+        let passed = out["call"] == "with a token" && out["status"] == 200;
+        steps.push((
+            format!("valid token, mode {mode}: lists and calls echo"),
+            passed,
+            format!(
+                "tools {} call {} error {}",
+                out["tools"].as_array().map_or(0, Vec::len),
+                out["call"],
+                out["error"]
+            ),
+        ));
+    }
+    let out = client(p, &vmcp.url, "auto", "-")?;
+    let metadata_ok = out["metadata"]["resource"] == vmcp.url.as_str()
+        && out["metadata"]["authorization_servers"][0] == issuer.url.as_str();
+    steps.push((
+        "no token: 401, resource_metadata resolves to the RFC 9728 document".into(),
+        out["status"] == 401 && out["call"].is_null() && metadata_ok,
+        format!(
+            "status {} challenge {} metadata {}",
+            out["status"], out["challenge"], out["metadata"]
+        ),
+    ));
+    let out = client(p, &vmcp.url, "auto", &no_scope)?;
+    steps.push((
+        "token without the required scope: 403 insufficient_scope".into(),
+        out["status"] == 403
+            && out["challenge"]
+                .as_str()
+                .is_some_and(|c| c.contains("insufficient_scope")),
+        format!("status {} challenge {}", out["status"], out["challenge"]),
+    ));
+    let out = client(p, &vmcp.url, "auto", "not-a-token")?;
+    steps.push((
+        "malformed token: 401 invalid_token".into(),
+        out["status"] == 401
+            && out["challenge"]
+                .as_str()
+                .is_some_and(|c| c.contains("invalid_token")),
+        format!("status {} challenge {}", out["status"], out["challenge"]),
+    ));
+    let mut failures = Vec::new();
+    report_steps("auth", steps, tally, &mut failures);
+    Ok(failures)
+}
+
+/// A token from the test issuer for `sub=python` with `scope`.
+fn mint(authority: &str, scope: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect(authority).map_err(|e| format!("test issuer: {e}"))?;
+    let request = format!(
+        "GET /token?sub=python&aud={AUDIENCE}&scope={scope} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(request.as_bytes())
+        .map_err(|e| format!("test issuer: {e}"))?;
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.trim().to_string())
+        .filter(|t| t.split('.').count() == 3)
+        .ok_or_else(|| format!("the test issuer gave no token: {answer}"))
+}
+
+/// Runs `python_auth.py` and parses its line.
+fn client(p: &Paths<'_>, url: &str, mode: &str, token: &str) -> Result<Value, String> {
+    let output = Command::new(p.python)
+        .arg(p.root.join("xtask/interop/python_auth.py"))
+        .args([url, mode, token])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running python_auth.py: {e}"))?;
+    serde_json::from_slice(&output.stdout).map_err(|_| {
+        format!(
+            "python_auth.py {mode} printed no JSON: {}",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        )
+    })
+}
