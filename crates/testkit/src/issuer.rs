@@ -88,14 +88,19 @@ impl TestIssuer {
                     },
                 };
                 let issuer = served.clone();
+                let stop = served.0.stop.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let issuer = issuer.clone();
                         async move { Ok::<_, Infallible>(issuer.handle(&req)) }
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let conn =
+                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    // Shutting down cuts open keep-alive connections too.
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        _ = conn => {}
+                    }
                 });
             }
         });
@@ -163,7 +168,7 @@ impl TestIssuer {
             .unwrap_or_default()
     }
 
-    /// Stops serving.
+    /// Stops serving: the listener and every open connection.
     pub fn shutdown(&self) {
         self.0.stop.cancel();
     }

@@ -98,6 +98,7 @@ fn main() {
             [
                 "calls",
                 "edge",
+                "auth",
                 "sessions",
                 "breaker",
                 "detection",
@@ -113,6 +114,11 @@ fn main() {
     }
     if wanted("edge") {
         edge(&url);
+    }
+    if wanted("auth") {
+        // The test issuer serves its keys from this process's runtime.
+        let issuer = rt.block_on(hale_testkit::TestIssuer::start()).unwrap();
+        auth(&url, &issuer);
     }
     if wanted("sessions") {
         rt.block_on(sessions());
@@ -267,7 +273,22 @@ async fn calls(backend: &str) {
 
 /// Runs the out-of-process load generator against `url` (see [`load_generator`]).
 fn generate(url: &str, tool: &str, sessions: usize, concurrency: usize) -> load_generator::Figures {
-    let out = Command::new(std::env::current_exe().unwrap())
+    generate_as(url, tool, sessions, concurrency, None)
+}
+
+/// [`generate`] with every request carrying `Authorization: Bearer token`.
+fn generate_as(
+    url: &str,
+    tool: &str,
+    sessions: usize,
+    concurrency: usize,
+    token: Option<&str>,
+) -> load_generator::Figures {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    if let Some(token) = token {
+        command.env("HALE_BENCH_TOKEN", token);
+    }
+    let out = command
         .env(ROLE, "load")
         .args([
             url,
@@ -349,6 +370,76 @@ fn edge(backend: &str) {
         v.2[1] / p.2[1],
         v.2[2] / p.2[2],
     );
+}
+
+/// Issue "who may call": the request path with no authentication, with `oidc` (an ES256
+/// and an RS256 token, the JWKS from a test issuer) and with `static` tokens, one vMCP per
+/// setting, interleaved.
+fn auth(backend: &str, issuer: &hale_testkit::TestIssuer) {
+    let tokens_file =
+        std::env::temp_dir().join(format!("hale-bench-tokens-{}", std::process::id()));
+    let static_token = "bench-static-token-0123456789abcdef";
+    std::fs::write(&tokens_file, format!("bench {static_token}\n")).unwrap();
+    let base = format!(
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: kit, url: \"{backend}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [kit]}}\n"
+    );
+    issuer.publish(&["a", "r"]);
+    let claims = |kid: &str| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        hale_testkit::TestIssuer::sign(
+            kid,
+            &serde_json::json!({"iss": issuer.issuer(), "aud": "bench", "sub": "bench", "scope": "mcp:call", "exp": now + 3600}),
+        )
+    };
+    let (es256, rs256) = (claims("a"), claims("r"));
+    let (anonymous, a_addr) = spawn_vmcp(&base);
+    let (oidc, o_addr) = spawn_vmcp(&format!(
+        "{base}incomingAuth: {{type: oidc, issuer: \"{}\", audience: bench, requiredScopes: [mcp:call]}}\n",
+        issuer.issuer()
+    ));
+    let (fixed, s_addr) = spawn_vmcp(&format!(
+        "{base}incomingAuth: {{type: static, tokensFile: \"{}\"}}\n",
+        tokens_file.display()
+    ));
+    println!(
+        "\n## Who may call: tools/call echo through hale vmcp, out-of-process load generator, {SECONDS} s per cell (last of 2 interleaved rounds)\n"
+    );
+    println!(
+        "| incomingAuth | 1 session c=16 calls/s | 16 sessions calls/s | p99 ms (16 sessions) | CPU per call (16 sessions) |"
+    );
+    println!("|---|---|---|---|---|");
+    let cells: [(&str, std::net::SocketAddr, u32, Option<&str>); 4] = [
+        ("none (loopback)", a_addr, anonymous.0.id(), None),
+        ("oidc, ES256 token", o_addr, oidc.0.id(), Some(&es256)),
+        ("oidc, RS256 token", o_addr, oidc.0.id(), Some(&rs256)),
+        ("static", s_addr, fixed.0.id(), Some(static_token)),
+    ];
+    let mut rows = Vec::new();
+    for _round in 0..2 {
+        rows.clear();
+        for (label, addr, pid, token) in cells {
+            let url = format!("http://{addr}/mcp");
+            let one = generate_as(&url, "echo", 1, 16, token);
+            let before = cpu_seconds(pid);
+            let many = generate_as(&url, "echo", 16, 16, token);
+            let cpu = (cpu_seconds(pid) - before) / many.calls as f64 * 1e6;
+            rows.push((label, one, many, cpu));
+        }
+    }
+    let base_rate = rows[0].2.rate;
+    for (label, one, many, cpu) in &rows {
+        println!(
+            "| {label} | {:.0} | {:.0} ({:.2}×) | {:.3} | {cpu:.0} µs |",
+            one.rate,
+            many.rate,
+            many.rate / base_rate,
+            many.p99_ms
+        );
+    }
+    let _ = std::fs::remove_file(&tokens_file);
 }
 
 /// Issue "one backend session per client session": 1,000 client sessions over 3

@@ -43,6 +43,8 @@ struct Connection {
     sender: http1::SendRequest<Full<Bytes>>,
     authority: String,
     path: String,
+    /// `Bearer …` from `HALE_BENCH_TOKEN`, sent with every request when set.
+    authorization: Option<String>,
 }
 
 impl Connection {
@@ -61,6 +63,9 @@ impl Connection {
             } else {
                 path.to_string()
             },
+            authorization: std::env::var("HALE_BENCH_TOKEN")
+                .ok()
+                .map(|t| format!("Bearer {t}")),
         }
     }
 
@@ -73,6 +78,9 @@ impl Connection {
             .header("mcp-protocol-version", "2025-06-18");
         if let Some(s) = session {
             request = request.header("mcp-session-id", s);
+        }
+        if let Some(a) = &self.authorization {
+            request = request.header("authorization", a);
         }
         let request = request.body(Full::new(Bytes::from(body))).unwrap();
         self.sender.ready().await.unwrap();

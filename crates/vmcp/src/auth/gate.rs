@@ -13,6 +13,7 @@ use super::fetch::Fetcher;
 use super::jwks::Jwks;
 use super::jwt::{Rejection, Rules};
 use super::tokens::StaticTokens;
+use super::verified::{self, VerifiedTokens};
 use crate::config::VmcpConfig;
 use crate::http::{Body, full};
 
@@ -51,6 +52,7 @@ enum Rule {
 struct Oidc {
     rules: Rules,
     jwks: Arc<Jwks>,
+    verified: VerifiedTokens,
 }
 
 /// The vMCP's door: the rule for `/mcp`, the rule for the status endpoints, and what
@@ -304,15 +306,23 @@ impl Oidc {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let verdict = match self.rules.verify(token, &keys, now) {
+        let digest = verified::digest(token);
+        if let Some(sub) = self.verified.get(&digest, &keys, now) {
+            return Ok(Identity { sub });
+        }
+        let (verdict, keys) = match self.rules.verify(token, &keys, now) {
             Err(Rejection::UnknownKey(Some(kid))) => match self.jwks.refresh_for(&kid).await {
-                Some(keys) => self.rules.verify(token, &keys, now),
-                None => Err(Rejection::UnknownKey(Some(kid))),
+                Some(keys) => (self.rules.verify(token, &keys, now), keys),
+                None => (Err(Rejection::UnknownKey(Some(kid))), keys),
             },
-            other => other,
+            other => (other, keys),
         };
         match verdict {
-            Ok(v) => Ok(Identity { sub: v.sub }),
+            Ok(v) => {
+                let until = v.exp.saturating_add(self.rules.clock_skew);
+                self.verified.put(digest, v.sub.clone(), until, keys, now);
+                Ok(Identity { sub: v.sub })
+            }
             Err(Rejection::InsufficientScope(missing)) => Err(Denied::Scope(missing)),
             Err(e) => Err(Denied::Invalid(e.to_string())),
         }
@@ -334,6 +344,7 @@ fn rule(auth: Option<&IncomingAuth>) -> Result<Rule, String> {
                     clock_skew: o.clock_skew.as_secs(),
                 },
                 jwks: Arc::new(Jwks::new(&o.issuer, o.jwks_url.as_deref(), fetcher)),
+                verified: VerifiedTokens::default(),
             }))
         }
     })

@@ -6,5 +6,6 @@ mod gate;
 mod jwks;
 pub(crate) mod jwt;
 mod tokens;
+mod verified;
 
 pub(crate) use gate::{Gate, Identity, METADATA_PATH};
