@@ -30,6 +30,10 @@ pub(crate) struct Args {
     /// Run every period (checks, outages, spikes, breaker timeouts) N times faster.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     speedup: u32,
+    /// Let anyone who reaches --listen call the demo's tools: needed for a non-loopback
+    /// --listen (the demo has no authentication).
+    #[arg(long)]
+    anonymous: bool,
 }
 
 /// One step of a backend's schedule: this fault (or none) for this long.
@@ -51,7 +55,13 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = match VmcpConfig::from_yaml("demo", &config_yaml(&args, &backends, scale)) {
+    let config = VmcpConfig::from_yaml("demo", &config_yaml(&args, &backends, scale)).map(|mut c| {
+        if args.anonymous {
+            c.incoming_auth = Some(hale_vmcp::config::IncomingAuth::Anonymous);
+        }
+        c
+    });
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             // The demo writes its own configuration; failing here is a bug in hale.

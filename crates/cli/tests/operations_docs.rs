@@ -184,13 +184,38 @@ fn the_vmcp_manifest_probes_health_and_readyz_and_its_configuration_loads() {
         .collect();
     assert_eq!(args[..3], ["vmcp", "--config", "/etc/hale/vmcp.yaml"]);
 
+    // The Secret's keys are files where the container mounts it: write them to a
+    // directory of the test's own and point the configuration there, so that the token
+    // files it names are checked to be the Secret's.
+    let secret = objects.iter().find(|o| o["kind"] == "Secret").unwrap();
+    let mount = vmcp["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "secrets")
+        .unwrap()["mountPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = std::env::temp_dir().join(format!("hale-manifest-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (key, value) in secret["stringData"].as_object().unwrap() {
+        std::fs::write(dir.join(key), value.as_str().unwrap()).unwrap();
+    }
     let map = objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
-    let config =
-        hale_vmcp::VmcpConfig::from_yaml("vmcp.yaml", map["data"]["vmcp.yaml"].as_str().unwrap())
-            .unwrap();
+    let text = map["data"]["vmcp.yaml"]
+        .as_str()
+        .unwrap()
+        .replace(&mount, &dir.display().to_string());
+    let config = hale_vmcp::VmcpConfig::from_yaml("vmcp.yaml", &text).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         !config.listen.ip().is_loopback(),
         "a pod must listen beyond loopback"
+    );
+    assert!(
+        config.incoming_auth.is_some(),
+        "a pod listening beyond loopback needs incomingAuth"
     );
     let container_port = vmcp["ports"][0]["containerPort"].as_u64().unwrap();
     assert_eq!(u64::from(config.listen.port()), container_port);

@@ -49,7 +49,7 @@ pub enum VmcpError {
     /// A non-loopback listen address with no `incomingAuth`: anyone who reaches the
     /// port could call every tool.
     #[error(
-        "listening on {addr}, which is not a loopback address, needs incomingAuth in the configuration: {{type: oidc, issuer, audience}} or {{type: static, tokensFile}}; to let anyone who reaches the port call every tool, write incomingAuth: {{type: anonymous}} (with --backend flags: --anonymous)"
+        "listening on {addr}, which is not a loopback address, needs incomingAuth in the configuration: {{type: oidc, issuer, audience}} or {{type: static, tokensFile}}; to let anyone who reaches the port call every tool, write incomingAuth: {{type: anonymous}} (with --backend flags, or in hale demo: --anonymous)"
     )]
     Unprotected {
         /// The address.
