@@ -289,25 +289,15 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         println!("transparency: results differ through the proxy: {transparency:?}");
     }
 
-    let era_failures = crate::eras::run(
-        &crate::eras::Paths {
-            root: &root,
-            dir: &dir,
-            bin: &bin,
-            python: &python,
-        },
-        tally,
-    )?;
+    let paths = crate::eras::Paths {
+        root: &root,
+        dir: &dir,
+        bin: &bin,
+        python: &python,
+    };
+    let era_failures = crate::eras::run(&paths, tally)?;
 
-    let auth_failures = crate::auth::run(
-        &crate::eras::Paths {
-            root: &root,
-            dir: &dir,
-            bin: &bin,
-            python: &python,
-        },
-        tally,
-    )?;
+    let auth_failures = crate::auth::run(&paths, tally)?;
 
     let blip_failures = crate::blip::run(
         &bin,

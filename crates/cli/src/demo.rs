@@ -55,12 +55,13 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = VmcpConfig::from_yaml("demo", &config_yaml(&args, &backends, scale)).map(|mut c| {
-        if args.anonymous {
-            c.incoming_auth = Some(hale_vmcp::config::IncomingAuth::Anonymous);
-        }
-        c
-    });
+    let config =
+        VmcpConfig::from_yaml("demo", &config_yaml(&args, &backends, scale)).map(|mut c| {
+            if args.anonymous {
+                c.incoming_auth = Some(hale_vmcp::config::IncomingAuth::Anonymous);
+            }
+            c
+        });
     let config = match config {
         Ok(c) => c,
         Err(e) => {

@@ -119,13 +119,13 @@ pub(crate) fn send_error(
         }
         return McpError::Connect {
             url: url.into(),
-            detail: chain(&err),
+            detail: error_chain(&err),
         };
     }
     McpError::ConnectionReset {
         url: url.into(),
         method: method.into(),
-        detail: chain(&err),
+        detail: error_chain(&err),
     }
 }
 
@@ -134,7 +134,7 @@ pub(crate) fn body_error(url: &str, method: &str, err: &(dyn StdError + 'static)
     McpError::ConnectionReset {
         url: url.into(),
         method: method.into(),
-        detail: chain(err),
+        detail: error_chain(err),
     }
 }
 
@@ -180,7 +180,8 @@ fn io_kind(err: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
 }
 
 /// An error and its causes on one line.
-pub(crate) fn chain(err: &(dyn StdError + 'static)) -> String {
+/// An error and its causes on one line (`a: b: c`), each cause once.
+pub fn error_chain(err: &dyn StdError) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {

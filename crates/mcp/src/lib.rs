@@ -42,6 +42,7 @@ pub use client::{
 };
 pub use credentials::{Credentials, CredentialsBuilder, CredentialsError};
 pub use error::McpError;
+pub use http::error_chain;
 pub use jsonrpc::Notification;
 pub use probe::{Probe, ProbeMethod};
 pub use redact::redact_url;

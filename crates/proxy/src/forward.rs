@@ -307,7 +307,7 @@ impl Forwarder {
                         codes::UPSTREAM_FAILED,
                         format!(
                             "the connection to the MCP server broke after the request was sent (it may have run): {}",
-                            chain(&e)
+                            hale_mcp::error_chain(&e)
                         ),
                     ));
                 }
@@ -562,7 +562,7 @@ async fn connect(address: &str) -> Result<client_http1::SendRequest<Full<Bytes>>
     let failed = |e: &dyn StdError| {
         Failure::NotSent(format!(
             "cannot connect to the MCP server at {address}: {}",
-            chain(e)
+            hale_mcp::error_chain(e)
         ))
     };
     let stream = match tokio::time::timeout(
@@ -632,17 +632,6 @@ fn is_length_limit(e: &hyper::Error) -> bool {
 }
 
 /// An error and its causes on one line.
-fn chain(e: &dyn StdError) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(err) = source {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
-        source = err.source();
-    }
-    text
-}
-
 pub(crate) fn full(body: impl Into<Bytes>) -> ProxyBody {
     Full::new(body.into())
         .map_err(|never| match never {})

@@ -62,24 +62,12 @@ async fn handle(server: &TestServer, req: Request<Incoming>) -> Response<Respons
     };
     match (req.method().clone(), req.uri().path()) {
         (Method::POST, "/require-token") => {
-            let bytes = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let token = String::from_utf8_lossy(&bytes).trim().to_string();
+            let token = text_of(req).await;
             server.require_token((!token.is_empty()).then_some(token.as_str()));
             reply(StatusCode::OK, "ok\n".into())
         }
         (Method::POST, "/fault") => {
-            let bytes = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let spec = String::from_utf8_lossy(&bytes).trim().to_string();
+            let spec = text_of(req).await;
             let fault = if spec == "none" || spec.is_empty() {
                 None
             } else {
@@ -123,4 +111,15 @@ async fn handle(server: &TestServer, req: Request<Incoming>) -> Response<Respons
         }
         _ => reply(StatusCode::NOT_FOUND, "unknown control request".into()),
     }
+}
+
+/// A request's body as trimmed text.
+async fn text_of(req: Request<Incoming>) -> String {
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&bytes).trim().to_string()
 }

@@ -110,10 +110,10 @@ async fn client(addr: SocketAddr, token: &str) -> Result<McpClient, hale_mcp::Mc
     .await
 }
 
-fn oidc_yaml(issuer: &TestIssuer, backend: &TestServer, listen: &str, extra: &str) -> String {
+fn oidc_yaml(issuer: &TestIssuer, backend: &TestServer) -> String {
     format!(
         r#"
-listen: "{listen}"
+listen: 127.0.0.1:0
 incomingAuth:
   type: oidc
   issuer: "{}"
@@ -121,11 +121,19 @@ incomingAuth:
   requiredScopes: [mcp:call]
 backends:
   - {{name: kit, url: "{}"}}
-{extra}
 "#,
         issuer.issuer(),
         backend.url()
     )
+}
+
+/// A test issuer, a backend, and a vMCP over it that wants the issuer's tokens for
+/// audience [`AUD`] with scope `mcp:call`.
+async fn oidc_vmcp() -> (TestIssuer, TestServer, SocketAddr, CancellationToken) {
+    let issuer = TestIssuer::start().await.unwrap();
+    let backend = TestServer::start(ServerConfig::default()).await.unwrap();
+    let (addr, stop) = serve(&oidc_yaml(&issuer, &backend)).await;
+    (issuer, backend, addr, stop)
 }
 
 fn now() -> u64 {
@@ -137,9 +145,7 @@ fn now() -> u64 {
 
 #[tokio::test]
 async fn an_oidc_vmcp_serves_valid_tokens_and_refuses_every_bad_one_with_its_status() {
-    let issuer = TestIssuer::start().await.unwrap();
-    let backend = TestServer::start(ServerConfig::default()).await.unwrap();
-    let (addr, stop) = serve(&oidc_yaml(&issuer, &backend, "127.0.0.1:0", "")).await;
+    let (issuer, _backend, addr, stop) = oidc_vmcp().await;
 
     // No token: 401 pointing at the RFC 9728 document, which resolves.
     let a = initialize_with(addr, None).await;
@@ -276,9 +282,7 @@ async fn an_oidc_vmcp_serves_valid_tokens_and_refuses_every_bad_one_with_its_sta
 
 #[tokio::test]
 async fn a_session_is_bound_to_the_caller_who_opened_it() {
-    let issuer = TestIssuer::start().await.unwrap();
-    let backend = TestServer::start(ServerConfig::default()).await.unwrap();
-    let (addr, stop) = serve(&oidc_yaml(&issuer, &backend, "127.0.0.1:0", "")).await;
+    let (issuer, _backend, addr, stop) = oidc_vmcp().await;
     let alice = issuer.token("alice", AUD, &["mcp:call"]);
     let mallory = issuer.token("mallory", AUD, &["mcp:call"]);
     let a = initialize_with(addr, Some(&alice)).await;
@@ -307,9 +311,7 @@ async fn a_session_is_bound_to_the_caller_who_opened_it() {
 
 #[tokio::test]
 async fn a_rotated_key_is_fetched_once_and_an_unknown_one_does_not_fetch_per_request() {
-    let issuer = TestIssuer::start().await.unwrap();
-    let backend = TestServer::start(ServerConfig::default()).await.unwrap();
-    let (addr, stop) = serve(&oidc_yaml(&issuer, &backend, "127.0.0.1:0", "")).await;
+    let (issuer, _backend, addr, stop) = oidc_vmcp().await;
     let claims = json!({"iss": issuer.issuer(), "aud": AUD, "sub": "alice", "scope": "mcp:call", "exp": now() + 600});
     assert_eq!(
         initialize_with(addr, Some(&TestIssuer::sign("a", &claims)))

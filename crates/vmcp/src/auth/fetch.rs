@@ -84,7 +84,7 @@ impl Fetcher {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| format!("{url}: {}", chain(&e)))?;
+                .map_err(|e| format!("{url}: {}", hale_mcp::error_chain(&e)))?;
             let status = response.status();
             if !status.is_success() {
                 return Err(format!("{url}: HTTP {status}"));
@@ -100,16 +100,4 @@ impl Fetcher {
             .await
             .unwrap_or_else(|_| Err(format!("{url}: no answer within {TIMEOUT:?}")))
     }
-}
-
-/// An error and its causes, one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -17,17 +17,19 @@ pub(crate) const MAX_TOKEN: usize = 16 * 1024;
 /// The algorithms a resource server accepts: asymmetric ones only. A JWKS holds public
 /// keys, and `HS*` with a public key as the secret is the classic forgery; `none` is
 /// never a signature.
-const ACCEPTED: &[Algorithm] = &[
+const RSA: &[Algorithm] = &[
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
     Algorithm::PS256,
     Algorithm::PS384,
     Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
 ];
+const EC_AND_ED: &[Algorithm] = &[Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA];
+
+fn accepted(alg: &Algorithm) -> bool {
+    RSA.contains(alg) || EC_AND_ED.contains(alg)
+}
 
 /// The usable keys of a JWKS.
 pub(crate) struct KeySet {
@@ -70,14 +72,7 @@ impl KeySet {
                 continue;
             }
             let family: Vec<Algorithm> = match &jwk.algorithm {
-                AlgorithmParameters::RSA(_) => vec![
-                    Algorithm::RS256,
-                    Algorithm::RS384,
-                    Algorithm::RS512,
-                    Algorithm::PS256,
-                    Algorithm::PS384,
-                    Algorithm::PS512,
-                ],
+                AlgorithmParameters::RSA(_) => RSA.to_vec(),
                 AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
                     EllipticCurve::P256 => vec![Algorithm::ES256],
                     EllipticCurve::P384 => vec![Algorithm::ES384],
@@ -225,7 +220,7 @@ impl Rules {
         let alg = alg_name
             .parse::<Algorithm>()
             .ok()
-            .filter(|a| ACCEPTED.contains(a))
+            .filter(accepted)
             .ok_or_else(|| Rejection::Algorithm(alg_name.into()))?;
         let kid = header.get("kid").and_then(Value::as_str);
         let candidates: Vec<&Key> = match kid {
