@@ -190,10 +190,12 @@ impl Gate {
             ),
             Denied::Scope(missing) => (
                 StatusCode::FORBIDDEN,
+                // Every scope the request needs, in one challenge (MCP 2026-07-28: the
+                // client unions it with what it has); the description names the missing.
                 self.challenge(
                     &metadata,
                     Some(("insufficient_scope", "the token lacks a required scope")),
-                    Some(&missing.join(" ")),
+                    Some(&self.scopes.join(" ")),
                 ),
                 "insufficient_scope",
                 format!("the token lacks the scope(s) {}", missing.join(" ")),
@@ -392,4 +394,86 @@ fn quotable(text: &str) -> String {
             c => c,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(extra: &str) -> Gate {
+        let yaml = format!(
+            "backends:\n  - {{name: kit, url: \"http://127.0.0.1:1/mcp\"}}\nincomingAuth: {{type: oidc, issuer: \"https://id.example\", audience: a, requiredScopes: [files:read, files:write]{extra}}}\n"
+        );
+        let config = VmcpConfig::from_yaml("t.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"));
+        Gate::new(&config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn challenge(r: &Response<Body>) -> String {
+        r.headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn a_missing_scope_is_challenged_with_every_scope_the_request_needs() {
+        let g = gate("");
+        let r = g.refuse(
+            &Denied::Scope(vec!["files:write".into()]),
+            Some("h:1"),
+            "/mcp",
+        );
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            challenge(&r),
+            "Bearer error=\"insufficient_scope\", error_description=\"the token lacks a required scope\", scope=\"files:read files:write\", resource_metadata=\"http://h:1/.well-known/oauth-protected-resource/mcp\""
+        );
+        let r = g.refuse(&Denied::NoToken, Some("h:1"), "/mcp");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(!challenge(&r).contains("error="), "{}", challenge(&r));
+    }
+
+    #[test]
+    fn behind_an_ingress_the_metadata_follows_the_configured_resource_url() {
+        let g = gate(", resourceUrl: \"https://mcp.example.com/team/mcp\"");
+        assert_eq!(
+            g.metadata_url(Some("10.0.0.7:4483")),
+            "https://mcp.example.com/.well-known/oauth-protected-resource/team/mcp"
+        );
+        let doc = g.metadata(Some("10.0.0.7:4483")).unwrap_or_default();
+        assert_eq!(doc["resource"], "https://mcp.example.com/team/mcp");
+        assert_eq!(doc["authorization_servers"][0], "https://id.example");
+    }
+
+    #[test]
+    fn a_token_without_the_bearer_scheme_is_refused_without_being_repeated() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("s3cr3t-token-value"),
+        );
+        let Err(Denied::Invalid(why)) = bearer(&h) else {
+            panic!("a bare token was accepted");
+        };
+        assert!(!why.contains("s3cr3t"), "{why}");
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwdw=="),
+        );
+        assert!(
+            matches!(bearer(&h), Err(Denied::Invalid(w)) if w.contains("\"Basic\"") && !w.contains("dXNl"))
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert_eq!(bearer(&h), Ok("abc"));
+        h.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer def"),
+        );
+        assert!(matches!(bearer(&h), Err(Denied::Invalid(_))));
+        assert_eq!(bearer(&HeaderMap::new()), Err(Denied::NoToken));
+    }
 }
