@@ -17,16 +17,51 @@ pub(crate) struct Args {
     /// Print the raw /status JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// A file holding the bearer token to send, when the vMCP's statusAuth wants one.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+    /// The bearer token itself (prefer HALE_TOKEN or --token-file: arguments are visible
+    /// to other users of the machine).
+    #[arg(long, env = "HALE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    let status = match fetch(&args.url) {
+    let token = match (&args.token_file, &args.token) {
+        (Some(path), _) => match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            Ok(_) => {
+                logging::say(format_args!(
+                    "hale status: --token-file {}: the file is empty",
+                    path.display()
+                ));
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                logging::say(format_args!(
+                    "hale status: --token-file {}: {e}",
+                    path.display()
+                ));
+                return ExitCode::from(2);
+            }
+        },
+        (None, token) => token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string),
+    };
+    let status = match fetch(&args.url, token.as_deref()) {
         Ok(v) => v,
-        Err(e) => {
+        Err(Failed::Unreachable(e)) => {
             logging::say(format_args!(
                 "hale status: nothing answered at {}: {e}",
                 args.url
             ));
+            return ExitCode::from(1);
+        }
+        Err(Failed::Answered(e)) => {
+            logging::say(format_args!("hale status: {}: {e}", args.url));
             return ExitCode::from(1);
         }
     };
@@ -43,8 +78,35 @@ pub(crate) fn run(args: Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// GET `{base}/status` over plain HTTP/1.1.
-fn fetch(base: &str) -> Result<Value, String> {
+/// Why there is no status to show.
+enum Failed {
+    /// No HTTP answer at all.
+    Unreachable(String),
+    /// An answer, but not a status document.
+    Answered(String),
+}
+
+/// GET `{base}/status` over plain HTTP/1.1, with `token` as a bearer token if given.
+fn fetch(base: &str, token: Option<&str>) -> Result<Value, Failed> {
+    let (head, body) = exchange(base, token).map_err(Failed::Unreachable)?;
+    if head.starts_with("HTTP/1.1 401") || head.starts_with("HTTP/1.1 403") {
+        return Err(Failed::Answered(format!(
+            "it answered {}: its status endpoints want a token (operational.statusAuth); give one with --token-file FILE or HALE_TOKEN",
+            head.lines().next().unwrap_or_default()
+        )));
+    }
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(Failed::Answered(format!(
+            "it answered {}",
+            head.lines().next().unwrap_or_default()
+        )));
+    }
+    serde_json::from_str(&body)
+        .map_err(|e| Failed::Answered(format!("the answer is not a vMCP status ({e})")))
+}
+
+/// One GET of `/status`: the response head and body.
+fn exchange(base: &str, token: Option<&str>) -> Result<(String, String), String> {
     let rest = base
         .strip_prefix("http://")
         .ok_or("expected an http:// URL")?;
@@ -59,9 +121,10 @@ fn fetch(base: &str) -> Result<Value, String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "GET /status HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        "GET /status HTTP/1.1\r\nHost: {authority}\r\n{authorization}Connection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut response = String::new();
@@ -71,13 +134,7 @@ fn fetch(base: &str) -> Result<Value, String> {
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or("not an HTTP answer")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!(
-            "it answered {}",
-            head.lines().next().unwrap_or_default()
-        ));
-    }
-    serde_json::from_str(body).map_err(|e| format!("the answer is not a vMCP status ({e})"))
+    Ok((head.to_string(), body.to_string()))
 }
 
 /// The status as a table; `colour` paints health and circuit states.

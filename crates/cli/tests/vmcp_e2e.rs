@@ -428,6 +428,30 @@ async fn the_log_names_callers_and_refusals_but_never_a_token() {
     )
     .await;
     assert!(refused.is_err());
+    // `hale status` needs the token too (statusAuth defaults to incomingAuth).
+    let url = format!("http://{addr}");
+    let without = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["status", "--url", &url])
+        .env_remove("HALE_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(without.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&without.stderr);
+    assert!(
+        said.contains("401") && said.contains("HALE_TOKEN"),
+        "{said}"
+    );
+    let with = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["status", "--url", &url])
+        .env("HALE_TOKEN", caller_token)
+        .output()
+        .unwrap();
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    assert!(String::from_utf8_lossy(&with.stdout).contains("weather"));
     let status = hale.terminate(Duration::from_secs(15));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "exited on SIGTERM");
     let log = log.join().unwrap();
