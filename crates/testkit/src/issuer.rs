@@ -60,6 +60,7 @@ struct Inner {
     published: Mutex<Vec<String>>,
     jwks_fetches: AtomicUsize,
     stop: CancellationToken,
+    scheme: &'static str,
 }
 
 impl TestIssuer {
@@ -70,12 +71,52 @@ impl TestIssuer {
 
     /// Serves on `addr`, publishing key `a` only.
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::serve(addr, None).await
+    }
+
+    /// Serves HTTPS on a free loopback port, with a certificate for `127.0.0.1` signed by
+    /// the test CA in [`TestIssuer::TEST_CA_PEM`] (which clients must be told to trust).
+    pub async fn start_tls() -> std::io::Result<Self> {
+        use rustls_pki_types::pem::PemObject as _;
+        let invalid = |e: &dyn std::fmt::Display| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+        };
+        let cert = rustls_pki_types::CertificateDer::from_pem_slice(include_bytes!(
+            "../keys/tls-cert.pem"
+        ))
+        .map_err(|e| invalid(&e))?;
+        let key =
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(include_bytes!("../keys/tls-key.pem"))
+                .map_err(|e| invalid(&e))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&e))?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .map_err(|e| invalid(&e))?;
+        Self::serve(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+        .await
+    }
+
+    /// The CA that signed [`TestIssuer::start_tls`]'s certificate (PEM).
+    pub const TEST_CA_PEM: &'static str = include_str!("../keys/tls-ca.pem");
+
+    async fn serve(
+        addr: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let issuer = TestIssuer(Arc::new(Inner {
             addr: listener.local_addr()?,
             published: Mutex::new(vec!["a".into()]),
             jwks_fetches: AtomicUsize::new(0),
             stop: CancellationToken::new(),
+            scheme: if tls.is_some() { "https" } else { "http" },
         }));
         let served = issuer.clone();
         tokio::spawn(async move {
@@ -89,17 +130,32 @@ impl TestIssuer {
                 };
                 let issuer = served.clone();
                 let stop = served.0.stop.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let issuer = issuer.clone();
                         async move { Ok::<_, Infallible>(issuer.handle(&req)) }
                     });
-                    let conn =
-                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    let http = http1::Builder::new();
                     // Shutting down cuts open keep-alive connections too.
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        _ = conn => {}
+                    match tls {
+                        None => {
+                            let conn = http.serve_connection(TokioIo::new(stream), service);
+                            tokio::select! {
+                                () = stop.cancelled() => {}
+                                _ = conn => {}
+                            }
+                        }
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            let conn = http.serve_connection(TokioIo::new(stream), service);
+                            tokio::select! {
+                                () = stop.cancelled() => {}
+                                _ = conn => {}
+                            }
+                        }
                     }
                 });
             }
@@ -107,9 +163,9 @@ impl TestIssuer {
         Ok(issuer)
     }
 
-    /// The issuer identifier (`iss`): `http://127.0.0.1:PORT`.
+    /// The issuer identifier (`iss`): `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn issuer(&self) -> String {
-        format!("http://{}", self.0.addr)
+        format!("{}://{}", self.0.scheme, self.0.addr)
     }
 
     /// Where its JWKS is.
