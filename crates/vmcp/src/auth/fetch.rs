@@ -109,7 +109,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_https_issuer_is_trusted_through_ca_file_and_refused_without_it() {
-        let issuer = TestIssuer::start_tls().await.unwrap_or_else(|e| panic!("{e}"));
+        let issuer = TestIssuer::start_tls()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(issuer.jwks_url().starts_with("https://127.0.0.1:"));
         let dir = std::env::temp_dir().join(format!("hale-fetch-ca-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
@@ -118,7 +120,10 @@ mod tests {
 
         let trusting = Fetcher::new(Some(&ca)).unwrap_or_else(|e| panic!("{e}"));
         let jwks = trusting.json(&issuer.jwks_url()).await;
-        assert!(jwks.as_ref().is_ok_and(|d| d["keys"][0]["kid"] == "a"), "{jwks:?}");
+        assert!(
+            jwks.as_ref().is_ok_and(|d| d["keys"][0]["kid"] == "a"),
+            "{jwks:?}"
+        );
 
         // The Mozilla roots alone do not know the test CA.
         let strict = Fetcher::new(None).unwrap_or_else(|e| panic!("{e}"));
@@ -130,7 +135,10 @@ mod tests {
         let empty = dir.join("empty.pem");
         let _ = std::fs::write(&empty, "nothing here\n");
         let e = Fetcher::new(Some(&empty)).err().unwrap_or_default();
-        assert!(e.contains("empty.pem") && e.contains("no PEM certificate"), "{e}");
+        assert!(
+            e.contains("empty.pem") && e.contains("no PEM certificate"),
+            "{e}"
+        );
         issuer.shutdown();
         let _ = std::fs::remove_dir_all(&dir);
     }
