@@ -452,6 +452,25 @@ async fn the_log_names_callers_and_refusals_but_never_a_token() {
         String::from_utf8_lossy(&with.stderr)
     );
     assert!(String::from_utf8_lossy(&with.stdout).contains("weather"));
+    // The refusals are counted (the bad token's initialize, hale status without a token),
+    // with no identity in the labels.
+    let metrics = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {caller_token}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        text
+    };
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"toolhive_vmcp_auth_refusals_total{status="401"} "#))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 2.0, "refusals counted: {refused}\n{metrics}");
+    assert!(!metrics.contains("ci-bot"), "an identity in a metric label");
     let status = hale.terminate(Duration::from_secs(15));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "exited on SIGTERM");
     let log = log.join().unwrap();

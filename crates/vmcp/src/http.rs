@@ -165,6 +165,7 @@ impl Vmcp {
             ));
         }
         tasks.spawn(state.clone().maintain_catalog(stop.clone()));
+        Gate::register_metrics();
         for refresher in gate.key_refreshers(&stop) {
             tasks.spawn(refresher);
         }

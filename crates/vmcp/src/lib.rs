@@ -51,4 +51,6 @@ pub const METRICS: &[&str] = &[
     "toolhive_vmcp_partial_failures_total",
     "toolhive_vmcp_backend_sessions",
     "toolhive_vmcp_backend_sessions_total",
+    "toolhive_vmcp_auth_refusals_total",
+    "toolhive_vmcp_auth_jwks_fetches_total",
 ];

@@ -64,6 +64,8 @@ async fn metrics_use_the_toolhive_names() {
         "toolhive_vmcp_list_changed_notifications_total",
         r#"toolhive_vmcp_partial_failures_total{backend="flaky"} 1"#,
         r#"toolhive_vmcp_backend_errors_total{backend="flaky",method="tools/list",category="http_status"}"#,
+        r#"toolhive_vmcp_auth_refusals_total{status="401"} 0"#,
+        r#"toolhive_vmcp_auth_jwks_fetches_total{outcome="failure"} 0"#,
     ] {
         assert!(text.contains(needle), "/metrics lacks {needle}\n{text}");
     }

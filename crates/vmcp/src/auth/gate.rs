@@ -105,6 +105,18 @@ impl Gate {
         !matches!(self.mcp, Rule::Open)
     }
 
+    /// Starts the auth counters at zero, so that their series exist before the first
+    /// refusal or fetch (a rate over a series that appears late misses its first step).
+    pub(crate) fn register_metrics() {
+        for status in ["401", "403", "503"] {
+            metrics::counter!("toolhive_vmcp_auth_refusals_total", "status" => status).increment(0);
+        }
+        for outcome in ["success", "failure"] {
+            metrics::counter!("toolhive_vmcp_auth_jwks_fetches_total", "outcome" => outcome)
+                .increment(0);
+        }
+    }
+
     /// Keeps the issuers' keys fresh until `stop` (one task per issuer).
     pub(crate) fn key_refreshers(
         &self,
@@ -207,6 +219,7 @@ impl Gate {
                 format!("tokens cannot be checked right now: {reason}"),
             ),
         };
+        metrics::counter!("toolhive_vmcp_auth_refusals_total", "status" => status.as_str().to_string()).increment(1);
         let mut r = Response::new(full(
             json!({"error": error, "error_description": description}).to_string(),
         ));

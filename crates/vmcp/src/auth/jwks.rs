@@ -114,6 +114,9 @@ impl Jwks {
                 .map_err(|e| format!("{url}: {e}"))
         }
         .await;
+        let outcome = if result.is_ok() { "success" } else { "failure" };
+        metrics::counter!("toolhive_vmcp_auth_jwks_fetches_total", "outcome" => outcome)
+            .increment(1);
         match &result {
             Ok(keys) => {
                 *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Some(keys.clone());
