@@ -36,12 +36,20 @@ impl StaticTokens {
         let mut found: Option<Arc<str>> = None;
         for (known, name) in &entries.0 {
             // Every entry is compared: the time taken does not depend on which matched.
+            #[cfg(test)]
+            COMPARED.with(|c| c.set(c.get() + 1));
             if bool::from(known.ct_eq(&digest)) {
                 found = Some(name.clone());
             }
         }
         found
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Digest comparisons made on this thread (tests).
+    static COMPARED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 fn parse(text: &str) -> Result<Arc<Entries>, String> {
@@ -105,6 +113,28 @@ mod tests {
         );
         for wrong in ["", "aaaaaaaaaaaaaaaaaaa", "aaaaaaaaaaaaaaaaaaaaa", "alice"] {
             assert_eq!(tokens.admit(wrong), None, "{wrong:?}");
+        }
+        let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
+    }
+
+    #[test]
+    fn every_listed_token_is_compared_whichever_matches_or_none() {
+        let lines: String = (0..50)
+            .map(|i| format!("n{i} token-number-{i:04}-abcdefgh\n"))
+            .collect();
+        let path = file("timing", &lines);
+        let tokens = StaticTokens::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        for (presented, expected) in [
+            ("token-number-0000-abcdefgh", Some("n0")),
+            ("token-number-0049-abcdefgh", Some("n49")),
+            ("token-number-0049-abcdefgX", None),
+            ("t", None),
+        ] {
+            COMPARED.with(|c| c.set(0));
+            assert_eq!(tokens.admit(presented).as_deref(), expected);
+            // No early exit: the first, the last, a near miss and a short guess all cost
+            // 50 comparisons of 32-byte digests (each in constant time, `subtle`).
+            assert_eq!(COMPARED.with(std::cell::Cell::get), 50, "{presented}");
         }
         let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
     }
