@@ -158,10 +158,10 @@ pub(crate) enum Rejection {
     Expired,
     /// `nbf` is in the future (beyond the clock skew).
     NotYetValid,
-    /// `iss` is not the configured issuer.
-    Issuer,
-    /// `aud` does not include the configured audience.
-    Audience,
+    /// `iss` is not the configured issuer (what it was, for the log: a signed claim).
+    Issuer(String),
+    /// `aud` does not include the configured audience (what it was).
+    Audience(String),
     /// A claim that must be present is not.
     MissingClaim(String),
     /// Valid, but without these required scopes (403, not 401).
@@ -189,10 +189,16 @@ impl fmt::Display for Rejection {
             Rejection::Signature => f.write_str("the token's signature does not verify"),
             Rejection::Expired => f.write_str("the token has expired"),
             Rejection::NotYetValid => f.write_str("the token is not valid yet (nbf)"),
-            Rejection::Issuer => f.write_str("the token's issuer (iss) is not the one configured"),
-            Rejection::Audience => {
-                f.write_str("the token's audience (aud) does not include this server")
+            Rejection::Issuer(found) => {
+                write!(
+                    f,
+                    "the token's issuer (iss) {found} is not the one configured"
+                )
             }
+            Rejection::Audience(found) => write!(
+                f,
+                "the token's audience (aud) {found} does not include this server's"
+            ),
             Rejection::MissingClaim(c) => write!(f, "the token has no {c} claim"),
             Rejection::InsufficientScope(s) => {
                 write!(f, "the token lacks the scope(s) {}", s.join(" "))
@@ -254,7 +260,7 @@ impl Rules {
             }
             match jsonwebtoken::decode::<Value>(token, &key.decoding, &validation) {
                 Ok(data) => return self.claims(&data.claims, now),
-                Err(e) => last = rejection(e.kind()),
+                Err(e) => last = rejection(e.kind(), token),
             }
         }
         Err(last)
@@ -339,12 +345,22 @@ fn scopes(claims: &Value) -> Vec<String> {
     out
 }
 
-fn rejection(kind: &jsonwebtoken::errors::ErrorKind) -> Rejection {
+fn rejection(kind: &jsonwebtoken::errors::ErrorKind, token: &str) -> Rejection {
     use jsonwebtoken::errors::ErrorKind as K;
+    // Claims are checked after the signature: an issuer or audience error comes from a
+    // token the issuer's key signed, so its claim is worth naming (it tells an operator
+    // what to configure). Shortened, in case it is long.
+    let claim = |name: &str| {
+        let claims = jsonwebtoken::dangerous::insecure_decode_claims::<Value>(token).ok();
+        let text = claims
+            .and_then(|c| c.get(name).cloned())
+            .map_or_else(|| "(none)".to_string(), |v| v.to_string());
+        text.chars().take(120).collect::<String>()
+    };
     match kind {
         K::InvalidSignature => Rejection::Signature,
-        K::InvalidIssuer => Rejection::Issuer,
-        K::InvalidAudience => Rejection::Audience,
+        K::InvalidIssuer => Rejection::Issuer(claim("iss")),
+        K::InvalidAudience => Rejection::Audience(claim("aud")),
         K::ExpiredSignature => Rejection::Expired,
         K::ImmatureSignature => Rejection::NotYetValid,
         K::MissingRequiredClaim(c) => Rejection::MissingClaim(c.clone()),
@@ -448,12 +464,12 @@ mod tests {
             (
                 "wrong issuer",
                 sign(with(|c| c["iss"] = json!("http://evil.example"))),
-                Rejection::Issuer,
+                Rejection::Issuer("\"http://evil.example\"".into()),
             ),
             (
                 "wrong audience",
                 sign(with(|c| c["aud"] = json!(["other"]))),
-                Rejection::Audience,
+                Rejection::Audience("[\"other\"]".into()),
             ),
             (
                 "no exp",
