@@ -154,6 +154,9 @@ pub struct McpClient {
     notifications: broadcast::Sender<Notification>,
     /// Sessions the server lost and this client replaced.
     replaced: AtomicU64,
+    /// Resources this client asked updates about on a 2026-07-28 server (kept across
+    /// reconnections).
+    watched: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 #[derive(Debug)]
@@ -187,6 +190,7 @@ impl McpClient {
             session: RwLock::new(session),
             notifications,
             replaced: AtomicU64::new(0),
+            watched: std::sync::Mutex::default(),
         })
     }
 
@@ -269,6 +273,60 @@ impl McpClient {
         self.session.read().await.transport.listen();
     }
 
+    /// Asks for `notifications/resources/updated` about `uri` (they arrive on
+    /// [`notifications`](Self::notifications)): `resources/subscribe` on a session (with
+    /// its GET stream opened), or on a 2026-07-28 server the URI joins the
+    /// `resourceSubscriptions` of the `subscriptions/listen` stream this client keeps
+    /// open.
+    pub async fn subscribe_resource(&self, uri: &str) -> Result<(), McpError> {
+        self.resource_interest(uri, true).await
+    }
+
+    /// Stops the updates [`subscribe_resource`](Self::subscribe_resource) asked for.
+    pub async fn unsubscribe_resource(&self, uri: &str) -> Result<(), McpError> {
+        self.resource_interest(uri, false).await
+    }
+
+    async fn resource_interest(&self, uri: &str, on: bool) -> Result<(), McpError> {
+        let (modern, _) = self.era().await;
+        if !modern {
+            let method = if on {
+                "resources/subscribe"
+            } else {
+                "resources/unsubscribe"
+            };
+            self.request(method, Some(json!({"uri": uri}))).await?;
+            if on {
+                self.listen().await;
+            }
+            return Ok(());
+        }
+        let uris = {
+            let mut watched = self
+                .watched
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let changed = if on {
+                watched.insert(uri.to_string())
+            } else {
+                watched.remove(uri)
+            };
+            if !changed {
+                return Ok(());
+            }
+            watched.clone()
+        };
+        self.session.read().await.transport.watch_resources(uris);
+        Ok(())
+    }
+
+    fn watched_now(&self) -> std::collections::BTreeSet<String> {
+        self.watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Like [`request`](Self::request) with a deadline of its own.
     pub async fn request_within(
         &self,
@@ -340,6 +398,10 @@ impl McpClient {
             epoch + 1,
         )
         .await?;
+        let watched = self.watched_now();
+        if fresh.info.is_modern() && !watched.is_empty() {
+            fresh.transport.watch_resources(watched);
+        }
         let old = std::mem::replace(&mut *session, fresh);
         self.replaced.fetch_add(1, Ordering::Relaxed);
         old.transport.close().await;

@@ -82,3 +82,37 @@ async fn auto_falls_back_to_the_handshake_and_modern_only_refuses_a_legacy_serve
     legacy.shutdown();
     modern.shutdown();
 }
+
+#[tokio::test]
+async fn resource_updates_are_asked_for_in_either_era_and_arrive_as_notifications() {
+    for (served, era) in [
+        (hale_testkit::Era::Modern, Era::Auto),
+        (hale_testkit::Era::Legacy, Era::Legacy),
+    ] {
+        let s = TestServer::start(server(served)).await.unwrap();
+        let client = McpClient::connect(&s.url(), options(era)).await.unwrap();
+        let mut notes = client.notifications();
+        // 2026-07-28: no resources/subscribe (the server would answer -32601); the URI
+        // joins the listen stream's resourceSubscriptions. Handshake: resources/subscribe.
+        client.subscribe_resource("test://watched").await.unwrap();
+        let update = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                let n = notes.recv().await.unwrap();
+                if n.method == "notifications/resources/updated" {
+                    return n;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no resources/updated from a {served:?} server"));
+        assert_eq!(update.params.unwrap()["uri"], "test://watched");
+        let subscribed = s.stats().by_method.get("resources/subscribe").copied();
+        match served {
+            hale_testkit::Era::Modern => assert_eq!(subscribed, None),
+            _ => assert_eq!(subscribed, Some(1)),
+        }
+        client.unsubscribe_resource("test://watched").await.unwrap();
+        client.close().await;
+        s.shutdown();
+    }
+}

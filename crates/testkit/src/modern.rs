@@ -288,10 +288,34 @@ fn listen(shared: &Arc<Shared>, id: Value, params: &Value) -> http::Response<Res
             honoured.insert(k.into(), Value::Bool(true));
         }
     }
+    // Resource subscriptions: each subscribed resource "changes" at once, as the
+    // handshake era's resources/subscribe does here.
+    let resources: Vec<Value> = params
+        .pointer("/notifications/resourceSubscriptions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !resources.is_empty() {
+        honoured.insert(
+            "resourceSubscriptions".into(),
+            Value::Array(resources.clone()),
+        );
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
         "params": {"_meta": {META_SUBSCRIPTION: id}, "notifications": honoured}});
     let _ = tx.send(body::sse_message(&ack));
+    if !resources.is_empty() {
+        let (tx, id) = (tx.clone(), id.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            for uri in resources {
+                let note = json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                    "params": {"uri": uri, "_meta": {META_SUBSCRIPTION: id}}});
+                let _ = tx.send(body::sse_message(&note));
+            }
+        });
+    }
     let mut notes = shared.subscribe_notifications();
     let tools = wants("toolsListChanged");
     tokio::spawn(async move {

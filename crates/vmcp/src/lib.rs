@@ -19,6 +19,7 @@ pub(crate) mod edge;
 mod http;
 pub mod monitor;
 mod request_metrics;
+mod resource_watch;
 mod route;
 pub mod server;
 mod status;

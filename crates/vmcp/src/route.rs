@@ -85,12 +85,30 @@ pub(crate) async fn handle(
         "resources/subscribe" | "resources/unsubscribe" => {
             let uri = str_param(&params, "uri")?;
             let route = resource_route(state, &uri).await?;
-            if method == "resources/subscribe"
-                && let (Some(session), Some(i)) = (&caller.session, state.index(&route.backend))
+            let subscribe = method == "resources/subscribe";
+            if let (Some(session), Some(i)) = (&caller.session, state.index(&route.backend))
                 && let Ok(client) = state.client_for(i, Some(session)).await
             {
-                // Updates arrive on the backend session's GET stream, opened now.
-                client.listen().await;
+                let (modern, own_session) = client.era().await;
+                if modern || !own_session {
+                    // No backend session of the caller's own (a 2026-07-28 backend has
+                    // no resources/subscribe: its listen stream carries the URIs): the
+                    // shared client asks for updates, and they are passed on to the
+                    // sessions that subscribed.
+                    if subscribe {
+                        state.resource_watch.add(&uri, session);
+                        client.subscribe_resource(&route.original).await
+                    } else {
+                        state.resource_watch.remove(&uri, session);
+                        Ok(())
+                    }
+                    .map_err(|e| unavailable(state, i, false, &e.to_string()))?;
+                    return Ok(json!({}));
+                }
+                if subscribe {
+                    // Updates arrive on the backend session's GET stream, opened now.
+                    client.listen().await;
+                }
             }
             let forwarded = with_name(params, "uri", &route.original);
             forward(state, caller, &route.backend, method, forwarded)

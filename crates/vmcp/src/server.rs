@@ -109,6 +109,8 @@ pub struct State {
     pub(crate) sessions: Sessions,
     /// Modern clients' `subscriptions/listen` streams.
     pub(crate) listeners: Listeners,
+    /// Legacy sessions subscribed to resources through a shared client.
+    pub(crate) resource_watch: crate::resource_watch::ResourceWatch,
     /// Changes made by any rebuild (the catalog task's or a request's) that clients have
     /// not been told about yet.
     unsent: Mutex<ListsChanged>,
@@ -186,6 +188,7 @@ impl State {
             owners: Mutex::new(HashMap::new()),
             sessions: Sessions::default(),
             listeners: Listeners::default(),
+            resource_watch: Default::default(),
             unsent: Mutex::new(ListsChanged::default()),
             changed: Arc::new(Notify::new()),
             first_round: Arc::new(FirstRound::default()),
@@ -223,15 +226,11 @@ impl State {
             let Some(i) = self.index(&route.backend) else {
                 continue;
             };
-            let _ = self
-                .call(
-                    i,
-                    None,
-                    "resources/subscribe",
-                    json!({"uri": route.original}),
-                    None,
-                )
-                .await;
+            // `resources/subscribe` on a handshake-era backend; on a 2026-07-28 one the
+            // URI joins the shared client's listen stream.
+            if let Ok(client) = self.client(i).await {
+                let _ = client.subscribe_resource(&route.original).await;
+            }
         }
     }
 
@@ -629,8 +628,9 @@ impl State {
     }
 
     /// Passes on a notification from a backend's shared session: resource updates to
-    /// the modern listeners of that URI (legacy clients subscribe through their own
-    /// backend sessions). Log messages there belong to no client and stay here.
+    /// the modern listeners of that URI and to the legacy sessions that subscribed
+    /// through it (those with a backend session of their own hear there). Log messages
+    /// there belong to no client and stay here.
     async fn relay(&self, backend: &str, note: hale_mcp::Notification) {
         if note.method == "notifications/resources/updated" {
             let params = note.params.unwrap_or_default();
@@ -638,6 +638,7 @@ impl State {
                 return;
             };
             self.listeners.resource_updated(uri, &params);
+            self.resource_watch.updated(uri, &params);
         } else {
             tracing::debug!(backend, method = %note.method, "a notification on the shared session; no client owns it");
         }

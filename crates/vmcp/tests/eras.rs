@@ -538,3 +538,72 @@ async fn a_2026_07_28_client_gets_log_lines_only_when_it_asks_for_them() {
     stop.cancel();
     server.shutdown();
 }
+
+#[tokio::test]
+async fn resource_updates_from_a_2026_07_28_only_backend_reach_legacy_and_modern_subscribers() {
+    let modern = TestServer::start(ServerConfig {
+        era: hale_testkit::Era::Modern,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let Started {
+        addr, stop, client, ..
+    } = start_with(&config(&modern, ""), None).await;
+    // A legacy client subscribes: the backend has no resources/subscribe; the vMCP asks
+    // its listen stream for the URI and passes the update to the session.
+    let listed = client.request("resources/list", None).await.unwrap();
+    assert!(listed.to_string().contains("test://watched-resource"), "{listed}");
+    let mut notes = client.notifications();
+    client
+        .request(
+            "resources/subscribe",
+            Some(json!({"uri": "test://watched-resource"})),
+        )
+        .await
+        .unwrap();
+    let update = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = notes.recv().await.unwrap();
+            if n.method == "notifications/resources/updated" {
+                return n;
+            }
+        }
+    })
+    .await
+    .expect("the legacy subscriber's update");
+    let params = update.params.unwrap();
+    assert_eq!(params["uri"], "test://watched-resource");
+    assert!(
+        params.get("_meta").is_none(),
+        "the backend's subscription id leaked: {params}"
+    );
+    assert_eq!(modern.stats().by_method.get("resources/subscribe"), None);
+
+    // A 2026-07-28 client's listen stream with another URI: the vMCP's stream to the
+    // backend is reopened with both, and the update comes tagged with the client's id.
+    let mut listen = Listen::open(
+        addr,
+        json!({"resourceSubscriptions": ["test://static-text"]}),
+    )
+    .await;
+    let ack = listen.next().await.unwrap();
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    let note = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let m = listen.next().await.unwrap();
+            if m["method"] == "notifications/resources/updated" {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the modern listener's update");
+    assert_eq!(note["params"]["uri"], "test://static-text");
+    assert_eq!(
+        note["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "sub-7"
+    );
+    stop.cancel();
+    modern.shutdown();
+}

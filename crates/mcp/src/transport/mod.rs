@@ -103,6 +103,15 @@ impl Transport {
         }
     }
 
+    /// 2026-07-28: the resource URIs to hear updates about on the listen stream
+    /// (streamable HTTP only), which is started if it is not running.
+    pub(crate) fn watch_resources(&self, uris: std::collections::BTreeSet<String>) {
+        if let Transport::Streamable(t) = self {
+            t.watch_resources(uris);
+            t.listen_now();
+        }
+    }
+
     /// Speaks 2026-07-28 with `meta` on every request (streamable HTTP only).
     pub(crate) fn modern(&self, meta: Option<Value>) -> bool {
         match self {

@@ -55,6 +55,10 @@ struct Shared {
     /// In the 2026-07-28 era: the `_meta` every request carries (no session).
     modern: RwLock<Option<Value>>,
     notifications: broadcast::Sender<Notification>,
+    /// 2026-07-28: the resource URIs the listen stream asks updates for; a change
+    /// reopens the stream with the new set.
+    resources: RwLock<std::collections::BTreeSet<String>>,
+    resources_changed: tokio::sync::Notify,
 }
 
 impl StreamableHttp {
@@ -74,6 +78,8 @@ impl StreamableHttp {
                 list_limit: std::sync::atomic::AtomicUsize::new(h::MAX_BODY),
                 modern: RwLock::new(None),
                 notifications,
+                resources: RwLock::new(std::collections::BTreeSet::new()),
+                resources_changed: tokio::sync::Notify::new(),
             }),
             stop: CancellationToken::new(),
             listening: std::sync::atomic::AtomicBool::new(false),
@@ -125,6 +131,13 @@ impl StreamableHttp {
 
     /// Speaks 2026-07-28 from now on, stamping `meta` on every request (`None`: the
     /// handshake era).
+    /// 2026-07-28: asks the listen stream for updates about exactly `uris` from now on
+    /// (the stream is reopened with them).
+    pub(crate) fn watch_resources(&self, uris: std::collections::BTreeSet<String>) {
+        *write(&self.shared.resources) = uris;
+        self.shared.resources_changed.notify_one();
+    }
+
     pub(crate) fn modern(&self, meta: Option<Value>) {
         let on = meta.is_some();
         *write(&self.shared.modern) = meta;
@@ -487,17 +500,23 @@ impl Shared {
         let mut n: u64 = 0;
         loop {
             n += 1;
+            let mut wanted = serde_json::json!({
+                "toolsListChanged": true,
+                "promptsListChanged": true,
+                "resourcesListChanged": true,
+            });
+            let resources: Vec<String> = read(&self.resources).iter().cloned().collect();
+            if !resources.is_empty() {
+                wanted["resourceSubscriptions"] = serde_json::json!(resources);
+            }
             let message = serde_json::json!({
                 "jsonrpc": "2.0",
                 "id": format!("hale-listen-{n}"),
                 "method": "subscriptions/listen",
-                "params": {"_meta": meta, "notifications": {
-                    "toolsListChanged": true,
-                    "promptsListChanged": true,
-                    "resourcesListChanged": true,
-                }},
+                "params": {"_meta": meta, "notifications": wanted},
             });
             let started = tokio::time::Instant::now();
+            let mut reopen = false;
             if let Ok(response) = self
                 .post_modern("subscriptions/listen", None, &message)
                 .await
@@ -507,7 +526,16 @@ impl Shared {
                 }
                 if response.status().is_success() && h::is_event_stream(response.headers()) {
                     let mut events = SseStream::new(response.into_body());
-                    while let Some(Ok(event)) = events.next().await {
+                    loop {
+                        let event = tokio::select! {
+                            event = events.next() => event,
+                            () = self.resources_changed.notified() => {
+                                // Other resources wanted: a new stream asks for them.
+                                reopen = true;
+                                break;
+                            }
+                        };
+                        let Some(Ok(event)) = event else { break };
                         let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
                             continue;
                         };
@@ -521,6 +549,9 @@ impl Shared {
                         }
                     }
                 }
+            }
+            if reopen {
+                continue;
             }
             // A stream that lasted a while was healthy: start the backoff afresh.
             if started.elapsed() > Duration::from_secs(30) {
