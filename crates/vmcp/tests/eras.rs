@@ -553,7 +553,10 @@ async fn resource_updates_from_a_2026_07_28_only_backend_reach_legacy_and_modern
     // A legacy client subscribes: the backend has no resources/subscribe; the vMCP asks
     // its listen stream for the URI and passes the update to the session.
     let listed = client.request("resources/list", None).await.unwrap();
-    assert!(listed.to_string().contains("test://watched-resource"), "{listed}");
+    assert!(
+        listed.to_string().contains("test://watched-resource"),
+        "{listed}"
+    );
     let mut notes = client.notifications();
     client
         .request(
