@@ -2,7 +2,9 @@
 //! `incomingAuth: oidc` against `hale-testkit issuer`, over a backend that wants its own
 //! bearer token (given to the vMCP in a token file). With a valid token the client lists
 //! and calls in every mode; without one it gets 401 and a challenge whose
-//! `resource_metadata` resolves to the RFC 9728 document; without the required scope, 403.
+//! `resource_metadata` resolves to the RFC 9728 document; without the required scope, 403;
+//! and with only client credentials, the SDK's own OAuth support finds the issuer through
+//! that document and gets its token (RFC 8707 `resource`) before calling.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -17,7 +19,6 @@ use crate::Tally;
 use crate::eras::{Paths, report_steps};
 use crate::interop::{spawn, spawn_hale};
 
-const AUDIENCE: &str = "hale-interop";
 const BACKEND_TOKEN: &str = "interop-backend-token-0123456789";
 
 /// Runs the checks; returns the failures, one line each.
@@ -45,11 +46,17 @@ pub(crate) fn run(p: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, Strin
     let token_file = p.dir.join("backend-token");
     fs::write(&token_file, BACKEND_TOKEN)
         .map_err(|e| format!("writing {}: {e}", token_file.display()))?;
+    // The audience is the vMCP's own URL (RFC 8707: what a client asks its token for).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port: {e}"))?;
+    let audience = format!("http://127.0.0.1:{port}/mcp");
     let config = p.dir.join("vmcp-auth.yaml");
     fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:0\nincomingAuth: {{type: oidc, issuer: \"{}\", audience: {AUDIENCE}, requiredScopes: [mcp:call]}}\nbackends:\n  - name: kit\n    url: \"{}\"\n    auth: {{type: bearer, tokenFile: \"{}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [kit]}}\n",
+            "listen: 127.0.0.1:{port}\nincomingAuth: {{type: oidc, issuer: \"{}\", audience: \"{audience}\", requiredScopes: [mcp:call]}}\nbackends:\n  - name: kit\n    url: \"{}\"\n    auth: {{type: bearer, tokenFile: \"{}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [kit]}}\n",
             issuer.url,
             backend.url,
             token_file.display()
@@ -64,8 +71,8 @@ pub(crate) fn run(p: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, Strin
     thread::sleep(Duration::from_millis(800));
 
     let authority = issuer.url.trim_start_matches("http://").to_string();
-    let good = mint(&authority, "mcp:call")?;
-    let no_scope = mint(&authority, "mcp:read")?;
+    let good = mint(&authority, &audience, "mcp:call")?;
+    let no_scope = mint(&authority, &audience, "mcp:read")?;
     let mut steps = Vec::new();
     for mode in ["auto", "2026-07-28", "legacy"] {
         let out = client(p, &vmcp.url, mode, &good)?;
@@ -101,6 +108,29 @@ pub(crate) fn run(p: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, Strin
                 .is_some_and(|c| c.contains("insufficient_scope")),
         format!("status {} challenge {}", out["status"], out["challenge"]),
     ));
+    // The SDK finds its own token: the 401's resource_metadata, the issuer's metadata,
+    // the client credentials grant for this resource, then the calls.
+    for mode in ["auto", "2026-07-28", "legacy"] {
+        let output = Command::new(p.python)
+            .arg(p.root.join("xtask/interop/python_oauth.py"))
+            .args([
+                vmcp.url.as_str(),
+                issuer.url.as_str(),
+                "hale-test-client",
+                "hale-test-secret",
+                "mcp:call",
+                mode,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running python_oauth.py: {e}"))?;
+        let out: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        steps.push((
+            format!("OAuth discovery and client credentials by the SDK, mode {mode}: lists and calls echo"),
+            out["call"] == "found its own token",
+            format!("call {} error {}", out["call"], out["error"]),
+        ));
+    }
     let out = client(p, &vmcp.url, "auto", "not-a-token")?;
     steps.push((
         "malformed token: 401 invalid_token".into(),
@@ -115,11 +145,11 @@ pub(crate) fn run(p: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, Strin
     Ok(failures)
 }
 
-/// A token from the test issuer for `sub=python` with `scope`.
-fn mint(authority: &str, scope: &str) -> Result<String, String> {
+/// A token from the test issuer for `sub=python`, `aud`, with `scope`.
+fn mint(authority: &str, aud: &str, scope: &str) -> Result<String, String> {
     let mut s = TcpStream::connect(authority).map_err(|e| format!("test issuer: {e}"))?;
     let request = format!(
-        "GET /token?sub=python&aud={AUDIENCE}&scope={scope} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        "GET /token?sub=python&aud={aud}&scope={scope} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
     );
     s.write_all(request.as_bytes())
         .map_err(|e| format!("test issuer: {e}"))?;

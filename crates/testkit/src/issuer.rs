@@ -23,6 +23,7 @@
 //! | `GET /jwks` | the published keys (counted) |
 //! | `GET /token?sub=S&aud=A&scope=X+Y[&kid=K][&ttl=SECONDS]` | a signed token (test use only) |
 //! | `POST /publish?kids=a,b` | publish these keys from now on |
+//! | `POST /oauth/token` (client credentials, RFC 8707 `resource`) | `{access_token, …}` for the test client |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -103,6 +104,11 @@ impl TestIssuer {
         .await
     }
 
+    /// The one OAuth client the test issuer knows (client credentials grant).
+    pub const TEST_CLIENT_ID: &'static str = "hale-test-client";
+    /// Its secret.
+    pub const TEST_CLIENT_SECRET: &'static str = "hale-test-secret";
+
     /// The CA that signed [`TestIssuer::start_tls`]'s certificate (PEM).
     pub const TEST_CA_PEM: &'static str = include_str!("../keys/tls-ca.pem");
 
@@ -134,7 +140,7 @@ impl TestIssuer {
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let issuer = issuer.clone();
-                        async move { Ok::<_, Infallible>(issuer.handle(&req)) }
+                        async move { Ok::<_, Infallible>(issuer.handle(req).await) }
                     });
                     let http = http1::Builder::new();
                     // Shutting down cuts open keep-alive connections too.
@@ -229,7 +235,71 @@ impl TestIssuer {
         self.0.stop.cancel();
     }
 
-    fn handle(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
+    async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        if req.method() == Method::POST && req.uri().path() == "/oauth/token" {
+            let (parts, body) = req.into_parts();
+            let body = http_body_util::BodyExt::collect(body)
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return self.client_credentials(&parts.headers, &String::from_utf8_lossy(&body));
+        }
+        self.answer(&req)
+    }
+
+    /// RFC 6749 §4.4 for the test client (`TEST_CLIENT_ID` / `TEST_CLIENT_SECRET`, basic
+    /// or post): a token for `sub` = the client id, `aud` = the RFC 8707 `resource` asked
+    /// for (else `hale-vmcp`), with the scope asked for.
+    fn client_credentials(&self, headers: &http::HeaderMap, form: &str) -> Response<ResponseBody> {
+        let field = |name: &str| {
+            form.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k == name).then(|| percent_decode(v))
+            })
+        };
+        let basic = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.decode(b).ok()
+            })
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|pair| {
+                let (id, secret) = pair.split_once(':')?;
+                Some((percent_decode(id), percent_decode(secret)))
+            });
+        let (id, secret) = basic
+            .or_else(|| Some((field("client_id")?, field("client_secret")?)))
+            .unwrap_or_default();
+        if field("grant_type").as_deref() != Some("client_credentials") {
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "unsupported_grant_type"}),
+            );
+        }
+        if id != Self::TEST_CLIENT_ID || secret != Self::TEST_CLIENT_SECRET {
+            return json_reply(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "invalid_client"}),
+            );
+        }
+        let now = now();
+        let scope = field("scope").unwrap_or_default();
+        let claims = json!({
+            "iss": self.issuer(), "sub": id,
+            "aud": field("resource").unwrap_or_else(|| "hale-vmcp".into()),
+            "scope": scope, "iat": now, "exp": now + 3600,
+        });
+        json_reply(
+            StatusCode::OK,
+            &json!({"access_token": Self::sign("a", &claims), "token_type": "Bearer",
+                    "expires_in": 3600, "scope": scope}),
+        )
+    }
+
+    fn answer(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
         let query = req.uri().query().unwrap_or_default();
         let param = |name: &str| {
             query.split('&').find_map(|kv| {
@@ -243,7 +313,15 @@ impl TestIssuer {
                 "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server",
             ) => json_reply(
                 StatusCode::OK,
-                &json!({"issuer": self.issuer(), "jwks_uri": self.jwks_url(), "response_types_supported": ["code"]}),
+                &json!({
+                    "issuer": self.issuer(), "jwks_uri": self.jwks_url(),
+                    "token_endpoint": format!("{}/oauth/token", self.issuer()),
+                    // RFC 8414 requires one; this test issuer has no user to send there.
+                    "authorization_endpoint": format!("{}/oauth/authorize", self.issuer()),
+                    "grant_types_supported": ["client_credentials"],
+                    "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+                    "response_types_supported": ["code"],
+                }),
             ),
             (Method::GET, "/jwks") => {
                 self.0.jwks_fetches.fetch_add(1, Ordering::SeqCst);
@@ -293,6 +371,29 @@ fn encoding_key(alg: Algorithm, pem: &str) -> Option<EncodingKey> {
         Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()).ok(),
         _ => EncodingKey::from_ec_pem(pem.as_bytes()).ok(),
     }
+}
+
+/// `application/x-www-form-urlencoded` value decoding (`+` and `%XX`).
+fn percent_decode(text: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| Some(hex(bytes[i + 1])? * 16 + hex(bytes[i + 2])?))
+            .flatten();
+        match (bytes[i], escaped) {
+            (b'%', Some(b)) => {
+                out.push(b as u8);
+                i += 2;
+            }
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn now() -> u64 {
