@@ -17,6 +17,16 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const V: &str = "2026-07-28";
 
+/// A hale-testkit backend that speaks 2026-07-28 only.
+async fn modern_only() -> TestServer {
+    TestServer::start(ServerConfig {
+        era: hale_testkit::Era::Modern,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
 fn config(server: &TestServer, extra: &str) -> String {
     format!(
         "listen: 127.0.0.1:0\nbackends:\n  - {{name: t, url: \"{}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [t]}}\noperational:\n  failureHandling: {{healthCheckInterval: 300ms, healthCheckTimeout: 200ms, unhealthyThreshold: 2}}\n{extra}",
@@ -403,12 +413,7 @@ async fn a_client_that_goes_away_cancels_its_call() {
 
 #[tokio::test]
 async fn a_legacy_client_lists_and_calls_a_2026_07_28_only_backend() {
-    let modern = TestServer::start(ServerConfig {
-        era: hale_testkit::Era::Modern,
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
+    let modern = modern_only().await;
     let Started {
         addr, stop, client, ..
     } = start_with(&config(&modern, ""), None).await;
@@ -437,12 +442,7 @@ async fn a_legacy_client_lists_and_calls_a_2026_07_28_only_backend() {
 
 #[tokio::test]
 async fn a_2026_07_28_backends_list_change_reaches_legacy_clients_through_its_listen_stream() {
-    let modern = TestServer::start(ServerConfig {
-        era: hale_testkit::Era::Modern,
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
+    let modern = modern_only().await;
     let Started { stop, client, .. } = start_with(&config(&modern, ""), None).await;
     let mut notes = client.notifications();
     assert!(
@@ -541,12 +541,7 @@ async fn a_2026_07_28_client_gets_log_lines_only_when_it_asks_for_them() {
 
 #[tokio::test]
 async fn resource_updates_from_a_2026_07_28_only_backend_reach_legacy_and_modern_subscribers() {
-    let modern = TestServer::start(ServerConfig {
-        era: hale_testkit::Era::Modern,
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
+    let modern = modern_only().await;
     let Started {
         addr, stop, client, ..
     } = start_with(&config(&modern, ""), None).await;
@@ -565,16 +560,7 @@ async fn resource_updates_from_a_2026_07_28_only_backend_reach_legacy_and_modern
         )
         .await
         .unwrap();
-    let update = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let n = notes.recv().await.unwrap();
-            if n.method == "notifications/resources/updated" {
-                return n;
-            }
-        }
-    })
-    .await
-    .expect("the legacy subscriber's update");
+    let update = next_notification(&mut notes, "notifications/resources/updated").await;
     let params = update.params.unwrap();
     assert_eq!(params["uri"], "test://watched-resource");
     assert!(

@@ -32,6 +32,23 @@ pub(crate) async fn tools_changed(
     .expect("notifications/tools/list_changed");
 }
 
+/// The next notification with `method` (others skipped), within 5 s.
+pub(crate) async fn next_notification(
+    notes: &mut tokio::sync::broadcast::Receiver<hale_mcp::Notification>,
+    method: &str,
+) -> hale_mcp::Notification {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = notes.recv().await.unwrap();
+            if n.method == method {
+                return n;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {method} within 5 s"))
+}
+
 /// Follows `tools/list_changed` notifications until the tool names pass `test` (a list
 /// that fails meanwhile, as `fail` mode may while a backend is dying, is skipped).
 pub(crate) async fn tools_changed_until(
