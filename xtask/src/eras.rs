@@ -30,6 +30,7 @@ pub(crate) fn run(p: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, Strin
     modes(p, tally, &mut failures)?;
     listen(p, tally, &mut failures)?;
     sessions(p, tally, &mut failures)?;
+    elicitation(p, tally, &mut failures)?;
     conformance_2026(p, tally, &mut failures)?;
     Ok(failures)
 }
@@ -425,6 +426,46 @@ fn sessions(p: &Paths<'_>, tally: &mut Tally, failures: &mut Vec<String>) -> Res
             ));
         }
     }
+    Ok(())
+}
+
+/// A handshake-era backend asks the client (elicitation/create) mid-call: the Python SDK
+/// 2.x client answers in every mode through hale vmcp; in 2026-07-28 the vMCP turns the
+/// request into an `input_required` round.
+fn elicitation(p: &Paths<'_>, tally: &mut Tally, failures: &mut Vec<String>) -> Result<(), String> {
+    println!(
+        "\n== a handshake-era backend's elicitation, answered by the Python SDK 2.x client in each mode through hale vmcp"
+    );
+    let bin = p.bin.to_path_buf();
+    let legacy = spawn(
+        &|port| {
+            let mut c = crate::interop::testkit(&bin, port, "streamable-http");
+            c.args(["--era", "legacy"]);
+            c
+        },
+        "/mcp",
+    )?;
+    let vmcp = vmcp_over(p, "vmcp-elicitation.yaml", "legacy", &legacy.url)?;
+    let mut steps = Vec::new();
+    for mode in ["2026-07-28", "auto", "legacy"] {
+        let output = python(p, "python_elicit.py")
+            .args([vmcp.url.as_str(), mode, "test_elicitation"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running python_elicit.py: {e}"))?;
+        let out: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        let passed =
+            out["asked"] == "Your name?" && out["call"].as_str().is_some_and(|t| t.contains("Ada"));
+        steps.push((
+            format!("mode {mode}: the callback is asked and the call completes with its answer"),
+            passed,
+            format!(
+                "asked {} call {} error {}",
+                out["asked"], out["call"], out["error"]
+            ),
+        ));
+    }
+    report_steps("elicitation", steps, tally, failures);
     Ok(())
 }
 

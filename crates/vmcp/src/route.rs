@@ -28,6 +28,9 @@ pub(crate) struct Caller {
     /// `Some(Some(level))` those at or above `level` (a 2026-07-28 client opts in per
     /// request with `_meta["io.modelcontextprotocol/logLevel"]`).
     pub(crate) log_level: Option<Option<u8>>,
+    /// A 2026-07-28 caller's call run by [`crate::bridge`]: the backend's requests go
+    /// there, to become `input_required` rounds.
+    pub(crate) asks: Option<tokio::sync::mpsc::UnboundedSender<crate::bridge::Ask>>,
 }
 
 /// A log level's rank (RFC 5424 order, as MCP uses it); unknown levels rank highest.
@@ -288,7 +291,19 @@ async fn set_level(caller: &Caller, params: Value) -> Result<Value, RpcError> {
 
 /// Sends a request to `backend` for `caller`, through its breaker, ending at once if the
 /// backend is withdrawn meanwhile.
-async fn forward(
+/// [`forward`] as a boxed future that owns what it needs (for a task of its own: the
+/// bridge runs calls so, and a boxed future breaks the cycle forward → bridge → forward).
+pub(crate) fn forward_owned(
+    state: Arc<State>,
+    caller: Caller,
+    backend: String,
+    method: String,
+    params: Value,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>> {
+    Box::pin(async move { forward(&state, &caller, &backend, &method, params).await })
+}
+
+pub(crate) async fn forward(
     state: &Arc<State>,
     caller: &Caller,
     backend: &str,
@@ -298,6 +313,15 @@ async fn forward(
     let Some(i) = state.index(backend) else {
         return Err(RpcError::new(-32602, format!("unknown backend {backend}")));
     };
+    // A 2026-07-28 client's call to a handshake-era backend, which may ask the client
+    // for input mid-call: run as input_required rounds.
+    if caller.session.is_none()
+        && caller.asks.is_none()
+        && matches!(method, "tools/call" | "prompts/get")
+        && (crate::bridge::is_retry(&params) || state.speaks_handshake(i).await)
+    {
+        return crate::bridge::call(state, caller, backend, method, params).await;
+    }
     let b = &state.backends[i];
     // Health from the cache; the breaker itself refuses (lock-free while closed).
     let health = b.health();
@@ -405,6 +429,33 @@ fn hooks(
             }) as hale_mcp::ServerRequestFuture
         }) as hale_mcp::ServerRequestHandler
     });
+    let requests = requests.or_else(|| {
+        // A 2026-07-28 client's bridged call: the request becomes an input_required round.
+        let asks = caller.asks.clone()?;
+        Some(Arc::new(move |request: ServerRequest| {
+            let asks = asks.clone();
+            Box::pin(async move {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let ask = crate::bridge::Ask {
+                    method: request.method,
+                    params: request.params.unwrap_or_else(|| json!({})),
+                    reply,
+                };
+                if asks.send(ask).is_err() {
+                    return Err(ServerRequestError {
+                        code: -32603,
+                        message: "the client's call is gone".into(),
+                    });
+                }
+                answer.await.unwrap_or_else(|_| {
+                    Err(ServerRequestError {
+                        code: -32603,
+                        message: "the client did not answer".into(),
+                    })
+                })
+            }) as hale_mcp::ServerRequestFuture
+        }) as hale_mcp::ServerRequestHandler)
+    });
     CallHooks {
         requests: requests.or_else(|| {
             // A modern client has no stream for our requests: decline clearly.
@@ -413,7 +464,7 @@ fn hooks(
                     Err(ServerRequestError {
                         code: -32601,
                         message: format!(
-                            "{} cannot be relayed to a 2026-07-28 client by hale yet (it would need an input_required result)",
+                            "{} cannot be relayed to a 2026-07-28 client here (only during tools/call and prompts/get, as input_required rounds)",
                             request.method
                         ),
                     })

@@ -111,6 +111,8 @@ pub struct State {
     pub(crate) listeners: Listeners,
     /// Legacy sessions subscribed to resources through a shared client.
     pub(crate) resource_watch: crate::resource_watch::ResourceWatch,
+    /// 2026-07-28 clients' calls to handshake-era backends waiting for their next round.
+    pub(crate) bridge: crate::bridge::Bridge,
     /// Changes made by any rebuild (the catalog task's or a request's) that clients have
     /// not been told about yet.
     unsent: Mutex<ListsChanged>,
@@ -189,6 +191,7 @@ impl State {
             sessions: Sessions::default(),
             listeners: Listeners::default(),
             resource_watch: Default::default(),
+            bridge: Default::default(),
             unsent: Mutex::new(ListsChanged::default()),
             changed: Arc::new(Notify::new()),
             first_round: Arc::new(FirstRound::default()),
@@ -312,6 +315,19 @@ impl State {
         });
         *cell.write().unwrap_or_else(PoisonError::into_inner) = Some(client.clone());
         Ok(client)
+    }
+
+    /// 2026-07-28 calls parked between `input_required` rounds (for tests and status).
+    pub fn bridge_waiting(&self) -> usize {
+        self.bridge.len()
+    }
+
+    /// True if backend `i` speaks the handshake era (it may send requests mid-call).
+    pub(crate) async fn speaks_handshake(self: &Arc<Self>, i: usize) -> bool {
+        match self.client(i).await {
+            Ok(client) => !client.era().await.0,
+            Err(_) => false,
+        }
     }
 
     /// The client that carries `session`'s requests to backend `i`: the session's own

@@ -70,6 +70,7 @@ pub(crate) fn status(state: &State) -> Value {
         "message": message,
         "clientSessions": state.sessions.len(),
         "listeners": state.listeners.len(),
+        "callsWaitingForInput": state.bridge_waiting(),
         "incomingAuth": state.config.incoming_auth.as_ref().map_or("none (loopback only)", |a| a.kind()),
         "backends": backends,
     })

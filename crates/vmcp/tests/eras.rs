@@ -596,3 +596,76 @@ async fn resource_updates_from_a_2026_07_28_only_backend_reach_legacy_and_modern
     stop.cancel();
     modern.shutdown();
 }
+
+/// A modern `tools/call` of `name` with `extra` params and these client capabilities; the
+/// answer (the last message if it came as an SSE stream).
+async fn modern_call(addr: SocketAddr, name: &str, extra: Value, capabilities: Value) -> Value {
+    let mut params = json!({"name": name, "arguments": {"message": "Your name?"}});
+    if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    let (headers, mut body) = modern("tools/call", params);
+    body["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = capabilities;
+    let (_, _, text) = post(addr, &headers, &body.to_string()).await;
+    let last = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or(&text)
+        .to_string();
+    serde_json::from_str(&last).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_legacy_backends_elicitation_reaches_a_2026_07_28_client_as_input_required() {
+    // hale-testkit's test_elicitation asks its caller (elicitation/create) mid-call, as a
+    // handshake-era server does.
+    let legacy = TestServer::start(ServerConfig::default()).await.unwrap();
+    let Started {
+        addr, stop, state, ..
+    } = start_with(&config(&legacy, ""), None).await;
+    let caps = json!({"elicitation": {}});
+    let first = modern_call(addr, "test_elicitation", json!({}), caps.clone()).await;
+    let result = &first["result"];
+    assert_eq!(result["resultType"], "input_required", "{first}");
+    let requests = result["inputRequests"].as_object().unwrap();
+    assert_eq!(requests.len(), 1, "{first}");
+    let (key, request) = requests.iter().next().unwrap();
+    assert_eq!(request["method"], "elicitation/create");
+    assert_eq!(request["params"]["message"], "Your name?");
+    let token = result["requestState"].as_str().unwrap().to_string();
+
+    // The retry with the answer: the backend gets it and finishes the call.
+    let answer = json!({"action": "accept", "content": {"name": "Ada"}});
+    let retry = json!({"inputResponses": {key.clone(): answer}, "requestState": token});
+    let done = modern_call(addr, "test_elicitation", retry.clone(), caps.clone()).await;
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    let text = done["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.contains("action=accept") && text.contains("Ada"),
+        "{done}"
+    );
+
+    // The state was used up: the same retry again is refused, as is a forged one.
+    let again = modern_call(addr, "test_elicitation", retry, caps).await;
+    assert_eq!(again["error"]["code"], -32602, "{again}");
+    assert_eq!(state.bridge_waiting(), 0, "a finished call still parked");
+
+    // A client that did not declare elicitation: the backend is told at once.
+    let undeclared = modern_call(addr, "test_elicitation", json!({}), json!({})).await;
+    assert_eq!(
+        undeclared["result"]["resultType"], "complete",
+        "{undeclared}"
+    );
+    assert_eq!(undeclared["result"]["isError"], true, "{undeclared}");
+    assert!(
+        undeclared
+            .to_string()
+            .contains("did not declare the elicitation capability"),
+        "{undeclared}"
+    );
+    stop.cancel();
+    legacy.shutdown();
+}

@@ -240,6 +240,7 @@ impl Edge {
             session: Some(session),
             interim: tx,
             log_level: None,
+            asks: None,
         };
         let state = self.state.clone();
         let work: call::Work = Box::pin(async move {
@@ -297,6 +298,7 @@ impl Edge {
             session: None,
             interim: tx,
             log_level: Some(log_level),
+            asks: None,
         };
         let state = self.state.clone();
         let list = method.ends_with("/list");
