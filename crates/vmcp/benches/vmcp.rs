@@ -99,6 +99,7 @@ fn main() {
                 "calls",
                 "edge",
                 "auth",
+                "eras",
                 "sessions",
                 "breaker",
                 "detection",
@@ -119,6 +120,9 @@ fn main() {
         // The test issuer serves its keys from this process's runtime.
         let issuer = rt.block_on(hale_testkit::TestIssuer::start()).unwrap();
         auth(&url, &issuer);
+    }
+    if wanted("eras") {
+        eras(&url);
     }
     if wanted("sessions") {
         rt.block_on(sessions());
@@ -284,9 +288,24 @@ fn generate_as(
     concurrency: usize,
     token: Option<&str>,
 ) -> load_generator::Figures {
+    generate_with(url, tool, sessions, concurrency, token, false)
+}
+
+/// [`generate_as`], as a 2026-07-28 client when `modern`.
+fn generate_with(
+    url: &str,
+    tool: &str,
+    sessions: usize,
+    concurrency: usize,
+    token: Option<&str>,
+    modern: bool,
+) -> load_generator::Figures {
     let mut command = Command::new(std::env::current_exe().unwrap());
     if let Some(token) = token {
         command.env("HALE_BENCH_TOKEN", token);
+    }
+    if modern {
+        command.env("HALE_BENCH_MODERN", "1");
     }
     let out = command
         .env(ROLE, "load")
@@ -370,6 +389,41 @@ fn edge(backend: &str) {
         v.2[1] / p.2[1],
         v.2[2] / p.2[2],
     );
+}
+
+/// Both protocol eras through one vMCP over a handshake-era backend: legacy sessions,
+/// and 2026-07-28 clients (no session; each call is run as a possible `input_required`
+/// bridge, since a handshake-era backend may ask for input mid-call).
+fn eras(backend: &str) {
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: kit, url: \"{backend}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [kit]}}\n"
+    );
+    let (vmcp, addr) = spawn_vmcp(&yaml);
+    let url = format!("http://{addr}/mcp");
+    println!(
+        "\n## Both eras through hale vmcp over a handshake-era backend: tools/call echo, c=16, {SECONDS} s per cell (last of 2 interleaved rounds)\n"
+    );
+    println!("| client | calls/s | p50 ms | p99 ms | CPU per call |");
+    println!("|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    for _round in 0..2 {
+        rows.clear();
+        for (label, modern) in [
+            ("legacy, 16 sessions", false),
+            ("2026-07-28, no session", true),
+        ] {
+            let before = cpu_seconds(vmcp.0.id());
+            let f = generate_with(&url, "echo", 16, 16, None, modern);
+            let cpu = (cpu_seconds(vmcp.0.id()) - before) / f.calls as f64 * 1e6;
+            rows.push((label, f, cpu));
+        }
+    }
+    for (label, f, cpu) in &rows {
+        println!(
+            "| {label} | {:.0} | {:.3} | {:.3} | {cpu:.0} µs |",
+            f.rate, f.p50_ms, f.p99_ms
+        );
+    }
 }
 
 /// Issue "who may call": the request path with no authentication, with `oidc` (an ES256

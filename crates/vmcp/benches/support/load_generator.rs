@@ -45,6 +45,9 @@ struct Connection {
     path: String,
     /// `Bearer …` from `HALE_BENCH_TOKEN`, sent with every request when set.
     authorization: Option<String>,
+    /// `HALE_BENCH_MODERN`: speak 2026-07-28 (no session; the version and method
+    /// headers, `_meta` in the body).
+    modern: bool,
 }
 
 impl Connection {
@@ -66,6 +69,7 @@ impl Connection {
             authorization: std::env::var("HALE_BENCH_TOKEN")
                 .ok()
                 .map(|t| format!("Bearer {t}")),
+            modern: std::env::var_os("HALE_BENCH_MODERN").is_some(),
         }
     }
 
@@ -74,8 +78,15 @@ impl Connection {
         let mut request = hyper::Request::post(&self.path)
             .header("host", &self.authority)
             .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-06-18");
+            .header("accept", "application/json, text/event-stream");
+        request = if self.modern {
+            request
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", "echo")
+        } else {
+            request.header("mcp-protocol-version", "2025-06-18")
+        };
         if let Some(s) = session {
             request = request.header("mcp-session-id", s);
         }
@@ -95,6 +106,9 @@ impl Connection {
     }
 
     async fn initialize(&mut self) -> Option<String> {
+        if self.modern {
+            return None; // no session in 2026-07-28
+        }
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
             "clientInfo": {"name": "hale-bench", "version": "1"}}});
@@ -106,9 +120,13 @@ impl Connection {
 }
 
 fn call(id: u64, tool: &str) -> String {
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-           "params": {"name": tool, "arguments": {"text": "hi"}}})
-    .to_string()
+    let mut params = json!({"name": tool, "arguments": {"text": "hi"}});
+    if std::env::var_os("HALE_BENCH_MODERN").is_some() {
+        params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "hale-bench", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}});
+    }
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}).to_string()
 }
 
 fn percentiles(mut all: Vec<f64>) -> (f64, f64) {
