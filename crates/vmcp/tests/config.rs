@@ -300,6 +300,11 @@ fn each_auth_mistake_names_its_key_and_never_a_secret() {
             "incomingAuth.audience: type oidc needs audience",
         ),
         (
+            "an empty audience list",
+            "incomingAuth: {type: oidc, issuer: \"https://id.example\", audience: []}\n",
+            "incomingAuth.audience: expected the audience tokens must name (aud), or a list of them, got an empty one",
+        ),
+        (
             "oidc without issuer",
             "incomingAuth: {type: oidc, audience: x}\n",
             "incomingAuth.issuer: type oidc needs issuer",

@@ -42,8 +42,8 @@ impl IncomingAuth {
 pub struct OidcSettings {
     /// The issuer (`iss`), also where discovery starts.
     pub issuer: String,
-    /// The audience tokens must name (`aud`).
-    pub audience: String,
+    /// The audiences accepted: a token's `aud` must name one of them.
+    pub audience: Vec<String>,
     /// The JWKS; found through the issuer's discovery document when not given.
     pub jwks_url: Option<String>,
     /// Scopes every token must carry (else 403 `insufficient_scope`).
@@ -72,13 +72,21 @@ pub(crate) struct RawIncoming {
     #[serde(rename = "type")]
     kind: Spanned<String>,
     issuer: Option<Spanned<String>>,
-    audience: Option<Spanned<String>>,
+    audience: Option<Spanned<OneOrMany>>,
     jwks_url: Option<Spanned<String>>,
     required_scopes: Option<Spanned<Vec<String>>>,
     clock_skew: Option<Spanned<String>>,
     resource_url: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
     tokens_file: Option<Spanned<String>>,
+}
+
+/// A string, or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -166,10 +174,19 @@ pub(crate) fn incoming(
                 );
             };
             let issuer_url = url(c, &field("issuer"), &issuer)?;
-            let audience = match raw.audience {
-                Some(a) if !a.value.trim().is_empty() => a.value.trim().to_string(),
-                Some(a) => return c.error(&field("audience"), Some(a.referenced.line()), "expected the audience tokens must name (aud), got an empty string"),
-                None => return c.error(&field("audience"), line, "type oidc needs audience: what tokens for this server name in aud (often its URL)"),
+            let audience: Vec<String> = match raw.audience {
+                Some(a) => {
+                    let list = match a.value {
+                        OneOrMany::One(one) => vec![one],
+                        OneOrMany::Many(many) => many,
+                    };
+                    let list: Vec<String> = list.iter().map(|x| x.trim().to_string()).collect();
+                    if list.is_empty() || list.iter().any(String::is_empty) {
+                        return c.error(&field("audience"), Some(a.referenced.line()), "expected the audience tokens must name (aud), or a list of them, got an empty one");
+                    }
+                    list
+                }
+                None => return c.error(&field("audience"), line, "type oidc needs audience: what tokens for this server name in aud (often its URL), or a list of them"),
             };
             let jwks_url = match &raw.jwks_url {
                 None => None,

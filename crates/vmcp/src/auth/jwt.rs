@@ -125,7 +125,8 @@ impl KeySet {
 #[derive(Clone, Debug)]
 pub(crate) struct Rules {
     pub(crate) issuer: String,
-    pub(crate) audience: String,
+    /// Accepted audiences: `aud` must name one.
+    pub(crate) audience: Vec<String>,
     pub(crate) required_scopes: Vec<String>,
     /// Seconds of clock difference tolerated on `exp` and `nbf`.
     pub(crate) clock_skew: u64,
@@ -246,7 +247,7 @@ impl Rules {
         }
         let mut validation = Validation::new(alg);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
+        validation.set_audience(&self.audience);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         // Times are checked below, against the clock we are given.
         validation.validate_exp = false;
@@ -386,7 +387,7 @@ mod tests {
     fn rules(scopes: &[&str]) -> Rules {
         Rules {
             issuer: ISS.into(),
-            audience: "hale".into(),
+            audience: vec!["hale".into()],
             required_scopes: scopes.iter().map(|s| s.to_string()).collect(),
             clock_skew: 60,
         }
@@ -534,6 +535,26 @@ mod tests {
             r.verify(&sign(with(|c| c["exp"] = json!(NOW - 59))), &k, NOW)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn any_of_several_configured_audiences_is_accepted() {
+        let mut r = rules(&[]);
+        r.audience = vec!["api://hale".into(), "hale".into()];
+        let k = keys(&["a"]);
+        for aud in [
+            json!("hale"),
+            json!("api://hale"),
+            json!(["other", "api://hale"]),
+        ] {
+            let token = TestIssuer::sign("a", &with(|c| c["aud"] = aud.clone()));
+            assert!(r.verify(&token, &k, NOW).is_ok(), "{aud}");
+        }
+        let token = TestIssuer::sign("a", &with(|c| c["aud"] = json!("other")));
+        assert!(matches!(
+            r.verify(&token, &k, NOW),
+            Err(Rejection::Audience(_))
+        ));
     }
 
     #[test]
