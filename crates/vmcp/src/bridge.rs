@@ -57,6 +57,8 @@ struct Parked {
     outlet: Arc<Mutex<mpsc::UnboundedSender<Bytes>>>,
     /// What the client said it can do (`_meta` of its first request).
     capabilities: Value,
+    /// Who made the call: only they may go on with it.
+    owner: Option<Arc<str>>,
     next_key: u32,
     expires: Instant,
     _task: Aborting,
@@ -115,6 +117,7 @@ pub(crate) async fn call(
         interim: relay_tx,
         log_level: caller.log_level,
         asks: Some(asks_tx),
+        sub: caller.sub.clone(),
     };
     let (done_tx, done) = oneshot::channel();
     let call = route::forward_owned(
@@ -133,6 +136,7 @@ pub(crate) async fn call(
         waiting: HashMap::new(),
         outlet,
         capabilities,
+        owner: caller.sub.clone(),
         next_key: 0,
         expires: Instant::now() + within,
         _task: Aborting(task),
@@ -151,12 +155,18 @@ async fn resume(
         .get("requestState")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let parked = state
-        .bridge
-        .parked
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(token);
+    let parked = {
+        let mut map = state
+            .bridge
+            .parked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Another caller's state is answered as an unknown one (and stays parked).
+        match map.get(token) {
+            Some(p) if p.owner == caller.sub => map.remove(token),
+            _ => None,
+        }
+    };
     let Some(mut parked) = parked else {
         return Err(RpcError::new(
             -32602,

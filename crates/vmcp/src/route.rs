@@ -31,6 +31,8 @@ pub(crate) struct Caller {
     /// A 2026-07-28 caller's call run by [`crate::bridge`]: the backend's requests go
     /// there, to become `input_required` rounds.
     pub(crate) asks: Option<tokio::sync::mpsc::UnboundedSender<crate::bridge::Ask>>,
+    /// Who is asking (the token's `sub`), when the vMCP authenticates callers.
+    pub(crate) sub: Option<Arc<str>>,
 }
 
 /// A log level's rank (RFC 5424 order, as MCP uses it); unknown levels rank highest.

@@ -561,3 +561,70 @@ async fn a_non_loopback_listen_needs_incoming_auth_and_checks_host_everywhere() 
     let (_, stop) = serve(&format!("{bare}incomingAuth: {{type: anonymous}}\n")).await;
     stop.cancel();
 }
+
+/// A 2026-07-28 `tools/call` of `test_elicitation` by the holder of `token`, with
+/// `extra` params; the JSON-RPC answer.
+async fn modern_elicitation(addr: SocketAddr, token: &str, extra: Value) -> Value {
+    let mut params = json!({"name": "kit_test_elicitation", "arguments": {"message": "Name?"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+                  "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}});
+    if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    let body =
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": params}).to_string();
+    let bearer = format!("Bearer {token}");
+    let a = http(
+        addr,
+        "POST",
+        "/mcp",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "kit_test_elicitation"),
+        ],
+        &body,
+    )
+    .await;
+    let last = a
+        .body
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or(&a.body)
+        .to_string();
+    serde_json::from_str(&last).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_parked_input_required_call_goes_on_only_for_its_caller() {
+    let (issuer, _backend, addr, stop) = oidc_vmcp().await;
+    let alice = issuer.token("alice", AUD, &["mcp:call"]);
+    let mallory = issuer.token("mallory", AUD, &["mcp:call"]);
+    let bearer = format!("Bearer {alice}");
+    wait_for("the catalog", async || {
+        let s = http(addr, "GET", "/status", &[("Authorization", &bearer)], "").await;
+        s.json()["backends"][0]["tools"].as_u64() > Some(0)
+    })
+    .await;
+    let first = modern_elicitation(addr, &alice, json!({})).await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let key = first["result"]["inputRequests"]
+        .as_object()
+        .and_then(|m| m.keys().next().cloned())
+        .unwrap();
+    let state = first["result"]["requestState"].clone();
+    let retry = json!({"requestState": state,
+        "inputResponses": {key: {"action": "accept", "content": {"name": "Ada"}}}});
+    let stolen = modern_elicitation(addr, &mallory, retry.clone()).await;
+    assert_eq!(stolen["error"]["code"], -32602, "{stolen}");
+    let done = modern_elicitation(addr, &alice, retry).await;
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert!(done.to_string().contains("Ada"), "{done}");
+    stop.cancel();
+    issuer.shutdown();
+}

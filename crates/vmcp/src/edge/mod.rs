@@ -237,6 +237,7 @@ impl Edge {
             sub: session.owner.clone(),
         };
         let caller = Caller {
+            sub: session.owner.clone(),
             session: Some(session),
             interim: tx,
             log_level: None,
@@ -299,6 +300,7 @@ impl Edge {
             interim: tx,
             log_level: Some(log_level),
             asks: None,
+            sub: who.sub.clone(),
         };
         let state = self.state.clone();
         let list = method.ends_with("/list");
