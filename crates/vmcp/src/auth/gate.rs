@@ -93,9 +93,7 @@ impl Gate {
             issuer,
             scopes,
             name: config.name.clone(),
-            refusals: Mutex::new(hale_core::RateLimitedLog::new(
-                std::time::Duration::from_millis(100),
-            )),
+            refusals: Mutex::new(hale_core::RateLimitedLog::new(Duration::from_millis(100))),
         })
     }
 
@@ -258,7 +256,10 @@ impl Gate {
         if let Some(scope) = scope {
             parts.push(format!("scope=\"{}\"", quotable(&scope)));
         }
-        parts.push(format!("resource_metadata=\"{}\"", quotable(metadata)));
+        // The document exists only when /mcp authenticates (statusAuth alone has none).
+        if self.authenticates() {
+            parts.push(format!("resource_metadata=\"{}\"", quotable(metadata)));
+        }
         format!("Bearer {}", parts.join(", "))
     }
 
