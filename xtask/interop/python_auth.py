@@ -16,6 +16,7 @@ import re
 import sys
 
 import anyio
+from interop_common import failure
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -37,9 +38,7 @@ async def main(url, mode, token):
                 else:
                     out["call"] = text
     except BaseException as e:  # noqa: BLE001 - reported, judged by the caller
-        while isinstance(e, BaseExceptionGroup) and e.exceptions:
-            e = e.exceptions[0]
-        out["error"] = f"{type(e).__name__}: {e}"
+        out["error"] = failure(e)
 
     # What a client learns from a bare request: the status and the challenge, and the
     # RFC 9728 document the challenge points at.

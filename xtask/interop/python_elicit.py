@@ -13,6 +13,7 @@ import json
 import sys
 
 import anyio
+from interop_common import failure
 import mcp.types as types
 from mcp import Client
 
@@ -30,9 +31,7 @@ async def main(url, mode, tool):
             text = " ".join(getattr(c, "text", "") for c in result.content)
             out["error" if result.is_error else "call"] = text
     except BaseException as e:  # noqa: BLE001 - reported, judged by the caller
-        while isinstance(e, BaseExceptionGroup) and e.exceptions:
-            e = e.exceptions[0]
-        out["error"] = f"{type(e).__name__}: {e}"
+        out["error"] = failure(e)
     print(json.dumps(out), flush=True)
 
 

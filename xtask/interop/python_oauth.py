@@ -11,6 +11,7 @@ import json
 import sys
 
 import anyio
+from interop_common import failure
 from mcp import Client
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.streamable_http import streamable_http_client
@@ -50,9 +51,7 @@ async def main(url, issuer, client_id, secret, scope, mode):
                 text = " ".join(getattr(c, "text", "") for c in result.content)
                 out["error" if result.is_error else "call"] = text
     except BaseException as e:  # noqa: BLE001 - reported, judged by the caller
-        while isinstance(e, BaseExceptionGroup) and e.exceptions:
-            e = e.exceptions[0]
-        out["error"] = f"{type(e).__name__}: {e}"
+        out["error"] = failure(e)
     print(json.dumps(out), flush=True)
 
 
