@@ -628,3 +628,62 @@ async fn a_parked_input_required_call_goes_on_only_for_its_caller() {
     stop.cancel();
     issuer.shutdown();
 }
+
+#[tokio::test]
+async fn a_stream_ends_when_the_token_that_opened_it_expires() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let backend = TestServer::start(ServerConfig::default()).await.unwrap();
+    let yaml = oidc_yaml(&issuer, &backend).replace(
+        "  requiredScopes: [mcp:call]\n",
+        "  requiredScopes: [mcp:call]\n  clockSkew: 0s\n",
+    );
+    let (addr, stop) = serve(&yaml).await;
+    let claims = json!({"iss": issuer.issuer(), "aud": AUD, "sub": "alice", "scope": "mcp:call", "exp": now() + 2});
+    let token = TestIssuer::sign("a", &claims);
+    let body = json!({"jsonrpc": "2.0", "id": "sub-1", "method": "subscriptions/listen",
+        "params": {"notifications": {"toolsListChanged": true},
+                   "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                             "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+                             "io.modelcontextprotocol/clientCapabilities": {}}}})
+    .to_string();
+    let started = std::time::Instant::now();
+    let bearer = format!("Bearer {token}");
+    // `http` reads to the end of the stream: it returns when the vMCP ends it.
+    let a = tokio::time::timeout(
+        Duration::from_secs(15),
+        http(
+            addr,
+            "POST",
+            "/mcp",
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json"),
+                ("Accept", "application/json, text/event-stream"),
+                ("MCP-Protocol-Version", "2026-07-28"),
+                ("Mcp-Method", "subscriptions/listen"),
+            ],
+            &body,
+        ),
+    )
+    .await
+    .expect("the listen stream outlived its token");
+    assert_eq!(a.status, 200);
+    assert!(
+        a.body.contains("notifications/subscriptions/acknowledged"),
+        "{}",
+        a.body
+    );
+    assert!(
+        a.body.contains("\"id\":\"sub-1\""),
+        "no final result: {}",
+        a.body
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "ended before the token expired"
+    );
+    // The expired token is refused for anything new.
+    assert_eq!(initialize_with(addr, Some(&token)).await.status, 401);
+    stop.cancel();
+    issuer.shutdown();
+}

@@ -25,6 +25,9 @@ pub(crate) const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 pub(crate) struct Identity {
     /// The token's `sub` (oidc) or the token's name (static); `None` when anonymous.
     pub(crate) sub: Option<Arc<str>>,
+    /// When the token stops being valid (seconds since the epoch, clock skew included):
+    /// a stream opened with it ends then. `None`: never (anonymous, static tokens).
+    pub(crate) expires: Option<u64>,
 }
 
 /// Why a request was not admitted.
@@ -149,7 +152,10 @@ impl Gate {
         match rule {
             Rule::Open => Ok(Identity::default()),
             Rule::Static(tokens) => match tokens.admit(token) {
-                Some(name) => Ok(Identity { sub: Some(name) }),
+                Some(name) => Ok(Identity {
+                    sub: Some(name),
+                    expires: None,
+                }),
                 None => Err(Denied::Invalid(
                     "the token is not one of incomingAuth.tokensFile's".into(),
                 )),
@@ -323,8 +329,11 @@ impl Oidc {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let digest = verified::digest(token);
-        if let Some(sub) = self.verified.get(&digest, &keys, now) {
-            return Ok(Identity { sub });
+        if let Some((sub, until)) = self.verified.get(&digest, &keys, now) {
+            return Ok(Identity {
+                sub,
+                expires: Some(until),
+            });
         }
         let (verdict, keys) = match self.rules.verify(token, &keys, now) {
             Err(Rejection::UnknownKey(Some(kid))) => match self.jwks.refresh_for(&kid).await {
@@ -337,7 +346,10 @@ impl Oidc {
             Ok(v) => {
                 let until = v.exp.saturating_add(self.rules.clock_skew);
                 self.verified.put(digest, v.sub.clone(), until, keys, now);
-                Ok(Identity { sub: v.sub })
+                Ok(Identity {
+                    sub: v.sub,
+                    expires: Some(until),
+                })
             }
             Err(Rejection::InsufficientScope(missing)) => Err(Denied::Scope(missing)),
             Err(e) => Err(Denied::Invalid(e.to_string())),

@@ -270,7 +270,8 @@ impl Rules {
     /// Times, subject and scopes of claims whose signature, issuer and audience passed.
     fn claims(&self, claims: &Value, now: u64) -> Result<Verified, Rejection> {
         let exp = number(claims, "exp")?.ok_or(Rejection::MissingClaim("exp".into()))?;
-        if now > exp.saturating_add(self.clock_skew) {
+        // RFC 7519 §4.1.4: not accepted on or after `exp`.
+        if now >= exp.saturating_add(self.clock_skew) {
             return Err(Rejection::Expired);
         }
         if let Some(nbf) = number(claims, "nbf")?

@@ -23,7 +23,7 @@ pub(crate) struct VerifiedTokens {
 #[derive(Debug)]
 struct Entry {
     sub: Option<Arc<str>>,
-    /// Valid while `now` is at most this (the token's `exp` plus the clock skew).
+    /// Valid while `now` is before this (the token's `exp` plus the clock skew).
     until: u64,
     /// The key set that verified it.
     keys: Arc<KeySet>,
@@ -35,17 +35,17 @@ pub(crate) fn digest(token: &str) -> [u8; 32] {
 }
 
 impl VerifiedTokens {
-    /// The subject of a token verified before with `keys`, if it has not expired.
-    /// `Some(None)`: verified, without a `sub`.
+    /// The subject of a token verified before with `keys` (`None`: without a `sub`) and
+    /// until when it holds, if it has not expired.
     pub(crate) fn get(
         &self,
         digest: &[u8; 32],
         keys: &Arc<KeySet>,
         now: u64,
-    ) -> Option<Option<Arc<str>>> {
+    ) -> Option<(Option<Arc<str>>, u64)> {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         let e = entries.get(digest)?;
-        (now <= e.until && Arc::ptr_eq(&e.keys, keys)).then(|| e.sub.clone())
+        (now < e.until && Arc::ptr_eq(&e.keys, keys)).then(|| (e.sub.clone(), e.until))
     }
 
     /// Remembers a token `keys` verified, valid until `until`.
@@ -59,7 +59,7 @@ impl VerifiedTokens {
     ) {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, e| now <= e.until && Arc::ptr_eq(&e.keys, &keys));
+            entries.retain(|_, e| now < e.until && Arc::ptr_eq(&e.keys, &keys));
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
             }
@@ -94,8 +94,11 @@ mod tests {
         let d = digest("token");
         assert_eq!(cache.get(&d, &k1, 100), None);
         cache.put(d, Some(Arc::from("alice")), 200, k1.clone(), 100);
-        assert_eq!(cache.get(&d, &k1, 200), Some(Some(Arc::from("alice"))));
-        assert_eq!(cache.get(&d, &k1, 201), None, "expired");
+        assert_eq!(
+            cache.get(&d, &k1, 199),
+            Some((Some(Arc::from("alice")), 200))
+        );
+        assert_eq!(cache.get(&d, &k1, 200), None, "expired at exp");
         assert_eq!(cache.get(&d, &k2, 150), None, "new keys: check again");
         assert_eq!(cache.get(&digest("other"), &k1, 150), None);
     }

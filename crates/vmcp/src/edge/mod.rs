@@ -235,6 +235,7 @@ impl Edge {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let who = Identity {
             sub: session.owner.clone(),
+            expires: None,
         };
         let caller = Caller {
             sub: session.owner.clone(),
@@ -272,7 +273,7 @@ impl Edge {
             }
             "subscriptions/listen" => {
                 drop(hold); // a stream that lasts until the client leaves is not drained
-                return self.listen(id, &params);
+                return self.listen(id, &params, &who);
             }
             // Gone in 2026-07-28: liveness is any request; the level rides in `_meta`;
             // resource updates come through subscriptions/listen.
@@ -350,8 +351,9 @@ impl Edge {
 
     /// `subscriptions/listen`: the acknowledgement with the honoured subset first, then
     /// the notifications asked for, tagged with the subscription id.
-    fn listen(&self, id: Value, params: &Value) -> Response<Body> {
+    fn listen(&self, id: Value, params: &Value, who: &Identity) -> Response<Body> {
         let filter = modern::Filter::from_params(params);
+        let ends = self.stream_end(who);
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let registration = Listeners::add(&self.state, id.clone(), filter.clone(), tx);
         let ack = message::notification(
@@ -369,10 +371,30 @@ impl Edge {
         stream::NotificationStream::response(
             Some(ack),
             rx,
-            self.closing.clone(),
+            ends.clone(),
             Some(last),
-            Box::new(registration),
+            Box::new((registration, ends.drop_guard())),
         )
+    }
+
+    /// Ends a long-lived stream at shutdown, or when the token that opened it expires (a
+    /// stream never outlives its credentials: the client opens another with a fresh one).
+    fn stream_end(&self, who: &Identity) -> CancellationToken {
+        let ends = self.closing.child_token();
+        if let Some(expires) = who.expires {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let left = Duration::from_secs(expires.saturating_sub(now));
+            let end = ends.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = end.cancelled() => {}
+                    () = tokio::time::sleep(left) => end.cancel(),
+                }
+            });
+        }
+        ends
     }
 
     /// GET: a legacy session's stream for notifications and our requests.
@@ -398,7 +420,14 @@ impl Edge {
         }
         session.touch();
         let rx = session.open_stream();
-        stream::NotificationStream::response(None, rx, self.closing.clone(), None, Box::new(()))
+        let ends = self.stream_end(who);
+        stream::NotificationStream::response(
+            None,
+            rx,
+            ends.clone(),
+            None,
+            Box::new(ends.drop_guard()),
+        )
     }
 
     /// DELETE: the client ends its session, and with it its backend sessions.
