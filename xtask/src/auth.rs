@@ -4,7 +4,8 @@
 //! and calls in every mode; without one it gets 401 and a challenge whose
 //! `resource_metadata` resolves to the RFC 9728 document; without the required scope, 403;
 //! and with only client credentials, the SDK's own OAuth support finds the issuer through
-//! that document and gets its token (RFC 8707 `resource`) before calling.
+//! that document and gets its token (RFC 8707 `resource`) before calling. And outgoing:
+//! a Python SDK server that wants a bearer token is reached with `auth.tokenFile`.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -140,9 +141,96 @@ pub(crate) fn run(p: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, Strin
                 .is_some_and(|c| c.contains("invalid_token")),
         format!("status {} challenge {}", out["status"], out["challenge"]),
     ));
+    guarded_backend(p, &mut steps)?;
     let mut failures = Vec::new();
     report_steps("auth", steps, tally, &mut failures);
     Ok(failures)
+}
+
+const GUARDED_TOKEN: &str = "interop-guarded-token-0123456789";
+
+/// A third-party backend that wants a token (the Python SDK server's own bearer
+/// middleware): reachable with `auth.tokenFile`, `unauthenticated` without it.
+fn guarded_backend(p: &Paths<'_>, steps: &mut Vec<(String, bool, String)>) -> Result<(), String> {
+    let guarded = spawn(
+        &|port| {
+            let mut c = Command::new(p.python);
+            c.arg(p.root.join("xtask/interop/python_guarded.py"))
+                .args([port.to_string().as_str(), GUARDED_TOKEN]);
+            c
+        },
+        "/mcp",
+    )?;
+    let token_file = p.dir.join("guarded-token");
+    fs::write(&token_file, GUARDED_TOKEN)
+        .map_err(|e| format!("writing {}: {e}", token_file.display()))?;
+    let config = p.dir.join("vmcp-guarded.yaml");
+    fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nbackends:\n  - name: with\n    url: \"{url}\"\n    auth: {{type: bearer, tokenFile: \"{}\"}}\n  - {{name: without, url: \"{url}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [with, without]}}\noperational:\n  failureHandling: {{healthCheckInterval: 500ms, healthCheckTimeout: 300ms}}\n",
+            token_file.display(),
+            url = guarded.url,
+        ),
+    )
+    .map_err(|e| format!("writing {}: {e}", config.display()))?;
+    let vmcp = spawn_hale(
+        p.bin,
+        &["vmcp", "--config", &config.display().to_string()],
+        "mcp",
+    )?;
+    let base = vmcp
+        .url
+        .trim_end_matches("/mcp")
+        .trim_start_matches("http://")
+        .to_string();
+    // Until both backends have been checked (10 s at most).
+    let mut status = Value::Null;
+    for _ in 0..50 {
+        status = get_json(&base, "/status").unwrap_or(Value::Null);
+        let checked = |i: usize| {
+            status["backends"][i]["health"]
+                .as_str()
+                .is_some_and(|h| h != "unknown")
+        };
+        if checked(0) && checked(1) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let health = |i: usize| {
+        status["backends"][i]["health"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    };
+    steps.push((
+        "a Python SDK server wanting a token: healthy with auth.tokenFile, unauthenticated without"
+            .into(),
+        health(0) == "healthy" && health(1) == "unauthenticated",
+        format!("with: {}, without: {}", health(0), health(1)),
+    ));
+    let out = client(p, &vmcp.url, "auto", "-")?;
+    steps.push((
+        "the Python SDK client calls echo on it through hale vmcp".into(),
+        out["call"] == "with a token",
+        format!("call {} error {}", out["call"], out["error"]),
+    ));
+    Ok(())
+}
+
+/// `GET path` on `authority`, the body as JSON.
+fn get_json(authority: &str, path: &str) -> Result<Value, String> {
+    let mut s = TcpStream::connect(authority).map_err(|e| format!("{authority}: {e}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    serde_json::from_str(body).map_err(|e| format!("{path}: {e}"))
 }
 
 /// A token from the test issuer for `sub=python`, `aud`, with `scope`.

@@ -180,6 +180,7 @@ pub(crate) fn table(status: &Value, colour: bool) -> String {
             text(&b["tools"]),
             b["lastError"]["message"]
                 .as_str()
+                .or(b["reason"].as_str())
                 .unwrap_or("-")
                 .to_string(),
         ]);

@@ -183,9 +183,14 @@ impl Backend {
             (Some(hale_core::Override::Disabled), s) => format!("{} (disabled)", s.as_str()),
             (_, s) => s.as_str().to_string(),
         };
+        // An unauthenticated backend has no failure to show: say what it needs.
+        let reason = (t.state() == hale_core::HealthState::Unauthenticated).then_some(
+            "it answers 401/403 to hale's requests: check its headers and auth (tokenEnv, tokenFile) in the configuration",
+        );
         json!({
             "name": self.config.name,
             "url": redact(&self.config.url),
+            "reason": reason,
             "transport": self.config.transport.as_str(),
             "health": t.state().as_str(),
             "circuit": {

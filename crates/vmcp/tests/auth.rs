@@ -490,6 +490,13 @@ operational:
     })
     .await;
     let status = get_json(addr, "/status").await.1;
+    assert!(
+        status["backends"][1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("401/403")),
+        "{status}"
+    );
+    assert!(status["backends"][0]["reason"].is_null(), "{status}");
     let text = status.to_string();
     assert!(
         !text.contains("first-backend-token") && !text.contains("blue"),
