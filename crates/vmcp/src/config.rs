@@ -190,10 +190,11 @@ impl VmcpConfig {
             key: if path == "." {
                 String::new()
             } else {
-                path.clone()
+                // `Spanned` values add a `.value` step the file does not have.
+                path.strip_suffix(".value").unwrap_or(&path).to_string()
             },
             line: e.location().map(|l| l.line()),
-            message: first_line(&e.to_string()),
+            message: plain(&first_line(&e.to_string())),
         })?;
         check(file, raw)
     }
@@ -228,6 +229,22 @@ impl VmcpConfig {
             e.line = None;
             e
         })
+    }
+}
+
+/// The parser's words for a wrong shape, in the words of the file.
+fn plain(message: &str) -> String {
+    match message {
+        "expected mapping start" => {
+            "expected a mapping ({key: value, …} or one `key: value` per line)".into()
+        }
+        "expected sequence start" => {
+            "expected a list (such as [a, b] or one `- item` per line)".into()
+        }
+        m if m.starts_with("data did not match any variant of untagged enum OneOrMany") => {
+            "expected a string or a list of strings".into()
+        }
+        m => m.to_string(),
     }
 }
 

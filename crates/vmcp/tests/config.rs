@@ -300,6 +300,21 @@ fn each_auth_mistake_names_its_key_and_never_a_secret() {
             "incomingAuth.audience: type oidc needs audience",
         ),
         (
+            "incomingAuth as a bare word",
+            "incomingAuth: anonymous\n",
+            "vmcp.yaml:3: incomingAuth: expected a mapping ({key: value, …} or one `key: value` per line)",
+        ),
+        (
+            "scopes not a list",
+            "incomingAuth: {type: oidc, issuer: \"https://id.example\", audience: a, requiredScopes: mcp}\n",
+            "incomingAuth.requiredScopes: expected a list (such as [a, b] or one `- item` per line)",
+        ),
+        (
+            "an audience that is a mapping",
+            "incomingAuth: {type: oidc, issuer: \"https://id.example\", audience: {a: 1}}\n",
+            "incomingAuth.audience: expected a string or a list of strings",
+        ),
+        (
             "an empty audience list",
             "incomingAuth: {type: oidc, issuer: \"https://id.example\", audience: []}\n",
             "incomingAuth.audience: expected the audience tokens must name (aud), or a list of them, got an empty one",
