@@ -482,7 +482,11 @@ impl Front {
                 };
                 json_response(code, &json!({"ready": ready, "reason": reason}))
             }
-            (&Method::GET, "/status") => json_response(StatusCode::OK, &status::status(state)),
+            (&Method::GET, "/status") => {
+                let mut doc = status::status(state);
+                doc["auth"] = self.gate.describe();
+                json_response(StatusCode::OK, &doc)
+            }
             (&Method::GET, "/api/backends/health") => {
                 json_response(StatusCode::OK, &status::backends_health(state))
             }

@@ -274,6 +274,8 @@ async fn an_oidc_vmcp_serves_valid_tokens_and_refuses_every_bad_one_with_its_sta
     let s = http(addr, "GET", "/status", &[("Authorization", &bearer)], "").await;
     assert_eq!(s.status, 200);
     assert_eq!(s.json()["incomingAuth"], "oidc");
+    assert_eq!(s.json()["auth"]["mcp"]["keys"], 1, "{}", s.body);
+    assert_eq!(s.json()["auth"]["mcp"]["issuer"], issuer.issuer());
 
     c.close().await;
     stop.cancel();
@@ -357,7 +359,7 @@ async fn an_issuer_unreachable_at_start_gives_503_until_its_keys_come() {
     let issuer_addr = SocketAddr::from(([127, 0, 0, 1], port));
     let backend = TestServer::start(ServerConfig::default()).await.unwrap();
     let yaml = format!(
-        "listen: 127.0.0.1:0\nincomingAuth: {{type: oidc, issuer: \"http://{issuer_addr}\", audience: {AUD}, jwksUrl: \"http://{issuer_addr}/jwks\"}}\nbackends:\n  - {{name: kit, url: \"{}\"}}\n",
+        "listen: 127.0.0.1:0\nincomingAuth: {{type: oidc, issuer: \"http://{issuer_addr}\", audience: {AUD}, jwksUrl: \"http://{issuer_addr}/jwks\"}}\nbackends:\n  - {{name: kit, url: \"{}\"}}\noperational:\n  statusAuth: {{type: anonymous}}\n",
         backend.url()
     );
     let (addr, stop) = serve(&yaml).await;
@@ -379,6 +381,16 @@ async fn an_issuer_unreachable_at_start_gives_503_until_its_keys_come() {
         200,
         "health is not behind auth"
     );
+    // statusAuth anonymous: /status opens without a token and says why tokens fail.
+    let (code, status) = get_json(addr, "/status").await;
+    assert_eq!(code, 200);
+    assert!(
+        status["auth"]["mcp"]["keysError"]
+            .as_str()
+            .is_some_and(|e| e.contains(&issuer_addr.to_string())),
+        "{status}"
+    );
+    assert_eq!(status["auth"]["status"]["type"], "anonymous");
 
     let issuer = TestIssuer::start_on(issuer_addr).await.unwrap();
     wait_for("the keys after the issuer came up", async || {

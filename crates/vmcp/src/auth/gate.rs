@@ -134,6 +134,25 @@ impl Gate {
         caches.into_iter().map(|c| c.run(stop.clone())).collect()
     }
 
+    /// What `/status` says about who may call: each rule, and for an issuer its keys
+    /// (how many, or why there are none).
+    pub(crate) fn describe(&self) -> Value {
+        let rule = |r: &Rule| match r {
+            Rule::Open => json!({"type": "anonymous"}),
+            Rule::Static(_) => json!({"type": "static"}),
+            Rule::Oidc(o) => {
+                let keys = o.jwks.keys();
+                json!({
+                    "type": "oidc",
+                    "issuer": o.rules.issuer,
+                    "keys": keys.as_ref().map(|k| k.len()),
+                    "keysError": keys.is_none().then(|| o.jwks.unavailable_because()),
+                })
+            }
+        };
+        json!({"mcp": rule(&self.mcp), "status": rule(&self.status)})
+    }
+
     /// Admits a request to `/mcp`.
     pub(crate) async fn admit_mcp(&self, headers: &HeaderMap) -> Result<Identity, Denied> {
         self.admit(&self.mcp, headers).await
