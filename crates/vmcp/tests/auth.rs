@@ -581,6 +581,28 @@ async fn a_non_loopback_listen_needs_incoming_auth_and_checks_host_everywhere() 
     stop.cancel();
 }
 
+/// A 2026-07-28 POST of `body` (`method`, naming `name`) with `token` as the bearer.
+async fn post_modern(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    name: Option<&str>,
+    body: &str,
+) -> Answer {
+    let bearer = format!("Bearer {token}");
+    let mut headers = vec![
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", method),
+    ];
+    if let Some(name) = name {
+        headers.push(("Mcp-Name", name));
+    }
+    http(addr, "POST", "/mcp", &headers, body).await
+}
+
 /// A 2026-07-28 `tools/call` of `test_elicitation` by the holder of `token`, with
 /// `extra` params; the JSON-RPC answer.
 async fn modern_elicitation(addr: SocketAddr, token: &str, extra: Value) -> Value {
@@ -593,19 +615,11 @@ async fn modern_elicitation(addr: SocketAddr, token: &str, extra: Value) -> Valu
     }
     let body =
         json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": params}).to_string();
-    let bearer = format!("Bearer {token}");
-    let a = http(
+    let a = post_modern(
         addr,
-        "POST",
-        "/mcp",
-        &[
-            ("Authorization", &bearer),
-            ("Content-Type", "application/json"),
-            ("Accept", "application/json, text/event-stream"),
-            ("MCP-Protocol-Version", "2026-07-28"),
-            ("Mcp-Method", "tools/call"),
-            ("Mcp-Name", "kit_test_elicitation"),
-        ],
+        token,
+        "tools/call",
+        Some("kit_test_elicitation"),
         &body,
     )
     .await;
@@ -666,23 +680,10 @@ async fn a_stream_ends_when_the_token_that_opened_it_expires() {
                              "io.modelcontextprotocol/clientCapabilities": {}}}})
     .to_string();
     let started = std::time::Instant::now();
-    let bearer = format!("Bearer {token}");
-    // `http` reads to the end of the stream: it returns when the vMCP ends it.
+    // The exchange reads to the end of the stream: it returns when the vMCP ends it.
     let a = tokio::time::timeout(
         Duration::from_secs(15),
-        http(
-            addr,
-            "POST",
-            "/mcp",
-            &[
-                ("Authorization", &bearer),
-                ("Content-Type", "application/json"),
-                ("Accept", "application/json, text/event-stream"),
-                ("MCP-Protocol-Version", "2026-07-28"),
-                ("Mcp-Method", "subscriptions/listen"),
-            ],
-            &body,
-        ),
+        post_modern(addr, &token, "subscriptions/listen", None, &body),
     )
     .await
     .expect("the listen stream outlived its token");
