@@ -53,21 +53,15 @@ pub(crate) fn run(p: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, Strin
         .map(|a| a.port())
         .map_err(|e| format!("finding a free port: {e}"))?;
     let audience = format!("http://127.0.0.1:{port}/mcp");
-    let config = p.dir.join("vmcp-auth.yaml");
-    fs::write(
-        &config,
+    let vmcp = vmcp_with(
+        p,
+        "vmcp-auth.yaml",
         format!(
             "listen: 127.0.0.1:{port}\nincomingAuth: {{type: oidc, issuer: \"{}\", audience: \"{audience}\", requiredScopes: [mcp:call]}}\nbackends:\n  - name: kit\n    url: \"{}\"\n    auth: {{type: bearer, tokenFile: \"{}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [kit]}}\n",
             issuer.url,
             backend.url,
             token_file.display()
         ),
-    )
-    .map_err(|e| format!("writing {}: {e}", config.display()))?;
-    let vmcp = spawn_hale(
-        p.bin,
-        &["vmcp", "--config", &config.display().to_string()],
-        "mcp",
     )?;
     thread::sleep(Duration::from_millis(800));
 
@@ -164,20 +158,14 @@ fn guarded_backend(p: &Paths<'_>, steps: &mut Vec<(String, bool, String)>) -> Re
     let token_file = p.dir.join("guarded-token");
     fs::write(&token_file, GUARDED_TOKEN)
         .map_err(|e| format!("writing {}: {e}", token_file.display()))?;
-    let config = p.dir.join("vmcp-guarded.yaml");
-    fs::write(
-        &config,
+    let vmcp = vmcp_with(
+        p,
+        "vmcp-guarded.yaml",
         format!(
             "listen: 127.0.0.1:0\nbackends:\n  - name: with\n    url: \"{url}\"\n    auth: {{type: bearer, tokenFile: \"{}\"}}\n  - {{name: without, url: \"{url}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [with, without]}}\noperational:\n  failureHandling: {{healthCheckInterval: 500ms, healthCheckTimeout: 300ms}}\n",
             token_file.display(),
             url = guarded.url,
         ),
-    )
-    .map_err(|e| format!("writing {}: {e}", config.display()))?;
-    let vmcp = spawn_hale(
-        p.bin,
-        &["vmcp", "--config", &config.display().to_string()],
-        "mcp",
     )?;
     let base = vmcp
         .url
@@ -217,6 +205,17 @@ fn guarded_backend(p: &Paths<'_>, steps: &mut Vec<(String, bool, String)>) -> Re
         format!("call {} error {}", out["call"], out["error"]),
     ));
     Ok(())
+}
+
+/// `hale vmcp` with configuration `yaml`, written to `file` under interop's directory.
+fn vmcp_with(p: &Paths<'_>, file: &str, yaml: String) -> Result<crate::interop::Server, String> {
+    let config = p.dir.join(file);
+    fs::write(&config, yaml).map_err(|e| format!("writing {}: {e}", config.display()))?;
+    spawn_hale(
+        p.bin,
+        &["vmcp", "--config", &config.display().to_string()],
+        "mcp",
+    )
 }
 
 /// `GET path` on `authority`, the body as JSON.
