@@ -35,22 +35,29 @@ pub(crate) struct Caller {
     pub(crate) sub: Option<Arc<str>>,
 }
 
+/// MCP's log levels, in RFC 5424 order.
+const LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
 /// A log level's rank (RFC 5424 order, as MCP uses it); unknown levels rank highest.
 pub(crate) fn log_rank(level: &str) -> u8 {
-    const LEVELS: [&str; 8] = [
-        "debug",
-        "info",
-        "notice",
-        "warning",
-        "error",
-        "critical",
-        "alert",
-        "emergency",
-    ];
     LEVELS
         .iter()
         .position(|l| *l == level)
         .unwrap_or(LEVELS.len()) as u8
+}
+
+/// The level of `rank`, if it is one.
+pub(crate) fn log_level_name(rank: u8) -> Option<&'static str> {
+    LEVELS.get(usize::from(rank)).copied()
 }
 
 /// Answers `method` for `caller`.
@@ -323,6 +330,11 @@ pub(crate) async fn forward(
         && (crate::bridge::is_retry(&params) || state.speaks_handshake(i).await)
     {
         return crate::bridge::call(state, caller, backend, method, params).await;
+    }
+    if caller.session.is_none()
+        && let Some(Some(rank)) = caller.log_level
+    {
+        state.lower_shared_log_level(i, rank).await;
     }
     let b = &state.backends[i];
     // Health from the cache; the breaker itself refuses (lock-free while closed).

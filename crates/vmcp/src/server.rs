@@ -91,6 +91,9 @@ pub struct State {
     clients: Vec<Vec<std::sync::RwLock<Option<Arc<McpClient>>>>>,
     /// Serialises connecting a shared client, per slot and backend.
     connecting: Vec<Vec<tokio::sync::Mutex<()>>>,
+    /// Per slot and backend, the lowest log level (rank) set on the shared client's
+    /// session with `logging/setLevel` for 2026-07-28 callers; `u8::MAX`: none yet.
+    shared_log_levels: Vec<Vec<std::sync::atomic::AtomicU8>>,
     /// Backend sessions open now, per backend (one per client session using it).
     pub(crate) backend_sessions: Vec<std::sync::atomic::AtomicU32>,
     /// Each backend's request metrics, handles kept.
@@ -152,6 +155,14 @@ impl State {
                 config.breaker_enabled,
             )?));
         }
+        let shared_log_levels = (0..slots)
+            .map(|_| {
+                backends
+                    .iter()
+                    .map(|_| std::sync::atomic::AtomicU8::new(u8::MAX))
+                    .collect()
+            })
+            .collect();
         let clients = (0..slots)
             .map(|_| {
                 backends
@@ -182,6 +193,7 @@ impl State {
             modern_only: backends.iter().map(|_| Default::default()).collect(),
             config,
             backends,
+            shared_log_levels,
             clients,
             lists: Mutex::new(HashMap::new()),
             lists_generation: std::sync::atomic::AtomicU64::new(0),
@@ -313,6 +325,8 @@ impl State {
                 }
             }
         });
+        // A new session has no level set yet.
+        self.shared_log_levels[slot][i].store(u8::MAX, std::sync::atomic::Ordering::Release);
         *cell.write().unwrap_or_else(PoisonError::into_inner) = Some(client.clone());
         Ok(client)
     }
@@ -320,6 +334,33 @@ impl State {
     /// 2026-07-28 calls parked between `input_required` rounds (for tests and status).
     pub fn bridge_waiting(&self) -> usize {
         self.bridge.len()
+    }
+
+    /// Lets a handshake-era backend's shared session send log lines down to `rank`, for
+    /// a 2026-07-28 caller that asked for them (`logging/setLevel`, once per lower level;
+    /// other callers' lines are still filtered by the level each asks for).
+    pub(crate) async fn lower_shared_log_level(self: &Arc<Self>, i: usize, rank: u8) {
+        use std::sync::atomic::Ordering;
+        let level = &self.shared_log_levels[self.slot()][i];
+        let Some(name) = crate::route::log_level_name(rank) else {
+            return;
+        };
+        if rank >= level.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(client) = self.client(i).await else {
+            return;
+        };
+        if client.era().await.0 || !client.server_info().await.has("logging") {
+            level.store(0, Ordering::Release); // nothing to set: never look again
+            return;
+        }
+        if level.fetch_min(rank, Ordering::AcqRel) <= rank {
+            return; // another request set it meanwhile
+        }
+        let _ = client
+            .request("logging/setLevel", Some(json!({"level": name})))
+            .await;
     }
 
     /// True if backend `i` speaks the handshake era (it may send requests mid-call).

@@ -669,3 +669,46 @@ async fn a_legacy_backends_elicitation_reaches_a_2026_07_28_client_as_input_requ
     stop.cancel();
     legacy.shutdown();
 }
+
+#[tokio::test]
+async fn a_2026_07_28_callers_log_level_reaches_a_handshake_era_backend_once() {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let Started { addr, stop, .. } = start_with(&config(&server, ""), None).await;
+    let _ = call(addr, "tools/list", json!({})).await;
+    let call_at = |level: &str| {
+        let (headers, mut body) = modern(
+            "tools/call",
+            json!({"name": "test_tool_with_logging", "arguments": {}}),
+        );
+        body["params"]["_meta"]["io.modelcontextprotocol/logLevel"] = json!(level);
+        (headers, body.to_string())
+    };
+    let set_levels = || {
+        server
+            .stats()
+            .by_method
+            .get("logging/setLevel")
+            .copied()
+            .unwrap_or(0)
+    };
+    // Each connection goes to the next worker thread, each with its shared session: 2n
+    // calls reach all n of them.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    for _ in 0..2 * workers {
+        let (headers, body) = call_at("debug");
+        assert_eq!(post(addr, &headers, &body).await.0, 200);
+    }
+    let after_debug = set_levels();
+    assert!(
+        (1..=workers).contains(&after_debug),
+        "debug asked for on each shared session once: {after_debug} for {workers} workers"
+    );
+    // A higher level never raises it again (other callers may want debug).
+    for _ in 0..2 * workers {
+        let (headers, body) = call_at("error");
+        assert_eq!(post(addr, &headers, &body).await.0, 200);
+    }
+    assert_eq!(set_levels(), after_debug);
+    stop.cancel();
+    server.shutdown();
+}
