@@ -448,22 +448,21 @@ impl Front {
             );
         }
         let state = &self.edge.state;
-        let host = header(header::HOST).map(str::to_string);
         let path = req.uri().path();
         if matches!(path, "/status" | "/api/backends/health" | "/metrics")
             && let Err(denied) = self.gate.admit_status(req.headers()).await
         {
-            return self.gate.refuse(&denied, host.as_deref(), path);
+            return self.gate.refuse(&denied, host_of(&req), path);
         }
         match (req.method(), path) {
             (_, "/mcp") => match self.gate.admit_mcp(req.headers()).await {
                 Ok(who) => self.edge.serve(req, who).await,
-                Err(denied) => self.gate.refuse(&denied, host.as_deref(), "/mcp"),
+                Err(denied) => self.gate.refuse(&denied, host_of(&req), "/mcp"),
             },
             (&Method::GET, p)
                 if p == METADATA_PATH || p.strip_prefix(METADATA_PATH) == Some("/mcp") =>
             {
-                match self.gate.metadata(host.as_deref()) {
+                match self.gate.metadata(host_of(&req)) {
                     Some(doc) => json_response(StatusCode::OK, &doc),
                     None => json_response(
                         StatusCode::NOT_FOUND,
@@ -510,6 +509,13 @@ impl Front {
             ),
         }
     }
+}
+
+/// The request's `Host`, as text.
+fn host_of(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {

@@ -246,9 +246,11 @@ impl Edge {
         };
         let state = self.state.clone();
         let work: call::Work = Box::pin(async move {
-            let asked = Asked::new("legacy", &method, &params, who);
+            let asked = Asked::new("legacy", &method, &params, &who);
             let outcome = route::handle(&state, &caller, &method, params).await;
-            asked.log(&outcome);
+            if let Some(asked) = asked {
+                asked.log(&outcome);
+            }
             message::answer(&id, &outcome)
         });
         call::respond(work, rx, streams_ok, hold).await
@@ -329,7 +331,7 @@ impl Edge {
             "public"
         };
         let work: call::Work = Box::pin(async move {
-            let asked = Asked::new("2026-07-28", &method, &params, who);
+            let asked = Asked::new("2026-07-28", &method, &params, &who);
             let outcome =
                 route::handle(&state, &caller, &method, params)
                     .await
@@ -343,7 +345,9 @@ impl Edge {
                         }
                         result
                     });
-            asked.log(&outcome);
+            if let Some(asked) = asked {
+                asked.log(&outcome);
+            }
             message::answer(&id, &outcome)
         });
         call::respond(work, rx, streams_ok, hold).await
@@ -477,17 +481,21 @@ struct Asked {
 }
 
 impl Asked {
-    fn new(era: &'static str, method: &str, params: &Value, who: Identity) -> Self {
-        Asked {
+    /// Only when the line would be written: otherwise a request pays nothing for it.
+    fn new(era: &'static str, method: &str, params: &Value, who: &Identity) -> Option<Self> {
+        if !tracing::enabled!(target: "hale_vmcp::request", tracing::Level::DEBUG) {
+            return None;
+        }
+        Some(Asked {
             era,
             method: method.to_string(),
             name: params
                 .get("name")
                 .and_then(Value::as_str)
                 .map(str::to_string),
-            who,
+            who: who.clone(),
             started: std::time::Instant::now(),
-        }
+        })
     }
 
     fn log(self, outcome: &Result<Value, RpcError>) {
