@@ -30,6 +30,13 @@ async fn metrics_use_the_toolhive_names() {
         .call_tool("good_echo", json!({"text": "x"}))
         .await
         .unwrap();
+    // Both backends' tools are in the catalog before flaky fails (its calls are then
+    // routed to it, and refused once its breaker opens).
+    wait_for("both backends listed", async || {
+        let (_, status) = get_json(addr, "/status").await;
+        (0..2).all(|i| status["backends"][i]["tools"].as_u64() > Some(0))
+    })
+    .await;
     flaky.set_fault(Some(Fault::Status(503))).await;
     let list = client.list_tools().await.unwrap(); // best_effort: a partial failure
     assert!(list.iter().any(|t| t["name"] == "good_echo"));
