@@ -624,6 +624,7 @@ async fn a_legacy_backends_elicitation_reaches_a_2026_07_28_client_as_input_requ
     let Started {
         addr, stop, state, ..
     } = start_with(&config(&legacy, ""), None).await;
+    let _ = call(addr, "tools/list", json!({})).await; // the catalog knows the tool
     let caps = json!({"elicitation": {}});
     let first = modern_call(addr, "test_elicitation", json!({}), caps.clone()).await;
     let result = &first["result"];
