@@ -46,15 +46,19 @@ async def main(url, mode, token):
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}},
     }
-    async with httpx2.AsyncClient(timeout=10) as http:
-        r = await http.post(url, json=initialize, headers={**headers, "Accept": "application/json, text/event-stream"})
-        out["status"] = r.status_code
-        challenge = r.headers.get("www-authenticate")
-        out["challenge"] = challenge
-        found = re.search(r'resource_metadata="([^"]+)"', challenge or "")
-        if found:
-            doc = await http.get(found.group(1))
-            out["metadata"] = doc.json() if doc.status_code == 200 else {"status": doc.status_code}
+    try:
+        # One connection for both, as an OAuth client follows a 401.
+        async with httpx2.AsyncClient(timeout=10) as http:
+            r = await http.post(url, json=initialize, headers={**headers, "Accept": "application/json, text/event-stream"})
+            out["status"] = r.status_code
+            challenge = r.headers.get("www-authenticate")
+            out["challenge"] = challenge
+            found = re.search(r'resource_metadata="([^"]+)"', challenge or "")
+            if found:
+                doc = await http.get(found.group(1))
+                out["metadata"] = doc.json() if doc.status_code == 200 else {"status": doc.status_code}
+    except BaseException as e:  # noqa: BLE001 - reported, judged by the caller
+        out["error"] = (out["error"] + "; " if out["error"] else "") + failure(e)
     print(json.dumps(out), flush=True)
 
 

@@ -13,7 +13,7 @@ use hale_core::HostPolicy;
 use hale_mcp::codes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -441,11 +441,12 @@ impl Front {
             .check(header(header::HOST), header(header::ORIGIN))
         {
             tracing::warn!(%refusal, path = req.uri().path(), "refused a request (DNS-rebinding protection)");
-            return edge::error_response(
+            let refused = edge::error_response(
                 StatusCode::FORBIDDEN,
                 &Value::Null,
                 &RpcError::new(codes::REFUSED, refusal.to_string()),
             );
+            return keep_alive_after(refused, req).await;
         }
         let state = &self.edge.state;
         let path = req.uri().path();
@@ -457,7 +458,10 @@ impl Front {
         match (req.method(), path) {
             (_, "/mcp") => match self.gate.admit_mcp(req.headers()).await {
                 Ok(who) => self.edge.serve(req, who).await,
-                Err(denied) => self.gate.refuse(&denied, host_of(&req), "/mcp"),
+                Err(denied) => {
+                    let refused = self.gate.refuse(&denied, host_of(&req), "/mcp");
+                    keep_alive_after(refused, req).await
+                }
             },
             (&Method::GET, p)
                 if p == METADATA_PATH || p.strip_prefix(METADATA_PATH) == Some("/mcp") =>
@@ -509,6 +513,25 @@ impl Front {
             ),
         }
     }
+}
+
+/// A refusal answered before the request's body was read: the body is read and dropped
+/// first (a small one, quickly), so that the connection can carry the client's next
+/// request (a client refused 401 fetches the metadata document next, on the same
+/// connection); a body too large or too slow to read gets `Connection: close` instead of
+/// a connection left in an unknown state.
+async fn keep_alive_after(mut refused: Response<Body>, req: Request<Incoming>) -> Response<Body> {
+    let read = Limited::new(req.into_body(), 64 * 1024).collect();
+    let drained = matches!(
+        tokio::time::timeout(Duration::from_secs(1), read).await,
+        Ok(Ok(_))
+    );
+    if !drained {
+        refused
+            .headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    refused
 }
 
 /// The request's `Host`, as text.

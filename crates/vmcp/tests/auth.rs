@@ -707,3 +707,57 @@ async fn a_stream_ends_when_the_token_that_opened_it_expires() {
     stop.cancel();
     issuer.shutdown();
 }
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body from `s`: status and body.
+async fn read_response(s: &mut tokio::net::TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).await.unwrap() == 0 {
+            panic!(
+                "the connection closed before a response: {}",
+                String::from_utf8_lossy(&buf)
+            );
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).await.unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, String::from_utf8_lossy(&body).to_string())
+}
+
+#[tokio::test]
+async fn a_refused_request_leaves_its_connection_usable_for_the_next() {
+    let (issuer, _backend, addr, stop) = oidc_vmcp().await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A client without a token: 401, then the metadata document on the same connection,
+    // as an OAuth client does next.
+    // The headers first, the body a moment later (as a client may send them): the
+    // refusal must not leave the body behind to be read as the next request.
+    let post = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n",
+        INITIALIZE.len()
+    );
+    s.write_all(post.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(INITIALIZE.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s).await.0, 401);
+    let get =
+        format!("GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    s.write_all(get.as_bytes()).await.unwrap();
+    let (status, body) = read_response(&mut s).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("authorization_servers"), "{body}");
+    stop.cancel();
+    issuer.shutdown();
+}
