@@ -93,11 +93,12 @@ fn read<T>(
     parse: fn(&str) -> Result<T, String>,
 ) -> Result<(T, Option<(SystemTime, u64)>), String> {
     let fail = |reason: String| format!("{}: {reason}", path.display());
-    let before = stamp(path);
+    // The stamp is taken before the read: a change during it shows as a change next time.
     let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
     if meta.len() > MAX_FILE {
         return Err(fail("larger than 1 MiB".into()));
     }
+    let before = meta.modified().ok().map(|m| (m, meta.len()));
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
     let value = parse(&text).map_err(fail)?;
     Ok((value, before))

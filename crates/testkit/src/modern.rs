@@ -162,16 +162,7 @@ pub(crate) async fn answer(
         );
     }
     if let Some(answer) = crate::mrtr::answer(&method, &params) {
-        return match answer {
-            Ok(mut result) => {
-                decorate(&method, &mut result);
-                json_response(
-                    StatusCode::OK,
-                    &json!({"jsonrpc": "2.0", "id": id, "result": result}),
-                )
-            }
-            Err((code, message)) => error(StatusCode::OK, &id, code, &message),
-        };
+        return answered(&method, &id, answer);
     }
     match method.as_str() {
         "server/discover" => {
@@ -239,16 +230,11 @@ pub(crate) async fn answer(
                 waiting: shared.waiting(),
                 session: None,
             };
-            match shared.catalog.answer(&method, &params, &out).await {
-                Ok(mut result) => {
-                    decorate(&method, &mut result);
-                    json_response(
-                        StatusCode::OK,
-                        &json!({"jsonrpc": "2.0", "id": id, "result": result}),
-                    )
-                }
-                Err((code, message)) => error(StatusCode::OK, &id, code, &message),
-            }
+            answered(
+                &method,
+                &id,
+                shared.catalog.answer(&method, &params, &out).await,
+            )
         }
         _ => error(
             StatusCode::NOT_FOUND,
@@ -271,6 +257,24 @@ pub(crate) fn decorate(method: &str, result: &mut Value) {
 }
 
 /// `subscriptions/listen`: the acknowledgement, then list changes as they happen.
+/// A 2026-07-28 answer as JSON: the result decorated for its era, or the error.
+fn answered(
+    method: &str,
+    id: &Value,
+    answer: Result<Value, (i64, String)>,
+) -> http::Response<ResponseBody> {
+    match answer {
+        Ok(mut result) => {
+            decorate(method, &mut result);
+            json_response(
+                StatusCode::OK,
+                &json!({"jsonrpc": "2.0", "id": id, "result": result}),
+            )
+        }
+        Err((code, message)) => error(StatusCode::OK, id, code, &message),
+    }
+}
+
 fn listen(shared: &Arc<Shared>, id: Value, params: &Value) -> http::Response<ResponseBody> {
     let wants = |k: &str| {
         params

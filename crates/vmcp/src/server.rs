@@ -607,13 +607,11 @@ impl State {
     /// done by a request (which then wakes the catalog task) cannot swallow it.
     pub async fn rebuild(&self) -> ListsChanged {
         // Arcs: a rebuild shares the cached lists instead of copying them.
-        let (lists, all, listed) = {
+        let (generation, lists, all, listed) = {
             let cached = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
-            self.catalog_generation.store(
-                self.lists_generation
-                    .load(std::sync::atomic::Ordering::Acquire),
-                std::sync::atomic::Ordering::Release,
-            );
+            let generation = self
+                .lists_generation
+                .load(std::sync::atomic::Ordering::Acquire);
             let (mut routable, mut all, mut listed) = (Vec::new(), Vec::new(), Vec::new());
             for b in &self.backends {
                 if let Some(l) = cached.get(&b.config.name) {
@@ -624,13 +622,16 @@ impl State {
                     }
                 }
             }
-            (routable, all, listed)
+            (generation, routable, all, listed)
         };
         let catalog =
             match aggregate::build(&self.config.conflict_resolution, &self.config.tools, &lists) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!("{e}");
+                    // These lists cannot make a catalog: no point in trying them again.
+                    self.catalog_generation
+                        .fetch_max(generation, std::sync::atomic::Ordering::AcqRel);
                     return ListsChanged::default();
                 }
             };
@@ -662,6 +663,14 @@ impl State {
         metrics::gauge!("toolhive_vmcp_routable_backends")
             .set(self.backends.iter().filter(|b| b.routable()).count() as f64);
         let mut current = self.catalog.write().await;
+        // A rebuild from newer lists finished first: this one has nothing to add.
+        if generation
+            < self
+                .catalog_generation
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return ListsChanged::default();
+        }
         // A conflict that persists is logged once, when it appears, not at every rebuild.
         for warning in catalog
             .warnings
@@ -677,6 +686,10 @@ impl State {
             prompts: current.prompts != catalog.prompts,
         };
         *current = Arc::new(catalog);
+        // Only now is the catalog built from these lists: a request that looked earlier
+        // saw it behind and rebuilt (a tool just listed is never "unknown").
+        self.catalog_generation
+            .store(generation, std::sync::atomic::Ordering::Release);
         self.unsent
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -164,13 +164,9 @@ impl Gate {
     }
 
     async fn admit(&self, rule: &Rule, headers: &HeaderMap) -> Result<Identity, Denied> {
-        let token = match rule {
-            Rule::Open => return Ok(Identity::default()),
-            _ => bearer(headers)?,
-        };
         match rule {
             Rule::Open => Ok(Identity::default()),
-            Rule::Static(tokens) => match tokens.admit(token) {
+            Rule::Static(tokens) => match tokens.admit(bearer(headers)?) {
                 Some(name) => Ok(Identity {
                     sub: Some(name),
                     expires: None,
@@ -179,7 +175,7 @@ impl Gate {
                     "the token is not one of incomingAuth.tokensFile's".into(),
                 )),
             },
-            Rule::Oidc(oidc) => oidc.admit(token).await,
+            Rule::Oidc(oidc) => oidc.admit(bearer(headers)?).await,
         }
     }
 
