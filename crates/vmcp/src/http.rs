@@ -12,8 +12,7 @@ use bytes::Bytes;
 use hale_core::HostPolicy;
 use hale_mcp::codes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -25,20 +24,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Gate, METADATA_PATH};
+use crate::body::{Body, full};
 use crate::config::{IncomingAuth, VmcpConfig};
 use crate::edge::message::RpcError;
 use crate::edge::{self, Edge};
 use crate::monitor::{self, MonitorSettings};
 use crate::server::State;
 use crate::status;
-
-/// Every response body of the vMCP.
-pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
-
-/// A complete body.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed_unsync()
-}
 
 /// Why the vMCP could not start.
 #[derive(Debug, thiserror::Error)]

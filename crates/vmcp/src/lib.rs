@@ -14,6 +14,7 @@
 pub mod aggregate;
 mod auth;
 pub mod backend;
+mod body;
 mod bridge;
 pub mod config;
 pub(crate) mod edge;

@@ -8,14 +8,14 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::config::IncomingAuth;
 use super::fetch::Fetcher;
 use super::jwks::Jwks;
 use super::jwt::{Rejection, Rules};
 use super::tokens::StaticTokens;
 use super::verified::{self, VerifiedTokens};
+use crate::body::{Body, full};
+use crate::config::IncomingAuth;
 use crate::config::VmcpConfig;
-use crate::http::{Body, full};
 
 /// The RFC 9728 document's path (and its path-suffixed form for `/mcp`).
 pub(crate) const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";

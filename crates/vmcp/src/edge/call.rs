@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
 use super::message;
-use crate::http::{Body as ResponseBody, full};
+use crate::body::{Body as ResponseBody, full};
 
 /// The work of one request: resolves to the answer message.
 pub(crate) type Work = Pin<Box<dyn Future<Output = Bytes> + Send>>;

@@ -35,7 +35,7 @@ pub use session::Resumable;
 pub(crate) use session::{ClientSession, Sessions};
 
 use crate::auth::Identity;
-use crate::http::{Body, full};
+use crate::body::{Body, full};
 use crate::route::{self, Caller};
 use crate::server::State;
 

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::message;
-use crate::http::Body as ResponseBody;
+use crate::body::Body as ResponseBody;
 
 /// A comment line every this often keeps intermediaries from closing a quiet stream.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);

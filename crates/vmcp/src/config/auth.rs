@@ -12,8 +12,8 @@ use hale_mcp::Credentials;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::tokens::StaticTokens;
-use crate::config::{Checker, ConfigFileError};
+use super::check::{Checker, ConfigFileError};
+use crate::auth::StaticTokens;
 
 /// Who may call: `incomingAuth` (and `operational.statusAuth`).
 #[derive(Clone, Debug)]
