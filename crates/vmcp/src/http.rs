@@ -26,11 +26,12 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Gate, METADATA_PATH};
 use crate::body::{Body, full};
 use crate::config::{IncomingAuth, VmcpConfig};
-use crate::edge::message::RpcError;
-use crate::edge::{self, Edge};
-use crate::monitor::{self, MonitorSettings};
-use crate::server::State;
+use crate::edge::{self, Edge, EdgeSettings};
+use crate::message::RpcError;
+use crate::route::{RouteSettings, Router};
 use crate::status;
+use crate::upstream::monitor::{self, MonitorSettings};
+use crate::upstream::{Settings, Signals, Upstream, Upstreams};
 
 /// Why the vMCP could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +64,8 @@ pub enum VmcpError {
 /// A bound vMCP, not yet serving.
 #[derive(Debug)]
 pub struct Vmcp {
-    state: Arc<State>,
+    config: VmcpConfig,
+    edge: Arc<Edge>,
     gate: Gate,
     listener: TcpListener,
     local_addr: SocketAddr,
@@ -91,7 +93,22 @@ impl Vmcp {
         }
         let gate = Gate::new(&config).map_err(VmcpError::Auth)?;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let state = State::with_workers(config, workers)?;
+        let signals = Arc::new(Signals::default());
+        let mut upstreams = Vec::new();
+        for b in &config.backends {
+            upstreams.push(Upstream::new(
+                Settings::of(&config, b),
+                workers,
+                signals.clone(),
+            )?);
+        }
+        let router = Arc::new(Router::new(
+            RouteSettings::of(&config),
+            Upstreams::new(upstreams),
+            signals,
+        ));
+        let mut edge = Edge::new(EdgeSettings::of(&config), router);
+        edge.private_answers = gate.authenticates();
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| VmcpError::Listen { addr, source })?;
@@ -99,7 +116,8 @@ impl Vmcp {
             .local_addr()
             .map_err(|source| VmcpError::Listen { addr, source })?;
         Ok(Vmcp {
-            state,
+            config,
+            edge: Arc::new(edge),
             gate,
             listener,
             local_addr,
@@ -121,9 +139,11 @@ impl Vmcp {
         self.local_addr
     }
 
-    /// The shared state (for embedding hosts and tests).
-    pub fn state(&self) -> Arc<State> {
-        self.state.clone()
+    /// A handle on the running parts (for embedding hosts and tests).
+    pub fn handle(&self) -> Handle {
+        Handle {
+            edge: self.edge.clone(),
+        }
     }
 
     /// Serves until `stop`: monitors, catalog upkeep and the HTTP endpoints. Then drains:
@@ -132,7 +152,8 @@ impl Vmcp {
     /// sessions (and their backend sessions) closed.
     pub async fn run(self, stop: CancellationToken) {
         let Vmcp {
-            state,
+            config,
+            edge,
             gate,
             listener,
             metrics,
@@ -141,38 +162,50 @@ impl Vmcp {
             workers,
         } = self;
         let tasks = TaskTracker::new();
-        let settings = MonitorSettings {
-            interval: state.config.health.check_interval,
-            timeout: state.config.health.check_timeout,
-            method: state.config.health_check_method,
-        };
-        metrics::gauge!("toolhive_vmcp_backends_discovered").set(state.backends.len() as f64);
-        for backend in &state.backends {
+        let settings = MonitorSettings::of(&config.health, config.health_check_method);
+        let router = edge.router.clone();
+        let upstreams = router.upstreams();
+        metrics::gauge!("toolhive_vmcp_backends_discovered").set(upstreams.len() as f64);
+        for upstream in upstreams.iter() {
             tasks.spawn(monitor::run(
-                backend.clone(),
+                upstream.clone(),
                 settings.clone(),
-                state.changed.clone(),
-                state.first_round.clone(),
                 stop.clone(),
             ));
         }
-        tasks.spawn(state.clone().maintain_catalog(stop.clone()));
+        // What the upstreams and the catalog change flows back to the clients.
+        let clients = edge.clients.clone();
+        router
+            .signals()
+            .on_resource_update(Box::new(move |uri, params| {
+                clients.resource_updated(uri, params);
+            }));
+        let clients = edge.clients.clone();
+        tasks.spawn(
+            router
+                .clone()
+                .maintain_catalog(stop.clone(), move |changed| clients.lists_changed(changed)),
+        );
         Gate::register_metrics();
         for refresher in gate.key_refreshers(&stop) {
             tasks.spawn(refresher);
         }
 
-        let mut edge = Edge::new(state.clone());
-        edge.private_answers = gate.authenticates();
         let front = Arc::new(Front {
             edge,
             gate,
             hosts: HostPolicy::new(
                 local_addr.ip().is_loopback(),
-                &state.config.allowed_hosts,
-                &state.config.allowed_origins,
+                &config.allowed_hosts,
+                &config.allowed_origins,
             ),
             metrics,
+            read_timeout: config.read_timeout,
+            idle_timeout: config.idle_timeout,
+            incoming: config
+                .incoming_auth
+                .as_ref()
+                .map_or("none (loopback only)", |a| a.kind()),
         });
         tasks.spawn(expire_idle_sessions(front.clone(), stop.clone()));
         // Connections close gracefully once the drain is over.
@@ -303,10 +336,7 @@ async fn serve_connection(
 ) {
     // A connection with nothing asked for `idle_timeout` is closed (an idle keep-alive,
     // or a client that connected and said nothing).
-    let (read_timeout, idle_timeout) = (
-        front.edge.state.config.read_timeout,
-        front.edge.state.config.idle_timeout,
-    );
+    let (read_timeout, idle_timeout) = (front.read_timeout, front.idle_timeout);
     let idle = Arc::new(Idle::default());
     let busy = idle.clone();
     let service = service_fn(move |req| {
@@ -405,7 +435,7 @@ impl Drop for IdleGuard {
 
 /// Ends abandoned client sessions, every quarter of `sessionIdleTimeout` (at most 30 s).
 async fn expire_idle_sessions(front: Arc<Front>, stop: CancellationToken) {
-    let every = (front.edge.state.config.session_idle_timeout / 4).min(Duration::from_secs(30));
+    let every = (front.edge.settings.session_idle_timeout / 4).min(Duration::from_secs(30));
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -415,10 +445,53 @@ async fn expire_idle_sessions(front: Arc<Front>, stop: CancellationToken) {
 }
 
 struct Front {
-    edge: Edge,
+    edge: Arc<Edge>,
     gate: Gate,
     hosts: HostPolicy,
     metrics: Option<PrometheusHandle>,
+    read_timeout: Duration,
+    idle_timeout: Duration,
+    /// How callers are authenticated, for `/status`.
+    incoming: &'static str,
+}
+
+/// The running parts of a vMCP, for embedding hosts and tests.
+#[derive(Clone)]
+pub struct Handle {
+    edge: Arc<Edge>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// The router: the upstreams and the catalog over them.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.edge.router
+    }
+
+    /// The upstreams now.
+    pub fn upstreams(&self) -> Arc<Upstreams> {
+        self.edge.router.upstreams()
+    }
+
+    /// Wakes the catalog task, as a change of routability does.
+    pub fn wake_catalog(&self) {
+        self.edge.router.signals().changed.notify_one();
+    }
+
+    /// 2026-07-28 calls parked between `input_required` rounds.
+    pub fn calls_waiting_for_input(&self) -> usize {
+        self.edge.calls_waiting_for_input()
+    }
+
+    /// Client session `id`'s resumable state (see [`crate::Resumable`]).
+    pub async fn resumable(&self, id: &str) -> Option<crate::Resumable> {
+        self.edge.resumable(id).await
+    }
 }
 
 impl Front {
@@ -440,7 +513,6 @@ impl Front {
             );
             return keep_alive_after(refused, req).await;
         }
-        let state = &self.edge.state;
         let path = req.uri().path();
         if matches!(path, "/status" | "/api/backends/health" | "/metrics")
             && let Err(denied) = self.gate.admit_status(req.headers()).await
@@ -468,8 +540,10 @@ impl Front {
             }
             (&Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
             (&Method::GET, "/readyz") => {
-                let (ready, reason) =
-                    status::readiness(state, self.edge.draining.load(Ordering::Acquire));
+                let (ready, reason) = status::readiness(
+                    &self.edge.router,
+                    self.edge.draining.load(Ordering::Acquire),
+                );
                 let code = if ready {
                     StatusCode::OK
                 } else {
@@ -478,12 +552,12 @@ impl Front {
                 json_response(code, &json!({"ready": ready, "reason": reason}))
             }
             (&Method::GET, "/status") => {
-                let mut doc = status::status(state);
+                let mut doc = status::status(&self.edge, self.incoming);
                 doc["auth"] = self.gate.describe();
                 json_response(StatusCode::OK, &doc)
             }
             (&Method::GET, "/api/backends/health") => {
-                json_response(StatusCode::OK, &status::backends_health(state))
+                json_response(StatusCode::OK, &status::backends_health(&self.edge.router))
             }
             (&Method::GET, "/metrics") => match &self.metrics {
                 Some(handle) => {

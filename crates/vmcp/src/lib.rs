@@ -11,28 +11,22 @@
 //! tracker and breaker, and its status), and [`monitor`] (the health-check task per
 //! backend).
 
-pub mod aggregate;
 mod auth;
-pub mod backend;
 mod body;
-mod bridge;
 pub mod config;
 pub(crate) mod edge;
 mod http;
-pub mod monitor;
-mod request_metrics;
-mod resource_watch;
-mod route;
-pub mod server;
+mod message;
+pub mod route;
 mod status;
-mod upstream;
+pub mod upstream;
 mod worker;
 
 pub use edge::Resumable;
-pub use edge::message::RpcError;
+pub use message::RpcError;
 
 pub use config::{ConfigFileError, VmcpConfig};
-pub use http::{Vmcp, VmcpError};
+pub use http::{Handle, Vmcp, VmcpError};
 
 /// Every metric the vMCP exports (spec §7.3). The operations docs, the alert rules and the
 /// dashboard may name only these; a test scrapes `/metrics` for each of them.

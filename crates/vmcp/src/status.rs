@@ -2,15 +2,17 @@
 
 use serde_json::{Value, json};
 
-use crate::server::State;
+use crate::edge::Edge;
+use crate::route::Router;
 
 /// `/readyz`: ready when the first round of checks is done and a backend is routable.
-pub(crate) fn readiness(state: &State, draining: bool) -> (bool, String) {
+pub(crate) fn readiness(router: &Router, draining: bool) -> (bool, String) {
     if draining {
         return (false, "shutting down".into());
     }
-    let total = state.backends.len();
-    let checked = state.first_round.checked();
+    let upstreams = router.upstreams();
+    let total = upstreams.len();
+    let checked = router.signals().first_round.checked();
     if total == 0 {
         return (true, "no backends configured".into());
     }
@@ -20,33 +22,21 @@ pub(crate) fn readiness(state: &State, draining: bool) -> (bool, String) {
             format!("first round of health checks: {checked} of {total} backends checked"),
         );
     }
-    let routable = state.backends.iter().filter(|b| b.routable()).count();
+    let routable = upstreams.routable();
     if routable == 0 {
         return (false, format!("none of the {total} backends is routable"));
     }
     (true, format!("{routable} of {total} backends routable"))
 }
 
-/// `/status`: the phase and every backend, with its open client sessions.
-pub(crate) fn status(state: &State) -> Value {
-    let backends: Vec<Value> = state
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            let mut s = b.status();
-            s["sessions"] =
-                json!(state.backend_sessions[i].load(std::sync::atomic::Ordering::Relaxed));
-            // Which credentials it is sent: header names and the token's source, never values.
-            if !b.config.credentials.is_empty() {
-                s["credentials"] = b.config.credentials.describe();
-            }
-            s
-        })
-        .collect();
+/// `/status`: the phase and every backend, with its open client sessions; `incoming`
+/// names how callers are authenticated.
+pub(crate) fn status(edge: &Edge, incoming: &str) -> Value {
+    let upstreams = edge.router.upstreams();
+    let backends: Vec<Value> = upstreams.iter().map(|u| u.status()).collect();
     let total = backends.len();
-    let routable = state.backends.iter().filter(|b| b.routable()).count();
-    let (phase, message) = if state.first_round.checked() < total {
+    let routable = upstreams.routable();
+    let (phase, message) = if edge.router.signals().first_round.checked() < total {
         (
             "Pending",
             "waiting for the first round of health checks".to_string(),
@@ -65,26 +55,32 @@ pub(crate) fn status(state: &State) -> Value {
         )
     };
     json!({
-        "name": state.config.name,
+        "name": edge.settings.name,
         "phase": phase,
         "message": message,
-        "clientSessions": state.sessions.len(),
-        "listeners": state.listeners.len(),
-        "callsWaitingForInput": state.bridge_waiting(),
-        "incomingAuth": state.config.incoming_auth.as_ref().map_or("none (loopback only)", |a| a.kind()),
+        "clientSessions": edge.clients.sessions.len(),
+        "listeners": edge.clients.listeners.len(),
+        "callsWaitingForInput": edge.calls_waiting_for_input(),
+        "incomingAuth": incoming,
         "backends": backends,
     })
 }
 
 /// `/api/backends/health`, as ToolHive shapes it.
-pub(crate) fn backends_health(state: &State) -> Value {
+pub(crate) fn backends_health(router: &Router) -> Value {
     let mut summary = json!({"total": 0, "healthy": 0, "degraded": 0, "unhealthy": 0, "unknown": 0, "unauthenticated": 0});
     let mut backends = serde_json::Map::new();
-    for b in &state.backends {
+    for u in router.upstreams().iter() {
         summary["total"] = json!(summary["total"].as_u64().unwrap_or(0) + 1);
-        let health = b.health().as_str();
+        let health = u.health.health().as_str();
         summary[health] = json!(summary[health].as_u64().unwrap_or(0) + 1);
-        backends.insert(b.config.name.clone(), b.status());
+        let mut s = u.status();
+        // ToolHive's shape: no per-session or credential detail here.
+        if let Value::Object(m) = &mut s {
+            m.remove("sessions");
+            m.remove("credentials");
+        }
+        backends.insert(u.name().to_string(), s);
     }
     json!({"monitoringEnabled": true, "summary": summary, "backends": backends})
 }

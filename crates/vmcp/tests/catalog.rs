@@ -41,10 +41,7 @@ async fn a_blip_below_the_threshold_never_touches_the_catalog_and_a_burst_is_one
         b.url()
     );
     let Started {
-        stop,
-        client,
-        state,
-        ..
+        stop, client, vmcp, ..
     } = start_with(&yaml, None).await;
     let before = names(&client.list_tools().await.unwrap());
     // The start-up change (empty catalog to full) is announced once; let it pass.
@@ -52,12 +49,12 @@ async fn a_blip_below_the_threshold_never_touches_the_catalog_and_a_burst_is_one
     let mut notes = client.notifications();
 
     // Two failures of three, on both backends: a blip.
-    for backend in &state.backends {
+    for upstream in vmcp.upstreams().iter() {
         for _ in 0..2 {
-            assert!(!backend.record_check(refused()).routability_changed);
+            assert!(!upstream.health.record_check(refused()).routability_changed);
         }
     }
-    state.changed.notify_one();
+    vmcp.wake_catalog();
     assert_eq!(
         count_tools_changed(&mut notes, Duration::from_millis(400)).await,
         0,
@@ -66,9 +63,9 @@ async fn a_blip_below_the_threshold_never_touches_the_catalog_and_a_burst_is_one
     assert_eq!(names(&client.list_tools().await.unwrap()), before);
 
     // The third failure on both, back to back: one rebuild, one notification.
-    for backend in &state.backends {
-        assert!(backend.record_check(refused()).routability_changed);
-        state.changed.notify_one();
+    for upstream in vmcp.upstreams().iter() {
+        assert!(upstream.health.record_check(refused()).routability_changed);
+        vmcp.wake_catalog();
     }
     assert_eq!(
         count_tools_changed(&mut notes, Duration::from_millis(600)).await,

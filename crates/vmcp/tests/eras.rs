@@ -622,7 +622,7 @@ async fn a_legacy_backends_elicitation_reaches_a_2026_07_28_client_as_input_requ
     // handshake-era server does.
     let legacy = TestServer::start(ServerConfig::default()).await.unwrap();
     let Started {
-        addr, stop, state, ..
+        addr, stop, vmcp, ..
     } = start_with(&config(&legacy, ""), None).await;
     let _ = call(addr, "tools/list", json!({})).await; // the catalog knows the tool
     let caps = json!({"elicitation": {}});
@@ -652,7 +652,11 @@ async fn a_legacy_backends_elicitation_reaches_a_2026_07_28_client_as_input_requ
     // The state was used up: the same retry again is refused, as is a forged one.
     let again = modern_call(addr, "test_elicitation", retry, caps).await;
     assert_eq!(again["error"]["code"], -32602, "{again}");
-    assert_eq!(state.bridge_waiting(), 0, "a finished call still parked");
+    assert_eq!(
+        vmcp.calls_waiting_for_input(),
+        0,
+        "a finished call still parked"
+    );
 
     // A client that did not declare elicitation: the backend is told at once.
     let undeclared = modern_call(addr, "test_elicitation", json!({}), json!({})).await;

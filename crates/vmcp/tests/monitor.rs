@@ -9,11 +9,10 @@ use std::time::Duration;
 use hale_core::{BreakerConfig, BreakerState, HealthConfig, HealthState};
 use hale_mcp::{ProbeMethod, TransportKind};
 use hale_testkit::{Fault, ServerConfig, TestServer};
-use hale_vmcp::backend::Backend;
 use hale_vmcp::config::BackendConfig;
-use hale_vmcp::monitor::{self, FirstRound, MonitorSettings};
+use hale_vmcp::upstream::monitor::{self, MonitorSettings};
+use hale_vmcp::upstream::{Settings, Signals, Upstream};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -36,45 +35,48 @@ async fn a_dead_backend_is_withdrawn_at_the_threshold_and_restored_when_it_answe
     let _guard = metrics::set_default_local_recorder(&recorder);
 
     let server = TestServer::start(ServerConfig::default()).await.unwrap();
-    let backend = Arc::new(
-        Backend::new(
-            BackendConfig {
+    let signals = Arc::new(Signals::default());
+    let upstream = Upstream::new(
+        Settings {
+            backend: BackendConfig {
                 name: "weather".into(),
                 url: server.url(),
                 transport: TransportKind::StreamableHttp,
                 credentials: hale_mcp::Credentials::default(),
             },
-            &HealthConfig {
+            request_timeout: Duration::from_secs(5),
+            max_sessions: 10,
+            max_list_items: 100,
+            health: HealthConfig {
                 check_interval: INTERVAL,
                 check_timeout: Duration::from_millis(80),
                 unhealthy_threshold: 3,
                 ..HealthConfig::default()
             },
-            &BreakerConfig {
+            breaker: BreakerConfig {
                 failure_threshold: 100,
                 ..BreakerConfig::default()
             },
-            true,
-        )
-        .unwrap(),
-    );
-    let changed = Arc::new(Notify::new());
-    let first_round = Arc::new(FirstRound::default());
+            breaker_enabled: true,
+        },
+        0,
+        signals.clone(),
+    )
+    .unwrap();
+    let backend = &upstream.health;
     let cancel = CancellationToken::new();
     let task = tokio::spawn(monitor::run(
-        backend.clone(),
+        upstream.clone(),
         MonitorSettings {
             interval: INTERVAL,
             timeout: Duration::from_millis(80),
             method: ProbeMethod::Ping,
         },
-        changed.clone(),
-        first_round.clone(),
         cancel.clone(),
     ));
 
-    changed.notified().await;
-    assert_eq!(first_round.checked(), 1);
+    signals.changed.notified().await;
+    assert_eq!(signals.first_round.checked(), 1);
     assert_eq!(backend.health(), HealthState::Healthy);
     assert!(backend.routable());
 
@@ -89,7 +91,7 @@ async fn a_dead_backend_is_withdrawn_at_the_threshold_and_restored_when_it_answe
     );
     assert!(!backend.routable());
     assert_eq!(
-        backend.status()["lastError"]["category"],
+        upstream.status()["lastError"]["category"],
         "connection_refused"
     );
 

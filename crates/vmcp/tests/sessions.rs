@@ -58,7 +58,7 @@ async fn two_clients_never_see_each_others_state() {
         addr,
         stop,
         client: a,
-        state,
+        vmcp,
     } = start_with(&one_backend(&server, ""), None).await;
     let b = client(addr).await;
     assert_eq!(
@@ -74,7 +74,7 @@ async fn two_clients_never_see_each_others_state() {
 
     // The session's resumable state names its backend session, small and serializable.
     let sid = a.session_id().await.unwrap();
-    let resumable = state.resumable(&sid).await.unwrap();
+    let resumable = vmcp.resumable(&sid).await.unwrap();
     assert_eq!(resumable.backend_sessions.len(), 1);
     assert!(resumable.backend_sessions.contains_key("s"));
     let text = serde_json::to_string(&resumable).unwrap();

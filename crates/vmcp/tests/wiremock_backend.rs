@@ -80,7 +80,7 @@ async fn open_refuses_without_contact_and_half_open_admits_exactly_one_trial() {
         addr,
         stop,
         client,
-        state,
+        vmcp,
     } = start_with(&yaml, None).await;
     assert_eq!(names(&client.list_tools().await.unwrap()), ["wm_lookup"]);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -113,7 +113,14 @@ async fn open_refuses_without_contact_and_half_open_admits_exactly_one_trial() {
     tools_changed(&mut notes).await;
     // (No list here: a list's refresh of the backend would itself be the trial.)
     assert_eq!(
-        state.backends[0].breaker.snapshot().state.as_str(),
+        vmcp.upstreams()
+            .get("wm")
+            .unwrap()
+            .health
+            .breaker
+            .snapshot()
+            .state
+            .as_str(),
         "half-open"
     );
 
@@ -141,7 +148,14 @@ async fn open_refuses_without_contact_and_half_open_admits_exactly_one_trial() {
     // The trial's success closed it: calls flow again.
     backend.slow.store(false, Ordering::SeqCst);
     assert_eq!(
-        state.backends[0].breaker.snapshot().state.as_str(),
+        vmcp.upstreams()
+            .get("wm")
+            .unwrap()
+            .health
+            .breaker
+            .snapshot()
+            .state
+            .as_str(),
         "closed"
     );
     for _ in 0..3 {

@@ -17,8 +17,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
-use super::message;
 use crate::body::{Body as ResponseBody, full};
+use crate::message;
 
 /// The work of one request: resolves to the answer message.
 pub(crate) type Work = Pin<Box<dyn Future<Output = Bytes> + Send>>;

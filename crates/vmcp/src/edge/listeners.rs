@@ -7,9 +7,10 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::message;
 use super::modern::{Filter, tagged};
-use crate::server::ListsChanged;
+use super::relay::Clients;
+use crate::message;
+use crate::route::ListsChanged;
 
 struct Listener {
     id: u64,
@@ -28,13 +29,13 @@ pub(crate) struct Listeners {
 /// A listen stream's place in [`Listeners`]; removed when the stream ends.
 pub(crate) struct Registration {
     id: u64,
-    listeners: std::sync::Weak<crate::server::State>,
+    clients: std::sync::Weak<Clients>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Some(state) = self.listeners.upgrade() {
-            state.listeners.lock().retain(|l| l.id != self.id);
+        if let Some(clients) = self.clients.upgrade() {
+            clients.listeners.lock().retain(|l| l.id != self.id);
         }
     }
 }
@@ -46,16 +47,16 @@ impl Listeners {
 
     /// Registers a stream for `subscription` (the listen request's id) with `filter`.
     pub(crate) fn add(
-        state: &std::sync::Arc<crate::server::State>,
+        clients: &std::sync::Arc<Clients>,
         subscription: Value,
         filter: Filter,
         tx: mpsc::Sender<Bytes>,
     ) -> Registration {
-        let id = state
+        let id = clients
             .listeners
             .next
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        state.listeners.lock().push(Listener {
+        clients.listeners.lock().push(Listener {
             id,
             subscription,
             filter,
@@ -63,7 +64,7 @@ impl Listeners {
         });
         Registration {
             id,
-            listeners: std::sync::Arc::downgrade(state),
+            clients: std::sync::Arc::downgrade(clients),
         }
     }
 

@@ -7,11 +7,18 @@
 //! `server/discover` and `subscriptions/listen` answered here). Either way the request
 //! then goes to [`crate::route`], and its answer is plain JSON unless something must reach
 //! the client before it ([`call`]). See `docs/decisions/0003-vmcp-edge-on-hyper.md`.
+//!
+//! The parts: `session` (legacy client sessions), `modern` (2026-07-28 rules), `listeners`
+//! (listen streams), `relay` (what flows back to clients: list changes, resource updates,
+//! a backend's requests), `bridge` (a 2026-07-28 client's call to a handshake-era backend
+//! as `input_required` rounds), `call` (JSON or SSE, decided late), `stream` (GET and
+//! listen streams).
 
+mod bridge;
 pub(crate) mod call;
 mod listeners;
-pub(crate) mod message;
 pub(crate) mod modern;
+mod relay;
 mod session;
 mod stream;
 
@@ -30,23 +37,51 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use listeners::Listeners;
-use message::{Incoming as Message, RpcError};
+pub(crate) use relay::Clients;
 pub use session::Resumable;
 pub(crate) use session::{ClientSession, Sessions};
 
 use crate::auth::Identity;
 use crate::body::{Body, full};
-use crate::route::{self, Caller};
-use crate::server::State;
+use crate::config::VmcpConfig;
+use crate::message::{self, Incoming as Message, RpcError};
+use crate::route::{Caller, Router};
+use crate::upstream::Owner;
 
 /// Request bodies larger than this get 413.
 pub(crate) const MAX_BODY: usize = 4 * 1024 * 1024;
 
 const SESSION: &str = "mcp-session-id";
 
+/// What the edge needs from the configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct EdgeSettings {
+    /// The vMCP's name (`serverInfo`).
+    pub(crate) name: String,
+    /// How long a request body may take to arrive.
+    pub(crate) read_timeout: Duration,
+    /// A legacy session unused this long is ended.
+    pub(crate) session_idle_timeout: Duration,
+}
+
+impl EdgeSettings {
+    pub(crate) fn of(config: &VmcpConfig) -> Self {
+        EdgeSettings {
+            name: config.name.clone(),
+            read_timeout: config.read_timeout,
+            session_idle_timeout: config.session_idle_timeout,
+        }
+    }
+}
+
 /// `/mcp` for both eras.
 pub(crate) struct Edge {
-    pub(crate) state: Arc<State>,
+    pub(crate) settings: EdgeSettings,
+    pub(crate) router: Arc<Router>,
+    /// Where notifications go: legacy sessions and listen streams.
+    pub(crate) clients: Arc<Clients>,
+    /// 2026-07-28 clients' calls to handshake-era backends waiting for their next round.
+    pub(crate) bridge: Arc<bridge::Bridge>,
     /// One token per request being answered: shutdown waits for them.
     pub(crate) in_flight: TaskTracker,
     pub(crate) draining: AtomicBool,
@@ -56,10 +91,21 @@ pub(crate) struct Edge {
     pub(crate) private_answers: bool,
 }
 
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("name", &self.settings.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Edge {
-    pub(crate) fn new(state: Arc<State>) -> Self {
+    pub(crate) fn new(settings: EdgeSettings, router: Arc<Router>) -> Self {
         Edge {
-            state,
+            settings,
+            router,
+            clients: Arc::new(Clients::default()),
+            bridge: Arc::default(),
             in_flight: TaskTracker::new(),
             draining: AtomicBool::new(false),
             closing: CancellationToken::new(),
@@ -80,7 +126,7 @@ impl Edge {
     /// Client session `sid`, if it exists and `who` opened it: a session id is no
     /// credential, so another caller's request gets the same 404 as an unknown id.
     fn session(&self, sid: &str, who: &Identity) -> Option<Arc<ClientSession>> {
-        self.state
+        self.clients
             .sessions
             .get(sid)
             .filter(|s| s.owner.as_deref() == who.sub.as_deref())
@@ -90,7 +136,7 @@ impl Edge {
         let draining = self.draining.load(Ordering::Acquire);
         let hold = self.in_flight.token();
         let (parts, body) = req.into_parts();
-        let body = match read_body(body, self.state.config.read_timeout).await {
+        let body = match read_body(body, self.settings.read_timeout).await {
             Ok(b) => b,
             Err(r) => return r,
         };
@@ -199,11 +245,10 @@ impl Edge {
                 .cloned()
                 .unwrap_or_else(|| json!({})),
             who.sub,
-            self.state.backends.len(),
         ));
         session.touch();
         let sid = session.id.clone();
-        self.state.sessions.insert(session);
+        self.clients.sessions.insert(session);
         let result = json!({
             "protocolVersion": version,
             "capabilities": {
@@ -213,7 +258,7 @@ impl Edge {
                 "logging": {},
                 "completions": {},
             },
-            "serverInfo": {"name": self.state.config.name, "version": env!("CARGO_PKG_VERSION")},
+            "serverInfo": {"name": self.settings.name, "version": env!("CARGO_PKG_VERSION")},
         });
         let mut r = call::json(StatusCode::OK, message::answer(id, &Ok(result)));
         if let Ok(v) = HeaderValue::from_str(&sid) {
@@ -238,16 +283,15 @@ impl Edge {
             expires: None,
         };
         let caller = Caller {
-            sub: session.owner.clone(),
-            session: Some(session),
+            requests: relay::to_session(session.clone(), tx.clone()),
+            session: Some(session as Arc<dyn Owner>),
             interim: tx,
             log_level: None,
-            asks: None,
         };
-        let state = self.state.clone();
+        let router = self.router.clone();
         let work: call::Work = Box::pin(async move {
             let asked = Asked::new("legacy", &method, &params, &who);
-            let outcome = route::handle(&state, &caller, &method, params).await;
+            let outcome = router.handle(&caller, &method, params).await;
             if let Some(asked) = asked {
                 asked.log(&outcome);
             }
@@ -270,7 +314,7 @@ impl Edge {
         }
         match method.as_str() {
             "server/discover" => {
-                let result = modern::discover(&self.state.config.name, None, self.state.ttl_ms());
+                let result = modern::discover(&self.settings.name, None, self.router.ttl_ms());
                 return call::json(StatusCode::OK, message::answer(&id, &Ok(result)));
             }
             "subscriptions/listen" => {
@@ -298,14 +342,6 @@ impl Edge {
             .pointer("/_meta/io.modelcontextprotocol~1logLevel")
             .and_then(Value::as_str)
             .map(crate::route::log_rank);
-        let caller = Caller {
-            session: None,
-            interim: tx,
-            log_level: Some(log_level),
-            asks: None,
-            sub: who.sub.clone(),
-        };
-        let state = self.state.clone();
         let list = method.ends_with("/list");
         if !matches!(
             method.as_str(),
@@ -330,21 +366,51 @@ impl Edge {
         } else {
             "public"
         };
+        // A call to a handshake-era backend, which may ask the client for input
+        // mid-call, runs as input_required rounds.
+        let bridged = if matches!(method.as_str(), "tools/call" | "prompts/get") {
+            if bridge::is_retry(&params) {
+                Some(Duration::ZERO) // a retry: the parked call keeps its own deadline
+            } else {
+                self.router.may_ask(&method, &params).await
+            }
+        } else {
+            None
+        };
+        let router = self.router.clone();
+        let edge_bridge = bridged.map(|timeout| (self.bridge.clone(), timeout));
         let work: call::Work = Box::pin(async move {
             let asked = Asked::new("2026-07-28", &method, &params, &who);
-            let outcome =
-                route::handle(&state, &caller, &method, params)
-                    .await
-                    .map(|mut result| {
-                        if let Value::Object(m) = &mut result {
-                            m.entry("resultType").or_insert_with(|| json!("complete")); // a backend's `input_required` passes through
-                            if list || method == "resources/read" {
-                                m.insert("ttlMs".into(), json!(state.ttl_ms()));
-                                m.insert("cacheScope".into(), json!(scope));
-                            }
-                        }
-                        result
-                    });
+            let log_level = Some(log_level);
+            let outcome = match edge_bridge {
+                Some((bridge, timeout)) => {
+                    let asker = bridge::Asker {
+                        interim: tx,
+                        log_level,
+                        sub: who.sub.clone(),
+                    };
+                    bridge.call(&router, asker, &method, params, timeout).await
+                }
+                None => {
+                    let caller = Caller {
+                        session: None,
+                        interim: tx,
+                        log_level,
+                        requests: relay::declined(),
+                    };
+                    router.handle(&caller, &method, params).await
+                }
+            };
+            let outcome = outcome.map(|mut result| {
+                if let Value::Object(m) = &mut result {
+                    m.entry("resultType").or_insert_with(|| json!("complete")); // a backend's `input_required` passes through
+                    if list || method == "resources/read" {
+                        m.insert("ttlMs".into(), json!(router.ttl_ms()));
+                        m.insert("cacheScope".into(), json!(scope));
+                    }
+                }
+                result
+            });
             if let Some(asked) = asked {
                 asked.log(&outcome);
             }
@@ -359,7 +425,7 @@ impl Edge {
         let filter = modern::Filter::from_params(params);
         let ends = self.stream_end(who);
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let registration = Listeners::add(&self.state, id.clone(), filter.clone(), tx);
+        let registration = Listeners::add(&self.clients, id.clone(), filter.clone(), tx);
         let ack = message::notification(
             "notifications/subscriptions/acknowledged",
             &modern::tagged(json!({"notifications": filter.to_value()}), &id),
@@ -369,8 +435,8 @@ impl Edge {
             &Ok(json!({"resultType": "complete", "_meta": {modern::META_SUBSCRIPTION: id}})),
         );
         if !filter.resource_uris.is_empty() {
-            let state = self.state.clone();
-            tokio::spawn(async move { state.subscribe_shared(&filter.resource_uris).await });
+            let router = self.router.clone();
+            tokio::spawn(async move { router.subscribe_shared(&filter.resource_uris).await });
         }
         stream::NotificationStream::response(
             Some(ack),
@@ -442,31 +508,43 @@ impl Edge {
         if self.session(sid, who).is_none() {
             return session_not_found(&Value::Null);
         }
-        let Some(session) = self.state.sessions.remove(sid) else {
+        let Some(session) = self.clients.sessions.remove(sid) else {
             return session_not_found(&Value::Null);
         };
-        crate::upstream::close(&self.state, &session, "closed").await;
+        self.router.close_sessions_of(&session.id, "closed").await;
         status_only(StatusCode::NO_CONTENT)
     }
 
     /// Ends the sessions idle for `sessionIdleTimeout`, and their backend sessions.
     pub(crate) async fn expire_idle(&self) {
-        let idle = self.state.config.session_idle_timeout;
-        for session in self.state.sessions.expire(std::time::Instant::now(), idle) {
+        let idle = self.settings.session_idle_timeout;
+        for session in self
+            .clients
+            .sessions
+            .expire(std::time::Instant::now(), idle)
+        {
             tracing::debug!(session = %session.id, ?idle, "client session expired");
-            crate::upstream::close(&self.state, &session, "expired").await;
+            self.router.close_sessions_of(&session.id, "expired").await;
         }
     }
 
     /// Ends every session (shutdown).
     pub(crate) async fn close_all(&self) {
-        let sessions = self.state.sessions.drain();
-        futures_util::future::join_all(
-            sessions
-                .iter()
-                .map(|s| crate::upstream::close(&self.state, s, "closed")),
-        )
-        .await;
+        self.clients.sessions.drain();
+        self.router.close_all_sessions().await;
+    }
+
+    /// Client session `id`'s resumable state: what another replica would need to go on
+    /// serving it (negotiated version, capabilities, client info, log level, backend
+    /// session ids).
+    pub(crate) async fn resumable(&self, id: &str) -> Option<Resumable> {
+        let session = self.clients.sessions.get(id)?;
+        Some(session.resumable(self.router.backend_sessions_of(id).await))
+    }
+
+    /// 2026-07-28 calls parked between `input_required` rounds.
+    pub(crate) fn calls_waiting_for_input(&self) -> usize {
+        self.bridge.len()
     }
 }
 

@@ -4,7 +4,7 @@
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-use super::message::RpcError;
+use crate::message::RpcError;
 
 /// The modern protocol version hale serves.
 pub(crate) const VERSION: &str = "2026-07-28";

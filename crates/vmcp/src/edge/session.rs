@@ -1,20 +1,24 @@
 //! Legacy-era client sessions: what `initialize` opens and `Mcp-Session-Id` names.
 //!
 //! A session holds what its client negotiated, the stream its notifications go to (the
-//! GET stream), the requests hale asked it and awaits (sampling, elicitation), and its own
-//! backend sessions, one per stateful backend it used, opened on first use. Nothing here
-//! is shared between clients: one client's lock never slows another's call.
+//! GET stream), the requests hale asked it and awaits (sampling, elicitation), and the
+//! resources it watches through shared clients. It is the [`Owner`] of its backend
+//! sessions, which each upstream keeps (opened on first use). Nothing here is shared
+//! between clients: one client's lock never slows another's call.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hale_mcp::{McpClient, ServerRequestError};
+use hale_mcp::{Notification, ServerRequestError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::message;
+use crate::upstream::Owner;
 
 /// Everything needed to resume a client session elsewhere: small and serializable, so a
 /// later step can hand it to another replica without a shared store.
@@ -47,7 +51,7 @@ pub(crate) struct ClientSession {
     /// The caller who opened it (`None`: anonymous); requests from anyone else are
     /// answered as if the session did not exist.
     pub(crate) owner: Option<Arc<str>>,
-    pub(crate) log_level: Mutex<Option<Value>>,
+    log_level: Mutex<Option<Value>>,
     /// The GET stream's sender, while one is open.
     stream: Mutex<Option<mpsc::Sender<Bytes>>>,
     /// Our requests to this client awaiting its answer, by our request id.
@@ -56,8 +60,8 @@ pub(crate) struct ClientSession {
     /// When the client last sent anything (ms since `epoch`).
     last_seen: AtomicU64,
     epoch: Instant,
-    /// This client's session with each backend (by backend index), once opened.
-    pub(crate) backends: Vec<OnceCell<Arc<McpClient>>>,
+    /// Resources it subscribed to through shared clients (by the URI it knows).
+    watched: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -77,7 +81,6 @@ impl ClientSession {
         capabilities: Value,
         client_info: Value,
         owner: Option<Arc<str>>,
-        backends: usize,
     ) -> Self {
         let epoch = Instant::now();
         ClientSession {
@@ -92,7 +95,7 @@ impl ClientSession {
             next_ask: AtomicU64::new(1),
             last_seen: AtomicU64::new(0),
             epoch,
-            backends: (0..backends).map(|_| OnceCell::new()).collect(),
+            watched: Mutex::new(HashSet::new()),
         }
     }
 
@@ -158,16 +161,16 @@ impl ClientSession {
         tx.send(answer).is_ok()
     }
 
-    /// The session's resumable state, backend session ids included.
-    pub(crate) async fn resumable(&self, backend_names: &[String]) -> Resumable {
-        let mut backend_sessions = std::collections::BTreeMap::new();
-        for (cell, name) in self.backends.iter().zip(backend_names) {
-            if let Some(client) = cell.get()
-                && let Some(id) = client.session_id().await
-            {
-                backend_sessions.insert(name.clone(), id);
-            }
-        }
+    /// Whether it watches `uri` through a shared client.
+    pub(crate) fn watches(&self, uri: &str) -> bool {
+        lock(&self.watched).contains(uri)
+    }
+
+    /// The session's resumable state, with `backend_sessions` (backend name → session id).
+    pub(crate) fn resumable(
+        &self,
+        backend_sessions: std::collections::BTreeMap<String, String>,
+    ) -> Resumable {
         Resumable {
             protocol_version: self.protocol_version.clone(),
             capabilities: self.capabilities.clone(),
@@ -176,6 +179,42 @@ impl ClientSession {
             log_level: lock(&self.log_level).clone(),
             backend_sessions,
         }
+    }
+}
+
+impl Owner for ClientSession {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn capabilities(&self) -> &Value {
+        &self.capabilities
+    }
+
+    fn client_info(&self) -> &Value {
+        &self.client_info
+    }
+
+    fn log_level(&self) -> Option<Value> {
+        lock(&self.log_level).clone()
+    }
+
+    fn set_log_level(&self, level: Value) {
+        *lock(&self.log_level) = Some(level);
+    }
+
+    fn watch_shared(&self, uri: &str, on: bool) {
+        let mut watched = lock(&self.watched);
+        if on {
+            watched.insert(uri.to_string());
+        } else {
+            watched.remove(uri);
+        }
+    }
+
+    fn notify(&self, note: Notification) {
+        let params = note.params.unwrap_or_else(|| serde_json::json!({}));
+        self.send(message::notification(&note.method, &params));
     }
 }
 
@@ -256,8 +295,8 @@ mod tests {
 
     #[test]
     fn ids_are_128_random_bits_and_differ() {
-        let a = ClientSession::new("2025-06-18".into(), Value::Null, Value::Null, None, 0);
-        let b = ClientSession::new("2025-06-18".into(), Value::Null, Value::Null, None, 0);
+        let a = ClientSession::new("2025-06-18".into(), Value::Null, Value::Null, None);
+        let b = ClientSession::new("2025-06-18".into(), Value::Null, Value::Null, None);
         assert_eq!(a.id.len(), 32);
         assert!(a.id.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a.id, b.id);
@@ -271,14 +310,12 @@ mod tests {
             Value::Null,
             Value::Null,
             None,
-            0,
         ));
         let busy = Arc::new(ClientSession::new(
             "v".into(),
             Value::Null,
             Value::Null,
             None,
-            0,
         ));
         sessions.insert(idle.clone());
         sessions.insert(busy.clone());
@@ -292,7 +329,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_clients_answer_reaches_the_request_that_asked() {
-        let s = ClientSession::new("v".into(), Value::Null, Value::Null, None, 0);
+        let s = ClientSession::new("v".into(), Value::Null, Value::Null, None);
         let (id, rx) = s.ask();
         assert!(s.answered(&Value::String(id), Ok(serde_json::json!({"ok": true}))));
         assert_eq!(rx.await.unwrap().unwrap()["ok"], true);

@@ -13,8 +13,8 @@ use http_body::{Body, Frame};
 use tokio::sync::mpsc;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::message;
 use crate::body::Body as ResponseBody;
+use crate::message;
 
 /// A comment line every this often keeps intermediaries from closing a quiet stream.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);

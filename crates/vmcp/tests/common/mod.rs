@@ -105,12 +105,12 @@ pub(crate) async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Va
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-/// A running vMCP, a client session on it, and its state.
+/// A running vMCP, a client session on it, and a handle on its parts.
 pub(crate) struct Started {
     pub(crate) addr: std::net::SocketAddr,
     pub(crate) stop: CancellationToken,
     pub(crate) client: McpClient,
-    pub(crate) state: std::sync::Arc<hale_vmcp::server::State>,
+    pub(crate) vmcp: hale_vmcp::Handle,
 }
 
 /// Starts a vMCP from `yaml`, waits until it is ready and connects a client.
@@ -121,7 +121,7 @@ pub(crate) async fn start_with(
     let config = VmcpConfig::from_yaml("test.yaml", yaml).unwrap();
     let vmcp = Vmcp::bind(config, metrics).await.unwrap();
     let addr = vmcp.local_addr();
-    let state = vmcp.state();
+    let handle = vmcp.handle();
     let stop = CancellationToken::new();
     tokio::spawn(vmcp.run(stop.clone()));
     wait_for("readiness", async || {
@@ -139,7 +139,7 @@ pub(crate) async fn start_with(
         addr,
         stop,
         client,
-        state,
+        vmcp: handle,
     }
 }
 

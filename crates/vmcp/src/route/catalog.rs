@@ -2,8 +2,8 @@
 //! filters and overrides first, then conflict resolution (ToolHive's rules, research
 //! §2.3), and the routing table that maps every advertised name back to its backend.
 //!
-//! Pure: lists in, catalog out. The vMCP server calls it whenever the routable set or a
-//! backend's list changes.
+//! Pure: lists in, catalog out ([`build`]). The published catalog ([`super::current`])
+//! calls it whenever the routable set or a backend's list changes.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,20 +11,7 @@ use serde_json::Value;
 
 use crate::config::{ConflictResolution, ToolPolicy};
 
-/// What one routable backend offers, as its own `*/list` answers said.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct BackendLists {
-    /// The backend's name.
-    pub backend: String,
-    /// Its tools (`tools/list` entries).
-    pub tools: Vec<Value>,
-    /// Its resources.
-    pub resources: Vec<Value>,
-    /// Its resource templates.
-    pub templates: Vec<Value>,
-    /// Its prompts.
-    pub prompts: Vec<Value>,
-}
+pub use crate::upstream::BackendLists;
 
 /// Where an advertised name goes.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,5 +1,6 @@
-//! One backend's runtime state: its health tracker and circuit breaker, fed by health
-//! checks (and, on the request path, by real calls), and what `/status` shows of it.
+//! One backend's health: its tracker and circuit breaker, fed by health checks (and, on
+//! the request path, by real calls), whether it is routable, and what `/status` shows of
+//! it. Pure bookkeeping: no I/O, the time from tokio's clock (paused in tests).
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -9,8 +10,6 @@ use hale_core::{
     HealthTracker, HealthTransition, SharedBreaker, Transition,
 };
 use serde_json::{Value, json};
-
-use crate::config::BackendConfig;
 
 /// The clock backends use: tokio's, so that paused-time tests drive it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -33,11 +32,9 @@ pub struct Changes {
     pub routability_changed: bool,
 }
 
-/// A backend: configuration, health, breaker.
+/// A backend's health and breaker.
 #[derive(Debug)]
-pub struct Backend {
-    /// Its configuration.
-    pub config: BackendConfig,
+pub struct Health {
     health: Mutex<HealthTracker>,
     /// The breaker every call to this backend goes through.
     pub breaker: SharedBreaker<TokioClock>,
@@ -56,24 +53,24 @@ pub struct Backend {
     unusable: Mutex<Option<String>>,
 }
 
-impl Backend {
-    /// A backend in state `unknown` with a closed breaker. `enforce` false makes the
-    /// breaker only track and report (`circuitBreaker.enabled: false`).
+impl Health {
+    /// A backend in state `unknown` with a closed breaker; `name` seeds the breaker's
+    /// jitter. `enforce` false makes the breaker only track and report
+    /// (`circuitBreaker.enabled: false`).
     pub fn new(
-        config: BackendConfig,
+        name: &str,
         health: &HealthConfig,
         breaker: &BreakerConfig,
         enforce: bool,
     ) -> Result<Self, ConfigError> {
-        let seed = config.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         });
         let shared = SharedBreaker::new(breaker, seed, TokioClock)?;
         if !enforce {
             shared.disable();
         }
-        Ok(Backend {
-            config,
+        Ok(Health {
             health: Mutex::new(HealthTracker::new(health)?),
             breaker: shared,
             tools: Mutex::new(0),
@@ -175,7 +172,7 @@ impl Backend {
         humantime::format_rfc3339_millis(self.epoch.1 + since).to_string()
     }
 
-    /// The backend as `/status` shows it (camelCase, URL credentials redacted).
+    /// The health part of the backend's `/status` entry (camelCase).
     pub fn status(&self) -> Value {
         let t = self.tracker();
         let b = self.breaker.snapshot();
@@ -188,10 +185,7 @@ impl Backend {
             "it answers 401/403 to hale's requests: check its headers and auth (tokenEnv, tokenFile) in the configuration",
         );
         json!({
-            "name": self.config.name,
-            "url": redact(&self.config.url),
             "reason": reason,
-            "transport": self.config.transport.as_str(),
             "health": t.state().as_str(),
             "circuit": {
                 "state": state,
@@ -213,22 +207,14 @@ fn duration_ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
-pub use hale_mcp::redact_url as redact;
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use hale_core::FailureCategory;
-    use hale_mcp::TransportKind;
 
-    fn backend(unhealthy: u32, failures_to_open: u32) -> Backend {
-        Backend::new(
-            BackendConfig {
-                name: "weather".into(),
-                url: "http://user:pw@127.0.0.1:1/mcp?token=abc&x=1".into(),
-                transport: TransportKind::StreamableHttp,
-                credentials: hale_mcp::Credentials::default(),
-            },
+    fn backend(unhealthy: u32, failures_to_open: u32) -> Health {
+        Health::new(
+            "weather",
             &HealthConfig {
                 unhealthy_threshold: unhealthy,
                 ..HealthConfig::default()
@@ -284,12 +270,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn status_shows_the_record_with_credentials_redacted() {
+    async fn status_shows_the_record() {
         let b = backend(1, 5);
         b.set_tools(3);
         b.record_check(refused());
         let s = b.status();
-        assert_eq!(s["url"], "http://***@127.0.0.1:1/mcp?token=***&x=1");
         assert_eq!(s["health"], "unhealthy");
         assert_eq!(s["circuit"]["state"], "closed");
         assert_eq!(s["consecutiveFailures"], 1);

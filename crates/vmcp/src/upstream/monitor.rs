@@ -1,4 +1,4 @@
-//! The health monitor: one task per backend, started at launch and cancelled at shutdown.
+//! The health monitor: one task per upstream, started at launch and cancelled at shutdown.
 //!
 //! Each task checks its backend on a long-lived probe session every `healthCheckInterval`,
 //! spread ±10 % so that checks of many backends do not march in step; feeds the result
@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use hale_core::{BreakerState, CheckOutcome, HealthState, Jitter};
 use hale_mcp::{ClientOptions, Probe, ProbeMethod};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, Changes};
+use super::{Changes, Health, Upstream};
 
 /// Counts backends that finished their first check, for `/readyz`.
 #[derive(Debug, Default)]
@@ -42,34 +41,36 @@ pub struct MonitorSettings {
     pub method: ProbeMethod,
 }
 
-/// Runs the monitor of `backend` until `cancel`.
-pub async fn run(
-    backend: Arc<Backend>,
-    settings: MonitorSettings,
-    changed: Arc<Notify>,
-    first_round: Arc<FirstRound>,
-    cancel: CancellationToken,
-) {
-    let name = backend.config.name.clone();
+impl MonitorSettings {
+    /// The settings of `health`.
+    pub fn of(health: &hale_core::HealthConfig, method: ProbeMethod) -> Self {
+        MonitorSettings {
+            interval: health.check_interval,
+            timeout: health.check_timeout,
+            method,
+        }
+    }
+}
+
+/// Runs the monitor of `upstream` until `cancel`.
+pub async fn run(upstream: Arc<Upstream>, settings: MonitorSettings, cancel: CancellationToken) {
+    let name = upstream.name().to_string();
+    let config = upstream.config();
     let options = ClientOptions {
-        transport: backend.config.transport,
+        transport: config.transport,
         client_name: "hale-vmcp-health".into(),
         // `server/discover` for a 2026-07-28 server, `ping` on a session otherwise.
         era: hale_mcp::Era::Auto,
-        credentials: Some(backend.config.credentials.clone()),
+        credentials: Some(config.credentials.clone()),
         ..ClientOptions::default()
     };
-    let mut probe = Probe::new(
-        &backend.config.url,
-        options,
-        settings.method,
-        settings.timeout,
-    );
+    let mut probe = Probe::new(&config.url, options, settings.method, settings.timeout);
     let mut jitter = Jitter::new(
         name.bytes()
             .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
     );
-    publish_states(&backend);
+    let (health, signals) = (&upstream.health, &upstream.signals);
+    publish_states(&name, health);
     let mut first = true;
     loop {
         let started = Instant::now();
@@ -85,18 +86,18 @@ pub async fn run(
             .increment(1);
         metrics::histogram!("toolhive_vmcp_backend_health_check_duration_seconds", "backend" => name.clone())
             .record(started.elapsed().as_secs_f64());
-        let changes = backend.record_check(outcome);
-        report(&backend, &changes, &changed);
+        let changes = health.record_check(outcome);
+        report(&upstream, &changes);
         if first {
             first = false;
-            first_round.done.fetch_add(1, Ordering::AcqRel);
-            changed.notify_one();
+            signals.first_round.done.fetch_add(1, Ordering::AcqRel);
+            signals.changed.notify_one();
         }
 
         // Sleep until the next check, waking early when an open breaker's timeout ends.
         let next = Instant::now() + jitter.spread(settings.interval, 0.1);
         loop {
-            let breaker_due = backend.breaker.poll_timeout().map(Instant::from_std);
+            let breaker_due = health.breaker.poll_timeout().map(Instant::from_std);
             let wake = breaker_due.map_or(next, |due| due.min(next));
             tokio::select! {
                 () = cancel.cancelled() => {
@@ -104,21 +105,21 @@ pub async fn run(
                     return;
                 }
                 // A call opened (or closed) the breaker: its deadline may have changed.
-                () = backend.breaker_moved.notified() => continue,
+                () = health.breaker_moved.notified() => continue,
                 () = tokio::time::sleep_until(wake) => {}
             }
             if wake >= next {
                 break;
             }
-            report(&backend, &backend.tick(), &changed);
+            report(&upstream, &health.tick());
         }
     }
     probe.close().await;
 }
 
 /// Logs and counts what a check changed, and wakes the catalog if routability changed.
-pub(crate) fn report(backend: &Backend, changes: &Changes, changed: &Notify) {
-    let name = &backend.config.name;
+pub(crate) fn report(upstream: &Upstream, changes: &Changes) {
+    let (name, backend) = (&upstream.name().to_string(), &upstream.health);
     if let Some(t) = &changes.health {
         tracing::info!(backend = %name, from = %t.from, to = %t.to, reason = %t.reason, "backend health changed");
         metrics::counter!("toolhive_vmcp_backend_health_transitions_total",
@@ -133,27 +134,26 @@ pub(crate) fn report(backend: &Backend, changes: &Changes, changed: &Notify) {
         .increment(1);
     }
     if changes.health.is_some() || changes.circuit.is_some() {
-        publish_states(backend);
+        publish_states(name, backend);
     }
     if changes.routability_changed {
         if !backend.routable() {
             backend.withdrawn.notify_waiters();
         }
-        changed.notify_one();
+        upstream.signals.changed.notify_one();
     }
 }
 
 /// One-hot state gauges: 1 for the current state, 0 for the others.
-fn publish_states(backend: &Backend) {
-    let name = &backend.config.name;
+fn publish_states(name: &str, backend: &Health) {
     let health = backend.health();
     for state in HealthState::ALL {
-        metrics::gauge!("toolhive_vmcp_backend_health_state", "backend" => name.clone(), "state" => state.as_str())
+        metrics::gauge!("toolhive_vmcp_backend_health_state", "backend" => name.to_string(), "state" => state.as_str())
             .set(if state == health { 1.0 } else { 0.0 });
     }
     let circuit = backend.breaker.snapshot().state;
     for state in BreakerState::ALL {
-        metrics::gauge!("toolhive_vmcp_backend_circuit_state", "backend" => name.clone(), "state" => state.as_str())
+        metrics::gauge!("toolhive_vmcp_backend_circuit_state", "backend" => name.to_string(), "state" => state.as_str())
             .set(if state == circuit { 1.0 } else { 0.0 });
     }
 }

@@ -1,0 +1,582 @@
+//! Routing: what a client's request becomes, the same in both protocol eras. Lists come
+//! from the catalog (after a fan-out to upstreams not yet listed); a call goes to the
+//! upstream that owns the tool, resource or prompt, through its breaker, on the caller's
+//! own backend session; what the backend sends meanwhile goes to the hooks the edge gave.
+//!
+//! The parts: [`catalog`] (the pure build: filters, overrides, conflict resolution),
+//! `current` (the published catalog as one value, its rebuild and upkeep), `fan_out`
+//! (list requests across upstreams), and [`Router`] here (the dispatch).
+
+pub mod catalog;
+mod current;
+mod fan_out;
+
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hale_core::HealthState;
+use hale_mcp::{CallHooks, McpError, NotificationSink, ServerRequestHandler, codes};
+use serde_json::{Value, json};
+
+use crate::config::{ConflictResolution, PartialFailureMode, ToolPolicy, VmcpConfig};
+use crate::message::{self, RpcError};
+use crate::upstream::{CallError, Owner, Signals, Upstream, Upstreams};
+use catalog::{Catalog, Route};
+pub use current::ListsChanged;
+
+/// What routing needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct RouteSettings {
+    /// How name collisions are resolved.
+    pub conflict_resolution: ConflictResolution,
+    /// Per-backend filters and overrides.
+    pub tools: std::collections::BTreeMap<String, ToolPolicy>,
+    /// `fail` or `best_effort`.
+    pub partial_failure_mode: PartialFailureMode,
+    /// Time between health checks: how long a list may be cached at most.
+    pub check_interval: Duration,
+    /// The deadline of a request to a backend not named in `operational.timeouts`.
+    pub default_timeout: Duration,
+}
+
+impl RouteSettings {
+    /// The routing settings of `config`.
+    pub fn of(config: &VmcpConfig) -> Self {
+        RouteSettings {
+            conflict_resolution: config.conflict_resolution.clone(),
+            tools: config.tools.clone(),
+            partial_failure_mode: config.partial_failure_mode,
+            check_interval: config.health.check_interval,
+            default_timeout: config.default_timeout,
+        }
+    }
+}
+
+/// The upstreams and the catalog over them.
+#[derive(Debug)]
+pub struct Router {
+    settings: RouteSettings,
+    upstreams: RwLock<Arc<Upstreams>>,
+    current: current::Current,
+    signals: Arc<Signals>,
+}
+
+/// Who is asking, and where what comes before the answer goes.
+pub(crate) struct Caller {
+    /// The legacy client session (owner of backend sessions); `None` for a modern
+    /// client, which has no session.
+    pub(crate) session: Option<Arc<dyn Owner>>,
+    /// Messages for the client before the answer (the call's own stream).
+    pub(crate) interim: tokio::sync::mpsc::UnboundedSender<Bytes>,
+    /// Which log lines reach the caller: `None` all (a legacy client: its
+    /// `logging/setLevel` already told its own backend sessions), `Some(None)` none, and
+    /// `Some(Some(level))` those at or above `level` (a 2026-07-28 client opts in per
+    /// request with `_meta["io.modelcontextprotocol/logLevel"]`).
+    pub(crate) log_level: Option<Option<u8>>,
+    /// What answers the backend's requests to the client during the call (sampling,
+    /// elicitation, roots): the edge relays them to a legacy client, turns them into
+    /// `input_required` rounds for a 2026-07-28 one, or declines them.
+    pub(crate) requests: ServerRequestHandler,
+}
+
+/// MCP's log levels, in RFC 5424 order.
+const LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// A log level's rank (RFC 5424 order, as MCP uses it); unknown levels rank highest.
+pub(crate) fn log_rank(level: &str) -> u8 {
+    LEVELS
+        .iter()
+        .position(|l| *l == level)
+        .unwrap_or(LEVELS.len()) as u8
+}
+
+/// The level of `rank`, if it is one.
+pub(crate) fn log_level_name(rank: u8) -> Option<&'static str> {
+    LEVELS.get(usize::from(rank)).copied()
+}
+
+impl Router {
+    /// A router over `upstreams`, which signal through `signals`.
+    pub fn new(settings: RouteSettings, upstreams: Upstreams, signals: Arc<Signals>) -> Self {
+        Router {
+            settings,
+            upstreams: RwLock::new(Arc::new(upstreams)),
+            current: current::Current::default(),
+            signals,
+        }
+    }
+
+    /// The upstreams now.
+    pub fn upstreams(&self) -> Arc<Upstreams> {
+        self.upstreams
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// What the upstreams signal through.
+    pub fn signals(&self) -> &Arc<Signals> {
+        &self.signals
+    }
+
+    /// How long a modern client may cache a list (`ttlMs`): 0 while any routable
+    /// upstream is degraded, half-open or failing checks (a withdrawal may be near);
+    /// otherwise the time to the soonest next check, so no client caches a list past a
+    /// withdrawal it could have seen.
+    pub(crate) fn ttl_ms(&self) -> u64 {
+        let interval = self.settings.check_interval;
+        let now = tokio::time::Instant::now().into_std();
+        let mut ttl = interval;
+        for u in self.upstreams().iter() {
+            let (stable, last_check) = u.health.cache_hint();
+            // A withdrawn upstream may come back at its next check: that bounds the TTL
+            // too; only a routable one that wavers makes lists uncacheable.
+            if u.routable() && !stable {
+                return 0;
+            }
+            if let Some(at) = last_check {
+                ttl = ttl.min(interval.saturating_sub(now.saturating_duration_since(at)));
+            }
+        }
+        ttl.as_millis() as u64
+    }
+
+    /// If a 2026-07-28 client's `method` call may need `input_required` rounds (it goes
+    /// to a handshake-era backend, which may ask the client for input mid-call, or its
+    /// target is not known yet), the call's deadline; `None` when it goes straight to a
+    /// backend that speaks 2026-07-28.
+    pub(crate) async fn may_ask(&self, method: &str, params: &Value) -> Option<Duration> {
+        let name = params
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let published = self.published();
+        let route = match method {
+            "tools/call" => published.catalog.tool_routes.get(name),
+            "prompts/get" => published.catalog.prompt_routes.get(name),
+            _ => return None,
+        };
+        let upstream = route.and_then(|r| self.upstreams().get(&r.backend).cloned());
+        match upstream {
+            Some(u) if !u.speaks_handshake().await => None,
+            Some(u) => Some(u.request_timeout()),
+            None => Some(self.settings.default_timeout),
+        }
+    }
+
+    /// Opens the shared clients' subscriptions to `uris` (for modern listeners; best
+    /// effort).
+    pub(crate) async fn subscribe_shared(&self, uris: &[String]) {
+        for uri in uris {
+            let Some(route) = self.published().catalog.route_resource(uri) else {
+                continue;
+            };
+            if let Some(u) = self.upstreams().get(&route.backend) {
+                let _ = u.subscribe_shared(&route.original).await;
+            }
+        }
+    }
+
+    /// Client session `id`'s backend session ids, by backend.
+    pub(crate) async fn backend_sessions_of(
+        &self,
+        id: &str,
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut ids = std::collections::BTreeMap::new();
+        for u in self.upstreams().iter() {
+            if let Some(client) = u.session_of(id)
+                && let Some(sid) = client.session_id().await
+            {
+                ids.insert(u.name().to_string(), sid);
+            }
+        }
+        ids
+    }
+
+    /// Ends client session `id`'s backend sessions, counting each as `event`.
+    pub(crate) async fn close_sessions_of(&self, id: &str, event: &'static str) {
+        let upstreams = self.upstreams();
+        futures_util::future::join_all(upstreams.iter().map(|u| u.close_session(id, event))).await;
+    }
+
+    /// Ends every backend session (shutdown).
+    pub(crate) async fn close_all_sessions(&self) {
+        let upstreams = self.upstreams();
+        futures_util::future::join_all(upstreams.iter().map(|u| u.close_all_sessions("closed")))
+            .await;
+    }
+
+    /// Answers `method` for `caller`.
+    pub(crate) async fn handle(
+        &self,
+        caller: &Caller,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, RpcError> {
+        match method {
+            "ping" => Ok(json!({})),
+            "tools/list" => self.list("tools", |c| c.tools.clone()).await,
+            "resources/list" => self.list("resources", |c| c.resources.clone()).await,
+            "resources/templates/list" => {
+                self.list("resourceTemplates", |c| c.templates.clone())
+                    .await
+            }
+            "prompts/list" => self.list("prompts", |c| c.prompts.clone()).await,
+            "tools/call" => self.call_tool(caller, params).await,
+            "resources/read" => {
+                let uri = str_param(&params, "uri")?;
+                let route = self.resource_route(&uri)?;
+                let forwarded = with_name(params, "uri", &route.original);
+                self.forward(caller, &route.backend, "resources/read", forwarded)
+                    .await
+            }
+            "prompts/get" => {
+                let name = str_param(&params, "name")?;
+                let route = self.published().catalog.prompt_routes.get(&name).cloned();
+                let Some(route) = route else {
+                    return Err(RpcError::new(
+                        codes::UNKNOWN_NAME,
+                        format!("unknown prompt: {name}"),
+                    ));
+                };
+                let forwarded = with_name(params, "name", &route.original);
+                self.forward(caller, &route.backend, "prompts/get", forwarded)
+                    .await
+            }
+            "resources/subscribe" | "resources/unsubscribe" => {
+                self.subscribe(caller, method, params).await
+            }
+            "logging/setLevel" => self.set_level(caller, params).await,
+            "completion/complete" => {
+                let reference = &params["ref"];
+                let published = self.published();
+                let target = match reference.get("type").and_then(Value::as_str) {
+                    Some("ref/prompt") => {
+                        let name = reference
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        published
+                            .catalog
+                            .prompt_routes
+                            .get(name)
+                            .map(|r| (r.backend.clone(), "name", r.original.clone()))
+                    }
+                    Some("ref/resource") => {
+                        let uri = reference
+                            .get("uri")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        published
+                            .catalog
+                            .route_resource(uri)
+                            .map(|r| (r.backend, "uri", r.original))
+                    }
+                    _ => None,
+                };
+                let Some((backend, key, original)) = target else {
+                    return Err(RpcError::new(-32602, "completion/complete: unknown ref"));
+                };
+                let mut forwarded = params;
+                forwarded["ref"][key] = Value::String(original);
+                self.forward(caller, &backend, "completion/complete", forwarded)
+                    .await
+            }
+            other => Err(RpcError::new(-32601, format!("method not found: {other}"))),
+        }
+    }
+
+    fn resource_route(&self, uri: &str) -> Result<Route, RpcError> {
+        self.published().catalog.route_resource(uri).ok_or_else(|| {
+            RpcError::new(-32602, format!("resource not found: {uri}"))
+                .with_data(json!({"uri": uri}))
+        })
+    }
+
+    /// A list, after listing the upstreams not listed yet; `fail` / `best_effort` decide
+    /// what a failure among them does to the answer.
+    async fn list(
+        &self,
+        field: &str,
+        pick: impl Fn(&Catalog) -> Vec<Value>,
+    ) -> Result<Value, RpcError> {
+        let failures = self.fan_out().await;
+        if !failures.is_empty() && self.settings.partial_failure_mode == PartialFailureMode::Fail {
+            let detail: Vec<String> = failures.iter().map(|(b, e)| format!("{b}: {e}")).collect();
+            return Err(RpcError::new(
+                codes::PARTIAL_FAILURE,
+                format!("backends failed: {}", detail.join("; ")),
+            )
+            .with_data(json!({"failures": failures.iter().map(|(b, e)| json!({"backend": b, "error": e})).collect::<Vec<_>>()})));
+        }
+        self.rebuild_on_request();
+        let published = self.published();
+        let mut result = json!({ field: pick(&published.catalog) });
+        if !failures.is_empty() {
+            result["_meta"] = json!({"hale/partialFailures": failures.iter().map(|(b, e)| json!({"backend": b, "error": e})).collect::<Vec<_>>()});
+        }
+        Ok(result)
+    }
+
+    async fn call_tool(&self, caller: &Caller, params: Value) -> Result<Value, RpcError> {
+        let name = str_param(&params, "name")?;
+        let lookup = |router: &Router| router.published().catalog.tool_routes.get(&name).cloned();
+        let mut route = lookup(self);
+        if route.is_none() {
+            // Not advertised now. If its backend is routable, the catalog has not caught
+            // up yet (it is rebuilt 50 ms after a change); if nobody offers it, a backend
+            // may not have been listed yet. Either way, catch up once, asking only the
+            // upstreams never listed: a client hammering a withdrawn or unknown tool must
+            // not turn into list requests to every healthy backend.
+            let owner = self.published().owner_of_tool(&name).map(str::to_string);
+            let stale = owner
+                .as_deref()
+                .and_then(|b| self.upstreams().get(b).map(|u| u.routable()))
+                .unwrap_or(false);
+            // `catalog_behind`: lists arrived (the catalog task's) that the catalog was
+            // not rebuilt from yet; rebuilding is local work, no backend is asked.
+            if stale || self.catalog_behind() || (owner.is_none() && self.refresh_unlisted().await)
+            {
+                self.rebuild_on_request();
+                route = lookup(self);
+            }
+        }
+        let Some(route) = route else {
+            // A withdrawn backend's tool: say whose it is and why, so the client knows it
+            // will come back.
+            let owner = self.published().owner_of_tool(&name).map(str::to_string);
+            if let Some(u) = owner.and_then(|b| self.upstreams().get(&b).cloned()) {
+                let why = format!(
+                    "health {}, circuit {}",
+                    u.health.health(),
+                    u.health.breaker.snapshot().state
+                );
+                return Err(unavailable(&u, true, &why));
+            }
+            return Err(RpcError::new(
+                codes::UNKNOWN_NAME,
+                format!("unknown tool: {name}"),
+            ));
+        };
+        let forwarded = with_name(params, "name", &route.original);
+        self.forward(caller, &route.backend, "tools/call", forwarded)
+            .await
+    }
+
+    /// `resources/subscribe` and `resources/unsubscribe`: on the caller's own backend
+    /// session where it has one; else through the shared client, whose updates are passed
+    /// on to the sessions that subscribed.
+    async fn subscribe(
+        &self,
+        caller: &Caller,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, RpcError> {
+        let uri = str_param(&params, "uri")?;
+        let route = self.resource_route(&uri)?;
+        let subscribe = method == "resources/subscribe";
+        if let (Some(session), Some(u)) = (
+            &caller.session,
+            self.upstreams().get(&route.backend).cloned(),
+        ) && let Ok(client) = u.client_for(Some(session)).await
+        {
+            let (modern, own_session) = client.era().await;
+            if modern || !own_session {
+                // No backend session of the caller's own (a 2026-07-28 backend has no
+                // resources/subscribe: its listen stream carries the URIs): the shared
+                // client asks for updates, and they are passed on to the sessions that
+                // subscribed.
+                session.watch_shared(&uri, subscribe);
+                if subscribe {
+                    client
+                        .subscribe_resource(&route.original)
+                        .await
+                        .map_err(|e| unavailable(&u, false, &e.to_string()))?;
+                }
+                return Ok(json!({}));
+            }
+            if subscribe {
+                // Updates arrive on the backend session's GET stream, opened now.
+                client.listen().await;
+            }
+        }
+        let forwarded = with_name(params, "uri", &route.original);
+        self.forward(caller, &route.backend, method, forwarded)
+            .await
+            .map(|_| json!({}))
+    }
+
+    /// `logging/setLevel`: the caller's own backend sessions only, now and as they open.
+    async fn set_level(&self, caller: &Caller, params: Value) -> Result<Value, RpcError> {
+        let Some(session) = &caller.session else {
+            return Err(RpcError::new(
+                -32601,
+                "logging/setLevel needs a session (2026-07-28 sets the level per request in _meta)",
+            ));
+        };
+        let level = params.get("level").cloned().unwrap_or(Value::Null);
+        session.set_log_level(level.clone());
+        let upstreams = self.upstreams();
+        let open: Vec<Arc<hale_mcp::McpClient>> = upstreams
+            .iter()
+            .filter_map(|u| u.session_of(session.id()))
+            .collect();
+        futures_util::future::join_all(open.into_iter().map(|client| {
+            let level = level.clone();
+            async move {
+                if client.server_info().await.has("logging") {
+                    let _ = client
+                        .request("logging/setLevel", Some(json!({"level": level})))
+                        .await;
+                }
+            }
+        }))
+        .await;
+        // Stateless backends share one session: their level is everyone's, so it is left
+        // as it is rather than set by one client for all.
+        Ok(json!({}))
+    }
+
+    /// Sends a request to `backend` for `caller`, through its breaker, ending at once if
+    /// the backend is withdrawn meanwhile.
+    async fn forward(
+        &self,
+        caller: &Caller,
+        backend: &str,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, RpcError> {
+        let Some(u) = self.upstreams().get(backend).cloned() else {
+            return Err(RpcError::new(-32602, format!("unknown backend {backend}")));
+        };
+        if caller.session.is_none()
+            && let Some(Some(rank)) = caller.log_level
+            && let Some(name) = log_level_name(rank)
+        {
+            u.lower_shared_log_level(rank, name).await;
+        }
+        // Health from the cache; the breaker itself refuses (lock-free while closed).
+        let health = u.health.health();
+        if matches!(
+            health,
+            HealthState::Unhealthy | HealthState::Unauthenticated
+        ) {
+            let circuit = u.health.breaker.snapshot().state;
+            return Err(unavailable(
+                &u,
+                true,
+                &format!("health {health}, circuit {circuit}"),
+            ));
+        }
+        let withdrawn = u.health.withdrawn.notified();
+        tokio::pin!(withdrawn);
+        withdrawn.as_mut().enable();
+        let hooks = hooks(caller, backend);
+        let call = u.call(caller.session.as_ref(), method, params, Some(&hooks));
+        let result = tokio::select! {
+            result = call => result,
+            () = withdrawn => {
+                return Err(unavailable(&u, false, &format!(
+                    "withdrawn while the call was in flight (health {}, circuit {})",
+                    u.health.health(),
+                    u.health.breaker.snapshot().state
+                )));
+            }
+        };
+        match result {
+            Ok(v) => Ok(v),
+            // The backend answered with an error of its own: the client gets it as it is.
+            Err(CallError::Backend(McpError::Rpc {
+                code,
+                message,
+                data,
+                ..
+            })) => Err(RpcError {
+                code,
+                message,
+                data,
+            }),
+            Err(e) => Err(unavailable(&u, false, &e.to_string())),
+        }
+    }
+}
+
+/// Where what the backend sends during the call goes: to this caller's stream only.
+fn hooks(caller: &Caller, backend: &str) -> CallHooks {
+    let to_client = caller.interim.clone();
+    let name = backend.to_string();
+    let log_level = caller.log_level;
+    let notifications: NotificationSink = Arc::new(move |note: hale_mcp::Notification| {
+        let mut params = note.params.unwrap_or_else(|| json!({}));
+        if note.method == "notifications/message"
+            && let Some(wanted) = log_level
+        {
+            let level = params
+                .get("level")
+                .and_then(Value::as_str)
+                .unwrap_or("info");
+            if wanted.is_none_or(|min| log_rank(level) < min) {
+                return; // not asked for: 2026-07-28 sends log lines on opt-in only
+            }
+        }
+        if note.method == "notifications/message" && params.get("logger").is_none() {
+            // Say which backend spoke, unless it named its logger itself.
+            params["logger"] = Value::String(name.clone());
+        }
+        let _ = to_client.send(message::notification(&note.method, &params));
+    });
+    CallHooks {
+        requests: Some(caller.requests.clone()),
+        notifications: Some(notifications),
+    }
+}
+
+fn str_param(params: &Value, key: &str) -> Result<String, RpcError> {
+    params
+        .get(key)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| RpcError::new(-32602, format!("params.{key} is required")))
+}
+
+/// `params` with `key` replaced by the backend's own name for the thing. The rest passes
+/// as it is: `inputResponses` and `requestState` of an `input_required` retry, and the
+/// caller's `_meta` (a 2026-07-28 caller's capabilities reach a 2026-07-28 backend, which
+/// must not ask for what the caller cannot give).
+fn with_name(mut params: Value, key: &str, original: &str) -> Value {
+    params[key] = Value::String(original.to_string());
+    params
+}
+
+/// The error for a call to a known upstream that cannot take it now. `refused`: the call
+/// was not sent (counted as a rejection when the circuit is open).
+fn unavailable(u: &Upstream, refused: bool, why: &str) -> RpcError {
+    let snap = u.health.breaker.snapshot();
+    if refused && snap.state == hale_core::BreakerState::Open {
+        metrics::counter!("toolhive_vmcp_backend_circuit_rejections_total", "backend" => u.name().to_string()).increment(1);
+    }
+    let retry = snap.retry_at.map(|at| {
+        at.saturating_duration_since(std::time::Instant::now())
+            .as_secs()
+    });
+    RpcError::new(
+        codes::BACKEND_UNAVAILABLE,
+        format!("backend '{}' is unavailable: {why}", u.name()),
+    )
+    .with_data(json!({
+        "backend": u.name(),
+        "health": u.health.health().as_str(),
+        "circuit": snap.state.as_str(),
+        "retryAfterSeconds": retry,
+    }))
+}
