@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::Tally;
-use crate::eras::{Paths, report_steps};
-use crate::interop::{spawn, spawn_hale};
+use crate::servers::{Paths, Server, spawn, spawn_hale, testkit};
+use crate::tally::{Tally, report_steps};
 
 const BACKEND_TOKEN: &str = "interop-backend-token-0123456789";
 
@@ -38,7 +37,7 @@ pub(crate) fn run(p: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, Strin
     )?;
     let backend = spawn(
         &|port| {
-            let mut c = crate::interop::testkit(&bin, port, "streamable-http");
+            let mut c = testkit(&bin, port, "streamable-http");
             c.args(["--require-token", BACKEND_TOKEN]);
             c
         },
@@ -208,7 +207,7 @@ fn guarded_backend(p: &Paths<'_>, steps: &mut Vec<(String, bool, String)>) -> Re
 }
 
 /// `hale vmcp` with configuration `yaml`, written to `file` under interop's directory.
-fn vmcp_with(p: &Paths<'_>, file: &str, yaml: String) -> Result<crate::interop::Server, String> {
+fn vmcp_with(p: &Paths<'_>, file: &str, yaml: String) -> Result<Server, String> {
     let config = p.dir.join(file);
     fs::write(&config, yaml).map_err(|e| format!("writing {}: {e}", config.display()))?;
     spawn_hale(

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::Tally;
+use crate::tally::{Tally, report_steps};
 
 const SUBNET: &str = "10.231.77.0/24";
 const HOST_IP: &str = "10.231.77.1";
@@ -326,6 +326,6 @@ pub(crate) fn run(
     let _ = lab.blackhole(false);
 
     let mut failures = Vec::new();
-    crate::eras::report_steps("blip", steps, tally, &mut failures);
+    report_steps("blip", steps, tally, &mut failures);
     Ok(failures)
 }

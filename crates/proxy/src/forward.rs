@@ -14,7 +14,6 @@ use hale_mcp::codes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1 as client_http1;
@@ -23,12 +22,10 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::answer::{self, Said};
+use crate::body::{BoxError, ProxyBody, full};
 use crate::legacy::{self, LegacyStreams};
 use crate::sse_rewrite::EndpointRewrite;
 use crate::status::Backend;
-
-pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
-pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 9] = [
@@ -629,11 +626,4 @@ fn is_length_limit(e: &hyper::Error) -> bool {
         source = err.source();
     }
     false
-}
-
-/// An error and its causes on one line.
-pub(crate) fn full(body: impl Into<Bytes>) -> ProxyBody {
-    Full::new(body.into())
-        .map_err(|never| match never {})
-        .boxed()
 }

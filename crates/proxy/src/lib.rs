@@ -28,6 +28,7 @@
 //! renders Prometheus text.
 
 mod answer;
+mod body;
 pub mod env;
 mod forward;
 mod legacy;
@@ -56,7 +57,8 @@ use hale_core::HostPolicy;
 use hale_mcp::codes;
 
 use crate::answer::Said;
-use crate::forward::{ForwardConfig, Forwarder, ProxyBody, full};
+use crate::body::{ProxyBody, full};
+use crate::forward::{ForwardConfig, Forwarder};
 use crate::status::Status;
 
 /// Request bodies larger than this get 413.

@@ -11,7 +11,6 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::body::{self, ResponseBody};
 use crate::catalog::Outbound;
-use crate::server::Shared;
 
 pub(crate) const VERSION: &str = "2026-07-28";
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
@@ -83,9 +82,29 @@ fn error(status: StatusCode, id: &Value, code: i64, message: &str) -> http::Resp
     )
 }
 
+/// What a 2026-07-28 answer needs of the server it is part of.
+pub(crate) trait Host: Send + Sync + 'static {
+    /// The server's configuration.
+    fn config(&self) -> &crate::ServerConfig;
+    /// Its tools, resources and prompts.
+    fn catalog(&self) -> &crate::catalog::Catalog;
+    /// Requests of ours to clients waiting for their answers.
+    fn waiting(&self) -> crate::catalog::Waiting;
+    /// Its notifications as they are sent.
+    fn subscribe_notifications(&self) -> broadcast::Receiver<Value>;
+    /// Answers `method` on `stream` (progress and log lines first, then the answer).
+    fn answer_on_stream(
+        self: Arc<Self>,
+        method: String,
+        params: Value,
+        id: Value,
+        stream: mpsc::UnboundedSender<Bytes>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
 /// Answers one 2026-07-28 request.
-pub(crate) async fn answer(
-    shared: &Arc<Shared>,
+pub(crate) async fn answer<H: Host>(
+    shared: &Arc<H>,
     headers: &HeaderMap,
     message: Value,
 ) -> http::Response<ResponseBody> {
@@ -167,7 +186,7 @@ pub(crate) async fn answer(
     match method.as_str() {
         "server/discover" => {
             let mut supported = vec![VERSION];
-            if shared.config.era == Era::Both {
+            if shared.config().era == Era::Both {
                 supported.extend(crate::catalog::PROTOCOL_VERSIONS);
             }
             let result = json!({
@@ -202,15 +221,11 @@ pub(crate) async fn answer(
         | "prompts/list"
         | "prompts/get"
         | "completion/complete"
-            if !shared.config.json_response =>
+            if !shared.config().json_response =>
         {
             // Progress and log lines ride the request's own stream, then the answer.
             let (frames, rx) = mpsc::unbounded_channel();
-            tokio::spawn(
-                shared
-                    .clone()
-                    .answer_on_stream(method, params, id, frames, None, true),
-            );
+            tokio::spawn(shared.clone().answer_on_stream(method, params, id, frames));
             http::Response::builder()
                 .header(header::CONTENT_TYPE, "text/event-stream")
                 .header(header::CACHE_CONTROL, "no-cache")
@@ -233,7 +248,7 @@ pub(crate) async fn answer(
             answered(
                 &method,
                 &id,
-                shared.catalog.answer(&method, &params, &out).await,
+                shared.catalog().answer(&method, &params, &out).await,
             )
         }
         _ => error(
@@ -275,7 +290,7 @@ fn answered(
     }
 }
 
-fn listen(shared: &Arc<Shared>, id: Value, params: &Value) -> http::Response<ResponseBody> {
+fn listen<H: Host>(shared: &Arc<H>, id: Value, params: &Value) -> http::Response<ResponseBody> {
     let wants = |k: &str| {
         params
             .pointer(&format!("/notifications/{k}"))

@@ -66,6 +66,34 @@ pub(crate) struct Shared {
     with_authorization: AtomicU64,
 }
 
+impl crate::modern::Host for Shared {
+    fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    fn waiting(&self) -> Waiting {
+        self.waiting.clone()
+    }
+
+    fn subscribe_notifications(&self) -> broadcast::Receiver<Value> {
+        self.notifications.subscribe()
+    }
+
+    async fn answer_on_stream(
+        self: Arc<Self>,
+        method: String,
+        params: Value,
+        id: Value,
+        stream: mpsc::UnboundedSender<Bytes>,
+    ) {
+        Shared::answer_on_stream(self, method, params, id, stream, None, true).await;
+    }
+}
+
 impl Shared {
     pub(crate) async fn start(config: ServerConfig) -> std::io::Result<Arc<Shared>> {
         let listener = TcpListener::bind(config.addr).await?;
@@ -203,14 +231,6 @@ impl Shared {
         let _ = self
             .notifications
             .send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
-    }
-
-    pub(crate) fn waiting(&self) -> Waiting {
-        self.waiting.clone()
-    }
-
-    pub(crate) fn subscribe_notifications(&self) -> broadcast::Receiver<Value> {
-        self.notifications.subscribe()
     }
 
     pub(crate) fn stats(&self) -> Stats {

@@ -28,10 +28,10 @@ use crate::body::{Body, full};
 use crate::config::{IncomingAuth, VmcpConfig};
 use crate::edge::{self, Edge, EdgeSettings};
 use crate::message::RpcError;
-use crate::route::{RouteSettings, Router};
+use crate::route::{RouteSettings, Router, Upstreams};
 use crate::status;
-use crate::upstream::monitor::{self, MonitorSettings};
-use crate::upstream::{Settings, Signals, Upstream, Upstreams};
+use crate::upstream::monitor::MonitorSettings;
+use crate::upstream::{Settings, Signals, Upstream};
 
 /// Why the vMCP could not start.
 #[derive(Debug, thiserror::Error)]
@@ -167,11 +167,7 @@ impl Vmcp {
         let upstreams = router.upstreams();
         metrics::gauge!("toolhive_vmcp_backends_discovered").set(upstreams.len() as f64);
         for upstream in upstreams.iter() {
-            tasks.spawn(monitor::run(
-                upstream.clone(),
-                settings.clone(),
-                stop.clone(),
-            ));
+            tasks.spawn(upstream.clone().monitor(settings.clone(), stop.clone()));
         }
         // What the upstreams and the catalog change flows back to the clients.
         let clients = edge.clients.clone();

@@ -10,7 +10,7 @@ use hale_core::{BreakerConfig, BreakerState, HealthConfig, HealthState};
 use hale_mcp::{ProbeMethod, TransportKind};
 use hale_testkit::{Fault, ServerConfig, TestServer};
 use hale_vmcp::config::BackendConfig;
-use hale_vmcp::upstream::monitor::{self, MonitorSettings};
+use hale_vmcp::upstream::monitor::MonitorSettings;
 use hale_vmcp::upstream::{Settings, Signals, Upstream};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tokio_util::sync::CancellationToken;
@@ -65,8 +65,7 @@ async fn a_dead_backend_is_withdrawn_at_the_threshold_and_restored_when_it_answe
     .unwrap();
     let backend = &upstream.health;
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(monitor::run(
-        upstream.clone(),
+    let task = tokio::spawn(upstream.clone().monitor(
         MonitorSettings {
             interval: INTERVAL,
             timeout: Duration::from_millis(80),

@@ -8,7 +8,6 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::modern::{Filter, tagged};
-use super::relay::Clients;
 use crate::message;
 use crate::route::ListsChanged;
 
@@ -29,13 +28,13 @@ pub(crate) struct Listeners {
 /// A listen stream's place in [`Listeners`]; removed when the stream ends.
 pub(crate) struct Registration {
     id: u64,
-    clients: std::sync::Weak<Clients>,
+    listeners: std::sync::Weak<Listeners>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Some(clients) = self.clients.upgrade() {
-            clients.listeners.lock().retain(|l| l.id != self.id);
+        if let Some(listeners) = self.listeners.upgrade() {
+            listeners.lock().retain(|l| l.id != self.id);
         }
     }
 }
@@ -47,16 +46,15 @@ impl Listeners {
 
     /// Registers a stream for `subscription` (the listen request's id) with `filter`.
     pub(crate) fn add(
-        clients: &std::sync::Arc<Clients>,
+        listeners: &std::sync::Arc<Listeners>,
         subscription: Value,
         filter: Filter,
         tx: mpsc::Sender<Bytes>,
     ) -> Registration {
-        let id = clients
-            .listeners
+        let id = listeners
             .next
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        clients.listeners.lock().push(Listener {
+        listeners.lock().push(Listener {
             id,
             subscription,
             filter,
@@ -64,7 +62,7 @@ impl Listeners {
         });
         Registration {
             id,
-            clients: std::sync::Arc::downgrade(clients),
+            listeners: std::sync::Arc::downgrade(listeners),
         }
     }
 

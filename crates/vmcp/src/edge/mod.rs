@@ -38,8 +38,8 @@ use tokio_util::task::TaskTracker;
 
 pub(crate) use listeners::Listeners;
 pub(crate) use relay::Clients;
+pub(crate) use session::ClientSession;
 pub use session::Resumable;
-pub(crate) use session::{ClientSession, Sessions};
 
 use crate::auth::Identity;
 use crate::body::{Body, full};
@@ -425,7 +425,7 @@ impl Edge {
         let filter = modern::Filter::from_params(params);
         let ends = self.stream_end(who);
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let registration = Listeners::add(&self.clients, id.clone(), filter.clone(), tx);
+        let registration = Listeners::add(&self.clients.listeners, id.clone(), filter.clone(), tx);
         let ack = message::notification(
             "notifications/subscriptions/acknowledged",
             &modern::tagged(json!({"notifications": filter.to_value()}), &id),

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use hale_mcp::{ServerRequest, ServerRequestError, ServerRequestFuture, ServerRequestHandler};
 use serde_json::{Value, json};
 
-use super::{ClientSession, Listeners, Sessions};
+use super::listeners::Listeners;
+use super::session::{ClientSession, Sessions};
 use crate::message;
 use crate::route::ListsChanged;
 
@@ -19,7 +20,7 @@ pub(crate) struct Clients {
     /// Legacy client sessions.
     pub(crate) sessions: Sessions,
     /// Modern clients' `subscriptions/listen` streams.
-    pub(crate) listeners: Listeners,
+    pub(crate) listeners: Arc<Listeners>,
 }
 
 impl Clients {

@@ -2,8 +2,8 @@
 //! filters and overrides first, then conflict resolution (ToolHive's rules, research
 //! §2.3), and the routing table that maps every advertised name back to its backend.
 //!
-//! Pure: lists in, catalog out ([`build`]). The published catalog ([`super::current`])
-//! calls it whenever the routable set or a backend's list changes.
+//! Pure: lists in, catalog out ([`build`]). The published catalog is rebuilt with it
+//! whenever the routable set or a backend's list changes.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -5,12 +5,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
-use super::Router;
 use super::catalog::{self, Catalog};
+use super::upstreams::Upstreams;
+use crate::config::{ConflictResolution, ToolPolicy};
 
 /// Which advertised lists a rebuild changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,33 +60,47 @@ pub(crate) struct Current {
     unsent: Mutex<ListsChanged>,
 }
 
-impl Router {
+/// How a catalog is built: conflict resolution and per-backend policies.
+pub(crate) struct Rules<'a> {
+    pub(crate) strategy: &'a ConflictResolution,
+    pub(crate) policies: &'a std::collections::BTreeMap<String, ToolPolicy>,
+}
+
+impl Current {
     /// The catalog as clients see it now.
     pub(crate) fn published(&self) -> Arc<Published> {
-        self.current
-            .published
+        self.published
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// The catalog as clients see it now.
-    pub fn catalog(&self) -> Catalog {
-        self.published().catalog.clone()
+    /// Whether lists arrived (`generation` now) that the catalog was not built from.
+    pub(crate) fn behind(&self, generation: u64) -> bool {
+        generation != self.published().generation
     }
 
-    /// Whether lists arrived that the catalog was not built from (a rebuild is due).
-    pub(crate) fn catalog_behind(&self) -> bool {
-        self.signals.lists_generation() != self.published().generation
+    /// The changes not announced yet, now taken.
+    pub(crate) fn take_unsent(&self) -> ListsChanged {
+        std::mem::take(&mut *self.unsent.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Rebuilds the catalog from the routable upstreams' lists; says which lists clients
-    /// see changed. The change is also kept for the next notification, so a rebuild done
-    /// by a request (which then wakes the catalog task) cannot swallow it.
-    pub fn rebuild(&self) -> ListsChanged {
-        let upstreams = self.upstreams();
-        // Read before the lists: a rebuild never claims lists newer than it saw.
-        let generation = self.signals.lists_generation();
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Arc<Published>> {
+        self.published
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Rebuilds the catalog from the routable upstreams' lists, which are as new as lists
+    /// `generation` at least; says which lists clients see changed. The change is also
+    /// kept for the next notification, so a rebuild done by a request (which then wakes
+    /// the catalog task) cannot swallow it.
+    pub(crate) fn rebuild(
+        &self,
+        upstreams: &Upstreams,
+        generation: u64,
+        rules: &Rules<'_>,
+    ) -> ListsChanged {
         // Arcs: a rebuild shares the cached lists instead of copying them.
         let (mut lists, mut all, mut listed) = (Vec::new(), Vec::new(), Vec::new());
         for u in upstreams.iter() {
@@ -100,13 +112,12 @@ impl Router {
                 }
             }
         }
-        let (strategy, policies) = (&self.settings.conflict_resolution, &self.settings.tools);
-        let catalog = match catalog::build(strategy, policies, &lists) {
+        let catalog = match catalog::build(rules.strategy, rules.policies, &lists) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("{e}");
                 // These lists cannot make a catalog: no point in trying them again.
-                let mut published = self.write_published();
+                let mut published = self.write();
                 if published.generation < generation {
                     *published = Arc::new(Published {
                         catalog: published.catalog.clone(),
@@ -122,7 +133,7 @@ impl Router {
         let everything = if all.len() == lists.len() {
             Some(catalog.tool_routes.clone())
         } else {
-            catalog::build(strategy, policies, &all)
+            catalog::build(rules.strategy, rules.policies, &all)
                 .ok()
                 .map(|c| c.tool_routes)
         };
@@ -147,7 +158,7 @@ impl Router {
         };
         metrics::gauge!("toolhive_vmcp_catalog_tools").set(catalog.tools.len() as f64);
         metrics::gauge!("toolhive_vmcp_routable_backends").set(upstreams.routable() as f64);
-        let mut published = self.write_published();
+        let mut published = self.write();
         // A rebuild from newer lists finished first: this one has nothing to add.
         if generation < published.generation {
             return ListsChanged::default();
@@ -175,62 +186,10 @@ impl Router {
             generation,
         });
         drop(published);
-        self.current
-            .unsent
+        self.unsent
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .merge(changed);
         changed
-    }
-
-    fn write_published(&self) -> std::sync::RwLockWriteGuard<'_, Arc<Published>> {
-        self.current
-            .published
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A rebuild on a request's path: the catalog task sends the notification it calls for.
-    pub(crate) fn rebuild_on_request(&self) {
-        if self.rebuild().any() {
-            self.signals.changed.notify_one();
-        }
-    }
-
-    /// Keeps the catalog in step with the upstreams until `cancel`: on every change,
-    /// fetch lists of upstreams that became reachable, rebuild, and hand `tell` what
-    /// clients must hear, once per burst of changes.
-    pub async fn maintain_catalog(
-        self: Arc<Self>,
-        cancel: CancellationToken,
-        tell: impl Fn(ListsChanged) + Send,
-    ) {
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = self.signals.changed.notified() => {}
-            }
-            // Coalesce a burst of changes into one rebuild and one notification.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            for u in self.upstreams().iter() {
-                if u.health.reachable()
-                    && u.lists().is_none()
-                    && let Err(e) = u.refresh_lists().await
-                {
-                    tracing::warn!(backend = %u.name(), error = %e, "cannot list the backend's capabilities");
-                }
-            }
-            self.rebuild();
-            let unsent = std::mem::take(
-                &mut *self
-                    .current
-                    .unsent
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            if unsent.any() {
-                tell(unsent);
-            }
-        }
     }
 }

@@ -4,12 +4,14 @@
 //! own backend session; what the backend sends meanwhile goes to the hooks the edge gave.
 //!
 //! The parts: [`catalog`] (the pure build: filters, overrides, conflict resolution),
-//! `current` (the published catalog as one value, its rebuild and upkeep), `fan_out`
-//! (list requests across upstreams), and [`Router`] here (the dispatch).
+//! `current` (the published catalog as one value, and its rebuild), `fan_out` (list
+//! requests across upstreams), `upstreams` (the set routed to now), and [`Router`] here
+//! (the dispatch and the catalog's upkeep).
 
 pub mod catalog;
 mod current;
 mod fan_out;
+mod upstreams;
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -21,9 +23,12 @@ use serde_json::{Value, json};
 
 use crate::config::{ConflictResolution, PartialFailureMode, ToolPolicy, VmcpConfig};
 use crate::message::{self, RpcError};
-use crate::upstream::{CallError, Owner, Signals, Upstream, Upstreams};
+use crate::upstream::{CallError, Owner, Signals, Upstream};
 use catalog::{Catalog, Route};
 pub use current::ListsChanged;
+use current::{Published, Rules};
+use tokio_util::sync::CancellationToken;
+pub use upstreams::Upstreams;
 
 /// What routing needs from the configuration.
 #[derive(Clone, Debug)]
@@ -127,6 +132,71 @@ impl Router {
     /// What the upstreams signal through.
     pub fn signals(&self) -> &Arc<Signals> {
         &self.signals
+    }
+
+    /// The catalog as clients see it now, with its owners.
+    fn published(&self) -> Arc<Published> {
+        self.current.published()
+    }
+
+    /// The catalog as clients see it now.
+    pub fn catalog(&self) -> Catalog {
+        self.published().catalog.clone()
+    }
+
+    /// Whether lists arrived that the catalog was not built from (a rebuild is due).
+    fn catalog_behind(&self) -> bool {
+        self.current.behind(self.signals.lists_generation())
+    }
+
+    /// Rebuilds the catalog from the routable upstreams' lists; says which lists clients
+    /// see changed (and keeps the change for the next notification).
+    pub fn rebuild(&self) -> ListsChanged {
+        // Read before the lists: a rebuild never claims lists newer than it saw.
+        let generation = self.signals.lists_generation();
+        let rules = Rules {
+            strategy: &self.settings.conflict_resolution,
+            policies: &self.settings.tools,
+        };
+        self.current.rebuild(&self.upstreams(), generation, &rules)
+    }
+
+    /// A rebuild on a request's path: the catalog task sends the notification it calls for.
+    fn rebuild_on_request(&self) {
+        if self.rebuild().any() {
+            self.signals.changed.notify_one();
+        }
+    }
+
+    /// Keeps the catalog in step with the upstreams until `cancel`: on every change,
+    /// fetch lists of upstreams that became reachable, rebuild, and hand `tell` what
+    /// clients must hear, once per burst of changes.
+    pub async fn maintain_catalog(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        tell: impl Fn(ListsChanged) + Send,
+    ) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = self.signals.changed.notified() => {}
+            }
+            // Coalesce a burst of changes into one rebuild and one notification.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            for u in self.upstreams().iter() {
+                if u.health.reachable()
+                    && u.lists().is_none()
+                    && let Err(e) = u.refresh_lists().await
+                {
+                    tracing::warn!(backend = %u.name(), error = %e, "cannot list the backend's capabilities");
+                }
+            }
+            self.rebuild();
+            let unsent = self.current.take_unsent();
+            if unsent.any() {
+                tell(unsent);
+            }
+        }
     }
 
     /// How long a modern client may cache a list (`ttlMs`): 0 while any routable
@@ -310,7 +380,8 @@ impl Router {
         field: &str,
         pick: impl Fn(&Catalog) -> Vec<Value>,
     ) -> Result<Value, RpcError> {
-        let failures = self.fan_out().await;
+        let failures =
+            fan_out::fan_out(&self.upstreams(), self.settings.partial_failure_mode).await;
         if !failures.is_empty() && self.settings.partial_failure_mode == PartialFailureMode::Fail {
             let detail: Vec<String> = failures.iter().map(|(b, e)| format!("{b}: {e}")).collect();
             return Err(RpcError::new(
@@ -345,7 +416,9 @@ impl Router {
                 .unwrap_or(false);
             // `catalog_behind`: lists arrived (the catalog task's) that the catalog was
             // not rebuilt from yet; rebuilding is local work, no backend is asked.
-            if stale || self.catalog_behind() || (owner.is_none() && self.refresh_unlisted().await)
+            if stale
+                || self.catalog_behind()
+                || (owner.is_none() && fan_out::refresh_unlisted(&self.upstreams()).await)
             {
                 self.rebuild_on_request();
                 route = lookup(self);

@@ -1,89 +1,43 @@
 //! The upstream side: one [`Upstream`] per backend, owning everything about that backend
-//! — its health and breaker ([`health`]), the monitor that checks it ([`monitor`]), its
-//! keep-alive connections and shared request clients (`shared`), each client session's
-//! own backend session (`sessions`), its lists (`lists`), its request metrics
-//! (`metrics`), and which protocol era it speaks — so that a backend can be added,
-//! replaced or removed as one unit.
+//! so that it can be added, replaced or removed as one unit. It is put together here
+//! from parts that know nothing of each other's owner:
 //!
-//! Nothing here knows about client sessions beyond the [`Owner`] of a backend session,
-//! nor about the catalog: what the upstreams change goes up through [`Signals`] (a wake-up
-//! for the catalog, a generation counter for lists, and a sink for resource updates).
+//! - [`health`]: the tracker and breaker, routability, the `/status` record;
+//! - [`monitor`]: the health-check loop;
+//! - `target`: where the backend is and how clients reach it (its keep-alive pool);
+//! - `shared`: the shared request client of each thread;
+//! - `sessions`: each client session's own backend session ([`Owner`]);
+//! - `lists`: what the backend lists; `request_metrics`: request metrics, handles kept;
+//! - `signals`: how upstreams tell the rest of the vMCP that something changed.
+//!
+//! Nothing here knows about the catalog or the client edge: what changes goes up through
+//! [`Signals`], and a client session is only an [`Owner`] of backend sessions.
 
-mod call;
 pub mod health;
 mod lists;
-mod metrics;
 pub mod monitor;
+mod request_metrics;
 mod sessions;
-mod set;
 mod shared;
+mod signals;
+mod target;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use hale_core::{BreakerConfig, ConfigError, HealthConfig};
-use hale_mcp::Pool;
+use hale_core::{BreakerConfig, CallOutcome, ConfigError, HealthConfig};
+use hale_mcp::{CallHooks, McpClient, McpError, Notification, Pool};
 use serde_json::{Value, json};
-use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{BackendConfig, VmcpConfig};
 
-pub(crate) use call::CallError;
 pub use health::{Changes, Health, TokioClock};
 pub use lists::BackendLists;
-pub use monitor::FirstRound;
+use monitor::MonitorSettings;
 pub(crate) use sessions::Owner;
-pub use set::Upstreams;
-
-/// What a resource update on a shared client is handed to: the URI and the
-/// notification's params.
-pub(crate) type ResourceSink = Box<dyn Fn(&str, &Value) + Send + Sync>;
-
-/// How the upstreams tell the rest of the vMCP that something changed. Atomics and a
-/// wake-up only: nothing here is locked.
-#[derive(Default)]
-pub struct Signals {
-    /// Woken when an upstream's routability or lists changed (the catalog task waits).
-    pub changed: Notify,
-    /// Bumped whenever any upstream's lists change; a catalog remembers the value it was
-    /// built from.
-    lists_generation: AtomicU64,
-    /// Upstreams checked at least once, for `/readyz`.
-    pub first_round: FirstRound,
-    /// Where resource updates arriving on shared clients go (set once, by the vMCP).
-    resource_updates: OnceLock<ResourceSink>,
-}
-
-impl std::fmt::Debug for Signals {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signals")
-            .field("lists_generation", &self.lists_generation())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Signals {
-    /// The current lists generation.
-    pub(crate) fn lists_generation(&self) -> u64 {
-        self.lists_generation.load(Ordering::Acquire)
-    }
-
-    fn lists_changed(&self) {
-        self.lists_generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Sends resource updates of shared clients to `sink` from now on.
-    pub(crate) fn on_resource_update(&self, sink: ResourceSink) {
-        let _ = self.resource_updates.set(sink);
-    }
-
-    fn resource_updated(&self, uri: &str, params: &Value) {
-        if let Some(sink) = self.resource_updates.get() {
-            sink(uri, params);
-        }
-    }
-}
+pub use signals::{FirstRound, Signals};
 
 /// What one upstream needs from the configuration: its own entry and the settings that
 /// apply to it.
@@ -120,13 +74,30 @@ impl Settings {
     }
 }
 
+/// Why a call to a backend failed.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The breaker refused it: the backend was not contacted.
+    Refused(String),
+    /// The backend (or the way to it) failed, or answered with a JSON-RPC error.
+    Backend(McpError),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Refused(why) => f.write_str(why),
+            CallError::Backend(e) => e.fmt(f),
+        }
+    }
+}
+
 /// One backend and everything hale keeps about it.
 pub struct Upstream {
     settings: Settings,
+    target: target::Target,
     /// Its health tracker and breaker.
     pub health: Health,
-    /// Keep-alive connections, one pool per thread, shared by all its clients.
-    pool: Pool,
     /// Per thread, the shared request client (lists, stateless backends, modern clients).
     shared: shared::Shared,
     /// Each client session's own backend session.
@@ -134,7 +105,7 @@ pub struct Upstream {
     /// What it lists, once fetched.
     lists: lists::Lists,
     /// Request metrics, handles kept.
-    metrics: metrics::RequestMetrics,
+    metrics: request_metrics::RequestMetrics,
     /// It refused the handshake: 2026-07-28 only, no client sessions of its own.
     modern_only: AtomicBool,
     signals: Arc<Signals>,
@@ -163,16 +134,30 @@ impl Upstream {
             &settings.breaker,
             settings.breaker_enabled,
         )?;
-        Ok(Arc::new(Upstream {
-            health,
+        let target = target::Target {
+            config: settings.backend.clone(),
+            request_timeout: settings.request_timeout,
+            max_list_items: settings.max_list_items,
             pool: Pool::per_thread(slots, crate::worker::current),
-            shared: shared::Shared::new(slots),
-            sessions: sessions::BackendSessions::default(),
-            lists: lists::Lists::default(),
-            metrics: metrics::RequestMetrics::default(),
-            modern_only: AtomicBool::new(false),
-            settings,
-            signals,
+        };
+        Ok(Arc::new_cyclic(|me: &Weak<Upstream>| {
+            let me = me.clone();
+            let hear: shared::Hear = Arc::new(move |note| {
+                if let Some(upstream) = me.upgrade() {
+                    upstream.hear(note);
+                }
+            });
+            Upstream {
+                health,
+                shared: shared::Shared::new(target.clone(), slots, hear),
+                sessions: sessions::BackendSessions::new(target.clone(), settings.max_sessions),
+                lists: lists::Lists::default(),
+                metrics: request_metrics::RequestMetrics::default(),
+                modern_only: AtomicBool::new(false),
+                target,
+                settings,
+                signals,
+            }
         }))
     }
 
@@ -196,31 +181,296 @@ impl Upstream {
         self.settings.request_timeout
     }
 
-    fn config(&self) -> &BackendConfig {
-        &self.settings.backend
+    /// Checks the backend until `cancel` (see [`monitor`]).
+    pub async fn monitor(self: Arc<Self>, settings: MonitorSettings, cancel: CancellationToken) {
+        monitor::run(&self.target, &self.health, &self.signals, settings, cancel).await;
     }
 
     /// The backend as `/status` shows it (camelCase, URL credentials redacted, header
     /// names and the token's source only).
     pub fn status(&self) -> Value {
+        let config = &self.settings.backend;
         let mut s = json!({
             "name": self.name(),
-            "url": hale_mcp::redact_url(&self.config().url),
-            "transport": self.config().transport.as_str(),
+            "url": hale_mcp::redact_url(&config.url),
+            "transport": config.transport.as_str(),
         });
         if let (Value::Object(s), Value::Object(h)) = (&mut s, self.health.status()) {
             s.extend(h);
         }
         s["sessions"] = json!(self.sessions.open());
-        if !self.config().credentials.is_empty() {
-            s["credentials"] = self.config().credentials.describe();
+        if !config.credentials.is_empty() {
+            s["credentials"] = config.credentials.describe();
         }
         s
     }
 
     /// Logs and counts what a change of health or breaker did, and wakes the catalog if
     /// routability changed.
-    pub(crate) fn report(&self, changes: &Changes) {
-        monitor::report(self, changes);
+    fn report(&self, changes: &Changes) {
+        monitor::report(self.name(), &self.health, changes, &self.signals);
+    }
+
+    /// What the backend says on the listening shared client outside any call: a list
+    /// change makes this upstream's lists stale; a resource update goes to whoever
+    /// subscribed. Log messages there belong to no client and stay here.
+    fn hear(&self, note: Notification) {
+        if note.method.ends_with("/list_changed") {
+            // Stale: the catalog task lists this backend again and rebuilds.
+            self.lists.forget();
+            self.signals.changed.notify_one();
+        } else if note.method == "notifications/resources/updated" {
+            let params = note.params.unwrap_or_default();
+            if let Some(uri) = params.get("uri").and_then(Value::as_str) {
+                self.signals.resource_updated(uri, &params);
+            }
+        } else {
+            tracing::debug!(backend = %self.name(), method = %note.method, "a notification on the shared session; no client owns it");
+        }
+    }
+
+    // --- clients ---------------------------------------------------------------------
+
+    /// This thread's shared client, connected on first use.
+    pub(crate) async fn client(&self) -> Result<Arc<McpClient>, McpError> {
+        self.shared.client().await
+    }
+
+    /// The client that carries `owner`'s requests to this backend: the owner's own
+    /// backend session for a stateful backend (opened now on first use, with the
+    /// client's capabilities and info), else the shared one (stateless backends, modern
+    /// clients, hale's own requests).
+    pub(crate) async fn client_for(
+        &self,
+        owner: Option<&Arc<dyn Owner>>,
+    ) -> Result<Arc<McpClient>, McpError> {
+        let shared = self.client().await?;
+        let Some(owner) = owner else {
+            return Ok(shared);
+        };
+        let (modern, has_session) = shared.era().await;
+        if !modern && !has_session {
+            return Ok(shared); // a stateless backend: nothing to keep apart
+        }
+        if self.modern_only.load(Ordering::Relaxed) {
+            return Ok(shared); // 2026-07-28 only: no sessions to keep apart
+        }
+        // A legacy client keeps its session semantics: where the backend takes the
+        // handshake (a 2026-07-28 server may too, without saying so in discover), the
+        // client gets a handshake-era session of its own, as it would directly.
+        match self.sessions.get_or_open(owner).await {
+            Ok(client) => Ok(client),
+            Err(e) if modern && e.is_refused_handshake() => {
+                // It refused the handshake: 2026-07-28 only, for every client.
+                self.modern_only.store(true, Ordering::Relaxed);
+                Ok(shared)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lets a handshake-era backend's shared session send log lines down to `rank`
+    /// (level `name`) for a 2026-07-28 caller that asked for them.
+    pub(crate) async fn lower_shared_log_level(&self, rank: u8, name: &str) {
+        self.shared.lower_log_level(rank, name).await;
+    }
+
+    /// True if the backend speaks the handshake era (it may send requests mid-call).
+    pub(crate) async fn speaks_handshake(&self) -> bool {
+        match self.client().await {
+            Ok(client) => !client.era().await.0,
+            Err(_) => false,
+        }
+    }
+
+    /// Subscribes the shared client to `uri` (the backend's own URI):
+    /// `resources/subscribe` on a handshake-era backend, the URI in the listen stream of
+    /// a 2026-07-28 one.
+    pub(crate) async fn subscribe_shared(&self, uri: &str) -> Result<(), McpError> {
+        self.client().await?.subscribe_resource(uri).await
+    }
+
+    /// Client session `id`'s backend session, if one is open.
+    pub(crate) fn session_of(&self, id: &str) -> Option<Arc<McpClient>> {
+        self.sessions.of(id)
+    }
+
+    /// Ends client session `id`'s backend session, counting it as `event`.
+    pub(crate) async fn close_session(&self, id: &str, event: &'static str) {
+        self.sessions.close(id, event).await;
+    }
+
+    /// Ends every backend session (the upstream goes away, or the vMCP stops).
+    pub(crate) async fn close_all_sessions(&self, event: &'static str) {
+        self.sessions.close_all(event).await;
+    }
+
+    // --- calls -----------------------------------------------------------------------
+
+    /// Calls the backend through its breaker on `owner`'s behalf; the outcome feeds the
+    /// breaker. What the backend sends while it answers goes to `hooks`.
+    pub(crate) async fn call(
+        &self,
+        owner: Option<&Arc<dyn Owner>>,
+        method: &str,
+        params: Value,
+        hooks: Option<&CallHooks>,
+    ) -> Result<Value, CallError> {
+        self.guarded(method, false, owner, async |client| match hooks {
+            Some(hooks) => client.request_hooked(method, Some(params), hooks).await,
+            None => client.request(method, Some(params)).await,
+        })
+        .await
+    }
+
+    /// Runs `op` on the request client if the breaker admits it, and feeds the outcome
+    /// to the breaker and the request metrics (labelled `method`), and a failure to the
+    /// health tracker too when `feeds_health` (fan-outs).
+    async fn guarded<T>(
+        &self,
+        method: &str,
+        feeds_health: bool,
+        owner: Option<&Arc<dyn Owner>>,
+        op: impl AsyncFnOnce(Arc<McpClient>) -> Result<T, McpError>,
+    ) -> Result<T, CallError> {
+        let permit = match self.health.breaker.try_acquire() {
+            Ok(p) => p,
+            Err(rejected) => {
+                metrics::counter!("toolhive_vmcp_backend_circuit_rejections_total", "backend" => self.name().to_string()).increment(1);
+                return Err(CallError::Refused(format!(
+                    "circuit {} (retry after {:?})",
+                    rejected.state, rejected.retry_after
+                )));
+            }
+        };
+        let started = tokio::time::Instant::now();
+        let result = match self.client_for(owner).await {
+            Ok(client) => {
+                let replaced = client.sessions_replaced();
+                let result = op(client.clone()).await;
+                let lost = client.sessions_replaced().saturating_sub(replaced);
+                if owner.is_some()
+                    && let Err(e) = &result
+                    && e.is_refused_handshake()
+                {
+                    // The backend no longer takes the handshake (upgraded in place to
+                    // 2026-07-28): its clients go through the shared session from now on.
+                    self.modern_only.store(true, Ordering::Relaxed);
+                }
+                if lost > 0 && owner.is_some() {
+                    // The backend lost this client's session; hale-mcp opened a new
+                    // one for this client alone.
+                    metrics::counter!("toolhive_vmcp_backend_sessions_total", "backend" => self.name().to_string(), "event" => "lost").increment(lost);
+                }
+                result
+            }
+            Err(e) => Err(e),
+        };
+        let outcome = match &result {
+            Ok(_) => CallOutcome::Success,
+            Err(e) => e.call_outcome(),
+        };
+        self.metrics.record(
+            self.name(),
+            method,
+            started.elapsed().as_secs_f64(),
+            outcome == CallOutcome::Success,
+        );
+        if feeds_health
+            && let Err(e) = &result
+            && e.category().is_some()
+        {
+            // A list refresh is a fan-out: its failure counts with the tracker too.
+            let changes = self
+                .health
+                .record_fan_out_failure(e.check_outcome(started.elapsed()));
+            self.report(&changes);
+        }
+        if let Err(e) = &result
+            && let Some(category) = e.category()
+        {
+            metrics::counter!("toolhive_vmcp_backend_errors_total", "backend" => self.name().to_string(), "method" => method.to_string(), "category" => category.as_str()).increment(1);
+            // A transport failure may also have lost the shared session: start afresh
+            // next time. (A client's own backend session re-initializes by itself when
+            // the backend says it lost it.)
+            if owner.is_none() {
+                self.shared.reset();
+            }
+        }
+        let was_routable = self.routable();
+        if let Some(t) = permit.record(outcome) {
+            let changes = Changes {
+                health: None,
+                circuit: Some(t),
+                routability_changed: was_routable != self.routable(),
+            };
+            self.report(&changes);
+        }
+        result.map_err(CallError::Backend)
+    }
+
+    // --- lists -----------------------------------------------------------------------
+
+    /// Its lists, if fetched and not stale.
+    pub fn lists(&self) -> Option<Arc<BackendLists>> {
+        self.lists.get()
+    }
+
+    /// Fetches the lists of the capabilities the backend declared, through the breaker.
+    /// A backend whose listing cannot be used (refused, or breaking the protocol or
+    /// hale's limits) is withdrawn as unusable, and tried again after a check interval.
+    pub(crate) async fn refresh_lists(self: &Arc<Self>) -> Result<(), String> {
+        let name = self.name().to_string();
+        // One admission for the whole refresh: its failure feeds the breaker like a call's.
+        let lists = self
+            .guarded("tools/list", true, None, async |client| {
+                let info = client.server_info().await;
+                let mut lists = BackendLists {
+                    backend: name.clone(),
+                    ..BackendLists::default()
+                };
+                if info.has("tools") {
+                    lists.tools = client.list_tools().await?;
+                }
+                if info.has("resources") {
+                    lists.resources = client.list_resources().await?;
+                    lists.templates = client.list_resource_templates().await.unwrap_or_default();
+                }
+                if info.has("prompts") {
+                    lists.prompts = client.list_prompts().await?;
+                }
+                Ok(lists)
+            })
+            .await;
+        let lists = match lists {
+            Ok(lists) => lists,
+            Err(CallError::Backend(e))
+                if matches!(e, McpError::Protocol { .. } | McpError::Rpc { .. }) =>
+            {
+                // It answers, but its listing cannot be used: withdraw it (it never takes
+                // the other backends' lists down), say why in /status, try again later.
+                let why = e.to_string();
+                tracing::warn!(backend = %name, reason = %why, "backend withdrawn: it answers but its capabilities cannot be used");
+                if self.health.set_unusable(Some(why.clone())) {
+                    self.health.withdrawn.notify_waiters();
+                    self.signals.changed.notify_one();
+                }
+                let (upstream, again) = (Arc::downgrade(self), self.settings.health.check_interval);
+                tokio::spawn(async move {
+                    tokio::time::sleep(again).await;
+                    if let Some(upstream) = upstream.upgrade() {
+                        upstream.signals.changed.notify_one();
+                    }
+                });
+                return Err(format!("unusable: {why}"));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        if self.health.set_unusable(None) {
+            self.signals.changed.notify_one();
+        }
+        self.lists.set(lists);
+        self.signals.lists_arrived();
+        Ok(())
     }
 }

@@ -6,29 +6,16 @@
 //! (`backend=… from=… to=… reason=…`) and counts it; and wakes the catalog when the
 //! backend's routability changed. Requests only ever read the cached state.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hale_core::{BreakerState, CheckOutcome, HealthState, Jitter};
-use hale_mcp::{ClientOptions, Probe, ProbeMethod};
+use hale_mcp::{Probe, ProbeMethod};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Changes, Health, Upstream};
-
-/// Counts backends that finished their first check, for `/readyz`.
-#[derive(Debug, Default)]
-pub struct FirstRound {
-    done: AtomicUsize,
-}
-
-impl FirstRound {
-    /// How many backends have been checked at least once.
-    pub fn checked(&self) -> usize {
-        self.done.load(Ordering::Acquire)
-    }
-}
+use super::health::{Changes, Health};
+use super::signals::Signals;
+use super::target::Target;
 
 /// How a monitor checks.
 #[derive(Clone, Debug)]
@@ -52,24 +39,22 @@ impl MonitorSettings {
     }
 }
 
-/// Runs the monitor of `upstream` until `cancel`.
-pub async fn run(upstream: Arc<Upstream>, settings: MonitorSettings, cancel: CancellationToken) {
-    let name = upstream.name().to_string();
-    let config = upstream.config();
-    let options = ClientOptions {
-        transport: config.transport,
-        client_name: "hale-vmcp-health".into(),
-        // `server/discover` for a 2026-07-28 server, `ping` on a session otherwise.
-        era: hale_mcp::Era::Auto,
-        credentials: Some(config.credentials.clone()),
-        ..ClientOptions::default()
-    };
+/// Checks `target` until `cancel`, recording into `health` and telling `signals`.
+pub(crate) async fn run(
+    target: &Target,
+    health: &Health,
+    signals: &Signals,
+    settings: MonitorSettings,
+    cancel: CancellationToken,
+) {
+    let name = target.name().to_string();
+    let config = &target.config;
+    let options = target.probe_options();
     let mut probe = Probe::new(&config.url, options, settings.method, settings.timeout);
     let mut jitter = Jitter::new(
         name.bytes()
             .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
     );
-    let (health, signals) = (&upstream.health, &upstream.signals);
     publish_states(&name, health);
     let mut first = true;
     loop {
@@ -87,10 +72,10 @@ pub async fn run(upstream: Arc<Upstream>, settings: MonitorSettings, cancel: Can
         metrics::histogram!("toolhive_vmcp_backend_health_check_duration_seconds", "backend" => name.clone())
             .record(started.elapsed().as_secs_f64());
         let changes = health.record_check(outcome);
-        report(&upstream, &changes);
+        report(&name, health, &changes, signals);
         if first {
             first = false;
-            signals.first_round.done.fetch_add(1, Ordering::AcqRel);
+            signals.first_round.one_more();
             signals.changed.notify_one();
         }
 
@@ -111,26 +96,25 @@ pub async fn run(upstream: Arc<Upstream>, settings: MonitorSettings, cancel: Can
             if wake >= next {
                 break;
             }
-            report(&upstream, &health.tick());
+            report(&name, health, &health.tick(), signals);
         }
     }
     probe.close().await;
 }
 
 /// Logs and counts what a check changed, and wakes the catalog if routability changed.
-pub(crate) fn report(upstream: &Upstream, changes: &Changes) {
-    let (name, backend) = (&upstream.name().to_string(), &upstream.health);
+pub(crate) fn report(name: &str, backend: &Health, changes: &Changes, signals: &Signals) {
     if let Some(t) = &changes.health {
         tracing::info!(backend = %name, from = %t.from, to = %t.to, reason = %t.reason, "backend health changed");
         metrics::counter!("toolhive_vmcp_backend_health_transitions_total",
-            "backend" => name.clone(), "from" => t.from.as_str(), "to" => t.to.as_str())
+            "backend" => name.to_string(), "from" => t.from.as_str(), "to" => t.to.as_str())
         .increment(1);
     }
     if let Some(t) = &changes.circuit {
         backend.breaker_moved.notify_one();
         tracing::info!(backend = %name, from = %t.from, to = %t.to, reason = %t.cause, "circuit changed");
         metrics::counter!("toolhive_vmcp_backend_circuit_transitions_total",
-            "backend" => name.clone(), "from" => t.from.as_str(), "to" => t.to.as_str())
+            "backend" => name.to_string(), "from" => t.from.as_str(), "to" => t.to.as_str())
         .increment(1);
     }
     if changes.health.is_some() || changes.circuit.is_some() {
@@ -140,7 +124,7 @@ pub(crate) fn report(upstream: &Upstream, changes: &Changes) {
         if !backend.routable() {
             backend.withdrawn.notify_waiters();
         }
-        upstream.signals.changed.notify_one();
+        signals.changed.notify_one();
     }
 }
 

@@ -1,15 +1,18 @@
 //! An upstream's shared request clients, one per thread (worker threads and the main
 //! runtime): lists, stateless backends, 2026-07-28 clients and hale's own requests go
-//! through them. Only the main runtime's listens for the backend's notifications
-//! (`*/list_changed` drops the upstream's lists; resource updates go up as signals).
+//! through them. Only the main runtime's listens for the backend's notifications, which
+//! go to the handler given at construction.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use hale_mcp::{ClientOptions, McpClient, McpError};
-use serde_json::{Value, json};
+use hale_mcp::{McpClient, McpError, Notification};
+use serde_json::json;
 
-use super::Upstream;
+use super::target::{ClientKind, Target};
+
+/// What hears the listening client's notifications.
+pub(crate) type Hear = Arc<dyn Fn(Notification) + Send + Sync>;
 
 /// One thread's shared client.
 #[derive(Default)]
@@ -23,19 +26,25 @@ struct Slot {
 }
 
 /// The slots, by thread.
-pub(super) struct Shared {
+pub(crate) struct Shared {
+    target: Target,
     slots: Vec<Slot>,
+    hear: Hear,
 }
 
 impl Shared {
-    pub(super) fn new(slots: usize) -> Self {
+    /// `slots` shared clients of `target` (one per worker thread and one for the main
+    /// runtime), whose notifications go to `hear`.
+    pub(crate) fn new(target: Target, slots: usize, hear: Hear) -> Self {
         Shared {
+            target,
             slots: (0..slots)
                 .map(|_| Slot {
                     log_level: AtomicU8::new(u8::MAX),
                     ..Slot::default()
                 })
                 .collect(),
+            hear,
         }
     }
 
@@ -48,19 +57,17 @@ impl Shared {
     }
 
     /// Forgets this thread's client (a transport failure may have lost its session).
-    pub(super) fn reset(&self) {
+    pub(crate) fn reset(&self) {
         *self
             .slot()
             .client
             .write()
             .unwrap_or_else(PoisonError::into_inner) = None;
     }
-}
 
-impl Upstream {
     /// This thread's shared client, connected on first use.
-    pub(crate) async fn client(self: &Arc<Self>) -> Result<Arc<McpClient>, McpError> {
-        let slot = self.shared.slot();
+    pub(crate) async fn client(&self) -> Result<Arc<McpClient>, McpError> {
+        let slot = self.slot();
         let current = || {
             slot.client
                 .read()
@@ -74,64 +81,27 @@ impl Upstream {
         if let Some(client) = current() {
             return Ok(client);
         }
-        let listen = self.shared.is_main();
-        let config = self.config();
-        let options = ClientOptions {
-            transport: config.transport,
-            request_timeout: self.settings.request_timeout,
-            client_name: "hale-vmcp".into(),
-            // Sampling and elicitation requests are relayed to the calling client.
-            relays_client_features: true,
-            pool: Some(self.pool.clone()),
-            // The main slot's session listens for list changes and updates; the
-            // workers' would only say the same again.
-            listen,
-            max_list_items: Some(self.settings.max_list_items as usize),
-            // 2026-07-28 where the backend speaks it; the handshake where it does not.
-            era: hale_mcp::Era::Auto,
-            credentials: Some(config.credentials.clone()),
-            ..ClientOptions::default()
-        };
-        let client = Arc::new(McpClient::connect(&config.url, options).await?);
-        self.hear(&client);
+        let listen = self.is_main();
+        let client = Arc::new(self.target.connect(ClientKind::Shared { listen }).await?);
+        let mut notes = client.notifications();
+        let hear = self.hear.clone();
+        tokio::spawn(async move {
+            while let Ok(note) = notes.recv().await {
+                hear(note);
+            }
+        });
         // A new session has no level set yet.
         slot.log_level.store(u8::MAX, Ordering::Release);
         *slot.client.write().unwrap_or_else(PoisonError::into_inner) = Some(client.clone());
         Ok(client)
     }
 
-    /// What the backend says on a shared client outside any call: a list change makes
-    /// this upstream's lists stale; a resource update goes to whoever subscribed. Log
-    /// messages there belong to no client and stay here.
-    fn hear(self: &Arc<Self>, client: &McpClient) {
-        let mut notes = client.notifications();
-        let upstream = Arc::downgrade(self);
-        tokio::spawn(async move {
-            while let Ok(note) = notes.recv().await {
-                let Some(upstream) = upstream.upgrade() else {
-                    return;
-                };
-                if note.method.ends_with("/list_changed") {
-                    // Stale: the catalog task lists this backend again and rebuilds.
-                    upstream.forget_lists();
-                    upstream.signals.changed.notify_one();
-                } else if note.method == "notifications/resources/updated" {
-                    let params = note.params.unwrap_or_default();
-                    if let Some(uri) = params.get("uri").and_then(Value::as_str) {
-                        upstream.signals.resource_updated(uri, &params);
-                    }
-                } else {
-                    tracing::debug!(backend = %upstream.name(), method = %note.method, "a notification on the shared session; no client owns it");
-                }
-            }
-        });
-    }
-
-    /// Lets a handshake-era backend's shared session send log lines down to `rank`, for
-    /// a 2026-07-28 caller that asked for them (`logging/setLevel`, once per lower level;
-    /// other callers' lines are still filtered by the level each asks for).
-    pub(crate) async fn lower_shared_log_level(self: &Arc<Self>, rank: u8, name: &str) {
-        let level = &self.shared.slot().log_level;
+    /// Lets a handshake-era backend's shared session send log lines down to `rank`
+    /// (level `name`), for a 2026-07-28 caller that asked for them (`logging/setLevel`,
+    /// once per lower level; other callers' lines are still filtered by the level each
+    /// asks for).
+    pub(crate) async fn lower_log_level(&self, rank: u8, name: &str) {
+        let level = &self.slot().log_level;
         if rank >= level.load(Ordering::Acquire) {
             return;
         }
@@ -148,19 +118,5 @@ impl Upstream {
         let _ = client
             .request("logging/setLevel", Some(json!({"level": name})))
             .await;
-    }
-
-    /// True if the backend speaks the handshake era (it may send requests mid-call).
-    pub(crate) async fn speaks_handshake(self: &Arc<Self>) -> bool {
-        match self.client().await {
-            Ok(client) => !client.era().await.0,
-            Err(_) => false,
-        }
-    }
-
-    /// Subscribes the shared client to `uri` (the backend's own URI): `resources/subscribe`
-    /// on a handshake-era backend, the URI in the listen stream of a 2026-07-28 one.
-    pub(crate) async fn subscribe_shared(self: &Arc<Self>, uri: &str) -> Result<(), McpError> {
-        self.client().await?.subscribe_resource(uri).await
     }
 }

@@ -1,10 +1,10 @@
-//! The upstreams the vMCP serves now, in configuration order, found by name: a value,
+//! The upstreams the vMCP routes to now, in configuration order, found by name: a value,
 //! replaced whole when the set changes (a reader keeps the set it took).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::Upstream;
+use crate::upstream::Upstream;
 
 /// Every upstream, in configuration order.
 #[derive(Debug, Default)]
@@ -47,14 +47,5 @@ impl Upstreams {
     /// How many are routable now.
     pub fn routable(&self) -> usize {
         self.list.iter().filter(|u| u.routable()).count()
-    }
-}
-
-impl<'a> IntoIterator for &'a Upstreams {
-    type Item = &'a Arc<Upstream>;
-    type IntoIter = std::slice::Iter<'a, Arc<Upstream>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.list.iter()
     }
 }
