@@ -4,12 +4,12 @@
 //!
 //! The parts, in the order a request meets them: [`config`] (ToolHive's keys, read
 //! strictly), [`Vmcp`] (the listener, `Host`/`Origin` checks, status endpoints, drain),
-//! `edge` (the client edge: both protocol eras, client sessions, streams), `route`
-//! (lists and calls, the same in both eras), `upstream` (each client's own backend
-//! sessions), [`server`] (shared state: backends, catalog and its upkeep, fan-out),
-//! [`aggregate`] (filters, overrides, conflict resolution), [`backend`] (one backend's
-//! tracker and breaker, and its status), and [`monitor`] (the health-check task per
-//! backend).
+//! `auth` (who may call), `edge` (the client edge: both protocol eras, client sessions,
+//! listen streams, what flows back to clients), [`route`] (the [`route::Router`]: lists
+//! and calls, the same in both eras, over the published catalog), and [`upstream`] (one
+//! [`upstream::Upstream`] per backend: health and breaker, monitor, shared and
+//! per-session clients, lists, metrics). Each imports only the ones after it; what the
+//! upstreams change flows back up through [`upstream::Signals`].
 
 mod auth;
 mod body;
