@@ -129,7 +129,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         ],
         stop.clone(),
     ));
-    let code = vmcp::serve(config, Duration::from_secs(2), stop).await;
+    let code = vmcp::serve(config, None, Duration::from_secs(2), stop).await;
     for backend in &backends {
         backend.shutdown();
     }

@@ -65,17 +65,29 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     if args.anonymous {
         config.incoming_auth = Some(hale_vmcp::config::IncomingAuth::Anonymous);
     }
-    serve(config, args.drain_timeout, logging::shutdown_signal()).await
+    serve(
+        config,
+        args.config,
+        args.drain_timeout,
+        logging::shutdown_signal(),
+    )
+    .await
 }
 
-/// Binds, prints where to reach the vMCP, and serves until `stop`.
+/// Binds, prints where to reach the vMCP, and serves until `stop`; `file`, if given, is
+/// read again on SIGHUP and whenever it changes.
 pub(crate) async fn serve(
     config: VmcpConfig,
+    file: Option<PathBuf>,
     drain_timeout: Duration,
     stop: CancellationToken,
 ) -> ExitCode {
     let vmcp = match Vmcp::bind(config, logging::metrics(&hale_proxy::DURATION_BUCKETS)).await {
-        Ok(v) => v.with_drain_timeout(drain_timeout),
+        Ok(v) => match file {
+            Some(path) => v.with_config_file(path),
+            None => v,
+        }
+        .with_drain_timeout(drain_timeout),
         Err(e) => {
             logging::say(format_args!("hale: {e}"));
             return ExitCode::from(match e {

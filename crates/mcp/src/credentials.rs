@@ -136,6 +136,19 @@ impl Credentials {
         }
     }
 
+    /// True if `other` adds the same to requests: the same headers and values, and the
+    /// same fixed token or token file (a configuration reload keeps a backend whose
+    /// credentials did not change).
+    pub fn same_as(&self, other: &Credentials) -> bool {
+        self.0.headers == other.0.headers
+            && match (&self.0.bearer, &other.0.bearer) {
+                (None, None) => true,
+                (Some(Bearer::Fixed(a)), Some(Bearer::Fixed(b))) => a == b,
+                (Some(Bearer::File(a)), Some(Bearer::File(b))) => a.path() == b.path(),
+                _ => false,
+            }
+    }
+
     /// What is configured, without values: header names, and where the token comes from.
     pub fn describe(&self) -> serde_json::Value {
         let headers: Vec<&str> = self.0.headers.keys().map(HeaderName::as_str).collect();

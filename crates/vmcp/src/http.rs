@@ -28,9 +28,9 @@ use crate::body::{Body, full};
 use crate::config::{IncomingAuth, VmcpConfig};
 use crate::edge::{self, Edge, EdgeSettings};
 use crate::message::RpcError;
+use crate::reload::{ReloadError, ReloadSummary, Reloader, Spawner};
 use crate::route::{RouteSettings, Router, Upstreams};
 use crate::status;
-use crate::upstream::monitor::MonitorSettings;
 use crate::upstream::{Settings, Signals, Upstream};
 
 /// Why the vMCP could not start.
@@ -66,6 +66,7 @@ pub enum VmcpError {
 pub struct Vmcp {
     config: VmcpConfig,
     edge: Arc<Edge>,
+    reloader: Arc<Reloader>,
     gate: Gate,
     listener: TcpListener,
     local_addr: SocketAddr,
@@ -107,6 +108,7 @@ impl Vmcp {
             Upstreams::new(upstreams),
             signals,
         ));
+        let reloader = Arc::new(Reloader::new(router.clone(), config.clone()));
         let mut edge = Edge::new(EdgeSettings::of(&config), router);
         edge.private_answers = gate.authenticates();
         let listener = TcpListener::bind(addr)
@@ -118,6 +120,7 @@ impl Vmcp {
         Ok(Vmcp {
             config,
             edge: Arc::new(edge),
+            reloader,
             gate,
             listener,
             local_addr,
@@ -125,6 +128,14 @@ impl Vmcp {
             drain_timeout: Duration::from_secs(10),
             workers,
         })
+    }
+
+    /// The file the configuration was read from: it is read again on SIGHUP and when it
+    /// changes, and applied without a restart (see [`Handle::reload`]).
+    #[must_use]
+    pub fn with_config_file(self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.reloader.set_path(path.into());
+        self
     }
 
     /// How long MCP requests in flight at shutdown may take to finish (default 10 s).
@@ -143,6 +154,7 @@ impl Vmcp {
     pub fn handle(&self) -> Handle {
         Handle {
             edge: self.edge.clone(),
+            reloader: self.reloader.clone(),
         }
     }
 
@@ -154,6 +166,7 @@ impl Vmcp {
         let Vmcp {
             config,
             edge,
+            reloader,
             gate,
             listener,
             metrics,
@@ -162,13 +175,18 @@ impl Vmcp {
             workers,
         } = self;
         let tasks = TaskTracker::new();
-        let settings = MonitorSettings::of(&config.health, config.health_check_method);
         let router = edge.router.clone();
         let upstreams = router.upstreams();
         metrics::gauge!("toolhive_vmcp_backends_discovered").set(upstreams.len() as f64);
         for upstream in upstreams.iter() {
-            tasks.spawn(upstream.clone().monitor(settings.clone(), stop.clone()));
+            tasks.spawn(upstream.clone().monitor(stop.clone()));
         }
+        reloader.start(Spawner {
+            tasks: tasks.clone(),
+            stop: stop.clone(),
+            workers,
+        });
+        tasks.spawn(reloader.clone().watch(stop.clone()));
         // What the upstreams and the catalog change flows back to the clients.
         let clients = edge.clients.clone();
         router
@@ -196,6 +214,7 @@ impl Vmcp {
                 &config.allowed_origins,
             ),
             metrics,
+            reloader,
             read_timeout: config.read_timeout,
             idle_timeout: config.idle_timeout,
             incoming: config
@@ -445,6 +464,7 @@ struct Front {
     gate: Gate,
     hosts: HostPolicy,
     metrics: Option<PrometheusHandle>,
+    reloader: Arc<Reloader>,
     read_timeout: Duration,
     idle_timeout: Duration,
     /// How callers are authenticated, for `/status`.
@@ -455,6 +475,7 @@ struct Front {
 #[derive(Clone)]
 pub struct Handle {
     edge: Arc<Edge>,
+    reloader: Arc<Reloader>,
 }
 
 impl std::fmt::Debug for Handle {
@@ -482,6 +503,12 @@ impl Handle {
     /// 2026-07-28 calls parked between `input_required` rounds.
     pub fn calls_waiting_for_input(&self) -> usize {
         self.edge.calls_waiting_for_input()
+    }
+
+    /// Reads the configuration file again and applies it (as SIGHUP does); on an error
+    /// the running configuration stays.
+    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        self.reloader.reload("asked").await
     }
 
     /// Client session `id`'s resumable state (see [`crate::Resumable`]).
@@ -550,6 +577,7 @@ impl Front {
             (&Method::GET, "/status") => {
                 let mut doc = status::status(&self.edge, self.incoming);
                 doc["auth"] = self.gate.describe();
+                doc["configuration"] = self.reloader.describe();
                 json_response(StatusCode::OK, &doc)
             }
             (&Method::GET, "/api/backends/health") => {

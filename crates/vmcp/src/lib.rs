@@ -17,6 +17,7 @@ pub mod config;
 pub(crate) mod edge;
 mod http;
 mod message;
+mod reload;
 pub mod route;
 mod status;
 pub mod upstream;
@@ -27,6 +28,7 @@ pub use message::RpcError;
 
 pub use config::{ConfigFileError, VmcpConfig};
 pub use http::{Handle, Vmcp, VmcpError};
+pub use reload::{ReloadError, ReloadSummary};
 
 /// Every metric the vMCP exports (spec §7.3). The operations docs, the alert rules and the
 /// dashboard may name only these; a test scrapes `/metrics` for each of them.

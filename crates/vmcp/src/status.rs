@@ -12,7 +12,7 @@ pub(crate) fn readiness(router: &Router, draining: bool) -> (bool, String) {
     }
     let upstreams = router.upstreams();
     let total = upstreams.len();
-    let checked = router.signals().first_round.checked();
+    let checked = upstreams.iter().filter(|u| u.health.checked()).count();
     if total == 0 {
         return (true, "no backends configured".into());
     }
@@ -36,7 +36,8 @@ pub(crate) fn status(edge: &Edge, incoming: &str) -> Value {
     let backends: Vec<Value> = upstreams.iter().map(|u| u.status()).collect();
     let total = backends.len();
     let routable = upstreams.routable();
-    let (phase, message) = if edge.router.signals().first_round.checked() < total {
+    let checked = upstreams.iter().filter(|u| u.health.checked()).count();
+    let (phase, message) = if checked < total {
         (
             "Pending",
             "waiting for the first round of health checks".to_string(),

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use hale_core::{BreakerConfig, HealthConfig};
+use hale_core::{BreakerConfig, HealthConfig, parse_go_duration};
 use hale_mcp::{ProbeMethod, TransportKind};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -129,6 +129,17 @@ pub struct VmcpConfig {
     /// Who may read `/status`, `/api/backends/health` and `/metrics`
     /// (`operational.statusAuth`); `None`: the same as `/mcp`.
     pub status_auth: Option<IncomingAuth>,
+    /// Who may use the admin API (`operational.admin`); `None`: it is off.
+    pub admin: Option<IncomingAuth>,
+    /// Below this share of routable backends (0.0–1.0), nothing is withdrawn
+    /// (`failureHandling.panicThreshold`, default 50 %; 0 turns it off).
+    pub panic_threshold: f64,
+    /// How long an unroutable backend's tools stay advertised before they are withdrawn
+    /// (`failureHandling.withdrawalGracePeriod`, default 0).
+    pub withdrawal_grace: Duration,
+    /// Whether a tool result with `isError: true` counts as a failure for the breaker
+    /// (`failureHandling.toolErrorsAreFailures`, default false).
+    pub tool_errors_are_failures: bool,
 }
 
 impl VmcpConfig {
@@ -305,6 +316,7 @@ struct RawOperational {
     read_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
     status_auth: Option<RawIncoming>,
+    admin: Option<RawIncoming>,
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
@@ -329,8 +341,19 @@ struct RawFailureHandling {
     healthy_threshold: Option<Spanned<u32>>,
     degraded_latency: Option<Spanned<String>>,
     partial_failure_mode: Option<Spanned<String>>,
+    panic_threshold: Option<Spanned<RawPercent>>,
+    withdrawal_grace_period: Option<Spanned<String>>,
+    tool_errors_are_failures: Option<bool>,
     #[serde(default)]
     circuit_breaker: RawBreaker,
+}
+
+/// A share written as `50%` or `50`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPercent {
+    Number(f64),
+    Text(String),
 }
 
 #[derive(Default, Deserialize)]
@@ -619,6 +642,40 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         }
     };
 
+    let panic_threshold = match fh.panic_threshold {
+        None => 0.5,
+        Some(p) => {
+            let line = Some(p.referenced.line());
+            let number = match &p.value {
+                RawPercent::Number(n) => Some(*n),
+                RawPercent::Text(t) => t.trim().trim_end_matches('%').trim().parse().ok(),
+            };
+            match number {
+                Some(n) if (0.0..=100.0).contains(&n) => n / 100.0,
+                _ => {
+                    return c.error(
+                        &format!("{base}.panicThreshold"),
+                        line,
+                        "expected a share of backends from 0% to 100%, such as 50% (0% turns panic mode off)",
+                    );
+                }
+            }
+        }
+    };
+    let withdrawal_grace = match fh.withdrawal_grace_period {
+        None => Duration::ZERO,
+        Some(g) => match parse_go_duration(g.value.trim()) {
+            Ok(d) => d,
+            Err(e) => {
+                return c.error(
+                    &format!("{base}.withdrawalGracePeriod"),
+                    Some(g.referenced.line()),
+                    e.to_string(),
+                );
+            }
+        },
+    };
+
     let cb = fh.circuit_breaker;
     let cbase = format!("{base}.circuitBreaker");
     let bd = BreakerConfig::default();
@@ -694,6 +751,10 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         None => None,
         Some(r) => Some(auth::incoming(&c, "operational.statusAuth", r)?),
     };
+    let admin = match op.admin {
+        None => None,
+        Some(r) => Some(auth::incoming(&c, "operational.admin", r)?),
+    };
     Ok(VmcpConfig {
         name: raw.name.unwrap_or_else(|| "vmcp".to_string()),
         listen,
@@ -716,6 +777,10 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         idle_timeout,
         incoming_auth,
         status_auth,
+        admin,
+        panic_threshold,
+        withdrawal_grace,
+        tool_errors_are_failures: fh.tool_errors_are_failures.unwrap_or(false),
     })
 }
 

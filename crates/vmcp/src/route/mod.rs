@@ -61,7 +61,7 @@ impl RouteSettings {
 /// The upstreams and the catalog over them.
 #[derive(Debug)]
 pub struct Router {
-    settings: RouteSettings,
+    settings: RwLock<Arc<RouteSettings>>,
     upstreams: RwLock<Arc<Upstreams>>,
     current: current::Current,
     signals: Arc<Signals>,
@@ -114,7 +114,7 @@ impl Router {
     /// A router over `upstreams`, which signal through `signals`.
     pub fn new(settings: RouteSettings, upstreams: Upstreams, signals: Arc<Signals>) -> Self {
         Router {
-            settings,
+            settings: RwLock::new(Arc::new(settings)),
             upstreams: RwLock::new(Arc::new(upstreams)),
             current: current::Current::default(),
             signals,
@@ -132,6 +132,29 @@ impl Router {
     /// What the upstreams signal through.
     pub fn signals(&self) -> &Arc<Signals> {
         &self.signals
+    }
+
+    /// The routing settings now.
+    fn settings(&self) -> Arc<RouteSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Routes with `settings` over `upstreams` from now on (a configuration reload);
+    /// requests under way keep what they took. The catalog is rebuilt at once, and the
+    /// catalog task told, so clients hear what changed.
+    pub(crate) fn replace(&self, settings: RouteSettings, upstreams: Upstreams) {
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(settings);
+        *self
+            .upstreams
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(upstreams);
+        self.rebuild_on_request();
     }
 
     /// The catalog as clients see it now, with its owners.
@@ -154,9 +177,10 @@ impl Router {
     pub fn rebuild(&self) -> ListsChanged {
         // Read before the lists: a rebuild never claims lists newer than it saw.
         let generation = self.signals.lists_generation();
+        let settings = self.settings();
         let rules = Rules {
-            strategy: &self.settings.conflict_resolution,
-            policies: &self.settings.tools,
+            strategy: &settings.conflict_resolution,
+            policies: &settings.tools,
         };
         self.current.rebuild(&self.upstreams(), generation, &rules)
     }
@@ -204,7 +228,7 @@ impl Router {
     /// otherwise the time to the soonest next check, so no client caches a list past a
     /// withdrawal it could have seen.
     pub(crate) fn ttl_ms(&self) -> u64 {
-        let interval = self.settings.check_interval;
+        let interval = self.settings().check_interval;
         let now = tokio::time::Instant::now().into_std();
         let mut ttl = interval;
         for u in self.upstreams().iter() {
@@ -240,7 +264,7 @@ impl Router {
         match upstream {
             Some(u) if !u.speaks_handshake().await => None,
             Some(u) => Some(u.request_timeout()),
-            None => Some(self.settings.default_timeout),
+            None => Some(self.settings().default_timeout),
         }
     }
 
@@ -380,9 +404,9 @@ impl Router {
         field: &str,
         pick: impl Fn(&Catalog) -> Vec<Value>,
     ) -> Result<Value, RpcError> {
-        let failures =
-            fan_out::fan_out(&self.upstreams(), self.settings.partial_failure_mode).await;
-        if !failures.is_empty() && self.settings.partial_failure_mode == PartialFailureMode::Fail {
+        let mode = self.settings().partial_failure_mode;
+        let failures = fan_out::fan_out(&self.upstreams(), mode).await;
+        if !failures.is_empty() && mode == PartialFailureMode::Fail {
             let detail: Vec<String> = failures.iter().map(|(b, e)| format!("{b}: {e}")).collect();
             return Err(RpcError::new(
                 codes::PARTIAL_FAILURE,
@@ -554,11 +578,17 @@ impl Router {
         let withdrawn = u.health.withdrawn.notified();
         tokio::pin!(withdrawn);
         withdrawn.as_mut().enable();
+        if u.is_retired() {
+            return Err(retired(&u));
+        }
         let hooks = hooks(caller, backend);
         let call = u.call(caller.session.as_ref(), method, params, Some(&hooks));
         let result = tokio::select! {
             result = call => result,
             () = withdrawn => {
+                if u.is_retired() {
+                    return Err(retired(&u));
+                }
                 return Err(unavailable(&u, false, &format!(
                     "withdrawn while the call was in flight (health {}, circuit {})",
                     u.health.health(),
@@ -629,6 +659,19 @@ fn str_param(params: &Value, key: &str) -> Result<String, RpcError> {
 fn with_name(mut params: Value, key: &str, original: &str) -> Value {
     params[key] = Value::String(original.to_string());
     params
+}
+
+/// The error for a call to an upstream a reload removed or replaced while the call was on
+/// its way (the client may call again: a replaced backend's tools route to the new one).
+fn retired(u: &Upstream) -> RpcError {
+    RpcError::new(
+        codes::BACKEND_UNAVAILABLE,
+        format!(
+            "backend '{}' is unavailable: it was removed or changed by a configuration reload",
+            u.name()
+        ),
+    )
+    .with_data(json!({"backend": u.name(), "reason": "reloaded"}))
 }
 
 /// The error for a call to a known upstream that cannot take it now. `refused`: the call

@@ -121,6 +121,11 @@ impl Health {
         }
     }
 
+    /// True once the backend has been checked at least once.
+    pub fn checked(&self) -> bool {
+        self.tracker().last_check().is_some()
+    }
+
     /// The current health state.
     pub fn health(&self) -> HealthState {
         self.tracker().state()

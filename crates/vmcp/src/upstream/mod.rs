@@ -37,7 +37,7 @@ pub use health::{Changes, Health, TokioClock};
 pub use lists::BackendLists;
 use monitor::MonitorSettings;
 pub(crate) use sessions::Owner;
-pub use signals::{FirstRound, Signals};
+pub use signals::Signals;
 
 /// What one upstream needs from the configuration: its own entry and the settings that
 /// apply to it.
@@ -53,6 +53,8 @@ pub struct Settings {
     pub max_list_items: u32,
     /// Health checks: thresholds, interval and timeout.
     pub health: HealthConfig,
+    /// What a health check sends (`ping` or `tools/list`).
+    pub probe_method: hale_mcp::ProbeMethod,
     /// The breaker.
     pub breaker: BreakerConfig,
     /// `circuitBreaker.enabled`: false makes the breaker only track and report.
@@ -60,6 +62,24 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// True if an upstream made with `other` would be this one: the same backend
+    /// (address, transport, credentials) with the same deadlines, limits, health checks
+    /// and breaker. A reload keeps such an upstream as it is.
+    pub fn same_as(&self, other: &Settings) -> bool {
+        let (a, b) = (&self.backend, &other.backend);
+        a.name == b.name
+            && a.url == b.url
+            && a.transport == b.transport
+            && a.credentials.same_as(&b.credentials)
+            && self.request_timeout == other.request_timeout
+            && self.max_sessions == other.max_sessions
+            && self.max_list_items == other.max_list_items
+            && self.health == other.health
+            && self.probe_method == other.probe_method
+            && self.breaker == other.breaker
+            && self.breaker_enabled == other.breaker_enabled
+    }
+
     /// Backend `backend`'s settings in `config`.
     pub fn of(config: &VmcpConfig, backend: &BackendConfig) -> Self {
         Settings {
@@ -68,6 +88,7 @@ impl Settings {
             max_sessions: config.max_sessions_per_backend,
             max_list_items: config.max_tools_per_backend,
             health: config.health.clone(),
+            probe_method: config.health_check_method,
             breaker: config.breaker.clone(),
             breaker_enabled: config.breaker_enabled,
         }
@@ -109,6 +130,8 @@ pub struct Upstream {
     /// It refused the handshake: 2026-07-28 only, no client sessions of its own.
     modern_only: AtomicBool,
     signals: Arc<Signals>,
+    /// Cancelled when the upstream is retired (removed or replaced by a reload).
+    retired: CancellationToken,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -157,6 +180,7 @@ impl Upstream {
                 target,
                 settings,
                 signals,
+                retired: CancellationToken::new(),
             }
         }))
     }
@@ -181,9 +205,38 @@ impl Upstream {
         self.settings.request_timeout
     }
 
-    /// Checks the backend until `cancel` (see [`monitor`]).
-    pub async fn monitor(self: Arc<Self>, settings: MonitorSettings, cancel: CancellationToken) {
-        monitor::run(&self.target, &self.health, &self.signals, settings, cancel).await;
+    /// Checks the backend until `cancel`, or until the upstream is retired (see
+    /// [`monitor`]), every `healthCheckInterval` with its method and timeout.
+    pub async fn monitor(self: Arc<Self>, cancel: CancellationToken) {
+        let settings = MonitorSettings {
+            interval: self.settings.health.check_interval,
+            timeout: self.settings.health.check_timeout,
+            method: self.settings.probe_method,
+        };
+        let stop = cancel.child_token();
+        let (retired, ends) = (self.retired.clone(), stop.clone());
+        let watch = tokio::spawn(async move {
+            retired.cancelled().await;
+            ends.cancel();
+        });
+        monitor::run(&self.target, &self.health, &self.signals, settings, stop).await;
+        watch.abort();
+    }
+
+    /// Takes the upstream out of service for good (a reload removed or replaced it): its
+    /// monitor stops, calls in flight end at once with an error, its client sessions'
+    /// backend sessions and its shared clients are closed. The upstream set no longer
+    /// holds it; requests that took it before finish with that error.
+    pub(crate) async fn retire(&self) {
+        self.retired.cancel();
+        self.health.withdrawn.notify_waiters();
+        self.sessions.close_all("removed").await;
+        self.shared.close_all().await;
+    }
+
+    /// True once retired.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.is_cancelled()
     }
 
     /// The backend as `/status` shows it (camelCase, URL credentials redacted, header

@@ -28,18 +28,8 @@ pub struct MonitorSettings {
     pub method: ProbeMethod,
 }
 
-impl MonitorSettings {
-    /// The settings of `health`.
-    pub fn of(health: &hale_core::HealthConfig, method: ProbeMethod) -> Self {
-        MonitorSettings {
-            interval: health.check_interval,
-            timeout: health.check_timeout,
-            method,
-        }
-    }
-}
-
-/// Checks `target` until `cancel`, recording into `health` and telling `signals`.
+/// Checks `target` until `cancel`, recording into `health` and telling `signals`. The
+/// probe session is closed (DELETE) on the way out.
 pub(crate) async fn run(
     target: &Target,
     health: &Health,
@@ -74,8 +64,8 @@ pub(crate) async fn run(
         let changes = health.record_check(outcome);
         report(&name, health, &changes, signals);
         if first {
+            // Readiness counts checked backends: the first check always wakes the catalog.
             first = false;
-            signals.first_round.one_more();
             signals.changed.notify_one();
         }
 

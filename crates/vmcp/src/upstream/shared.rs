@@ -65,6 +65,22 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
+    /// Closes every thread's client (the upstream is going away): the listening one's
+    /// stream ends, sessions are deleted.
+    pub(crate) async fn close_all(&self) {
+        let clients: Vec<Arc<McpClient>> = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                s.client
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+            })
+            .collect();
+        futures_util::future::join_all(clients.iter().map(|c| c.close())).await;
+    }
+
     /// This thread's shared client, connected on first use.
     pub(crate) async fn client(&self) -> Result<Arc<McpClient>, McpError> {
         let slot = self.slot();

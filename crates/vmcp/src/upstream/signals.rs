@@ -1,9 +1,8 @@
 //! How the upstreams tell the rest of the vMCP that something changed: a wake-up for the
-//! catalog, a generation counter for lists, the count of upstreams checked once, and a
-//! sink for resource updates. Atomics and a wake-up only: nothing here is locked.
+//! catalog, a generation counter for lists, and a sink for resource updates. Atomics and a wake-up only: nothing here is locked.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -20,8 +19,6 @@ pub struct Signals {
     /// Bumped whenever any upstream's lists arrive; a catalog remembers the value it was
     /// built from.
     lists_generation: AtomicU64,
-    /// Upstreams checked at least once, for `/readyz`.
-    pub first_round: FirstRound,
     /// Where resource updates arriving on shared clients go (set once, by the vMCP).
     resource_updates: OnceLock<ResourceSink>,
 }
@@ -55,23 +52,5 @@ impl Signals {
         if let Some(sink) = self.resource_updates.get() {
             sink(uri, params);
         }
-    }
-}
-
-/// Counts upstreams that finished their first check, for `/readyz`.
-#[derive(Debug, Default)]
-pub struct FirstRound {
-    done: AtomicUsize,
-}
-
-impl FirstRound {
-    /// How many upstreams have been checked at least once.
-    pub fn checked(&self) -> usize {
-        self.done.load(Ordering::Acquire)
-    }
-
-    /// One more upstream was checked for the first time.
-    pub(crate) fn one_more(&self) {
-        self.done.fetch_add(1, Ordering::AcqRel);
     }
 }
