@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Gate, METADATA_PATH};
-use crate::body::{Body, full};
+use crate::body::{Body, full, json_response};
 use crate::config::{IncomingAuth, VmcpConfig};
 use crate::edge::{self, Edge, EdgeSettings};
 use crate::message::RpcError;
@@ -91,6 +91,11 @@ impl Vmcp {
                 ),
                 Some(_) => {}
             }
+        }
+        if !addr.ip().is_loopback() && matches!(config.admin, Some(IncomingAuth::Anonymous)) {
+            return Err(VmcpError::Auth(format!(
+                "operational.admin: anonymous admin is allowed only on a loopback listen address, and {addr} is not one: use {{type: static, tokensFile}} or {{type: oidc, …, requiredScopes}}"
+            )));
         }
         let gate = Gate::new(&config).map_err(VmcpError::Auth)?;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -542,6 +547,22 @@ impl Front {
         {
             return self.gate.refuse(&denied, host_of(&req), path);
         }
+        if path.starts_with(crate::admin::PREFIX) {
+            return match self.gate.admit_admin(req.headers()).await {
+                None => json_response(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": "the admin API is off: configure operational.admin (a static token or an OIDC scope)"}),
+                ),
+                Some(Ok(who)) => {
+                    crate::admin::serve(req, who, &self.edge.router, &self.reloader).await
+                }
+                Some(Err(denied)) => {
+                    let path = path.to_string();
+                    let refused = self.gate.refuse(&denied, host_of(&req), &path);
+                    keep_alive_after(refused, req).await
+                }
+            };
+        }
         match (req.method(), path) {
             (_, "/mcp") => match self.gate.admit_mcp(req.headers()).await {
                 Ok(who) => self.edge.serve(req, who).await,
@@ -629,14 +650,4 @@ fn host_of(req: &Request<Incoming>) -> Option<&str> {
     req.headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut r = Response::new(full(body.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    r
 }

@@ -11,6 +11,7 @@
 //! per-session clients, lists, metrics). Each imports only the ones after it; what the
 //! upstreams change flows back up through [`upstream::Signals`].
 
+mod admin;
 mod auth;
 mod body;
 pub mod config;

@@ -64,6 +64,8 @@ struct Oidc {
 pub(crate) struct Gate {
     mcp: Rule,
     status: Rule,
+    /// The admin API's rule; `None`: the API is off.
+    admin: Option<Rule>,
     /// `resourceUrl`, if configured (else from `Host`).
     resource_url: Option<String>,
     issuer: Option<String>,
@@ -80,6 +82,10 @@ impl Gate {
             Some(a) => rule(Some(a))?,
             None => mcp.clone(),
         };
+        let admin = match &config.admin {
+            Some(a) => Some(rule(Some(a))?),
+            None => None,
+        };
         let (resource_url, issuer, scopes) = match &config.incoming_auth {
             Some(IncomingAuth::Oidc(o)) => (
                 o.resource_url.clone(),
@@ -92,6 +98,7 @@ impl Gate {
         Ok(Gate {
             mcp,
             status,
+            admin,
             resource_url,
             issuer,
             scopes,
@@ -124,7 +131,10 @@ impl Gate {
         stop: &CancellationToken,
     ) -> Vec<impl Future<Output = ()> + use<>> {
         let mut caches: Vec<Arc<Jwks>> = Vec::new();
-        for r in [&self.mcp, &self.status] {
+        for r in [Some(&self.mcp), Some(&self.status), self.admin.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             if let Rule::Oidc(o) = r
                 && !caches.iter().any(|c| Arc::ptr_eq(c, &o.jwks))
             {
@@ -150,7 +160,11 @@ impl Gate {
                 })
             }
         };
-        json!({"mcp": rule(&self.mcp), "status": rule(&self.status)})
+        json!({
+            "mcp": rule(&self.mcp),
+            "status": rule(&self.status),
+            "admin": self.admin.as_ref().map(rule),
+        })
     }
 
     /// Admits a request to `/mcp`.
@@ -161,6 +175,14 @@ impl Gate {
     /// Admits a request to `/status`, `/api/backends/health` or `/metrics`.
     pub(crate) async fn admit_status(&self, headers: &HeaderMap) -> Result<Identity, Denied> {
         self.admit(&self.status, headers).await
+    }
+
+    /// Admits a request to the admin API; `None` when the API is off.
+    pub(crate) async fn admit_admin(
+        &self,
+        headers: &HeaderMap,
+    ) -> Option<Result<Identity, Denied>> {
+        Some(self.admit(self.admin.as_ref()?, headers).await)
     }
 
     async fn admit(&self, rule: &Rule, headers: &HeaderMap) -> Result<Identity, Denied> {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use super::catalog::{self, Catalog};
+use super::catalog::{self, Catalog, Route};
 use super::upstreams::Upstreams;
 use crate::config::{ConflictResolution, ToolPolicy};
 
@@ -40,15 +40,16 @@ pub(crate) struct Published {
     pub(crate) catalog: Catalog,
     /// Every tool's backend, routable or not: how a call to a withdrawn tool learns whose
     /// it is without any work.
-    owners: HashMap<String, String>,
+    owners: HashMap<String, Route>,
     /// The lists generation it was built from.
     generation: u64,
 }
 
 impl Published {
-    /// The backend that offers tool `name` when every backend is counted.
-    pub(crate) fn owner_of_tool(&self, name: &str) -> Option<&str> {
-        self.owners.get(name).map(String::as_str)
+    /// Where tool `name` would go if every backend were counted (its backend and the
+    /// backend's name for it).
+    pub(crate) fn owner_of_tool(&self, name: &str) -> Option<&Route> {
+        self.owners.get(name)
     }
 }
 
@@ -150,9 +151,6 @@ impl Current {
                         .set_tools(offered.get(u.name()).copied().unwrap_or(0));
                 }
                 routes
-                    .into_iter()
-                    .map(|(name, route)| (name, route.backend))
-                    .collect()
             }
             None => self.published().owners.clone(),
         };

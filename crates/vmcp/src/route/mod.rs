@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::config::{ConflictResolution, PartialFailureMode, ToolPolicy, VmcpConfig};
 use crate::message::{self, RpcError};
-use crate::upstream::{CallError, Owner, Signals, Upstream};
+use crate::upstream::{CallError, Mode, Owner, Signals, Upstream};
 use catalog::{Catalog, Route};
 pub use current::ListsChanged;
 use current::{Published, Rules};
@@ -433,10 +433,10 @@ impl Router {
             // may not have been listed yet. Either way, catch up once, asking only the
             // upstreams never listed: a client hammering a withdrawn or unknown tool must
             // not turn into list requests to every healthy backend.
-            let owner = self.published().owner_of_tool(&name).map(str::to_string);
+            let owner = self.published().owner_of_tool(&name).cloned();
             let stale = owner
-                .as_deref()
-                .and_then(|b| self.upstreams().get(b).map(|u| u.routable()))
+                .as_ref()
+                .and_then(|r| self.upstreams().get(&r.backend).map(|u| u.routable()))
                 .unwrap_or(false);
             // `catalog_behind`: lists arrived (the catalog task's) that the catalog was
             // not rebuilt from yet; rebuilding is local work, no backend is asked.
@@ -451,14 +451,19 @@ impl Router {
         let Some(route) = route else {
             // A withdrawn backend's tool: say whose it is and why, so the client knows it
             // will come back.
-            let owner = self.published().owner_of_tool(&name).map(str::to_string);
-            if let Some(u) = owner.and_then(|b| self.upstreams().get(&b).cloned()) {
-                let why = format!(
-                    "health {}, circuit {}",
-                    u.health.health(),
-                    u.health.breaker.snapshot().state
-                );
-                return Err(unavailable(&u, true, &why));
+            let owner = self.published().owner_of_tool(&name).cloned();
+            if let Some((route, u)) =
+                owner.and_then(|r| self.upstreams().get(&r.backend).cloned().map(|u| (r, u)))
+            {
+                // A draining backend's tools are withdrawn, but a client with a backend
+                // session there may finish its work.
+                if u.mode() == Mode::Draining && self.has_session(caller, &u) {
+                    let forwarded = with_name(params, "name", &route.original);
+                    return self
+                        .forward(caller, &route.backend, "tools/call", forwarded)
+                        .await;
+                }
+                return Err(unavailable(&u, true, &why_unroutable(&u)));
             }
             return Err(RpcError::new(
                 codes::UNKNOWN_NAME,
@@ -544,6 +549,14 @@ impl Router {
         Ok(json!({}))
     }
 
+    /// True if `caller` has a backend session of its own on `u`.
+    fn has_session(&self, caller: &Caller, u: &Upstream) -> bool {
+        caller
+            .session
+            .as_ref()
+            .is_some_and(|s| u.session_of(s.id()).is_some())
+    }
+
     /// Sends a request to `backend` for `caller`, through its breaker, ending at once if
     /// the backend is withdrawn meanwhile.
     async fn forward(
@@ -561,6 +574,11 @@ impl Router {
             && let Some(name) = log_level_name(rank)
         {
             u.lower_shared_log_level(rank, name).await;
+        }
+        match u.mode() {
+            Mode::Active => {}
+            Mode::Draining if self.has_session(caller, &u) => {}
+            _ => return Err(unavailable(&u, true, &why_unroutable(&u))),
         }
         // Health from the cache; the breaker itself refuses (lock-free while closed).
         let health = u.health.health();
@@ -611,6 +629,19 @@ impl Router {
             }),
             Err(e) => Err(unavailable(&u, false, &e.to_string())),
         }
+    }
+}
+
+/// Why `u` takes no calls now, for its error.
+fn why_unroutable(u: &Upstream) -> String {
+    match u.mode() {
+        Mode::Active => format!(
+            "health {}, circuit {}",
+            u.health.health(),
+            u.health.breaker.snapshot().state
+        ),
+        Mode::Draining => "it is draining (set by an operator): no new work".into(),
+        Mode::Maintenance => "it is in maintenance (set by an operator)".into(),
     }
 }
 

@@ -194,6 +194,7 @@ impl Health {
             "health": t.state().as_str(),
             "circuit": {
                 "state": state,
+                "override": b.override_.map(|o| o.as_str()),
                 "since": b.since.map(|s| self.wall(s)),
                 "retryAt": b.retry_at.map(|s| self.wall(s)),
             },

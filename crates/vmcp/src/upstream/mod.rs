@@ -113,6 +113,76 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// What an operator set for a backend (the admin API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Serving as usual.
+    Active,
+    /// Taking no new work: its tools are withdrawn and only clients that already have a
+    /// backend session on it may go on calling it; calls in flight finish.
+    Draining,
+    /// Out of service: withdrawn, every new call refused; calls in flight finish.
+    Maintenance,
+}
+
+impl Mode {
+    /// `active`, `draining` or `maintenance`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Active => "active",
+            Mode::Draining => "draining",
+            Mode::Maintenance => "maintenance",
+        }
+    }
+
+    fn from_u8(n: u8) -> Mode {
+        match n {
+            1 => Mode::Draining,
+            2 => Mode::Maintenance,
+            _ => Mode::Active,
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "active" => Ok(Mode::Active),
+            "draining" | "drain" => Ok(Mode::Draining),
+            "maintenance" => Ok(Mode::Maintenance),
+            other => Err(format!(
+                "expected active, draining or maintenance, got {other:?}"
+            )),
+        }
+    }
+}
+
+/// What an operator asks of a backend's breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CircuitOverride {
+    /// Refuse every call until cleared.
+    Open,
+    /// Admit every call, ignore outcomes, until cleared.
+    Closed,
+    /// Back to automatic (starts closed, in a new generation).
+    Auto,
+}
+
+impl std::str::FromStr for CircuitOverride {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(CircuitOverride::Open),
+            "closed" => Ok(CircuitOverride::Closed),
+            "auto" => Ok(CircuitOverride::Auto),
+            other => Err(format!("expected open, closed or auto, got {other:?}")),
+        }
+    }
+}
+
 /// One backend and everything hale keeps about it.
 pub struct Upstream {
     settings: Settings,
@@ -132,6 +202,8 @@ pub struct Upstream {
     signals: Arc<Signals>,
     /// Cancelled when the upstream is retired (removed or replaced by a reload).
     retired: CancellationToken,
+    /// The operator's [`Mode`], as a number.
+    mode: std::sync::atomic::AtomicU8,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -181,6 +253,7 @@ impl Upstream {
                 settings,
                 signals,
                 retired: CancellationToken::new(),
+                mode: std::sync::atomic::AtomicU8::new(0),
             }
         }))
     }
@@ -195,9 +268,39 @@ impl Upstream {
         &self.settings
     }
 
-    /// Routable: healthy or degraded, the breaker not open, and usable.
+    /// Routable: healthy or degraded, the breaker not open, usable, and active.
     pub fn routable(&self) -> bool {
-        self.health.routable()
+        self.health.routable() && self.mode() == Mode::Active
+    }
+
+    /// What the operator set.
+    pub fn mode(&self) -> Mode {
+        Mode::from_u8(self.mode.load(Ordering::Acquire))
+    }
+
+    /// Sets the operator's mode; returns the one before. The catalog is told.
+    pub fn set_mode(&self, mode: Mode) -> Mode {
+        let before = Mode::from_u8(self.mode.swap(mode as u8, Ordering::AcqRel));
+        if before != mode {
+            self.signals.changed.notify_one();
+        }
+        before
+    }
+
+    /// Forces the breaker open or closed, or hands it back to its automatic rules; the
+    /// transition is logged and counted like any other.
+    pub fn set_circuit(&self, action: CircuitOverride) {
+        let was_routable = self.routable();
+        let circuit = match action {
+            CircuitOverride::Open => self.health.breaker.force_open(),
+            CircuitOverride::Closed => self.health.breaker.force_closed(),
+            CircuitOverride::Auto => self.health.breaker.clear_override(),
+        };
+        self.report(&Changes {
+            health: None,
+            circuit,
+            routability_changed: was_routable != self.routable(),
+        });
     }
 
     /// Its request deadline.
@@ -252,6 +355,7 @@ impl Upstream {
             s.extend(h);
         }
         s["sessions"] = json!(self.sessions.open());
+        s["mode"] = json!(self.mode().as_str());
         if !config.credentials.is_empty() {
             s["credentials"] = config.credentials.describe();
         }
