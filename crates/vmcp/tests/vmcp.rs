@@ -128,6 +128,15 @@ async fn fail_and_best_effort_decide_what_a_fan_out_returns_when_one_backend_fai
         let good = TestServer::start(ServerConfig::default()).await.unwrap();
         let flaky = TestServer::start(ServerConfig::default()).await.unwrap();
         let (addr, stop, client) = start(&two_backends(&good, &flaky, mode, "")).await;
+        // Listed first, so the vMCP holds flaky's earlier lists: a best_effort answer
+        // must still leave them out once flaky fails to list again.
+        wait_for("flaky listed", async || {
+            client
+                .list_tools()
+                .await
+                .is_ok_and(|t| names(&t).contains(&"flaky_echo".to_string()))
+        })
+        .await;
         // Healthy at its first check (the next is 30 s away), failing now.
         flaky.set_fault(Some(Fault::Status(500))).await;
         let result = client.request("tools/list", None).await;

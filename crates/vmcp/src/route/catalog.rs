@@ -282,7 +282,51 @@ pub fn build<B: std::borrow::Borrow<BackendLists>>(
     Ok(catalog)
 }
 
+/// One of the catalog's lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `tools`.
+    Tools,
+    /// `resources`.
+    Resources,
+    /// `resourceTemplates`.
+    Templates,
+    /// `prompts`.
+    Prompts,
+}
+
 impl Catalog {
+    /// The `kind` list, less the items of the backends in `without` (a `best_effort`
+    /// answer holds only what the backends that answered gave).
+    pub fn items(&self, kind: Kind, without: &[&str]) -> Vec<Value> {
+        let (items, routes, key) = match kind {
+            Kind::Tools => (&self.tools, &self.tool_routes, "name"),
+            Kind::Resources => (&self.resources, &self.resource_routes, "uri"),
+            Kind::Prompts => (&self.prompts, &self.prompt_routes, "name"),
+            Kind::Templates => {
+                return self
+                    .templates
+                    .iter()
+                    .zip(&self.template_routes)
+                    .filter(|(_, r)| !without.contains(&r.backend.as_str()))
+                    .map(|(t, _)| t.clone())
+                    .collect();
+            }
+        };
+        if without.is_empty() {
+            return items.clone();
+        }
+        items
+            .iter()
+            .filter(|item| {
+                name_of(item, key)
+                    .and_then(|n| routes.get(&n))
+                    .is_none_or(|r| !without.contains(&r.backend.as_str()))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The backend and URI for a `resources/read` of `uri`: an exact resource first, then
     /// the first template that matches.
     pub fn route_resource(&self, uri: &str) -> Option<Route> {
