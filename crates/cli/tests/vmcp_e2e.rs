@@ -489,3 +489,76 @@ async fn the_log_names_callers_and_refusals_but_never_a_token() {
     weather.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn sighup_applies_the_changed_file_without_dropping_the_session() {
+    let (_one, one) = serve(&[]);
+    let (_two, two) = serve(&[]);
+    let dir = std::env::temp_dir().join(format!("hale-vmcp-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vmcp.yaml");
+    let head = "name: hup\nlisten: 127.0.0.1:0\noperational:\n  failureHandling: {healthCheckInterval: 200ms, healthCheckTimeout: 150ms}\nbackends:\n";
+    let before = format!("{head}  - {{name: one, url: \"{one}\"}}\n");
+    let after = format!("{before}  - {{name: two, url: \"{two}\"}}\n");
+    // The same length and modification time as before: the file watch cannot tell the
+    // files apart, so only the signal can apply the new one.
+    let padding = after.len() - before.len() - 2;
+    std::fs::write(&file, format!("{before}#{}\n", " ".repeat(padding))).unwrap();
+    let written = std::fs::metadata(&file).unwrap().modified().unwrap();
+
+    let Announced {
+        process: hale,
+        first_line,
+        ..
+    } = spawn_announced(
+        Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args(["vmcp", "--config"])
+            .arg(&file)
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    let addr = first_line
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
+        .await
+        .unwrap();
+    let tools = client.list_tools().await.unwrap();
+    assert!(has(&tools, "one_echo") && !has(&tools, "two_echo"));
+    let mut notes = client.notifications();
+
+    std::fs::write(&file, &after).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(written)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        !has(&client.list_tools().await.unwrap(), "two_echo"),
+        "applied before the signal: the file watch saw a change it should not"
+    );
+
+    let sent = Command::new("kill")
+        .args(["-HUP", &hale.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let tools = tools_changed_until(&client, &mut notes, Duration::from_secs(10), |t| {
+        has(t, "two_echo")
+    })
+    .await;
+    assert!(has(&tools, "one_echo"));
+    // The same client session goes on, on both backends.
+    for tool in ["one_echo", "two_echo"] {
+        let r = client
+            .call_tool(tool, json!({"text": "after SIGHUP"}))
+            .await
+            .unwrap();
+        assert_eq!(r["content"][0]["text"], "after SIGHUP");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

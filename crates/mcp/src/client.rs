@@ -638,7 +638,8 @@ fn fails_either_way(e: &McpError) -> bool {
         | McpError::Connect { .. }
         | McpError::ConnectionReset { .. }
         | McpError::Timeout { .. }
-        | McpError::Unauthorized { .. } => true,
+        | McpError::Unauthorized { .. }
+        | McpError::RateLimited { .. } => true,
         McpError::HttpStatus { status, .. } => *status >= 500,
         _ => false,
     }

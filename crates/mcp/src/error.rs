@@ -95,6 +95,17 @@ pub enum McpError {
         /// The error's `data`, if any.
         data: Option<serde_json::Value>,
     },
+    /// The server asked us to slow down (HTTP 429): alive, not failing; its
+    /// `Retry-After` (in seconds) if it gave one.
+    #[error("{url}: {method} refused with HTTP 429 (too many requests){}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        /// The server URL.
+        url: String,
+        /// The JSON-RPC method.
+        method: String,
+        /// How long the server asked us to wait.
+        retry_after: Option<Duration>,
+    },
     /// The URL cannot be used.
     #[error("{url}: {reason}")]
     InvalidUrl {
@@ -113,10 +124,12 @@ pub enum McpError {
 
 impl McpError {
     /// The failure category, or `None` when the server is alive and answering (a JSON-RPC
-    /// error, a 401/403).
+    /// error, a 401/403, a 429).
     pub fn category(&self) -> Option<FailureCategory> {
         Some(match self {
-            McpError::Rpc { .. } | McpError::Unauthorized { .. } => return None,
+            McpError::Rpc { .. } | McpError::Unauthorized { .. } | McpError::RateLimited { .. } => {
+                return None;
+            }
             McpError::ConnectionRefused { .. } => FailureCategory::ConnectionRefused,
             McpError::ConnectionReset { .. } => FailureCategory::ConnectionReset,
             McpError::Timeout { .. } => FailureCategory::Timeout,

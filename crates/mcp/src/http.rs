@@ -196,6 +196,29 @@ pub fn error_chain(err: &dyn StdError) -> String {
 }
 
 /// Whether a response's content type is an SSE stream.
+/// The error for a 429 answer (with its `Retry-After` in seconds, if any), or `None` for
+/// any other status. A 429 is a live server asking for less, not a failure.
+pub(crate) fn rate_limited(
+    url: &str,
+    method: &str,
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+) -> Option<McpError> {
+    if status != http::StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let retry_after = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_secs);
+    Some(McpError::RateLimited {
+        url: url.into(),
+        method: method.into(),
+        retry_after,
+    })
+}
+
 pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)

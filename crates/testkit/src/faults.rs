@@ -13,7 +13,8 @@ pub enum Fault {
     Hang,
     /// Every answer is delayed by this much.
     Slow(Duration),
-    /// Every request is answered with this HTTP status and a plain-text body.
+    /// Every request is answered with this HTTP status and a plain-text body (429 with
+    /// `Retry-After: 2`).
     Status(u16),
     /// Every request is answered 200 with a body that is not JSON.
     Malformed,

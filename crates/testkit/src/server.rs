@@ -296,7 +296,13 @@ impl Shared {
             Some(Fault::Status(code)) => {
                 let status =
                     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                Some(plain(status, &format!("injected status {code}")))
+                let mut r = plain(status, &format!("injected status {code}"));
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    // As a rate-limiting server says it: wait this long.
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("2"));
+                }
+                Some(r)
             }
             Some(Fault::Malformed) => Some(
                 Response::builder()

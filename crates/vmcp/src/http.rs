@@ -206,6 +206,8 @@ impl Vmcp {
                 .maintain_catalog(stop.clone(), move |changed| clients.lists_changed(changed)),
         );
         Gate::register_metrics();
+        crate::reload::register_metrics();
+        metrics::gauge!("toolhive_vmcp_panic_mode").set(0.0);
         for refresher in gate.key_refreshers(&stop) {
             tasks.spawn(refresher);
         }

@@ -53,4 +53,7 @@ pub const METRICS: &[&str] = &[
     "toolhive_vmcp_backend_sessions_total",
     "toolhive_vmcp_auth_refusals_total",
     "toolhive_vmcp_auth_jwks_fetches_total",
+    "toolhive_vmcp_config_reloads_total",
+    "toolhive_vmcp_config_last_reload_successful",
+    "toolhive_vmcp_panic_mode",
 ];

@@ -259,6 +259,14 @@ impl Reloader {
     }
 }
 
+/// Starts the reload metrics (their series exist before the first reload).
+pub(crate) fn register_metrics() {
+    for result in ["success", "failure"] {
+        metrics::counter!("toolhive_vmcp_config_reloads_total", "result" => result).increment(0);
+    }
+    metrics::gauge!("toolhive_vmcp_config_last_reload_successful").set(1.0);
+}
+
 /// The keys read only at start whose values differ between `before` and `after`.
 fn needs_restart(before: &VmcpConfig, after: &VmcpConfig) -> Vec<&'static str> {
     let mut keys = Vec::new();

@@ -42,6 +42,13 @@ pub(crate) fn status(edge: &Edge, incoming: &str) -> Value {
             "Pending",
             "waiting for the first round of health checks".to_string(),
         )
+    } else if edge.router.in_panic() {
+        (
+            "Panic",
+            format!(
+                "only {routable} of {total} backends routable, below panicThreshold: nothing is withdrawn until more recover"
+            ),
+        )
     } else if total == 0 || routable == total {
         ("Ready", format!("{routable} of {total} backends routable"))
     } else if routable > 0 {

@@ -35,8 +35,9 @@ async fn a_blip_below_the_threshold_never_touches_the_catalog_and_a_burst_is_one
     let a = TestServer::start(ServerConfig::default()).await.unwrap();
     let b = TestServer::start(ServerConfig::default()).await.unwrap();
     // Checks every 60 s: after the first round, only this test's records move the state.
+    // Panic mode off: both backends go down here, and the test is about withdrawing them.
     let yaml = format!(
-        "listen: 127.0.0.1:0\nbackends:\n  - {{name: a, url: \"{}\"}}\n  - {{name: b, url: \"{}\"}}\noperational:\n  failureHandling: {{healthCheckInterval: 60s, unhealthyThreshold: 3}}\n",
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: a, url: \"{}\"}}\n  - {{name: b, url: \"{}\"}}\noperational:\n  failureHandling: {{healthCheckInterval: 60s, unhealthyThreshold: 3, panicThreshold: 0%}}\n",
         a.url(),
         b.url()
     );

@@ -27,9 +27,10 @@ async fn modern_only() -> TestServer {
     .unwrap()
 }
 
+/// One backend `t`; panic mode off, so its death withdraws its tools.
 fn config(server: &TestServer, extra: &str) -> String {
     format!(
-        "listen: 127.0.0.1:0\nbackends:\n  - {{name: t, url: \"{}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [t]}}\noperational:\n  failureHandling: {{healthCheckInterval: 300ms, healthCheckTimeout: 200ms, unhealthyThreshold: 2}}\n{extra}",
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: t, url: \"{}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [t]}}\noperational:\n  failureHandling: {{healthCheckInterval: 300ms, healthCheckTimeout: 200ms, unhealthyThreshold: 2, panicThreshold: 0%}}\n{extra}",
         server.url()
     )
 }

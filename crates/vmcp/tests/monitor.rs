@@ -58,6 +58,7 @@ async fn a_dead_backend_is_withdrawn_at_the_threshold_and_restored_when_it_answe
                 ..BreakerConfig::default()
             },
             breaker_enabled: true,
+            tool_errors_are_failures: false,
         },
         0,
         signals.clone(),

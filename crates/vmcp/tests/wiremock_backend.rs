@@ -71,9 +71,10 @@ async fn open_refuses_without_contact_and_half_open_admits_exactly_one_trial() {
         .respond_with(backend.clone())
         .mount(&server)
         .await;
-    // One probe at start, then none for a minute: only calls move the breaker.
+    // One probe at start, then none for a minute: only calls move the breaker. Panic
+    // mode off: the one backend's open circuit withdraws its tool.
     let yaml = format!(
-        "listen: 127.0.0.1:0\nbackends:\n  - {{name: wm, url: \"{}/mcp\"}}\noperational:\n  failureHandling:\n    healthCheckInterval: 60s\n    circuitBreaker: {{failureThreshold: 2, timeout: 500ms, maxTimeout: 10s, halfOpenMaxRequests: 1}}\n",
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: wm, url: \"{}/mcp\"}}\noperational:\n  failureHandling:\n    healthCheckInterval: 60s\n    panicThreshold: 0%\n    circuitBreaker: {{failureThreshold: 2, timeout: 500ms, maxTimeout: 10s, halfOpenMaxRequests: 1}}\n",
         server.uri()
     );
     let Started {

@@ -59,6 +59,9 @@ impl LegacySse {
             .await
             .map_err(|e| h::send_error(url, METHOD, e))?;
         let status = response.status();
+        if let Some(e) = h::rate_limited(url, METHOD, status, response.headers()) {
+            return Err(e);
+        }
         if !status.is_success() || !h::is_event_stream(response.headers()) {
             let body = h::read_body(url, METHOD, response.into_body())
                 .await
@@ -160,6 +163,9 @@ impl LegacySse {
         let status = response.status();
         if status.is_success() {
             return Ok(());
+        }
+        if let Some(e) = h::rate_limited(&self.url, method, status, response.headers()) {
+            return Err(e);
         }
         let body = h::read_body(&self.url, method, response.into_body()).await?;
         Err(status_error(&self.url, method, status, &body))

@@ -154,6 +154,9 @@ impl StreamableHttp {
         if status.is_success() {
             return Ok(());
         }
+        if let Some(e) = h::rate_limited(&self.shared.url, method, status, response.headers()) {
+            return Err(e);
+        }
         let body = h::read_body(&self.shared.url, method, response.into_body()).await?;
         Err(self.shared.status_error(method, status, &body))
     }
@@ -320,6 +323,9 @@ impl Shared {
             return self
                 .read_stream_answer(id, method, response.into_body(), hooks)
                 .await;
+        }
+        if let Some(e) = h::rate_limited(&self.url, method, status, response.headers()) {
+            return Err(e);
         }
         let limit = if method.ends_with("/list") {
             self.list_limit.load(std::sync::atomic::Ordering::Relaxed)

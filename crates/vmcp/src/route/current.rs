@@ -43,6 +43,10 @@ pub(crate) struct Published {
     owners: HashMap<String, Route>,
     /// The lists generation it was built from.
     generation: u64,
+    /// Built in panic mode: too few backends routable, nothing withdrawn.
+    pub(crate) panic: bool,
+    /// The backends whose lists it was built from.
+    included: Vec<String>,
 }
 
 impl Published {
@@ -57,6 +61,8 @@ impl Published {
 #[derive(Debug, Default)]
 pub(crate) struct Current {
     published: RwLock<Arc<Published>>,
+    /// Since when each backend in its grace period has been unroutable.
+    unroutable_since: Mutex<HashMap<String, tokio::time::Instant>>,
     /// Changes made by any rebuild (the catalog task's or a request's) not yet announced.
     unsent: Mutex<ListsChanged>,
 }
@@ -65,6 +71,18 @@ pub(crate) struct Current {
 pub(crate) struct Rules<'a> {
     pub(crate) strategy: &'a ConflictResolution,
     pub(crate) policies: &'a std::collections::BTreeMap<String, ToolPolicy>,
+    /// Below this share of routable backends nothing is withdrawn.
+    pub(crate) panic_threshold: f64,
+    /// How long an unroutable backend's tools stay.
+    pub(crate) grace: std::time::Duration,
+}
+
+/// What a rebuild did.
+pub(crate) struct Rebuilt {
+    /// What clients see changed.
+    pub(crate) changed: ListsChanged,
+    /// When a grace period ends (the catalog must look again then).
+    pub(crate) wake_at: Option<tokio::time::Instant>,
 }
 
 impl Current {
@@ -101,14 +119,35 @@ impl Current {
         upstreams: &Upstreams,
         generation: u64,
         rules: &Rules<'_>,
-    ) -> ListsChanged {
+    ) -> Rebuilt {
+        let before = self.published();
+        let panic = panic_mode(upstreams, rules.panic_threshold);
+        if panic != before.panic {
+            let (routable, of) = (upstreams.routable(), upstreams.len());
+            if panic {
+                tracing::warn!(
+                    routable,
+                    of,
+                    threshold = rules.panic_threshold,
+                    "panic mode: too few backends are routable to trust their health checks; nothing is withdrawn until more recover"
+                );
+            } else {
+                tracing::info!(routable, of, "panic mode over: withdrawal by health again");
+            }
+            metrics::gauge!("toolhive_vmcp_panic_mode").set(if panic { 1.0 } else { 0.0 });
+        }
+        let (kept, wake_at) = self.in_grace(upstreams, &before, rules.grace);
         // Arcs: a rebuild shares the cached lists instead of copying them.
-        let (mut lists, mut all, mut listed) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut lists, mut all, mut listed, mut included) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for u in upstreams.iter() {
             if let Some(l) = u.lists() {
                 all.push(l.clone());
                 listed.push(u);
-                if u.routable() {
+                // Panic keeps every active backend; a grace period keeps one a while.
+                let active = u.mode() == crate::upstream::Mode::Active;
+                if u.routable() || (panic && active) || kept.contains(&u.name()) {
+                    included.push(u.name().to_string());
                     lists.push(l);
                 }
             }
@@ -124,9 +163,14 @@ impl Current {
                         catalog: published.catalog.clone(),
                         owners: published.owners.clone(),
                         generation,
+                        panic,
+                        included: published.included.clone(),
                     });
                 }
-                return ListsChanged::default();
+                return Rebuilt {
+                    changed: ListsChanged::default(),
+                    wake_at,
+                };
             }
         };
         // Whose is each tool, withdrawn backends included. With every listed backend
@@ -159,7 +203,10 @@ impl Current {
         let mut published = self.write();
         // A rebuild from newer lists finished first: this one has nothing to add.
         if generation < published.generation {
-            return ListsChanged::default();
+            return Rebuilt {
+                changed: ListsChanged::default(),
+                wake_at,
+            };
         }
         let current = &published.catalog;
         // A conflict that persists is logged once, when it appears, not at every rebuild.
@@ -182,12 +229,76 @@ impl Current {
             catalog,
             owners,
             generation,
+            panic,
+            included,
         });
         drop(published);
         self.unsent
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .merge(changed);
-        changed
+        Rebuilt { changed, wake_at }
     }
+
+    /// The unroutable backends whose tools stay a while (`withdrawalGracePeriod`): those
+    /// the last catalog included that became unroutable less than `grace` ago; and when
+    /// the first of those periods ends.
+    fn in_grace<'u>(
+        &self,
+        upstreams: &'u Upstreams,
+        before: &Published,
+        grace: std::time::Duration,
+    ) -> (Vec<&'u str>, Option<tokio::time::Instant>) {
+        let mut since = self
+            .unroutable_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if grace.is_zero() {
+            since.clear();
+            return (Vec::new(), None);
+        }
+        let now = tokio::time::Instant::now();
+        let (mut kept, mut wake_at) = (Vec::new(), None::<tokio::time::Instant>);
+        let active = |u: &crate::upstream::Upstream| u.mode() == crate::upstream::Mode::Active;
+        since.retain(|name, _| {
+            upstreams
+                .get(name)
+                .is_some_and(|u| !u.routable() && active(u))
+        });
+        for u in upstreams.iter() {
+            // An operator's withdrawal (drain, maintenance) takes effect at once.
+            if u.routable() || !active(u) {
+                continue;
+            }
+            let from = match since.get(u.name()) {
+                Some(&t) => t,
+                None if before.included.iter().any(|n| n == u.name()) => {
+                    since.insert(u.name().to_string(), now);
+                    now
+                }
+                None => continue,
+            };
+            let ends = from + grace;
+            if now < ends {
+                kept.push(u.name());
+                wake_at = Some(wake_at.map_or(ends, |w| w.min(ends)));
+            }
+        }
+        (kept, wake_at)
+    }
+}
+
+/// Whether too few of the backends that have been checked are routable (below
+/// `threshold`): then failing health checks are more likely the gateway's own network
+/// than every backend at once, and nothing is withdrawn.
+fn panic_mode(upstreams: &Upstreams, threshold: f64) -> bool {
+    let eligible: Vec<_> = upstreams
+        .iter()
+        .filter(|u| u.mode() == crate::upstream::Mode::Active && u.health.checked())
+        .collect();
+    if threshold <= 0.0 || eligible.is_empty() {
+        return false;
+    }
+    let routable = eligible.iter().filter(|u| u.routable()).count();
+    (routable as f64) < threshold * eligible.len() as f64
 }

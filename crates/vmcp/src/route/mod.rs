@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use crate::config::{ConflictResolution, PartialFailureMode, ToolPolicy, VmcpConfig};
 use crate::message::{self, RpcError};
 use crate::upstream::{CallError, Mode, Owner, Signals, Upstream};
-use catalog::{Catalog, Route};
+use catalog::{Catalog, Kind, Route};
 pub use current::ListsChanged;
 use current::{Published, Rules};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +43,10 @@ pub struct RouteSettings {
     pub check_interval: Duration,
     /// The deadline of a request to a backend not named in `operational.timeouts`.
     pub default_timeout: Duration,
+    /// Below this share of routable backends, nothing is withdrawn (panic mode).
+    pub panic_threshold: f64,
+    /// How long an unroutable backend's tools stay advertised before they go.
+    pub withdrawal_grace: Duration,
 }
 
 impl RouteSettings {
@@ -54,6 +58,8 @@ impl RouteSettings {
             partial_failure_mode: config.partial_failure_mode,
             check_interval: config.health.check_interval,
             default_timeout: config.default_timeout,
+            panic_threshold: config.panic_threshold,
+            withdrawal_grace: config.withdrawal_grace,
         }
     }
 }
@@ -65,6 +71,9 @@ pub struct Router {
     upstreams: RwLock<Arc<Upstreams>>,
     current: current::Current,
     signals: Arc<Signals>,
+    /// When the catalog is already due to look again for a grace period's end (one
+    /// waiting task per deadline, however many rebuilds see it).
+    grace_wake: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// Who is asking, and where what comes before the answer goes.
@@ -118,6 +127,7 @@ impl Router {
             upstreams: RwLock::new(Arc::new(upstreams)),
             current: current::Current::default(),
             signals,
+            grace_wake: std::sync::Mutex::new(None),
         }
     }
 
@@ -181,8 +191,36 @@ impl Router {
         let rules = Rules {
             strategy: &settings.conflict_resolution,
             policies: &settings.tools,
+            panic_threshold: settings.panic_threshold,
+            grace: settings.withdrawal_grace,
         };
-        self.current.rebuild(&self.upstreams(), generation, &rules)
+        let rebuilt = self.current.rebuild(&self.upstreams(), generation, &rules);
+        if let Some(at) = rebuilt.wake_at {
+            // A grace period ends then: the catalog looks again (once per deadline).
+            let mut due = self
+                .grace_wake
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = tokio::time::Instant::now();
+            if due.is_some_and(|d| d > now && d <= at) {
+                return rebuilt.changed;
+            }
+            *due = Some(at);
+            drop(due);
+            let signals = self.signals.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                signals.changed.notify_one();
+            });
+        }
+        rebuilt.changed
+    }
+
+    /// True while fewer backends than `panicThreshold` are routable: nothing is
+    /// withdrawn, and calls go to backends whose health checks fail (the breaker still
+    /// refuses when real calls fail).
+    pub fn in_panic(&self) -> bool {
+        self.published().panic
     }
 
     /// A rebuild on a request's path: the catalog task sends the notification it calls for.
@@ -319,13 +357,10 @@ impl Router {
     ) -> Result<Value, RpcError> {
         match method {
             "ping" => Ok(json!({})),
-            "tools/list" => self.list("tools", |c| c.tools.clone()).await,
-            "resources/list" => self.list("resources", |c| c.resources.clone()).await,
-            "resources/templates/list" => {
-                self.list("resourceTemplates", |c| c.templates.clone())
-                    .await
-            }
-            "prompts/list" => self.list("prompts", |c| c.prompts.clone()).await,
+            "tools/list" => self.list("tools", Kind::Tools).await,
+            "resources/list" => self.list("resources", Kind::Resources).await,
+            "resources/templates/list" => self.list("resourceTemplates", Kind::Templates).await,
+            "prompts/list" => self.list("prompts", Kind::Prompts).await,
             "tools/call" => self.call_tool(caller, params).await,
             "resources/read" => {
                 let uri = str_param(&params, "uri")?;
@@ -397,13 +432,10 @@ impl Router {
         })
     }
 
-    /// A list, after listing the upstreams not listed yet; `fail` / `best_effort` decide
-    /// what a failure among them does to the answer.
-    async fn list(
-        &self,
-        field: &str,
-        pick: impl Fn(&Catalog) -> Vec<Value>,
-    ) -> Result<Value, RpcError> {
+    /// A list, after every routable upstream listed again; `fail` / `best_effort` decide
+    /// what a failure among them does to the answer (under `best_effort` it holds only
+    /// what the upstreams that answered gave, not a failed one's earlier lists).
+    async fn list(&self, field: &str, kind: Kind) -> Result<Value, RpcError> {
         let mode = self.settings().partial_failure_mode;
         let failures = fan_out::fan_out(&self.upstreams(), mode).await;
         if !failures.is_empty() && mode == PartialFailureMode::Fail {
@@ -416,7 +448,8 @@ impl Router {
         }
         self.rebuild_on_request();
         let published = self.published();
-        let mut result = json!({ field: pick(&published.catalog) });
+        let failed: Vec<&str> = failures.iter().map(|(b, _)| b.as_str()).collect();
+        let mut result = json!({ field: published.catalog.items(kind, &failed) });
         if !failures.is_empty() {
             result["_meta"] = json!({"hale/partialFailures": failures.iter().map(|(b, e)| json!({"backend": b, "error": e})).collect::<Vec<_>>()});
         }
@@ -580,12 +613,12 @@ impl Router {
             Mode::Draining if self.has_session(caller, &u) => {}
             _ => return Err(unavailable(&u, true, &why_unroutable(&u))),
         }
-        // Health from the cache; the breaker itself refuses (lock-free while closed).
+        // Health from the cache; the breaker itself refuses (lock-free while closed). In
+        // panic mode failing checks are not trusted: the call is tried.
         let health = u.health.health();
-        if matches!(
-            health,
-            HealthState::Unhealthy | HealthState::Unauthenticated
-        ) {
+        if health == HealthState::Unauthenticated
+            || (health == HealthState::Unhealthy && !self.published().panic)
+        {
             let circuit = u.health.breaker.snapshot().state;
             return Err(unavailable(
                 &u,
@@ -627,6 +660,10 @@ impl Router {
                 message,
                 data,
             }),
+            Err(CallError::RateLimited(left)) => Err(slow_down(&u, left)),
+            Err(CallError::Backend(McpError::RateLimited { retry_after, .. })) => {
+                Err(slow_down(&u, retry_after.unwrap_or(Duration::from_secs(1))))
+            }
             Err(e) => Err(unavailable(&u, false, &e.to_string())),
         }
     }
@@ -703,6 +740,20 @@ fn retired(u: &Upstream) -> RpcError {
         ),
     )
     .with_data(json!({"backend": u.name(), "reason": "reloaded"}))
+}
+
+/// The error for a call to a backend that asked hale to slow down (HTTP 429): its wait
+/// is passed on, so the client can honour it too.
+fn slow_down(u: &Upstream, left: Duration) -> RpcError {
+    let secs = left.as_secs().max(1);
+    RpcError::new(
+        codes::BACKEND_UNAVAILABLE,
+        format!(
+            "backend '{}' is unavailable: it asked for fewer requests (HTTP 429); retry after {secs}s",
+            u.name()
+        ),
+    )
+    .with_data(json!({"backend": u.name(), "reason": "rate_limited", "retryAfterSeconds": secs}))
 }
 
 /// The error for a call to a known upstream that cannot take it now. `refused`: the call

@@ -59,6 +59,9 @@ pub struct Settings {
     pub breaker: BreakerConfig,
     /// `circuitBreaker.enabled`: false makes the breaker only track and report.
     pub breaker_enabled: bool,
+    /// Whether a tool result with `isError: true` counts as a failure for the breaker
+    /// (`failureHandling.toolErrorsAreFailures`).
+    pub tool_errors_are_failures: bool,
 }
 
 impl Settings {
@@ -78,6 +81,7 @@ impl Settings {
             && self.probe_method == other.probe_method
             && self.breaker == other.breaker
             && self.breaker_enabled == other.breaker_enabled
+            && self.tool_errors_are_failures == other.tool_errors_are_failures
     }
 
     /// Backend `backend`'s settings in `config`.
@@ -91,6 +95,7 @@ impl Settings {
             probe_method: config.health_check_method,
             breaker: config.breaker.clone(),
             breaker_enabled: config.breaker_enabled,
+            tool_errors_are_failures: config.tool_errors_are_failures,
         }
     }
 }
@@ -100,6 +105,9 @@ impl Settings {
 pub(crate) enum CallError {
     /// The breaker refused it: the backend was not contacted.
     Refused(String),
+    /// The backend asked hale to slow down (HTTP 429) and the wait is not over: it was
+    /// not contacted.
+    RateLimited(Duration),
     /// The backend (or the way to it) failed, or answered with a JSON-RPC error.
     Backend(McpError),
 }
@@ -108,6 +116,11 @@ impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CallError::Refused(why) => f.write_str(why),
+            CallError::RateLimited(left) => write!(
+                f,
+                "it asked hale to slow down (HTTP 429): retry after {}s",
+                left.as_secs().max(1)
+            ),
             CallError::Backend(e) => e.fmt(f),
         }
     }
@@ -204,6 +217,10 @@ pub struct Upstream {
     retired: CancellationToken,
     /// The operator's [`Mode`], as a number.
     mode: std::sync::atomic::AtomicU8,
+    /// Until when the backend asked not to be called (HTTP 429 with `Retry-After`), in
+    /// milliseconds after `born`; 0: it did not. One atomic load on the call path.
+    slow_down_until: std::sync::atomic::AtomicU64,
+    born: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -254,6 +271,8 @@ impl Upstream {
                 signals,
                 retired: CancellationToken::new(),
                 mode: std::sync::atomic::AtomicU8::new(0),
+                slow_down_until: std::sync::atomic::AtomicU64::new(0),
+                born: tokio::time::Instant::now(),
             }
         }))
     }
@@ -473,23 +492,50 @@ impl Upstream {
         params: Value,
         hooks: Option<&CallHooks>,
     ) -> Result<Value, CallError> {
-        self.guarded(method, false, owner, async |client| match hooks {
+        let tool_errors = self.settings.tool_errors_are_failures && method == "tools/call";
+        let judge =
+            |result: &Value| tool_errors && result.get("isError") == Some(&Value::Bool(true));
+        self.guarded(method, false, owner, judge, async |client| match hooks {
             Some(hooks) => client.request_hooked(method, Some(params), hooks).await,
             None => client.request(method, Some(params)).await,
         })
         .await
     }
 
-    /// Runs `op` on the request client if the breaker admits it, and feeds the outcome
-    /// to the breaker and the request metrics (labelled `method`), and a failure to the
-    /// health tracker too when `feeds_health` (fan-outs).
+    /// How long the backend still asked not to be called (HTTP 429), if it did.
+    fn slowing_down(&self) -> Option<Duration> {
+        let until = self.slow_down_until.load(Ordering::Acquire);
+        if until == 0 {
+            return None;
+        }
+        let now = self.born.elapsed().as_millis() as u64;
+        if now >= until {
+            let _ = self.slow_down_until.compare_exchange(
+                until,
+                0,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+            return None;
+        }
+        Some(Duration::from_millis(until - now))
+    }
+
+    /// Runs `op` on the request client if the breaker admits it (and the backend has not
+    /// asked hale to wait), and feeds the outcome to the breaker and the request metrics
+    /// (labelled `method`), and a failure to the health tracker too when `feeds_health`
+    /// (fan-outs). `failed` says whether an answer counts as a failure all the same.
     async fn guarded<T>(
         &self,
         method: &str,
         feeds_health: bool,
         owner: Option<&Arc<dyn Owner>>,
+        failed: impl Fn(&T) -> bool,
         op: impl AsyncFnOnce(Arc<McpClient>) -> Result<T, McpError>,
     ) -> Result<T, CallError> {
+        if let Some(left) = self.slowing_down() {
+            return Err(CallError::RateLimited(left));
+        }
         let permit = match self.health.breaker.try_acquire() {
             Ok(p) => p,
             Err(rejected) => {
@@ -524,9 +570,17 @@ impl Upstream {
             Err(e) => Err(e),
         };
         let outcome = match &result {
+            Ok(answer) if failed(answer) => CallOutcome::Failure,
             Ok(_) => CallOutcome::Success,
             Err(e) => e.call_outcome(),
         };
+        if let Err(McpError::RateLimited { retry_after, .. }) = &result {
+            // Alive, asking for less: honoured, not counted as down.
+            let wait = retry_after.unwrap_or(Duration::from_secs(1));
+            let until = (self.born.elapsed() + wait).as_millis() as u64;
+            self.slow_down_until.store(until.max(1), Ordering::Release);
+            tracing::info!(backend = %self.name(), ?wait, "the backend asked hale to slow down (HTTP 429); calls wait");
+        }
         self.metrics.record(
             self.name(),
             method,
@@ -580,24 +634,31 @@ impl Upstream {
         let name = self.name().to_string();
         // One admission for the whole refresh: its failure feeds the breaker like a call's.
         let lists = self
-            .guarded("tools/list", true, None, async |client| {
-                let info = client.server_info().await;
-                let mut lists = BackendLists {
-                    backend: name.clone(),
-                    ..BackendLists::default()
-                };
-                if info.has("tools") {
-                    lists.tools = client.list_tools().await?;
-                }
-                if info.has("resources") {
-                    lists.resources = client.list_resources().await?;
-                    lists.templates = client.list_resource_templates().await.unwrap_or_default();
-                }
-                if info.has("prompts") {
-                    lists.prompts = client.list_prompts().await?;
-                }
-                Ok(lists)
-            })
+            .guarded(
+                "tools/list",
+                true,
+                None,
+                |_| false,
+                async |client| {
+                    let info = client.server_info().await;
+                    let mut lists = BackendLists {
+                        backend: name.clone(),
+                        ..BackendLists::default()
+                    };
+                    if info.has("tools") {
+                        lists.tools = client.list_tools().await?;
+                    }
+                    if info.has("resources") {
+                        lists.resources = client.list_resources().await?;
+                        lists.templates =
+                            client.list_resource_templates().await.unwrap_or_default();
+                    }
+                    if info.has("prompts") {
+                        lists.prompts = client.list_prompts().await?;
+                    }
+                    Ok(lists)
+                },
+            )
             .await;
         let lists = match lists {
             Ok(lists) => lists,
@@ -620,6 +681,13 @@ impl Upstream {
                     }
                 });
                 return Err(format!("unusable: {why}"));
+            }
+            // Asked to slow down: it is not failing; the lists it gave last still hold.
+            Err(
+                e @ (CallError::RateLimited(_) | CallError::Backend(McpError::RateLimited { .. })),
+            ) if self.lists().is_some() => {
+                tracing::debug!(backend = %name, error = %e, "lists not refreshed: the backend asked hale to slow down");
+                return Ok(());
             }
             Err(e) => return Err(e.to_string()),
         };
