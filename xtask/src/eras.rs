@@ -185,11 +185,12 @@ fn testkit_with_control(p: &Paths<'_>, port: u16, control: u16) -> Command {
     c
 }
 
-/// `hale vmcp` over one backend with bare tool names and fast checks.
+/// `hale vmcp` over one backend with bare tool names and fast checks; panic mode off, so
+/// the one backend's death withdraws its tools (at the default 50 % it would stay).
 fn vmcp_over(p: &Paths<'_>, file: &str, name: &str, url: &str) -> Result<Server, String> {
     let path = p.dir.join(file);
     let yaml = format!(
-        "listen: 127.0.0.1:0\nbackends:\n  - {{name: {name}, url: \"{url}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [{name}]}}\noperational:\n  failureHandling: {{healthCheckInterval: 500ms, healthCheckTimeout: 300ms, unhealthyThreshold: 2}}\n"
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: {name}, url: \"{url}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [{name}]}}\noperational:\n  failureHandling: {{healthCheckInterval: 500ms, healthCheckTimeout: 300ms, unhealthyThreshold: 2, panicThreshold: 0%}}\n"
     );
     fs::write(&path, yaml).map_err(|e| format!("writing {}: {e}", path.display()))?;
     let server = spawn_hale(
