@@ -22,19 +22,23 @@ pub enum FailureCategory {
     Protocol,
     /// The server no longer knows our session, and re-initializing did not help.
     SessionLost,
+    /// The TLS handshake failed: a certificate not trusted, expired or for another name,
+    /// or a client certificate the server requires or refuses.
+    Tls,
     /// Anything else.
     Other,
 }
 
 impl FailureCategory {
     /// Every category, in a stable order (for metrics that pre-register each label).
-    pub const ALL: [FailureCategory; 7] = [
+    pub const ALL: [FailureCategory; 8] = [
         FailureCategory::Timeout,
         FailureCategory::ConnectionRefused,
         FailureCategory::ConnectionReset,
         FailureCategory::HttpStatus,
         FailureCategory::Protocol,
         FailureCategory::SessionLost,
+        FailureCategory::Tls,
         FailureCategory::Other,
     ];
 
@@ -47,6 +51,7 @@ impl FailureCategory {
             FailureCategory::HttpStatus => "http_status",
             FailureCategory::Protocol => "protocol",
             FailureCategory::SessionLost => "session_lost",
+            FailureCategory::Tls => "tls",
             FailureCategory::Other => "other",
         }
     }

@@ -50,6 +50,10 @@ pub struct ClientOptions {
     /// Headers and a bearer token sent with every request (a backend that wants
     /// credentials); never printed.
     pub credentials: Option<crate::Credentials>,
+    /// How an `https://` server is reached (CA bundle, client certificate, name), when
+    /// `pool` is `None`; a pool has its own (see [`Pool::with_tls`]). `None`: Mozilla's
+    /// roots, no client certificate.
+    pub tls: Option<crate::Tls>,
 }
 
 /// Which MCP protocol era a client speaks.
@@ -86,6 +90,13 @@ impl Pool {
     pub fn per_thread(n: usize, select: fn() -> Option<usize>) -> Self {
         Pool(HttpClient::per_thread(n, select))
     }
+
+    /// The pool's connections to an `https://` server use `tls` (a new pool, before any
+    /// connection is made).
+    #[must_use]
+    pub fn with_tls(self, tls: crate::Tls) -> Self {
+        Pool(self.0.with_tls(tls))
+    }
 }
 
 impl Default for Pool {
@@ -107,6 +118,7 @@ impl Default for ClientOptions {
             pool: None,
             max_list_items: None,
             credentials: None,
+            tls: None,
             era: Era::Legacy,
         }
     }
@@ -175,7 +187,7 @@ impl McpClient {
         let url = &crate::redact_url(url);
         let http = match &options.pool {
             Some(pool) => pool.0.clone(),
-            None => h::client(),
+            None => h::client().with_tls(options.tls.clone().unwrap_or_default()),
         }
         .with_credentials(options.credentials.clone());
         let (notifications, _) = broadcast::channel(32);

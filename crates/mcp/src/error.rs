@@ -106,6 +106,14 @@ pub enum McpError {
         /// How long the server asked us to wait.
         retry_after: Option<Duration>,
     },
+    /// The TLS handshake with the server failed; `reason` says what to change.
+    #[error("{url}: {reason}")]
+    Tls {
+        /// The server URL.
+        url: String,
+        /// What failed and what to do about it.
+        reason: String,
+    },
     /// The URL cannot be used.
     #[error("{url}: {reason}")]
     InvalidUrl {
@@ -136,6 +144,7 @@ impl McpError {
             McpError::HttpStatus { status, .. } if *status >= 500 => FailureCategory::HttpStatus,
             McpError::HttpStatus { .. } | McpError::Protocol { .. } => FailureCategory::Protocol,
             McpError::SessionLost { .. } => FailureCategory::SessionLost,
+            McpError::Tls { .. } => FailureCategory::Tls,
             McpError::Connect { .. } | McpError::InvalidUrl { .. } | McpError::Closed { .. } => {
                 FailureCategory::Other
             }

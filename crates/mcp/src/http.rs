@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::Uri;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -17,7 +18,7 @@ use crate::McpError;
 /// The largest response body read whole (JSON answers; SSE streams are read event by event).
 pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
 
-type RawClient = Client<HttpConnector, Full<Bytes>>;
+type RawClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Keep-alive connection pools: one, or one per thread of a host that runs a
 /// single-threaded runtime per thread (then each request uses its own thread's pool, so
@@ -28,16 +29,29 @@ pub(crate) struct HttpClient {
     select: Option<fn() -> Option<usize>>,
     /// Added to every request (a backend's configured headers and token).
     credentials: Option<crate::Credentials>,
+    /// How `https://` servers are reached.
+    tls: crate::Tls,
 }
 
 impl HttpClient {
     /// `n` pools; `select` says which this thread uses (modulo `n`; `None`: the last).
     pub(crate) fn per_thread(n: usize, select: fn() -> Option<usize>) -> Self {
+        let tls = crate::Tls::default();
         HttpClient {
-            pools: (0..n.max(1)).map(|_| raw()).collect(),
+            pools: (0..n.max(1)).map(|_| raw(&tls)).collect(),
             select: Some(select),
             credentials: None,
+            tls,
         }
+    }
+
+    /// The same number of pools, new and empty, reaching `https://` servers with `tls`.
+    pub(crate) fn with_tls(mut self, tls: crate::Tls) -> Self {
+        if tls != self.tls {
+            self.pools = (0..self.pools.len()).map(|_| raw(&tls)).collect();
+            self.tls = tls;
+        }
+        self
     }
 
     /// The same pools, sending `credentials` with each request.
@@ -64,17 +78,32 @@ impl HttpClient {
 /// suite) may run several runtimes; a connection from a runtime that has shut down fails
 /// when reused.
 pub(crate) fn client() -> HttpClient {
+    let tls = crate::Tls::default();
     HttpClient {
-        pools: std::sync::Arc::new([raw()]),
+        pools: std::sync::Arc::new([raw(&tls)]),
         select: None,
         credentials: None,
+        tls,
     }
 }
 
-fn raw() -> RawClient {
+fn raw(tls: &crate::Tls) -> RawClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(10)));
+    // `http://` stays plain; `https://` goes through rustls with these settings.
+    connector.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls.client_config()).clone())
+        .https_or_http();
+    // A fixed `serverName` (checked when the settings were built) instead of the host.
+    let builder = match (&tls.options().server_name, tls.server_name("")) {
+        (Some(_), Ok(name)) => {
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        _ => builder,
+    };
+    let connector = builder.enable_http1().wrap_connector(connector);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         // MCP messages are small: one flattened write beats an iovec.
@@ -93,13 +122,8 @@ pub(crate) fn parse_url(url: &str) -> Result<Uri, McpError> {
         .parse()
         .map_err(|e| invalid(&format!("not a URL ({e})")))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(invalid(
-                "https backends are not supported yet; put a TLS-terminating sidecar in front",
-            ));
-        }
-        _ => return Err(invalid("expected an http:// URL")),
+        Some("http" | "https") => {}
+        _ => return Err(invalid("expected an http:// or https:// URL")),
     }
     if uri.host().is_none() {
         return Err(invalid("the URL has no host"));
@@ -113,6 +137,12 @@ pub(crate) fn send_error(
     method: &str,
     err: hyper_util::client::legacy::Error,
 ) -> McpError {
+    if let Some(reason) = crate::tls::explain(&err) {
+        return McpError::Tls {
+            url: url.into(),
+            reason,
+        };
+    }
     if err.is_connect() {
         if io_kind(&err) == Some(io::ErrorKind::ConnectionRefused) {
             return McpError::ConnectionRefused { url: url.into() };
@@ -131,6 +161,12 @@ pub(crate) fn send_error(
 
 /// Classifies a failure while reading a response body.
 pub(crate) fn body_error(url: &str, method: &str, err: &(dyn StdError + 'static)) -> McpError {
+    if let Some(reason) = crate::tls::explain(err) {
+        return McpError::Tls {
+            url: url.into(),
+            reason,
+        };
+    }
     McpError::ConnectionReset {
         url: url.into(),
         method: method.into(),
@@ -195,7 +231,26 @@ pub fn error_chain(err: &dyn StdError) -> String {
     out
 }
 
-/// Whether a response's content type is an SSE stream.
+/// The error for a TLS-terminating proxy's refusal of the client certificate, which
+/// nginx answers with an HTTP 400 page after the handshake rather than a TLS alert.
+pub(crate) fn tls_refusal(url: &str, status: http::StatusCode, body: &[u8]) -> Option<McpError> {
+    if status != http::StatusCode::BAD_REQUEST {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    let reason = if text.contains("No required SSL certificate was sent") {
+        "TLS: the server requires a client certificate (it answered 400 \"No required SSL certificate was sent\"): set tls.clientCertPath and tls.clientKeyPath"
+    } else if text.contains("The SSL certificate error") {
+        "TLS: the server refused the client certificate (it answered 400 \"The SSL certificate error\"): check tls.clientCertPath against the CA the server trusts"
+    } else {
+        return None;
+    };
+    Some(McpError::Tls {
+        url: url.into(),
+        reason: reason.into(),
+    })
+}
+
 /// The error for a 429 answer (with its `Retry-After` in seconds, if any), or `None` for
 /// any other status. A 429 is a live server asking for less, not a failure.
 pub(crate) fn rate_limited(
@@ -219,6 +274,7 @@ pub(crate) fn rate_limited(
     })
 }
 
+/// Whether a response's content type is an SSE stream.
 pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)

@@ -34,6 +34,7 @@ mod jsonrpc;
 mod probe;
 mod redact;
 mod server_requests;
+mod tls;
 mod transport;
 mod watched_file;
 
@@ -50,5 +51,6 @@ pub use server_requests::{
     CallHooks, NotificationSink, ServerRequest, ServerRequestError, ServerRequestFuture,
     ServerRequestHandler,
 };
+pub use tls::{Tls, TlsError, TlsOptions};
 pub use transport::TransportKind;
 pub use watched_file::{FILE_RECHECK, WatchedFile};

@@ -29,6 +29,8 @@ mod faults;
 mod issuer;
 mod modern;
 mod mrtr;
+pub mod nginx;
+pub mod pki;
 pub mod process;
 mod server;
 

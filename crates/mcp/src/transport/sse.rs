@@ -255,6 +255,9 @@ async fn post(
 }
 
 fn status_error(url: &str, method: &str, status: StatusCode, body: &[u8]) -> McpError {
+    if let Some(e) = h::tls_refusal(url, status, body) {
+        return e;
+    }
     match status {
         StatusCode::NOT_FOUND if method != "GET (SSE stream)" => McpError::SessionLost {
             url: url.into(),

@@ -452,6 +452,9 @@ impl Shared {
 
     /// Turns an HTTP error answer into the error it means.
     fn status_error(&self, method: &str, status: StatusCode, body: &[u8]) -> McpError {
+        if let Some(e) = h::tls_refusal(&self.url, status, body) {
+            return e;
+        }
         let text = String::from_utf8_lossy(body).to_ascii_lowercase();
         let had_session = read(&self.session).is_some();
         let session_gone = (status == StatusCode::NOT_FOUND && had_session)
