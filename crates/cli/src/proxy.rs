@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -60,6 +61,54 @@ pub(crate) struct Args {
     /// connection is closed after as long (Go syntax).
     #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
     read_timeout: Duration,
+    /// For an https:// target: PEM CA certificates to trust besides Mozilla's roots
+    /// (re-read when the file changes).
+    #[arg(long, value_name = "PATH")]
+    target_ca_bundle: Option<PathBuf>,
+    /// For an https:// target that asks for one: the PEM client certificate chain to
+    /// present (re-read when the file changes).
+    #[arg(long, value_name = "PATH", requires = "target_client_key")]
+    target_client_cert: Option<PathBuf>,
+    /// The PEM private key of --target-client-cert.
+    #[arg(long, value_name = "PATH", requires = "target_client_cert")]
+    target_client_key: Option<PathBuf>,
+    /// The name the target's certificate must carry (and the SNI sent), instead of the
+    /// URL's host.
+    #[arg(long, value_name = "NAME")]
+    target_server_name: Option<String>,
+    /// Accept any certificate from the target. For a test bench only: anyone on the
+    /// path could read and change the traffic.
+    #[arg(long)]
+    target_insecure_skip_verify: bool,
+}
+
+/// The `--target-*` TLS flags as settings; `None` when none is given. The error names
+/// the flag.
+fn target_tls(args: &Args) -> Result<Option<hale_mcp::Tls>, String> {
+    let options = hale_mcp::TlsOptions {
+        ca_bundle: args.target_ca_bundle.clone(),
+        client_cert: args.target_client_cert.clone(),
+        client_key: args.target_client_key.clone(),
+        server_name: args.target_server_name.clone(),
+        insecure_skip_verify: args.target_insecure_skip_verify,
+    };
+    if options == hale_mcp::TlsOptions::default() {
+        return Ok(None);
+    }
+    hale_mcp::Tls::new(&options).map(Some).map_err(|e| {
+        let (key, reason) = match &e {
+            hale_mcp::TlsError::File { key, reason }
+            | hale_mcp::TlsError::Setting { key, reason } => (*key, reason),
+        };
+        let flag = match key {
+            "caBundlePath" => "--target-ca-bundle",
+            "clientCertPath" => "--target-client-cert",
+            "clientKeyPath" => "--target-client-key",
+            "serverName" => "--target-server-name",
+            _ => "--target",
+        };
+        format!("{flag}: {reason}")
+    })
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
@@ -72,7 +121,15 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     } else {
         TransportKind::StreamableHttp
     };
+    let tls = match target_tls(&args) {
+        Ok(tls) => tls,
+        Err(e) => {
+            logging::say(format_args!("hale proxy: {e}"));
+            return ExitCode::from(2);
+        }
+    };
     let config = ProxyConfig {
+        tls,
         transport,
         listen: args.listen,
         drain_timeout: args.drain_timeout,

@@ -248,6 +248,11 @@ fn help_documents_every_flag_and_variable() {
         "--transport",
         "--listen",
         "--drain-timeout",
+        "--target-ca-bundle",
+        "--target-client-cert",
+        "--target-client-key",
+        "--target-server-name",
+        "--target-insecure-skip-verify",
         "TOOLHIVE_HEALTH_CHECK_INTERVAL",
         "TOOLHIVE_HEALTH_CHECK_PING_TIMEOUT",
         "TOOLHIVE_HEALTH_CHECK_RETRY_DELAY",
@@ -297,4 +302,36 @@ fn a_bad_target_is_a_clear_error_with_status_2() {
         stderr.contains("--target ftp://example/mcp") && stderr.contains("http://"),
         "{stderr}"
     );
+}
+
+#[test]
+fn unusable_tls_flags_name_the_flag_with_status_2() {
+    for (args, expected) in [
+        (
+            vec![
+                "--target",
+                "https://127.0.0.1:1/mcp",
+                "--target-ca-bundle",
+                "/nonexistent/ca.pem",
+            ],
+            "--target-ca-bundle: /nonexistent/ca.pem",
+        ),
+        (
+            vec![
+                "--target",
+                "http://127.0.0.1:1/mcp",
+                "--target-insecure-skip-verify",
+            ],
+            "apply to an https:// target",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+            .arg("proxy")
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
 }

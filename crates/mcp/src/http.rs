@@ -239,7 +239,7 @@ pub(crate) fn tls_refusal(url: &str, status: http::StatusCode, body: &[u8]) -> O
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
     let reason = if text.contains("No required SSL certificate was sent") {
-        "TLS: the server requires a client certificate (it answered 400 \"No required SSL certificate was sent\"): set tls.clientCertPath and tls.clientKeyPath"
+        "TLS: the server requires a client certificate (it answered 400 \"No required SSL certificate was sent\"): set tls.clientCertPath and tls.clientKeyPath (hale proxy: --target-client-cert and --target-client-key)"
     } else if text.contains("The SSL certificate error") {
         "TLS: the server refused the client certificate (it answered 400 \"The SSL certificate error\"): check tls.clientCertPath against the CA the server trusts"
     } else {

@@ -199,6 +199,12 @@ impl Tls {
         ServerName::try_from(name.to_string()).map_err(|e| format!("{name:?}: {e}"))
     }
 
+    /// What a failed connection means, if TLS is why: the reason an operator can act
+    /// on (`None` for any other failure).
+    pub fn explain(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+        explain(err)
+    }
+
     /// What `/status` shows: the files and switches, `null` for the defaults.
     pub fn describe(&self) -> serde_json::Value {
         let o = &*self.options;
@@ -469,14 +475,14 @@ fn reason(e: &rustls::Error) -> String {
     use rustls::AlertDescription as A;
     match e {
         rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer => "TLS: the server's certificate is signed by an unknown issuer: add its CA certificate to tls.caBundlePath".into(),
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => format!("TLS: the server's certificate is not valid for the name asked for ({c}): check the URL's host, or set tls.serverName to a name the certificate carries"),
+            CertificateError::UnknownIssuer => "TLS: the server's certificate is signed by an unknown issuer: add its CA certificate to tls.caBundlePath (hale proxy: --target-ca-bundle)".into(),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => format!("TLS: the server's certificate is not valid for the name asked for ({c}): check the URL's host, or set tls.serverName (hale proxy: --target-server-name) to a name the certificate carries"),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => format!("TLS: the server's certificate has expired ({c}): renew it on the server"),
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => format!("TLS: the server's certificate is not valid yet ({c}): check the clocks"),
             CertificateError::Revoked => "TLS: the server's certificate is revoked".into(),
             other => format!("TLS: the server's certificate is refused: {other}"),
         },
-        rustls::Error::AlertReceived(A::CertificateRequired) => "TLS: the server requires a client certificate: set tls.clientCertPath and tls.clientKeyPath".into(),
+        rustls::Error::AlertReceived(A::CertificateRequired) => "TLS: the server requires a client certificate: set tls.clientCertPath and tls.clientKeyPath (hale proxy: --target-client-cert and --target-client-key)".into(),
         rustls::Error::AlertReceived(a @ (A::BadCertificate | A::UnknownCA | A::CertificateUnknown | A::AccessDenied | A::DecryptError)) => format!("TLS: the server refused the client certificate ({a:?}): check tls.clientCertPath against the CA the server trusts"),
         rustls::Error::AlertReceived(A::HandshakeFailure) => "TLS: the server ended the handshake (handshake_failure): it may require a client certificate (tls.clientCertPath) or share no cipher suite or version with hale".into(),
         rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => format!("TLS: the server does not speak TLS here ({e}): is the URL's scheme right (http:// or https://)?"),

@@ -43,8 +43,8 @@ const HOP_BY_HOP: [&str; 9] = [
 pub(crate) struct Forwarder {
     authority: http::uri::Authority,
     origin: String,
-    /// `host:port` to connect to.
-    address: String,
+    /// Where and how to connect.
+    dial: Dial,
     pub(crate) config: ForwardConfig,
     metrics: RequestMetrics,
 }
@@ -56,6 +56,8 @@ pub(crate) struct ForwardConfig {
     pub(crate) max_body: usize,
     /// How long to wait before connecting again to a server that refused.
     pub(crate) retry_delay: Duration,
+    /// How an `https://` server is reached.
+    pub(crate) tls: hale_mcp::Tls,
     /// How long a request may wait for the server's answer (headers) in all; `None`: until
     /// the proxy gives up on the server.
     pub(crate) request_timeout: Option<Duration>,
@@ -153,8 +155,9 @@ impl Forwarder {
             .scheme()
             .cloned()
             .ok_or("the target URL has no scheme")?;
-        if scheme != http::uri::Scheme::HTTP {
-            return Err("only http:// targets are supported".into());
+        let https = scheme == http::uri::Scheme::HTTPS;
+        if !https && scheme != http::uri::Scheme::HTTP {
+            return Err("only http:// and https:// targets are supported".into());
         }
         let authority = target
             .authority()
@@ -164,13 +167,23 @@ impl Forwarder {
         let host_port = format!(
             "{}:{}",
             authority.host(),
-            authority.port_u16().unwrap_or(80)
+            authority.port_u16().unwrap_or(if https { 443 } else { 80 })
         );
+        let tls = match https {
+            false => None,
+            true => Some((
+                tokio_rustls::TlsConnector::from(config.tls.client_config()),
+                config.tls.server_name(authority.host())?,
+            )),
+        };
         let authority: http::uri::Authority = host_port
             .parse()
             .map_err(|e| format!("the target URL's host is unusable ({e})"))?;
         Ok(Forwarder {
-            address: host_port,
+            dial: Dial {
+                address: host_port,
+                tls,
+            },
             origin: format!(
                 "{scheme}://{}",
                 target.authority().map_or("", |a| a.as_str())
@@ -282,7 +295,7 @@ impl Forwarder {
         let response = loop {
             let request = rebuild(&parts, body.clone());
             let sent = tokio::select! {
-                sent = upstream.send(&self.address, request) => sent,
+                sent = upstream.send(&self.dial, request) => sent,
                 said = given_up(&mut backend) => return answer_self(said),
                 () = until(deadline) => return answer_self(timed_out()),
             };
@@ -504,7 +517,7 @@ enum Failure {
 impl Upstream {
     async fn send(
         &self,
-        address: &str,
+        dial: &Dial,
         request: UpstreamRequest,
     ) -> Result<Response<Incoming>, Failure> {
         let cached = self
@@ -524,7 +537,7 @@ impl Upstream {
             },
             None => request,
         };
-        let sender = connect(address).await?;
+        let sender = connect(dial).await?;
         match self.try_on(sender, request).await {
             Ok(answer) => answer,
             Err(_) => Err(Failure::NotSent(
@@ -555,12 +568,26 @@ impl Upstream {
     }
 }
 
-async fn connect(address: &str) -> Result<client_http1::SendRequest<Full<Bytes>>, Failure> {
-    let failed = |e: &dyn StdError| {
-        Failure::NotSent(format!(
-            "cannot connect to the MCP server at {address}: {}",
-            hale_mcp::error_chain(e)
-        ))
+/// Where the server is, and the TLS to speak there (`https://`).
+pub(crate) struct Dial {
+    /// `host:port`.
+    address: String,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        tokio_rustls::rustls::pki_types::ServerName<'static>,
+    )>,
+}
+
+async fn connect(dial: &Dial) -> Result<client_http1::SendRequest<Full<Bytes>>, Failure> {
+    let address = &dial.address;
+    let failed = |e: &(dyn StdError + 'static)| {
+        Failure::NotSent(match hale_mcp::Tls::explain(e) {
+            Some(reason) => format!("cannot connect to the MCP server at {address}: {reason}"),
+            None => format!(
+                "cannot connect to the MCP server at {address}: {}",
+                hale_mcp::error_chain(e)
+            ),
+        })
     };
     let stream = match tokio::time::timeout(
         Duration::from_secs(5),
@@ -573,14 +600,43 @@ async fn connect(address: &str) -> Result<client_http1::SendRequest<Full<Bytes>>
         Err(e) => return Err(failed(&e)),
     };
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = client_http1::Builder::new()
-        .writev(false)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| failed(&e))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let builder = {
+        let mut b = client_http1::Builder::new();
+        b.writev(false);
+        b
+    };
+    let sender = match &dial.tls {
+        None => {
+            let (sender, connection) = builder
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| failed(&e))?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            sender
+        }
+        Some((connector, name)) => {
+            let stream = match tokio::time::timeout(
+                Duration::from_secs(5),
+                connector.connect(name.clone(), stream),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return Err(failed(&e)),
+                Err(e) => return Err(failed(&e)),
+            };
+            let (sender, connection) = builder
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| failed(&e))?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            sender
+        }
+    };
     Ok(sender)
 }
 

@@ -93,6 +93,10 @@ pub struct ProxyConfig {
     /// How long a client may take to send a request's headers, or its body; an idle
     /// keep-alive connection is closed after as long.
     pub read_timeout: Duration,
+    /// How an `https://` target is reached (`--target-ca-bundle`, `--target-client-cert`,
+    /// `--target-client-key`, `--target-server-name`); `None`: Mozilla's roots, no client
+    /// certificate.
+    pub tls: Option<hale_mcp::Tls>,
 }
 
 impl ProxyConfig {
@@ -110,6 +114,7 @@ impl ProxyConfig {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             read_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -183,9 +188,14 @@ impl Proxy {
             .parse()
             .map_err(|e| bad(&format!("not a URL ({e})")))?;
         match target.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err(bad("https targets are not supported yet")),
-            _ => return Err(bad("expected an http:// URL")),
+            Some("https") => {}
+            Some("http") if config.tls.is_none() => {}
+            Some("http") => {
+                return Err(bad(
+                    "the --target-* TLS settings apply to an https:// target, and this one is http://",
+                ));
+            }
+            _ => return Err(bad("expected an http:// or https:// URL")),
         }
         if target.host().is_none() {
             return Err(bad("the URL has no host"));
@@ -247,6 +257,7 @@ impl Proxy {
             close_streams: close_streams.clone(),
             legacy: Arc::new(legacy::LegacyStreams::default()),
             read_timeout: config.read_timeout,
+            tls: config.tls.clone().unwrap_or_default(),
         };
 
         // Thread per core, as nginx does: each worker thread runs a single-threaded

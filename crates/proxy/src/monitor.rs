@@ -26,6 +26,7 @@ impl Monitor {
             era: hale_mcp::Era::Auto,
             // A probe reads no notifications: no GET or listen stream for it.
             listen: false,
+            tls: config.tls.clone(),
             ..ClientOptions::default()
         };
         Monitor {

@@ -869,3 +869,73 @@ async fn slow_headers_idle_connections_and_endless_bodies_are_closed() {
     stop.cancel();
     server.shutdown();
 }
+
+/// A proxy in front of an `https://` target, with `tls`.
+async fn start_tls(target: &str, tls: hale_mcp::TlsOptions, checks: CheckLoopConfig) -> Running {
+    let config = ProxyConfig {
+        tls: Some(hale_mcp::Tls::new(&tls).unwrap()),
+        drain_timeout: Duration::from_secs(2),
+        ..ProxyConfig::new(target, checks)
+    };
+    let proxy = Proxy::bind(config).await.unwrap();
+    let addr = proxy.local_addr();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(proxy.run(stop.clone()));
+    Running { addr, stop, task }
+}
+
+#[tokio::test]
+async fn an_https_target_that_wants_a_client_certificate_is_proxied_and_checked() {
+    use hale_testkit::nginx::{Nginx, NginxTls};
+    let pki = hale_testkit::pki::Pki::new().unwrap();
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let front = Nginx::start(&NginxTls {
+        server: &pki.server,
+        client_ca: Some(&pki.ca),
+        upstream: server.addr(),
+    })
+    .unwrap();
+    let mtls = hale_mcp::TlsOptions {
+        ca_bundle: Some(pki.ca.clone()),
+        client_cert: Some(pki.client.cert.clone()),
+        client_key: Some(pki.client.key.clone()),
+        ..hale_mcp::TlsOptions::default()
+    };
+    let proxy = start_tls(&front.url("/mcp"), mtls, fast_checks(3)).await;
+    // The client speaks plain HTTP to the proxy; the proxy speaks TLS to the target.
+    let client = McpClient::connect(
+        &format!("http://{}/mcp", proxy.addr),
+        client_options(TransportKind::StreamableHttp),
+    )
+    .await
+    .unwrap();
+    let echo = client
+        .call_tool("echo", json!({"text": "via mTLS"}))
+        .await
+        .unwrap();
+    assert_eq!(echo["content"][0]["text"], "via mTLS");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = get(proxy.addr, "/health").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"healthy\""), "{body}");
+    proxy.stop.cancel();
+
+    // Without the client certificate every check fails for a TLS reason, and the proxy
+    // gives up saying what to set.
+    let ca_only = hale_mcp::TlsOptions {
+        ca_bundle: Some(pki.ca.clone()),
+        ..hale_mcp::TlsOptions::default()
+    };
+    let proxy = start_tls(&front.url("/mcp"), ca_only, fast_checks(2)).await;
+    let exit = tokio::time::timeout(Duration::from_secs(10), proxy.task)
+        .await
+        .unwrap()
+        .unwrap();
+    let Exit::ServerFailed { reason } = exit else {
+        panic!("{exit:?}")
+    };
+    assert!(
+        reason.contains("requires a client certificate") && reason.contains("clientCertPath"),
+        "{reason}"
+    );
+}

@@ -42,6 +42,7 @@ async fn a_dead_backend_is_withdrawn_at_the_threshold_and_restored_when_it_answe
                 url: server.url(),
                 transport: TransportKind::StreamableHttp,
                 credentials: hale_mcp::Credentials::default(),
+                tls: None,
             },
             request_timeout: Duration::from_secs(5),
             max_sessions: 10,

@@ -18,6 +18,7 @@ use serde_saphyr::Spanned;
 
 mod auth;
 mod check;
+mod tls;
 
 pub use auth::{IncomingAuth, OidcSettings, StaticSettings};
 use auth::{RawIncoming, RawOutgoing};
@@ -79,6 +80,9 @@ pub struct BackendConfig {
     pub transport: TransportKind,
     /// Headers and a bearer token its requests and probes carry (`headers`, `auth`).
     pub credentials: hale_mcp::Credentials,
+    /// How an `https://` backend is reached (`tls`); `None`: Mozilla's roots, no client
+    /// certificate.
+    pub tls: Option<hale_mcp::Tls>,
 }
 
 /// A checked vMCP configuration.
@@ -272,6 +276,7 @@ struct RawBackend {
     #[serde(default)]
     headers: BTreeMap<String, Spanned<String>>,
     auth: Option<RawOutgoing>,
+    tls: Option<Spanned<tls::RawTls>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -424,11 +429,13 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
             },
         };
         let credentials = auth::outgoing(&c, &format!("backends[{i}]"), b.headers, b.auth)?;
+        let tls = tls::tls(&c, &format!("backends[{i}]"), &b.url.value, b.tls)?;
         backends.push(BackendConfig {
             name,
             url: b.url.value.trim().to_string(),
             transport,
             credentials,
+            tls,
         });
     }
     let known = |n: &str| names.contains(n);
@@ -787,9 +794,8 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
 fn check_url(url: &str) -> Result<(), String> {
     let uri: http::Uri = url.trim().parse().map_err(|e| format!("not a URL ({e})"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("https backends are not supported yet".into()),
-        _ => return Err("expected an http:// URL".into()),
+        Some("http" | "https") => {}
+        _ => return Err("expected an http:// or https:// URL".into()),
     }
     if uri.host().is_none() {
         return Err("the URL has no host".into());

@@ -74,6 +74,7 @@ impl Settings {
             && a.url == b.url
             && a.transport == b.transport
             && a.credentials.same_as(&b.credentials)
+            && a.tls == b.tls
             && self.request_timeout == other.request_timeout
             && self.max_sessions == other.max_sessions
             && self.max_list_items == other.max_list_items
@@ -250,7 +251,8 @@ impl Upstream {
             config: settings.backend.clone(),
             request_timeout: settings.request_timeout,
             max_list_items: settings.max_list_items,
-            pool: Pool::per_thread(slots, crate::worker::current),
+            pool: Pool::per_thread(slots, crate::worker::current)
+                .with_tls(settings.backend.tls.clone().unwrap_or_default()),
         };
         Ok(Arc::new_cyclic(|me: &Weak<Upstream>| {
             let me = me.clone();
@@ -377,6 +379,11 @@ impl Upstream {
         s["mode"] = json!(self.mode().as_str());
         if !config.credentials.is_empty() {
             s["credentials"] = config.credentials.describe();
+        }
+        if let Some(tls) = config.tls.as_ref().map(hale_mcp::Tls::describe)
+            && !tls.is_null()
+        {
+            s["tls"] = tls;
         }
         s
     }

@@ -85,6 +85,7 @@ impl Target {
             client_name: "hale-vmcp-health".into(),
             era: hale_mcp::Era::Auto,
             credentials: Some(self.config.credentials.clone()),
+            tls: self.config.tls.clone(),
             ..ClientOptions::default()
         }
     }
