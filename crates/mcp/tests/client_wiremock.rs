@@ -242,11 +242,8 @@ async fn a_session_lost_again_after_reinitializing_is_reported() {
 async fn bad_urls_are_refused_with_a_reason() {
     for (url, reason) in [
         ("not a url", "not a URL"),
-        ("ftp://127.0.0.1/mcp", "expected an http:// URL"),
-        (
-            "https://127.0.0.1/mcp",
-            "https backends are not supported yet",
-        ),
+        ("ftp://127.0.0.1/mcp", "expected an http:// or https:// URL"),
+        ("https:///mcp", "not a URL"),
     ] {
         let err = McpClient::connect(url, ClientOptions::default())
             .await

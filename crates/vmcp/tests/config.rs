@@ -141,7 +141,7 @@ fn each_mistake_gives_one_message_naming_the_key_and_what_is_expected() {
         (
             "bad URL",
             "backends:\n  - {name: a, url: \"ftp://127.0.0.1/mcp\"}\n",
-            "vmcp.yaml:2: backends[0].url: \"ftp://127.0.0.1/mcp\": expected an http:// URL",
+            "vmcp.yaml:2: backends[0].url: \"ftp://127.0.0.1/mcp\": expected an http:// or https:// URL",
         ),
         (
             "not a URL",
