@@ -305,6 +305,9 @@ impl Vmcp {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         front.edge.close_all().await;
+        // Stdio backends' processes end last: calls to them had the drain to finish.
+        let upstreams = front.edge.router.upstreams();
+        futures_util::future::join_all(upstreams.iter().map(|u| u.end_process())).await;
         tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     }

@@ -43,6 +43,7 @@ async fn a_dead_backend_is_withdrawn_at_the_threshold_and_restored_when_it_answe
                 transport: TransportKind::StreamableHttp,
                 credentials: hale_mcp::Credentials::default(),
                 tls: None,
+                stdio: None,
             },
             request_timeout: Duration::from_secs(5),
             max_sessions: 10,

@@ -18,6 +18,7 @@ use serde_saphyr::Spanned;
 
 mod auth;
 mod check;
+mod stdio;
 mod tls;
 
 pub use auth::{IncomingAuth, OidcSettings, StaticSettings};
@@ -74,7 +75,8 @@ pub enum PartialFailureMode {
 pub struct BackendConfig {
     /// Its name (`workload` in ToolHive's terms).
     pub name: String,
-    /// Its MCP endpoint URL.
+    /// Its MCP endpoint URL (empty for a stdio backend, whose URL is the loopback port
+    /// hale serves it on).
     pub url: String,
     /// Its transport.
     pub transport: TransportKind,
@@ -83,6 +85,9 @@ pub struct BackendConfig {
     /// How an `https://` backend is reached (`tls`); `None`: Mozilla's roots, no client
     /// certificate.
     pub tls: Option<hale_mcp::Tls>,
+    /// A stdio server hale launches (`command`, `args`, `env`, `cwd`, `isolation`)
+    /// instead of a URL.
+    pub stdio: Option<hale_stdio::StdioConfig>,
 }
 
 /// A checked vMCP configuration.
@@ -271,7 +276,12 @@ struct Raw {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawBackend {
     name: Spanned<String>,
-    url: Spanned<String>,
+    url: Option<Spanned<String>>,
+    command: Option<Spanned<String>>,
+    args: Option<Spanned<Vec<String>>>,
+    env: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    cwd: Option<Spanned<String>>,
+    isolation: Option<Spanned<String>>,
     transport: Option<Spanned<String>>,
     #[serde(default)]
     headers: BTreeMap<String, Spanned<String>>,
@@ -414,11 +424,87 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
                 format!("duplicate backend name {name:?}: names must be unique"),
             );
         }
-        if let Err(e) = check_url(&b.url.value) {
+        let line = Some(b.name.referenced.line());
+        let url = match (b.url, b.command) {
+            (Some(_), Some(_)) => {
+                return c.error(
+                    &format!("backends[{i}]"),
+                    line,
+                    "give either url (an HTTP server) or command (a stdio server hale runs), not both",
+                );
+            }
+            (None, None) => {
+                return c.error(
+                    &key("url"),
+                    line,
+                    "required: url (an HTTP server), or command (a stdio server hale runs)",
+                );
+            }
+            (None, Some(command)) => {
+                // Keys that are about reaching a URL mean nothing for a process.
+                let http_only = [
+                    (
+                        "transport",
+                        b.transport.as_ref().map(|t| t.referenced.line()),
+                    ),
+                    ("tls", b.tls.as_ref().map(|t| t.referenced.line())),
+                    ("auth", b.auth.is_some().then_some(b.name.referenced.line())),
+                    (
+                        "headers",
+                        (!b.headers.is_empty()).then_some(b.name.referenced.line()),
+                    ),
+                ];
+                if let Some((field, at)) = http_only.iter().find(|(_, at)| at.is_some()) {
+                    return c.error(
+                        &key(field),
+                        *at,
+                        "is for backends with a url; a stdio backend (command) takes args, env, cwd and isolation",
+                    );
+                }
+                let stdio = stdio::stdio(
+                    &c,
+                    &format!("backends[{i}]"),
+                    stdio::RawStdio {
+                        command,
+                        args: b.args.map(|a| a.value).unwrap_or_default(),
+                        env: b.env.map(|e| e.value).unwrap_or_default(),
+                        cwd: b.cwd,
+                        isolation: b.isolation,
+                    },
+                )?;
+                backends.push(BackendConfig {
+                    name,
+                    url: String::new(),
+                    transport: TransportKind::StreamableHttp,
+                    credentials: hale_mcp::Credentials::default(),
+                    tls: None,
+                    stdio: Some(stdio),
+                });
+                continue;
+            }
+            (Some(url), None) => url,
+        };
+        let stdio_only = [
+            ("args", b.args.as_ref().map(|a| a.referenced.line())),
+            ("env", b.env.as_ref().map(|e| e.referenced.line())),
+            ("cwd", b.cwd.as_ref().map(|c| c.referenced.line())),
+            (
+                "isolation",
+                b.isolation.as_ref().map(|i| i.referenced.line()),
+            ),
+        ];
+        if let Some((field, at)) = stdio_only.iter().find(|(_, at)| at.is_some()) {
+            return c.error(
+                &key(field),
+                *at,
+                "is for stdio backends (command); this one has a url",
+            );
+        }
+        if let Err(e) = check_url(&url.value) {
             return c.error(
                 &key("url"),
-                Some(b.url.referenced.line()),
-                format!("{:?}: {e}", hale_mcp::redact_url(&b.url.value)),
+                Some(url.referenced.line()),
+                format!("{:?}: {e}", hale_mcp::redact_url(&url.value)),
             );
         }
         let transport = match &b.transport {
@@ -429,13 +515,14 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
             },
         };
         let credentials = auth::outgoing(&c, &format!("backends[{i}]"), b.headers, b.auth)?;
-        let tls = tls::tls(&c, &format!("backends[{i}]"), &b.url.value, b.tls)?;
+        let tls = tls::tls(&c, &format!("backends[{i}]"), &url.value, b.tls)?;
         backends.push(BackendConfig {
             name,
-            url: b.url.value.trim().to_string(),
+            url: url.value.trim().to_string(),
             transport,
             credentials,
             tls,
+            stdio: None,
         });
     }
     let known = |n: &str| names.contains(n);
@@ -566,6 +653,12 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         op.max_sessions_per_backend,
         1000,
     )?;
+    // A stdio backend with one process per session has as many processes at most.
+    for b in &mut backends {
+        if let Some(stdio) = &mut b.stdio {
+            stdio.max_sessions = max_sessions_per_backend as usize;
+        }
+    }
 
     let (read_timeout, _) = c.duration(
         "operational.readTimeout",

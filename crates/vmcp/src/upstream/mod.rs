@@ -20,6 +20,7 @@ mod request_metrics;
 mod sessions;
 mod shared;
 mod signals;
+mod stdio;
 mod target;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +76,7 @@ impl Settings {
             && a.transport == b.transport
             && a.credentials.same_as(&b.credentials)
             && a.tls == b.tls
+            && a.stdio == b.stdio
             && self.request_timeout == other.request_timeout
             && self.max_sessions == other.max_sessions
             && self.max_list_items == other.max_list_items
@@ -222,6 +224,8 @@ pub struct Upstream {
     /// milliseconds after `born`; 0: it did not. One atomic load on the call path.
     slow_down_until: std::sync::atomic::AtomicU64,
     born: tokio::time::Instant,
+    /// A stdio backend's process and its loopback front.
+    local: Option<stdio::Local>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -247,8 +251,25 @@ impl Upstream {
             &settings.breaker,
             settings.breaker_enabled,
         )?;
+        // A stdio backend is reached on the loopback port its process is served on.
+        let mut backend = settings.backend.clone();
+        let local = match &backend.stdio {
+            None => None,
+            Some(stdio) => match stdio::Local::bind(&backend.name, stdio) {
+                Ok(local) => {
+                    backend.url = local.url().to_string();
+                    Some(local)
+                }
+                Err(why) => {
+                    // Never a panic: the backend is unreachable, and says why.
+                    tracing::error!("{why}");
+                    backend.url = "http://127.0.0.1:1/mcp".into();
+                    None
+                }
+            },
+        };
         let target = target::Target {
-            config: settings.backend.clone(),
+            config: backend,
             request_timeout: settings.request_timeout,
             max_list_items: settings.max_list_items,
             pool: Pool::per_thread(slots, crate::worker::current)
@@ -275,6 +296,7 @@ impl Upstream {
                 mode: std::sync::atomic::AtomicU8::new(0),
                 slow_down_until: std::sync::atomic::AtomicU64::new(0),
                 born: tokio::time::Instant::now(),
+                local,
             }
         }))
     }
@@ -343,6 +365,11 @@ impl Upstream {
             retired.cancelled().await;
             ends.cancel();
         });
+        // A stdio backend's process starts with its monitor, and outlives it until the
+        // upstream is retired or the vMCP has drained (`end_process`).
+        if let Some(local) = &self.local {
+            local.start();
+        }
         monitor::run(&self.target, &self.health, &self.signals, settings, stop).await;
         watch.abort();
     }
@@ -356,6 +383,15 @@ impl Upstream {
         self.health.withdrawn.notify_waiters();
         self.sessions.close_all("removed").await;
         self.shared.close_all().await;
+        self.end_process().await;
+    }
+
+    /// A stdio backend: ends its process group and waits for it (at shutdown, once
+    /// calls have drained; when retired). Nothing for an HTTP backend.
+    pub(crate) async fn end_process(&self) {
+        if let Some(local) = &self.local {
+            local.end().await;
+        }
     }
 
     /// True once retired.
@@ -367,11 +403,19 @@ impl Upstream {
     /// names and the token's source only).
     pub fn status(&self) -> Value {
         let config = &self.settings.backend;
-        let mut s = json!({
-            "name": self.name(),
-            "url": hale_mcp::redact_url(&config.url),
-            "transport": config.transport.as_str(),
-        });
+        let mut s = match &self.local {
+            Some(local) => json!({
+                "name": self.name(),
+                "transport": "stdio",
+                "stdio": local.describe(),
+            }),
+            None if config.stdio.is_some() => json!({"name": self.name(), "transport": "stdio"}),
+            None => json!({
+                "name": self.name(),
+                "url": hale_mcp::redact_url(&config.url),
+                "transport": config.transport.as_str(),
+            }),
+        };
         if let (Value::Object(s), Value::Object(h)) = (&mut s, self.health.status()) {
             s.extend(h);
         }
