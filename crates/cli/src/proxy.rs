@@ -33,9 +33,15 @@ once shutting down) and GET /metrics (Prometheus). Everything else goes to the t
 #[derive(clap::Args)]
 #[command(after_long_help = ENV_HELP, after_help = "See --help for the TOOLHIVE_HEALTH_CHECK_* variables.")]
 pub(crate) struct Args {
-    /// The MCP server's endpoint URL, e.g. http://127.0.0.1:8080/mcp or http://127.0.0.1:8080/sse.
-    #[arg(long)]
-    target: String,
+    /// The MCP server's endpoint URL, e.g. http://127.0.0.1:8080/mcp or http://127.0.0.1:8080/sse
+    /// (or a stdio server's command line after `--`).
+    #[arg(long, required_unless_present = "command", conflicts_with = "command")]
+    target: Option<String>,
+    /// A stdio MCP server to run and proxy (`hale proxy -- npx -y @modelcontextprotocol/server-memory`):
+    /// hale starts it in a process group of its own, restarts it with a backoff when it
+    /// ends, and ends the group when the proxy stops.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
     /// The server's transport.
     #[arg(long, default_value = "streamable-http", value_parser = ["streamable-http", "sse"])]
     transport: String,
@@ -128,6 +134,40 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A stdio server: run it on a loopback port and proxy that.
+    let stdio_stop = tokio_util::sync::CancellationToken::new();
+    let (target, stdio) = match (&args.target, args.command.split_first()) {
+        (Some(target), _) => (target.clone(), None),
+        (None, Some((program, rest))) => {
+            let command = hale_stdio::StdioCommand::new(program.clone(), rest.iter().cloned());
+            let server = match hale_stdio::StdioServer::bind(hale_stdio::StdioConfig::new(
+                command.clone(),
+            )) {
+                Ok(s) => s,
+                Err(e) => {
+                    logging::say(format_args!(
+                        "hale proxy: no loopback port for the stdio server: {e}"
+                    ));
+                    return ExitCode::from(1);
+                }
+            };
+            tracing::info!(%command, "running the stdio server");
+            let url = server.url();
+            (url, Some(tokio::spawn(server.run(stdio_stop.clone()))))
+        }
+        (None, None) => {
+            logging::say(format_args!(
+                "hale proxy: give --target URL, or a stdio server's command after --"
+            ));
+            return ExitCode::from(2);
+        }
+    };
+    if stdio.is_some() && (tls.is_some() || args.transport == "sse") {
+        logging::say(format_args!(
+            "hale proxy: --transport sse and the --target-* TLS flags are for --target, not a stdio command"
+        ));
+        return ExitCode::from(2);
+    }
     let config = ProxyConfig {
         tls,
         transport,
@@ -138,7 +178,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         allowed_origins: args.allowed_origins,
         read_timeout: args.read_timeout,
         metrics: logging::metrics(&hale_proxy::DURATION_BUCKETS),
-        ..ProxyConfig::new(&args.target, checks)
+        ..ProxyConfig::new(&target, checks)
     };
     let proxy = match Proxy::bind(config).await {
         Ok(p) => p,
@@ -159,14 +199,20 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     );
     let (refused, hanging) = checks.tolerance();
     tracing::info!(
-        target = %hale_mcp::redact_url(&args.target),
+        target = %hale_mcp::redact_url(&target),
         interval = ?checks.interval,
         ping_timeout = ?checks.ping_timeout,
         retry_delay = ?checks.retry_delay,
         threshold = checks.failure_threshold,
         "proxying; a dead server is given up about {refused:?} after its first failed check ({hanging:?} if it hangs)"
     );
-    match proxy.run(logging::shutdown_signal()).await {
+    let exit = proxy.run(logging::shutdown_signal()).await;
+    // A stdio server ends after the drain: calls in flight had their time.
+    stdio_stop.cancel();
+    if let Some(stdio) = stdio {
+        let _ = stdio.await;
+    }
+    match exit {
         Exit::Interrupted => ExitCode::SUCCESS,
         Exit::ServerFailed { reason } => {
             logging::say(format_args!("hale proxy: {reason}"));

@@ -335,3 +335,106 @@ fn unusable_tls_flags_name_the_flag_with_status_2() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+/// hale-stdio's Python fixture: a stdio MCP server with a `pid` tool.
+const STDIO_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../stdio/tests/fixtures/stdio_server.py"
+);
+
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
+}
+
+#[tokio::test]
+async fn a_stdio_server_after_double_dash_is_run_proxied_and_ended_with_the_proxy() {
+    let started = spawn_announced(
+        Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args([
+                "proxy",
+                "--drain-timeout",
+                "1s",
+                "--",
+                "python3",
+                STDIO_FIXTURE,
+            ])
+            .envs(FAST)
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    let mut hale = started.process;
+    let addr = started
+        .first_line
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_string();
+    let url = format!("http://{addr}/mcp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let client = loop {
+        match McpClient::connect(&url, options(TransportKind::StreamableHttp)).await {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(
+        client.server_info().await.server_info["name"],
+        "stdio-fixture"
+    );
+    let echo = client
+        .call_tool("echo", json!({"text": "through hale proxy"}))
+        .await
+        .unwrap();
+    assert_eq!(echo["content"][0]["text"], "through hale proxy");
+    let pid: i32 = client.call_tool("pid", json!({})).await.unwrap()["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(running(pid));
+    let (status, body) = get_health(&addr).await;
+    assert_eq!(status, 200, "{body}");
+
+    let exit = tokio::task::spawn_blocking(move || hale.terminate(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert_eq!(exit.and_then(|s| s.code()), Some(0));
+    assert!(!running(pid), "the stdio server outlived hale proxy");
+}
+
+#[test]
+fn target_and_a_command_together_are_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args([
+            "proxy",
+            "--target",
+            "http://127.0.0.1:1/mcp",
+            "--",
+            "python3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn get_health(addr: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let status = text.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+    (status, text)
+}
