@@ -397,6 +397,15 @@ async fn a_stdio_server_after_double_dash_is_run_proxied_and_ended_with_the_prox
     assert!(running(pid));
     let (status, body) = get_health(&addr).await;
     assert_eq!(status, 200, "{body}");
+    // A legacy SSE client through the same proxy.
+    let legacy = McpClient::connect(&format!("http://{addr}/sse"), options(TransportKind::Sse))
+        .await
+        .unwrap();
+    let echo = legacy
+        .call_tool("echo", json!({"text": "legacy through hale proxy"}))
+        .await
+        .unwrap();
+    assert_eq!(echo["content"][0]["text"], "legacy through hale proxy");
 
     let exit = tokio::task::spawn_blocking(move || hale.terminate(Duration::from_secs(15)))
         .await

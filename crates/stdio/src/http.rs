@@ -71,6 +71,12 @@ impl Front {
         let Ok(message) = serde_json::from_slice::<Value>(&body) else {
             return rpc_error(&Value::Null, -32700, "the body is not JSON");
         };
+        self.message(session.as_deref(), message).await
+    }
+
+    /// One message from a client of `session` (none: shared, or not initialized yet):
+    /// answered as JSON (`initialize`), an event stream (a request) or 202.
+    pub(crate) async fn message(&self, session: Option<&str>, message: Value) -> Response<Body> {
         if !message.is_object() {
             return rpc_error(
                 &Value::Null,
@@ -85,14 +91,14 @@ impl Front {
             .map(str::to_string);
         match (method.as_deref(), id) {
             (Some("initialize"), Some(id)) => self.initialize(&id, &message).await,
-            (Some(_), Some(id)) => match self.peer(session.as_deref()) {
+            (Some(_), Some(id)) => match self.peer(session) {
                 Ok(peer) => call(peer, message, id),
                 Err(r) => *r,
             },
             // The client's half of the handshake: the process had its own.
             (Some("notifications/initialized"), None) => accepted(),
             // A notification, or the client's answer to the process's request.
-            _ => match self.peer(session.as_deref()) {
+            _ => match self.peer(session) {
                 Ok(peer) => {
                     peer.send(&message).await;
                     accepted()
@@ -209,17 +215,8 @@ impl Front {
 
     /// GET: the process's notifications as an event stream.
     fn listen(&self, req: &Request<Incoming>) -> Response<Body> {
-        let mut heard = match self {
-            Front::Shared { notifications, .. } => notifications.subscribe(),
-            Front::PerSession { sessions, .. } => {
-                let sessions = sessions.lock().unwrap_or_else(PoisonError::into_inner);
-                match session_id(req)
-                    .and_then(|sid| sessions.get(&sid).map(|s| s.notifications.subscribe()))
-                {
-                    Some(rx) => rx,
-                    None => return text(StatusCode::NOT_FOUND, "session not found"),
-                }
-            }
+        let Some(mut heard) = self.subscribe(session_id(req).as_deref()) else {
+            return text(StatusCode::NOT_FOUND, "session not found");
         };
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         tokio::spawn(async move {
@@ -241,7 +238,28 @@ impl Front {
         stream_response(rx, None)
     }
 
+    /// Whether one process serves every client.
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, Front::Shared { .. })
+    }
+
+    /// The notifications of `session`'s process (shared: the one process's).
+    pub(crate) fn subscribe(&self, session: Option<&str>) -> Option<broadcast::Receiver<Value>> {
+        match self {
+            Front::Shared { notifications, .. } => Some(notifications.subscribe()),
+            Front::PerSession { sessions, .. } => {
+                let sessions = sessions.lock().unwrap_or_else(PoisonError::into_inner);
+                session.and_then(|sid| sessions.get(sid).map(|s| s.notifications.subscribe()))
+            }
+        }
+    }
+
     async fn delete(&self, req: &Request<Incoming>) -> Response<Body> {
+        self.end_session(session_id(req).as_deref()).await
+    }
+
+    /// Ends `session` and its process (per session); 405 for a shared process.
+    pub(crate) async fn end_session(&self, session: Option<&str>) -> Response<Body> {
         let Front::PerSession {
             sessions, limits, ..
         } = self
@@ -251,11 +269,11 @@ impl Front {
                 "this server has no sessions",
             );
         };
-        let removed = session_id(req).and_then(|sid| {
+        let removed = session.and_then(|sid| {
             sessions
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .remove(&sid)
+                .remove(sid)
         });
         match removed {
             Some(s) => {
@@ -326,11 +344,11 @@ fn call(peer: Arc<Peer>, message: Value, id: Value) -> Response<Body> {
     stream_response(rx, None)
 }
 
-fn event(message: &Value) -> Bytes {
+pub(crate) fn event(message: &Value) -> Bytes {
     Bytes::from(format!("event: message\ndata: {message}\n\n"))
 }
 
-fn stream_response(rx: mpsc::Receiver<Bytes>, session: Option<&str>) -> Response<Body> {
+pub(crate) fn stream_response(rx: mpsc::Receiver<Bytes>, session: Option<&str>) -> Response<Body> {
     let frames = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -370,7 +388,7 @@ fn rpc_error(id: &Value, code: i64, message: &str) -> Response<Body> {
     r
 }
 
-fn accepted() -> Response<Body> {
+pub(crate) fn accepted() -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::new()).boxed());
     *r.status_mut() = StatusCode::ACCEPTED;
     r
@@ -401,7 +419,7 @@ fn session_id(req: &Request<Incoming>) -> Option<String> {
         .map(str::to_string)
 }
 
-fn new_session_id() -> String {
+pub(crate) fn new_session_id() -> String {
     let mut bytes = [0u8; 16];
     let _ = getrandom::fill(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -23,6 +23,7 @@
 
 mod command;
 mod http;
+mod legacy;
 mod peer;
 mod process;
 pub mod restart;
@@ -191,6 +192,11 @@ impl StdioServer {
         format!("http://{}/mcp", self.addr)
     }
 
+    /// Its legacy HTTP+SSE endpoint (MCP 2024-11-05): `http://127.0.0.1:PORT/sse`.
+    pub fn sse_url(&self) -> String {
+        format!("http://{}/sse", self.addr)
+    }
+
     /// A view of it for status pages.
     pub fn status(&self) -> StdioStatus {
         StdioStatus {
@@ -225,6 +231,7 @@ impl StdioServer {
                 stop.clone(),
             ))
         });
+        let legacy = Arc::new(legacy::Legacy::default());
         let mut connections = tokio::task::JoinSet::new();
         loop {
             let accepted = tokio::select! {
@@ -233,12 +240,25 @@ impl StdioServer {
             };
             let Ok((stream, _)) = accepted else { continue };
             let _ = stream.set_nodelay(true);
-            let front = self.front.clone();
+            let (front, legacy) = (self.front.clone(), legacy.clone());
             connections.spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let front = front.clone();
-                    async move { Ok::<_, std::convert::Infallible>(front.serve(req).await) }
-                });
+                let service = hyper::service::service_fn(
+                    move |req: ::http::Request<hyper::body::Incoming>| {
+                        let (front, legacy) = (front.clone(), legacy.clone());
+                        async move {
+                            // Streamable HTTP at /mcp (and anywhere else); legacy SSE at /sse
+                            // and /messages.
+                            let answer = match (req.method(), req.uri().path()) {
+                                (&::http::Method::GET, "/sse") => legacy.open(&front),
+                                (&::http::Method::POST, legacy::MESSAGES) => {
+                                    legacy.post(&front, req).await
+                                }
+                                _ => front.serve(req).await,
+                            };
+                            Ok::<_, std::convert::Infallible>(answer)
+                        }
+                    },
+                );
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;

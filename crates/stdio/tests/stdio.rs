@@ -352,3 +352,61 @@ async fn progress_and_the_servers_requests_reach_the_call_that_caused_them() {
     r.stop.cancel();
     r.task.await.unwrap();
 }
+
+#[tokio::test]
+async fn legacy_sse_clients_are_served_too_in_both_isolations() {
+    for isolation in [Isolation::Shared, Isolation::PerSession] {
+        let server = StdioServer::bind(StdioConfig {
+            isolation,
+            ..fast(fixture(&[]))
+        })
+        .unwrap();
+        let sse = server.sse_url();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let options = || ClientOptions {
+            transport: hale_mcp::TransportKind::Sse,
+            request_timeout: Duration::from_secs(5),
+            ..ClientOptions::default()
+        };
+        let c = loop {
+            match McpClient::connect(&sse, options()).await {
+                Ok(c) => break c,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{isolation:?}: {e}"),
+            }
+        };
+        assert!(
+            c.list_tools()
+                .await
+                .unwrap()
+                .iter()
+                .any(|t| t["name"] == "echo")
+        );
+        let r = c
+            .call_tool("echo", json!({"text": "legacy"}))
+            .await
+            .unwrap();
+        assert_eq!(text(&r), "legacy", "{isolation:?}");
+        // The process's notifications reach the legacy stream.
+        let mut notes = c.notifications();
+        c.call_tool("touch_list", json!({})).await.unwrap();
+        let heard = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if notes.recv().await.unwrap().method == "notifications/tools/list_changed" {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            heard.is_ok(),
+            "{isolation:?}: no list_changed on the legacy stream"
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+}
