@@ -206,6 +206,61 @@ impl McpClient {
         })
     }
 
+    /// A client of backend session `session_id`, opened earlier by another process
+    /// (another replica) with the handshake `info` describes: no `initialize` is sent,
+    /// requests carry the session from the first. If the server no longer knows it, the
+    /// client initializes a new one on its own, as after any lost session. Streamable
+    /// HTTP only: a legacy SSE session is its stream and cannot move.
+    pub async fn resume(
+        url: &str,
+        options: ClientOptions,
+        session_id: &str,
+        info: ServerInfo,
+    ) -> Result<Self, McpError> {
+        let uri = h::parse_url(url)?;
+        let url = &crate::redact_url(url);
+        if options.transport != TransportKind::StreamableHttp {
+            return Err(McpError::Protocol {
+                url: url.to_string(),
+                method: "resume".into(),
+                detail: "only a streamable HTTP session can be resumed".into(),
+            });
+        }
+        let http = match &options.pool {
+            Some(pool) => pool.0.clone(),
+            None => h::client().with_tls(options.tls.clone().unwrap_or_default()),
+        }
+        .with_credentials(options.credentials.clone());
+        let (notifications, _) = broadcast::channel(32);
+        let t = StreamableHttp::new(url, uri.clone(), http.clone(), notifications.clone());
+        if let Some(max) = options.max_list_items {
+            t.limit_lists(max.saturating_mul(8 * 1024).min(h::MAX_BODY));
+        }
+        let transport = Transport::Streamable(t);
+        transport.adopt(session_id);
+        transport.initialized(&info.protocol_version, options.listen);
+        // Another replica may use the same session at the same time: its ids count from
+        // 1, these from somewhere far away, so no two requests in the session share one.
+        let first_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| (u64::from(d.subsec_nanos()) << 24) | 1);
+        Ok(McpClient {
+            url: url.to_string(),
+            uri,
+            options,
+            http,
+            next_id: AtomicU64::new(first_id),
+            session: RwLock::new(Session {
+                transport,
+                info,
+                epoch: 0,
+            }),
+            notifications,
+            replaced: AtomicU64::new(0),
+            watched: std::sync::Mutex::default(),
+        })
+    }
+
     /// The server URL, credentials redacted (user information and secret-looking query
     /// values), as every message of this client names it.
     pub fn url(&self) -> &str {

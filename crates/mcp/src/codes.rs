@@ -22,3 +22,6 @@ pub const LIMIT_REACHED: i64 = -31007;
 /// The request was refused before it went anywhere: its `Host` or `Origin` is not
 /// allowed, or it is not authorized.
 pub const REFUSED: i64 = -31008;
+/// The session store (`sessionStorage: redis`) could not be reached in time: the session
+/// is not lost; retry shortly.
+pub const SESSION_STORE_UNAVAILABLE: i64 = -31009;

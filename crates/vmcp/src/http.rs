@@ -116,6 +116,12 @@ impl Vmcp {
         let reloader = Arc::new(Reloader::new(router.clone(), config.clone()));
         let mut edge = Edge::new(EdgeSettings::of(&config), router);
         edge.private_answers = gate.authenticates();
+        if let crate::config::SessionStorage::Redis(settings) = &config.session_storage {
+            let store =
+                crate::store::RedisStore::new(settings.clone(), config.session_idle_timeout)
+                    .map_err(VmcpError::Auth)?;
+            edge.store = Some(store);
+        }
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| VmcpError::Listen { addr, source })?;
@@ -230,6 +236,12 @@ impl Vmcp {
                 .map_or("none (loopback only)", |a| a.kind()),
         });
         tasks.spawn(expire_idle_sessions(front.clone(), stop.clone()));
+        if let Some(store) = front.edge.store.clone() {
+            crate::store::register_metrics();
+            tasks.spawn(store.clone().connect(stop.clone()));
+            let edge = front.edge.clone();
+            tasks.spawn(store.listen(move |event| edge.heard(event), stop.clone()));
+        }
         // Connections close gracefully once the drain is over.
         let connections_end = CancellationToken::new();
         let connections = TaskTracker::new();

@@ -21,6 +21,7 @@ mod message;
 mod reload;
 pub mod route;
 mod status;
+mod store;
 pub mod upstream;
 mod worker;
 

@@ -69,6 +69,10 @@ pub(crate) fn status(edge: &Edge, incoming: &str) -> Value {
         "clientSessions": edge.clients.sessions.len(),
         "listeners": edge.clients.listeners.len(),
         "callsWaitingForInput": edge.calls_waiting_for_input(),
+        "sessionStorage": match &edge.store {
+            None => json!({"provider": "memory"}),
+            Some(store) => json!({"provider": "redis", "address": store.address(), "connected": store.connected()}),
+        },
         "incomingAuth": incoming,
         "backends": backends,
     })

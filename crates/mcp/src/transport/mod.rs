@@ -123,6 +123,18 @@ impl Transport {
         }
     }
 
+    /// Takes over a session opened elsewhere (streamable HTTP; false for SSE, whose
+    /// session is its stream).
+    pub(crate) fn adopt(&self, id: &str) -> bool {
+        match self {
+            Transport::Streamable(t) => {
+                t.adopt(id);
+                true
+            }
+            Transport::Sse(_) => false,
+        }
+    }
+
     /// The session id the server gave (streamable HTTP).
     pub(crate) fn session_id(&self) -> Option<String> {
         match self {

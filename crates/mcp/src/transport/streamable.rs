@@ -179,6 +179,12 @@ impl StreamableHttp {
         read(&self.shared.session).clone()
     }
 
+    /// Takes over session `id`, opened earlier (by another process): requests carry it
+    /// from now on, with no handshake.
+    pub(crate) fn adopt(&self, id: &str) {
+        *write(&self.shared.session) = Some(id.to_string());
+    }
+
     pub(crate) fn has_session(&self) -> bool {
         read(&self.shared.session).is_some()
     }

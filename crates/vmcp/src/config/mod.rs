@@ -19,12 +19,14 @@ use serde_saphyr::Spanned;
 mod auth;
 mod check;
 mod stdio;
+mod storage;
 mod tls;
 
 pub use auth::{IncomingAuth, OidcSettings, StaticSettings};
 use auth::{RawIncoming, RawOutgoing};
 use check::Checker;
 pub use check::ConfigFileError;
+pub use storage::{RedisSettings, SessionStorage};
 
 /// How tool-name collisions between backends are resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +151,8 @@ pub struct VmcpConfig {
     /// Whether a tool result with `isError: true` counts as a failure for the breaker
     /// (`failureHandling.toolErrorsAreFailures`, default false).
     pub tool_errors_are_failures: bool,
+    /// Where client sessions live beyond this process (`sessionStorage`).
+    pub session_storage: SessionStorage,
 }
 
 impl VmcpConfig {
@@ -270,6 +274,7 @@ struct Raw {
     aggregation: RawAggregation,
     #[serde(default)]
     operational: RawOperational,
+    session_storage: Option<Spanned<storage::RawStorage>>,
 }
 
 #[derive(Deserialize)]
@@ -527,6 +532,7 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
     }
     let known = |n: &str| names.contains(n);
 
+    let session_storage = storage::storage(&c, raw.session_storage)?;
     let agg = raw.aggregation;
     let strategy = agg
         .conflict_resolution
@@ -881,6 +887,7 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         panic_threshold,
         withdrawal_grace,
         tool_errors_are_failures: fh.tool_errors_are_failures.unwrap_or(false),
+        session_storage,
     })
 }
 

@@ -46,6 +46,7 @@ use crate::body::{Body, full};
 use crate::config::VmcpConfig;
 use crate::message::{self, Incoming as Message, RpcError};
 use crate::route::{Caller, Router};
+use crate::store::{Event, RedisStore, StoreError};
 use crate::upstream::Owner;
 
 /// Request bodies larger than this get 413.
@@ -89,6 +90,8 @@ pub(crate) struct Edge {
     pub(crate) closing: CancellationToken,
     /// Answers depend on who asks (the caller is authenticated): `cacheScope: private`.
     pub(crate) private_answers: bool,
+    /// Where legacy sessions live beyond this replica (`sessionStorage: redis`).
+    pub(crate) store: Option<Arc<RedisStore>>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -110,6 +113,7 @@ impl Edge {
             draining: AtomicBool::new(false),
             closing: CancellationToken::new(),
             private_answers: false,
+            store: None,
         }
     }
 
@@ -117,7 +121,7 @@ impl Edge {
     pub(crate) async fn serve(&self, req: Request<Incoming>, who: Identity) -> Response<Body> {
         match *req.method() {
             Method::POST => self.post(req, who).await,
-            Method::GET => self.get(req.headers(), &who),
+            Method::GET => self.get(req.headers(), &who).await,
             Method::DELETE => self.delete(req.headers(), &who).await,
             _ => status_only(StatusCode::METHOD_NOT_ALLOWED),
         }
@@ -130,6 +134,35 @@ impl Edge {
             .sessions
             .get(sid)
             .filter(|s| s.owner.as_deref() == who.sub.as_deref())
+    }
+
+    /// Client session `sid` for `who`: held here, or (sessions in a shared store)
+    /// resumed from the store as another replica, or this one before a restart, left it.
+    async fn find_session(
+        &self,
+        sid: &str,
+        who: &Identity,
+    ) -> Result<Option<Arc<ClientSession>>, StoreError> {
+        if let Some(session) = self.session(sid, who) {
+            return Ok(Some(session));
+        }
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        if self.clients.sessions.get(sid).is_some() {
+            return Ok(None); // held here, and someone else's
+        }
+        let Some(state) = store.load(sid).await? else {
+            return Ok(None);
+        };
+        if state.owner.as_deref() != who.sub.as_deref() {
+            return Ok(None);
+        }
+        let resumed = Arc::new(ClientSession::resumed(sid, state, store.clone()));
+        let session = self.clients.sessions.insert_or_get(resumed);
+        metrics::counter!("toolhive_vmcp_client_sessions_resumed_total").increment(1);
+        tracing::debug!(session = %sid, "client session resumed from the session store");
+        Ok(Some(session))
     }
 
     async fn post(&self, req: Request<Incoming>, who: Identity) -> Response<Body> {
@@ -167,8 +200,10 @@ impl Edge {
         match message {
             Message::Request { id, method, params } => {
                 if let Some(sid) = session_id {
-                    let Some(session) = self.session(sid, &who) else {
-                        return session_not_found(&id);
+                    let session = match self.find_session(sid, &who).await {
+                        Ok(Some(session)) => session,
+                        Ok(None) => return session_not_found(&id),
+                        Err(e) => return store_unavailable(&id, &e),
                     };
                     session.touch();
                     if method == "initialize" {
@@ -183,7 +218,7 @@ impl Edge {
                 } else if method == "initialize"
                     && header(&parts.headers, "mcp-protocol-version") != Some(modern::VERSION)
                 {
-                    self.initialize(&id, &params, who)
+                    self.initialize(&id, &params, who).await
                 } else if modern::is_modern(&parts.headers, &params) {
                     self.modern(&parts, who, id, method, params, hold).await
                 } else {
@@ -202,15 +237,22 @@ impl Edge {
                 // too), `…/roots/list_changed`: nothing for the vMCP to do.
                 tracing::trace!(%method, "client notification");
                 if let Some(sid) = session_id {
-                    match self.session(sid, &who) {
-                        Some(session) => session.touch(),
-                        None => return session_not_found(&Value::Null),
+                    match self.find_session(sid, &who).await {
+                        Ok(Some(session)) => session.touch(),
+                        Ok(None) => return session_not_found(&Value::Null),
+                        Err(e) => return store_unavailable(&Value::Null, &e),
                     }
                 }
                 status_only(StatusCode::ACCEPTED)
             }
             Message::Response { id, outcome } => {
-                let session = session_id.and_then(|sid| self.session(sid, &who));
+                let session = match session_id {
+                    Some(sid) => match self.find_session(sid, &who).await {
+                        Ok(s) => s,
+                        Err(e) => return store_unavailable(&Value::Null, &e),
+                    },
+                    None => None,
+                };
                 match session {
                     Some(session) => {
                         session.touch();
@@ -223,8 +265,10 @@ impl Edge {
         }
     }
 
-    /// `initialize`: a new session, with nothing asked of any backend.
-    fn initialize(&self, id: &Value, params: &Value, who: Identity) -> Response<Body> {
+    /// `initialize`: a new session, with nothing asked of any backend (kept in the
+    /// shared store before the answer, if there is one: the client's next request may
+    /// go to any replica).
+    async fn initialize(&self, id: &Value, params: &Value, who: Identity) -> Response<Body> {
         let requested = params
             .get("protocolVersion")
             .and_then(Value::as_str)
@@ -234,20 +278,26 @@ impl Edge {
         } else {
             modern::LEGACY_VERSIONS[0]
         };
-        let session = Arc::new(ClientSession::new(
-            version.to_string(),
-            params
-                .get("capabilities")
-                .cloned()
-                .unwrap_or_else(|| json!({})),
-            params
-                .get("clientInfo")
-                .cloned()
-                .unwrap_or_else(|| json!({})),
-            who.sub,
-        ));
+        let session = Arc::new(
+            ClientSession::new(
+                version.to_string(),
+                params
+                    .get("capabilities")
+                    .cloned()
+                    .unwrap_or_else(|| json!({})),
+                params
+                    .get("clientInfo")
+                    .cloned()
+                    .unwrap_or_else(|| json!({})),
+                who.sub,
+            )
+            .stored_in(self.store.clone()),
+        );
         session.touch();
         let sid = session.id.clone();
+        if let Err(e) = session.persist().await {
+            return store_unavailable(id, &e);
+        }
         self.clients.sessions.insert(session);
         let result = json!({
             "protocolVersion": version,
@@ -468,7 +518,7 @@ impl Edge {
     }
 
     /// GET: a legacy session's stream for notifications and our requests.
-    fn get(&self, headers: &HeaderMap, who: &Identity) -> Response<Body> {
+    async fn get(&self, headers: &HeaderMap, who: &Identity) -> Response<Body> {
         let Some(sid) = header(headers, SESSION) else {
             if header(headers, "mcp-protocol-version") == Some(modern::VERSION) {
                 return status_only(StatusCode::METHOD_NOT_ALLOWED);
@@ -482,8 +532,10 @@ impl Edge {
                 ),
             );
         };
-        let Some(session) = self.session(sid, who) else {
-            return session_not_found(&Value::Null);
+        let session = match self.find_session(sid, who).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return session_not_found(&Value::Null),
+            Err(e) => return store_unavailable(&Value::Null, &e),
         };
         if !header(headers, "accept").is_some_and(|a| a.contains("text/event-stream")) {
             return status_only(StatusCode::NOT_ACCEPTABLE);
@@ -505,14 +557,57 @@ impl Edge {
         let Some(sid) = header(headers, SESSION) else {
             return status_only(StatusCode::METHOD_NOT_ALLOWED);
         };
-        if self.session(sid, who).is_none() {
-            return session_not_found(&Value::Null);
+        match self.find_session(sid, who).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return session_not_found(&Value::Null),
+            Err(e) => return store_unavailable(&Value::Null, &e),
         }
         let Some(session) = self.clients.sessions.remove(sid) else {
             return session_not_found(&Value::Null);
         };
-        self.router.close_sessions_of(&session.id, "closed").await;
+        match &self.store {
+            None => self.router.close_sessions_of(&session.id, "closed").await,
+            Some(store) => {
+                // Its backend sessions, wherever they were opened, end with it; so does
+                // every replica's copy.
+                let recorded = session.state().backend_sessions;
+                self.router
+                    .end_recorded_sessions(&session.id, &recorded)
+                    .await;
+                let _ = store.delete(&session.id).await;
+                let _ = store
+                    .publish(&Event::Ended {
+                        session: session.id.clone(),
+                        from: store.replica.clone(),
+                    })
+                    .await;
+            }
+        }
         status_only(StatusCode::NO_CONTENT)
+    }
+
+    /// What another replica said: a notification for a session whose stream is open
+    /// here, or a session that ended.
+    pub(crate) fn heard(&self, event: Event) {
+        let me = self.store.as_ref().map(|s| s.replica.as_str());
+        let (session, from) = match &event {
+            Event::Notify { session, from, .. } | Event::Ended { session, from } => (session, from),
+        };
+        if Some(from.as_str()) == me {
+            return; // its own
+        }
+        match &event {
+            Event::Notify { message, .. } => {
+                if let Some(s) = self.clients.sessions.get(session) {
+                    s.send(Bytes::from(message.to_string()));
+                }
+            }
+            Event::Ended { .. } => {
+                if self.clients.sessions.remove(session).is_some() {
+                    self.router.forget_sessions_of(session);
+                }
+            }
+        }
     }
 
     /// Ends the sessions idle for `sessionIdleTimeout`, and their backend sessions.
@@ -523,15 +618,26 @@ impl Edge {
             .sessions
             .expire(std::time::Instant::now(), idle)
         {
+            if session.is_stored() {
+                // Idle here, maybe busy at another replica: only this copy goes (the
+                // store's TTL ends the session itself).
+                self.router.forget_sessions_of(&session.id);
+                continue;
+            }
             tracing::debug!(session = %session.id, ?idle, "client session expired");
             self.router.close_sessions_of(&session.id, "expired").await;
         }
     }
 
-    /// Ends every session (shutdown).
+    /// Ends every session (shutdown); with a shared store, only lets go of them: they go
+    /// on at the other replicas, or at this one after its restart.
     pub(crate) async fn close_all(&self) {
         self.clients.sessions.drain();
-        self.router.close_all_sessions().await;
+        if self.store.is_some() {
+            self.router.forget_all_sessions();
+        } else {
+            self.router.close_all_sessions().await;
+        }
     }
 
     /// Client session `id`'s resumable state: what another replica would need to go on
@@ -626,6 +732,28 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 fn accepts_streams(headers: &HeaderMap) -> bool {
     header(headers, "accept").is_some_and(|a| a.contains("text/event-stream") || a.contains("*/*"))
+}
+
+/// The session store could not answer in time: HTTP 200 with a JSON-RPC error for a
+/// request (the session is not lost, and MCP clients end theirs on a 5xx), 503 otherwise.
+fn store_unavailable(id: &Value, e: &StoreError) -> Response<Body> {
+    let status = if id.is_null() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let mut r = error_response(
+        status,
+        id,
+        &RpcError::new(
+            codes::SESSION_STORE_UNAVAILABLE,
+            format!("{e} is unavailable: the session is kept; retry shortly"),
+        )
+        .with_data(json!({"retryAfterSeconds": 1})),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 fn session_not_found(id: &Value) -> Response<Body> {

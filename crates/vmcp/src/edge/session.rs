@@ -18,7 +18,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::message;
-use crate::upstream::Owner;
+use crate::store::{Event, RedisStore};
+use crate::upstream::{BackendSession, Owner};
 
 /// Everything needed to resume a client session elsewhere: small and serializable, so a
 /// later step can hand it to another replica without a shared store.
@@ -33,10 +34,13 @@ pub struct Resumable {
     pub client_info: Value,
     /// The log level it set (applied to each backend session when opened).
     pub log_level: Option<Value>,
-    /// Backend name → the backend's session id, for the backend sessions open now.
-    pub backend_sessions: std::collections::BTreeMap<String, String>,
+    /// Backend name → its backend session, for the backend sessions open now.
+    pub backend_sessions: std::collections::BTreeMap<String, BackendSession>,
     /// Who opened the session (the token's `sub`): only they may use it.
     pub owner: Option<String>,
+    /// Resources it subscribed to through shared clients (the URIs it knows).
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
 }
 
 /// The answer a client gave to one of our requests.
@@ -62,6 +66,14 @@ pub(crate) struct ClientSession {
     epoch: Instant,
     /// Resources it subscribed to through shared clients (by the URI it knows).
     watched: Mutex<HashSet<String>>,
+    /// Its backend sessions, by backend (what the store keeps).
+    backends: Mutex<std::collections::BTreeMap<String, BackendSession>>,
+    /// The backend sessions it had when resumed here from the store.
+    resumed: std::collections::BTreeMap<String, BackendSession>,
+    /// The shared store, when sessions outlive this replica.
+    store: Option<Arc<RedisStore>>,
+    /// When its TTL in the store was last renewed (ms since `epoch`).
+    renewed: AtomicU64,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -82,9 +94,19 @@ impl ClientSession {
         client_info: Value,
         owner: Option<Arc<str>>,
     ) -> Self {
+        Self::with_id(new_id(), protocol_version, capabilities, client_info, owner)
+    }
+
+    fn with_id(
+        id: String,
+        protocol_version: String,
+        capabilities: Value,
+        client_info: Value,
+        owner: Option<Arc<str>>,
+    ) -> Self {
         let epoch = Instant::now();
         ClientSession {
-            id: new_id(),
+            id,
             protocol_version,
             capabilities,
             client_info,
@@ -96,13 +118,83 @@ impl ClientSession {
             last_seen: AtomicU64::new(0),
             epoch,
             watched: Mutex::new(HashSet::new()),
+            backends: Mutex::default(),
+            resumed: std::collections::BTreeMap::new(),
+            store: None,
+            renewed: AtomicU64::new(0),
         }
     }
 
-    /// Marks the session as used now.
+    /// The session kept in `store` (its TTL renewed as it is used, its backend sessions
+    /// recorded as they open).
+    pub(crate) fn stored_in(mut self, store: Option<Arc<RedisStore>>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Session `id` as another replica (or this one before a restart) left it.
+    pub(crate) fn resumed(id: &str, state: Resumable, store: Arc<RedisStore>) -> Self {
+        let mut s = Self::with_id(
+            id.to_string(),
+            state.protocol_version,
+            state.capabilities,
+            state.client_info,
+            state.owner.map(Arc::from),
+        );
+        *lock(&s.log_level) = state.log_level;
+        *lock(&s.watched) = state.subscriptions.into_iter().collect();
+        *lock(&s.backends) = state.backend_sessions.clone();
+        s.resumed = state.backend_sessions;
+        s.store = Some(store);
+        s
+    }
+
+    /// Its state as the store keeps it.
+    pub(crate) fn state(&self) -> Resumable {
+        Resumable {
+            protocol_version: self.protocol_version.clone(),
+            capabilities: self.capabilities.clone(),
+            client_info: self.client_info.clone(),
+            owner: self.owner.as_deref().map(str::to_string),
+            log_level: lock(&self.log_level).clone(),
+            backend_sessions: lock(&self.backends).clone(),
+            subscriptions: lock(&self.watched).iter().cloned().collect(),
+        }
+    }
+
+    /// Writes its state to the store (if any); the error if that failed.
+    pub(crate) async fn persist(&self) -> Result<(), crate::store::StoreError> {
+        match &self.store {
+            Some(store) => store.save(&self.id, &self.state()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether it lives in a shared store.
+    pub(crate) fn is_stored(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Marks the session as used now; in a shared store its TTL is renewed too (at
+    /// most once per `every`, without waiting).
     pub(crate) fn touch(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64;
         self.last_seen.store(ms, Ordering::Relaxed);
+        if let Some(store) = &self.store {
+            let every = (store.ttl().as_millis() as u64 / 10).max(1000);
+            let last = self.renewed.load(Ordering::Relaxed);
+            if ms.saturating_sub(last) >= every
+                && self
+                    .renewed
+                    .compare_exchange(last, ms.max(1), Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                let (store, id) = (store.clone(), self.id.clone());
+                tokio::spawn(async move {
+                    let _ = store.touch(&id).await;
+                });
+            }
+        }
     }
 
     fn idle_for(&self, now: Instant) -> Duration {
@@ -166,18 +258,15 @@ impl ClientSession {
         lock(&self.watched).contains(uri)
     }
 
-    /// The session's resumable state, with `backend_sessions` (backend name → session id).
+    /// The session's resumable state, with `backend_sessions` as the backends have
+    /// them now.
     pub(crate) fn resumable(
         &self,
-        backend_sessions: std::collections::BTreeMap<String, String>,
+        backend_sessions: std::collections::BTreeMap<String, BackendSession>,
     ) -> Resumable {
         Resumable {
-            protocol_version: self.protocol_version.clone(),
-            capabilities: self.capabilities.clone(),
-            client_info: self.client_info.clone(),
-            owner: self.owner.as_deref().map(str::to_string),
-            log_level: lock(&self.log_level).clone(),
             backend_sessions,
+            ..self.state()
         }
     }
 }
@@ -201,20 +290,71 @@ impl Owner for ClientSession {
 
     fn set_log_level(&self, level: Value) {
         *lock(&self.log_level) = Some(level);
+        self.save_later();
     }
 
     fn watch_shared(&self, uri: &str, on: bool) {
-        let mut watched = lock(&self.watched);
-        if on {
-            watched.insert(uri.to_string());
-        } else {
-            watched.remove(uri);
+        {
+            let mut watched = lock(&self.watched);
+            if on {
+                watched.insert(uri.to_string());
+            } else {
+                watched.remove(uri);
+            }
         }
+        self.save_later();
     }
 
     fn notify(&self, note: Notification) {
         let params = note.params.unwrap_or_else(|| serde_json::json!({}));
-        self.send(message::notification(&note.method, &params));
+        let message = message::notification(&note.method, &params);
+        if self.send(message.clone()) {
+            return;
+        }
+        // Its stream may be open on another replica: tell them all.
+        if let Some(store) = &self.store {
+            let event = Event::Notify {
+                session: self.id.clone(),
+                message: serde_json::from_slice(&message).unwrap_or_default(),
+                from: store.replica.clone(),
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let _ = store.publish(&event).await;
+            });
+        }
+    }
+
+    fn resumed(&self, backend: &str) -> Option<BackendSession> {
+        self.resumed.get(backend).cloned()
+    }
+
+    fn opened(
+        &self,
+        backend: &str,
+        session: BackendSession,
+    ) -> futures_util::future::BoxFuture<'_, ()> {
+        let changed =
+            lock(&self.backends).insert(backend.to_string(), session.clone()) != Some(session);
+        Box::pin(async move {
+            // Before the call that opened it answers: the client's next request may go to
+            // any replica, which must find this backend session.
+            if changed {
+                let _ = self.persist().await;
+            }
+        })
+    }
+}
+
+impl ClientSession {
+    /// Saves its state in the background (a change nobody waits for).
+    fn save_later(&self) {
+        if let Some(store) = &self.store {
+            let (store, id, state) = (store.clone(), self.id.clone(), self.state());
+            tokio::spawn(async move {
+                let _ = store.save(&id, &state).await;
+            });
+        }
     }
 }
 
@@ -227,6 +367,14 @@ pub(crate) struct Sessions {
 impl Sessions {
     pub(crate) fn insert(&self, session: Arc<ClientSession>) {
         write(&self.map).insert(session.id.clone(), session);
+    }
+
+    /// Inserts `session` unless one with its id is held already; the one held.
+    pub(crate) fn insert_or_get(&self, session: Arc<ClientSession>) -> Arc<ClientSession> {
+        write(&self.map)
+            .entry(session.id.clone())
+            .or_insert(session)
+            .clone()
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<ClientSession>> {

@@ -323,13 +323,20 @@ impl Router {
     pub(crate) async fn backend_sessions_of(
         &self,
         id: &str,
-    ) -> std::collections::BTreeMap<String, String> {
+    ) -> std::collections::BTreeMap<String, crate::upstream::BackendSession> {
         let mut ids = std::collections::BTreeMap::new();
         for u in self.upstreams().iter() {
             if let Some(client) = u.session_of(id)
                 && let Some(sid) = client.session_id().await
             {
-                ids.insert(u.name().to_string(), sid);
+                let protocol_version = client.server_info().await.protocol_version;
+                ids.insert(
+                    u.name().to_string(),
+                    crate::upstream::BackendSession {
+                        id: sid,
+                        protocol_version,
+                    },
+                );
             }
         }
         ids
@@ -339,6 +346,38 @@ impl Router {
     pub(crate) async fn close_sessions_of(&self, id: &str, event: &'static str) {
         let upstreams = self.upstreams();
         futures_util::future::join_all(upstreams.iter().map(|u| u.close_session(id, event))).await;
+    }
+
+    /// Ends client session `id`'s backend sessions as the store recorded them (the client
+    /// ended a session other replicas opened some of).
+    pub(crate) async fn end_recorded_sessions(
+        &self,
+        id: &str,
+        recorded: &std::collections::BTreeMap<String, crate::upstream::BackendSession>,
+    ) {
+        let upstreams = self.upstreams();
+        let ending = upstreams.iter().map(|u| async move {
+            match recorded.get(u.name()) {
+                Some(session) => u.end_session(id, session).await,
+                None => u.close_session(id, "closed").await,
+            }
+        });
+        futures_util::future::join_all(ending).await;
+    }
+
+    /// Lets go of client session `id`'s backend sessions without ending them.
+    pub(crate) fn forget_sessions_of(&self, id: &str) {
+        for u in self.upstreams().iter() {
+            u.forget_session(id);
+        }
+    }
+
+    /// Lets go of every backend session without ending them (shutdown with a shared
+    /// store: the sessions go on at other replicas).
+    pub(crate) fn forget_all_sessions(&self) {
+        for u in self.upstreams().iter() {
+            u.forget_all_sessions();
+        }
     }
 
     /// Ends every backend session (shutdown).

@@ -37,6 +37,7 @@ use crate::config::{BackendConfig, VmcpConfig};
 pub use health::{Changes, Health, TokioClock};
 pub use lists::BackendLists;
 use monitor::MonitorSettings;
+pub use sessions::BackendSession;
 pub(crate) use sessions::Owner;
 pub use signals::Signals;
 
@@ -485,7 +486,7 @@ impl Upstream {
         // A legacy client keeps its session semantics: where the backend takes the
         // handshake (a 2026-07-28 server may too, without saying so in discover), the
         // client gets a handshake-era session of its own, as it would directly.
-        match self.sessions.get_or_open(owner).await {
+        match self.sessions.get_or_open(owner, &shared).await {
             Ok(client) => Ok(client),
             Err(e) if modern && e.is_refused_handshake() => {
                 // It refused the handshake: 2026-07-28 only, for every client.
@@ -525,6 +526,27 @@ impl Upstream {
     /// Ends client session `id`'s backend session, counting it as `event`.
     pub(crate) async fn close_session(&self, id: &str, event: &'static str) {
         self.sessions.close(id, event).await;
+    }
+
+    /// Lets go of client session `id`'s backend session without ending it.
+    pub(crate) fn forget_session(&self, id: &str) {
+        self.sessions.forget(id);
+    }
+
+    /// Lets go of every backend session without ending them.
+    pub(crate) fn forget_all_sessions(&self) {
+        self.sessions.forget_all();
+    }
+
+    /// Ends client session `id`'s backend session `session`: through the client this
+    /// replica has for it, or one made for the purpose (another replica opened it).
+    pub(crate) async fn end_session(&self, id: &str, session: &BackendSession) {
+        if self.sessions.of(id).is_some() {
+            self.sessions.close(id, "closed").await;
+        } else if let Ok(shared) = self.client().await {
+            self.sessions.end_elsewhere(session, &shared).await;
+            metrics::counter!("toolhive_vmcp_backend_sessions_total", "backend" => self.name().to_string(), "event" => "closed").increment(1);
+        }
     }
 
     /// Ends every backend session (the upstream goes away, or the vMCP stops).

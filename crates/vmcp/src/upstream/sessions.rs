@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use hale_mcp::{McpClient, McpError, Notification, codes};
+use hale_mcp::{McpClient, McpError, Notification, ServerInfo, codes};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
@@ -35,6 +36,31 @@ pub(crate) trait Owner: Send + Sync + 'static {
     /// A notification from the client's own backend session outside any call (its GET
     /// stream: resource updates, log messages). `*/list_changed` never comes here.
     fn notify(&self, note: Notification);
+    /// The backend session this client session had with `backend` when it was resumed
+    /// here from the session store (opened by another replica, or before a restart).
+    fn resumed(&self, _backend: &str) -> Option<BackendSession> {
+        None
+    }
+    /// Its backend session with `backend` is open (or was opened again) as `session`;
+    /// done once that is recorded where it must be.
+    fn opened(
+        &self,
+        _backend: &str,
+        _session: BackendSession,
+    ) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// A client session's backend session, as the session store keeps it: enough for any
+/// replica to go on with the same backend session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendSession {
+    /// The backend's `Mcp-Session-Id`.
+    pub id: String,
+    /// The protocol version agreed with the backend.
+    pub protocol_version: String,
 }
 
 type Cell = Arc<OnceCell<Arc<McpClient>>>;
@@ -70,10 +96,12 @@ impl BackendSessions {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// `owner`'s backend session, opened now if it has none.
+    /// `owner`'s backend session, opened now if it has none (or, for a client session
+    /// resumed from the store, taken over as it was, described by `shared`'s handshake).
     pub(crate) async fn get_or_open(
         &self,
         owner: &Arc<dyn Owner>,
+        shared: &McpClient,
     ) -> Result<Arc<McpClient>, McpError> {
         let cell = {
             let mut by_client = self.lock();
@@ -82,10 +110,16 @@ impl BackendSessions {
                 None => by_client.entry(Arc::from(owner.id())).or_default().clone(),
             }
         };
-        cell.get_or_try_init(|| self.open_for(owner)).await.cloned()
+        cell.get_or_try_init(|| self.open_for(owner, shared))
+            .await
+            .cloned()
     }
 
-    async fn open_for(&self, owner: &Arc<dyn Owner>) -> Result<Arc<McpClient>, McpError> {
+    async fn open_for(
+        &self,
+        owner: &Arc<dyn Owner>,
+        shared: &McpClient,
+    ) -> Result<Arc<McpClient>, McpError> {
         let name = self.target.name().to_string();
         let limit = self.limit;
         if self
@@ -106,19 +140,51 @@ impl BackendSessions {
                 data: Some(json!({"backend": name, "maxSessionsPerBackend": limit})),
             });
         }
-        let kind = ClientKind::Session {
+        let kind = || ClientKind::Session {
             capabilities: owner.capabilities().clone(),
             client_info: owner.client_info().clone(),
         };
-        let client = match self.target.connect(kind).await {
-            Ok(c) => Arc::new(c),
-            Err(e) => {
-                self.open.fetch_sub(1, Ordering::AcqRel);
-                return Err(e);
+        // Resumed from the store: the same backend session, no new handshake.
+        let resumed = match owner.resumed(&name) {
+            Some(was) => {
+                let shared_info = shared.server_info().await;
+                let info = ServerInfo {
+                    protocol_version: was.protocol_version.clone(),
+                    ..shared_info
+                };
+                self.target.resume(kind(), &was.id, info).await.ok()
             }
+            None => None,
+        };
+        let event = if resumed.is_some() {
+            "resumed"
+        } else {
+            "opened"
+        };
+        let client = match resumed {
+            Some(c) => Arc::new(c),
+            None => match self.target.connect(kind()).await {
+                Ok(c) => Arc::new(c),
+                Err(e) => {
+                    self.open.fetch_sub(1, Ordering::AcqRel);
+                    return Err(e);
+                }
+            },
         };
         metrics::gauge!("toolhive_vmcp_backend_sessions", "backend" => name.clone()).increment(1.0);
-        metrics::counter!("toolhive_vmcp_backend_sessions_total", "backend" => name, "event" => "opened").increment(1);
+        metrics::counter!("toolhive_vmcp_backend_sessions_total", "backend" => name.clone(), "event" => event).increment(1);
+        if let Some(id) = client.session_id().await {
+            let protocol_version = client.server_info().await.protocol_version;
+            owner
+                .opened(
+                    &name,
+                    BackendSession {
+                        id,
+                        protocol_version,
+                    },
+                )
+                .await;
+        }
         forward_notifications(&client, Arc::downgrade(owner));
         if let Some(level) = owner.log_level()
             && client.server_info().await.has("logging")
@@ -141,6 +207,40 @@ impl BackendSessions {
         let cell = self.lock().remove(id);
         if let Some(client) = cell.as_ref().and_then(|c| c.get()) {
             self.closed(event);
+            client.close().await;
+        }
+    }
+
+    /// Lets go of client session `id`'s backend session without ending it (another
+    /// replica serves that client now, or will after a restart).
+    pub(crate) fn forget(&self, id: &str) {
+        let cell = self.lock().remove(id);
+        if cell.as_ref().is_some_and(|c| c.get().is_some()) {
+            self.closed("handed_over");
+        }
+    }
+
+    /// Lets go of every backend session without ending them (shutdown, with sessions
+    /// kept in a shared store).
+    pub(crate) fn forget_all(&self) {
+        let cells: Vec<Cell> = self.lock().drain().map(|(_, c)| c).collect();
+        for _ in cells.iter().filter(|c| c.get().is_some()) {
+            self.closed("handed_over");
+        }
+    }
+
+    /// Ends backend session `session` of a client session this replica holds no client
+    /// for (opened by another replica): DELETE through a client made for it.
+    pub(crate) async fn end_elsewhere(&self, session: &BackendSession, shared: &McpClient) {
+        let info = ServerInfo {
+            protocol_version: session.protocol_version.clone(),
+            ..shared.server_info().await
+        };
+        let kind = ClientKind::Session {
+            capabilities: json!({}),
+            client_info: json!({}),
+        };
+        if let Ok(client) = self.target.resume(kind, &session.id, info).await {
             client.close().await;
         }
     }

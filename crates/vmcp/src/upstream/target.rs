@@ -66,6 +66,31 @@ impl Target {
         McpClient::connect(&self.config.url, options).await
     }
 
+    /// A client of backend session `session_id`, opened earlier by another replica (or
+    /// before a restart), taken over with no handshake.
+    pub(crate) async fn resume(
+        &self,
+        kind: ClientKind,
+        session_id: &str,
+        info: hale_mcp::ServerInfo,
+    ) -> Result<McpClient, McpError> {
+        let ClientKind::Session {
+            capabilities,
+            client_info,
+        } = kind
+        else {
+            return self.connect(kind).await;
+        };
+        let options = ClientOptions {
+            capabilities: Some(capabilities),
+            client_info: Some(client_info),
+            listen: false,
+            era: hale_mcp::Era::Legacy,
+            ..self.base()
+        };
+        McpClient::resume(&self.config.url, options, session_id, info).await
+    }
+
     fn base(&self) -> ClientOptions {
         ClientOptions {
             transport: self.config.transport,
