@@ -325,8 +325,22 @@ impl Owner for ClientSession {
         }
     }
 
-    fn resumed(&self, backend: &str) -> Option<BackendSession> {
-        self.resumed.get(backend).cloned()
+    fn resumed<'a>(
+        &'a self,
+        backend: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Option<BackendSession>> {
+        Box::pin(async move {
+            if let Some(known) = self.resumed.get(backend) {
+                return Some(known.clone());
+            }
+            // Another replica may have opened one since this copy was made: the store
+            // knows (one read, only when this replica is about to open its own).
+            let store = self.store.as_ref()?;
+            let stored = store.load(&self.id).await.ok()??;
+            let found = stored.backend_sessions.get(backend).cloned()?;
+            lock(&self.backends).insert(backend.to_string(), found.clone());
+            Some(found)
+        })
     }
 
     fn opened(
@@ -339,9 +353,20 @@ impl Owner for ClientSession {
         Box::pin(async move {
             // Before the call that opened it answers: the client's next request may go to
             // any replica, which must find this backend session.
-            if changed {
-                let _ = self.persist().await;
+            if !changed {
+                return;
             }
+            // This copy may not know backend sessions other replicas recorded since:
+            // keep theirs for the other backends.
+            if let Some(store) = &self.store
+                && let Ok(Some(stored)) = store.load(&self.id).await
+            {
+                let mut backends = lock(&self.backends);
+                for (name, session) in stored.backend_sessions {
+                    backends.entry(name).or_insert(session);
+                }
+            }
+            let _ = self.persist().await;
         })
     }
 }

@@ -36,10 +36,13 @@ pub(crate) trait Owner: Send + Sync + 'static {
     /// A notification from the client's own backend session outside any call (its GET
     /// stream: resource updates, log messages). `*/list_changed` never comes here.
     fn notify(&self, note: Notification);
-    /// The backend session this client session had with `backend` when it was resumed
-    /// here from the session store (opened by another replica, or before a restart).
-    fn resumed(&self, _backend: &str) -> Option<BackendSession> {
-        None
+    /// The backend session this client session already has with `backend` elsewhere
+    /// (opened by another replica, or before a restart), as the session store has it.
+    fn resumed<'a>(
+        &'a self,
+        _backend: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Option<BackendSession>> {
+        Box::pin(async { None })
     }
     /// Its backend session with `backend` is open (or was opened again) as `session`;
     /// done once that is recorded where it must be.
@@ -145,7 +148,7 @@ impl BackendSessions {
             client_info: owner.client_info().clone(),
         };
         // Resumed from the store: the same backend session, no new handshake.
-        let resumed = match owner.resumed(&name) {
+        let resumed = match owner.resumed(&name).await {
             Some(was) => {
                 let shared_info = shared.server_info().await;
                 let info = ServerInfo {
