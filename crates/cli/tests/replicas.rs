@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hale_mcp::{ClientOptions, McpClient, McpError};
+use hale_testkit::redis::RedisServer;
 use hale_testkit::{ServerConfig, TestServer};
 use serde_json::json;
 
@@ -80,34 +81,16 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(backend: &TestServer) -> (Bench, Proc, Proc) {
+    fn new(backend: &TestServer) -> (Bench, RedisServer, Proc) {
         let dir = std::env::temp_dir().join(format!("hale-replicas-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let redis_port = free_port();
-        let redis = Proc(
-            Command::new(binary("redis-server"))
-                .args([
-                    "--port",
-                    &redis_port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .current_dir(&dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_listening(redis_port, "redis-server");
+        let redis = RedisServer::start().unwrap();
+        let address = redis.address();
         let config = dir.join("vmcp.yaml");
         std::fs::write(
             &config,
             format!(
-                "name: replicated\nlisten: 127.0.0.1:0\nsessionStorage: {{provider: redis, address: \"127.0.0.1:{redis_port}\", keyPrefix: \"test:\", timeout: 500ms}}\nbackends:\n  - {{name: kit, url: \"{}\"}}\noperational:\n  failureHandling: {{healthCheckInterval: 500ms, healthCheckTimeout: 400ms}}\n",
+                "name: replicated\nlisten: 127.0.0.1:0\nsessionStorage: {{provider: redis, address: \"{address}\", keyPrefix: \"test:\", timeout: 500ms}}\nbackends:\n  - {{name: kit, url: \"{}\"}}\noperational:\n  failureHandling: {{healthCheckInterval: 500ms, healthCheckTimeout: 400ms}}\n",
                 backend.url()
             ),
         )
@@ -291,7 +274,7 @@ async fn a_session_lives_on_across_replicas_killed_and_restarted() {
 
     // Redis frozen: a replica that must ask it answers -31009 within the timeout (one
     // holding the session serves it); thawed, every replica serves again.
-    redis.signal("-STOP");
+    redis.freeze();
     let mut unavailable = 0;
     for _ in 0..6 {
         let started = Instant::now();
@@ -314,7 +297,7 @@ async fn a_session_lives_on_across_replicas_killed_and_restarted() {
         }
     }
     assert_eq!(unavailable, 6);
-    redis.signal("-CONT");
+    redis.thaw();
     for _ in 0..3 {
         expected += 1;
         assert_eq!(count(&a).await.unwrap(), expected, "after Redis thawed");

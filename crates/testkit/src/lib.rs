@@ -32,6 +32,7 @@ mod mrtr;
 pub mod nginx;
 pub mod pki;
 pub mod process;
+pub mod redis;
 mod server;
 
 use std::collections::BTreeMap;
