@@ -101,6 +101,7 @@ fn main() {
                 "auth",
                 "eras",
                 "sessions",
+                "store",
                 "breaker",
                 "detection",
                 "monitor",
@@ -126,6 +127,9 @@ fn main() {
     }
     if wanted("sessions") {
         rt.block_on(sessions());
+    }
+    if wanted("store") {
+        rt.block_on(store());
     }
     if wanted("bigtools") {
         rt.block_on(big_tools(&url));
@@ -500,6 +504,139 @@ fn auth(backend: &str, issuer: &hale_testkit::TestIssuer) {
 /// stateful backends, each calling once (a backend session each), then memory per
 /// session and backend, connections to the backends; and the time to open a session
 /// with 10 backends configured, one of them hanging, against one healthy backend.
+/// `sessionStorage: redis` against memory: the same vMCP over a stateful backend, one
+/// session at c=16 (calls answered at the replica holding the session); the first call
+/// at a replica that must resume the session (a read from Redis and the backend session
+/// taken over) against the next; and the bytes Redis keeps per session.
+async fn store() {
+    let redis = hale_testkit::redis::RedisServer::start().unwrap();
+    let (_backend, backend) = spawn_backend(false);
+    let base = format!(
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: kit, url: \"{backend}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [kit]}}\n"
+    );
+    let stored = format!(
+        "{base}sessionStorage: {{provider: redis, address: \"{}\", keyPrefix: \"bench:\"}}\n",
+        redis.address()
+    );
+    let (memory, m_addr) = spawn_vmcp(&base);
+    let (redis_a, r_addr) = spawn_vmcp(&stored);
+    let (_redis_b, b_addr) = spawn_vmcp(&stored);
+    println!(
+        "\n## Sessions in Redis: tools/call count (a stateful backend: each call on the client's backend session), out-of-process load generator, {SECONDS} s per cell (last of 2 interleaved rounds)\n"
+    );
+    println!(
+        "| sessionStorage | 1 session c=16 calls/s | p50 ms | p99 ms | CPU per call |\n|---|---|---|---|---|"
+    );
+    let mut rows = Vec::new();
+    for _round in 0..2 {
+        rows.clear();
+        for (label, addr, pid) in [
+            ("memory", m_addr, memory.0.id()),
+            ("redis", r_addr, redis_a.0.id()),
+        ] {
+            let before = cpu_seconds(pid);
+            let f = generate(&format!("http://{addr}/mcp"), "count", 1, 16);
+            let cpu = (cpu_seconds(pid) - before) / f.calls as f64 * 1e6;
+            rows.push((label, f, cpu));
+        }
+    }
+    for (label, f, cpu) in &rows {
+        println!(
+            "| {label} | {:.0} | {:.3} | {:.3} | {cpu:.0} µs |",
+            f.rate, f.p50_ms, f.p99_ms
+        );
+    }
+    println!(
+        "| **redis / memory** | **{:.2}×** | **{:.2}×** | **{:.2}×** | **{:.2}×** |",
+        rows[1].1.rate / rows[0].1.rate,
+        rows[1].1.p50_ms / rows[0].1.p50_ms,
+        rows[1].1.p99_ms / rows[0].1.p99_ms,
+        rows[1].2 / rows[0].2
+    );
+
+    // Sessions opened at A, then asked at B: the first call there resumes.
+    let n = 100;
+    let options = || ClientOptions {
+        request_timeout: Duration::from_secs(10),
+        listen: false,
+        ..ClientOptions::default()
+    };
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let at_a = McpClient::connect(&format!("http://{r_addr}/mcp"), options())
+            .await
+            .unwrap();
+        at_a.call_tool("count", json!({})).await.unwrap();
+        let sid = at_a.session_id().await.unwrap();
+        for times in [&mut first, &mut second] {
+            let started = Instant::now();
+            let status = raw_call(b_addr, &sid).await;
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(status, 200);
+        }
+    }
+    let stat = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[v.len() * 99 / 100])
+    };
+    let (f50, f99) = stat(&mut first);
+    let (s50, s99) = stat(&mut second);
+    println!(
+        "\n| a call at a replica that did not hold the session ({n} sessions) | p50 ms | p99 ms |\n|---|---|---|"
+    );
+    println!(
+        "| first call there (session read from Redis, backend session taken over) | {f50:.3} | {f99:.3} |"
+    );
+    println!("| the next call there | {s50:.3} | {s99:.3} |");
+
+    // What Redis keeps per session.
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", redis.address().rsplit(':').next().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let keys = cli(&["--scan", "--pattern", "bench:session:*"]);
+    let keys: Vec<&str> = keys.lines().collect();
+    let (mut value, mut memory_usage) = (0u64, 0u64);
+    for k in &keys {
+        value += cli(&["STRLEN", k]).parse::<u64>().unwrap_or(0);
+        memory_usage += cli(&["MEMORY", "USAGE", k]).parse::<u64>().unwrap_or(0);
+    }
+    let count = keys.len().max(1) as u64;
+    println!(
+        "\n| bytes per stored session ({} sessions, one backend session each) | value (JSON) | Redis MEMORY USAGE |\n|---|---|---|\n| mean | {} | {} |",
+        keys.len(),
+        value / count,
+        memory_usage / count
+    );
+    drop(redis);
+}
+
+/// A `tools/call count` POSTed in session `sid` to the vMCP at `addr`: its status.
+async fn raw_call(addr: std::net::SocketAddr, sid: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"count","arguments":{}}}"#;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: {sid}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 async fn sessions() {
     let backends: Vec<(Reaped, String)> = (0..3).map(|_| spawn_backend(false)).collect();
     let mut yaml = String::from("listen: 127.0.0.1:0\nbackends:\n");
