@@ -270,3 +270,53 @@ fn the_operations_guide_explains_every_metric() {
     );
     assert_all_exported("docs/operations.md", &metric_names(&guide));
 }
+
+#[test]
+fn the_replicated_manifest_shares_sessions_through_redis_and_its_configuration_loads() {
+    let (objects, containers) = containers("kubernetes/vmcp-replicas.yaml");
+    let deployment = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "hale-vmcp")
+        .unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let vmcp = containers.iter().find(|c| c["name"] == "vmcp").unwrap();
+    assert_eq!(probe_path(vmcp, "readinessProbe"), "/readyz");
+    let service = objects
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "hale-vmcp")
+        .unwrap();
+    assert!(
+        service["spec"].get("sessionAffinity").is_none(),
+        "with sessions in Redis no affinity is needed"
+    );
+    let map = objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    let text = map["data"]["vmcp.yaml"].as_str().unwrap();
+    // The password comes from the Secret through the variable passwordEnv names.
+    let variable = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("passwordEnv: "))
+        .unwrap();
+    assert!(
+        vmcp["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == variable
+                && e["valueFrom"]["secretKeyRef"]["name"] == "hale-vmcp-redis"),
+        "{variable} is not set from the Secret"
+    );
+    // (Setting a variable is not possible here: check the rest of the file without it.)
+    let without = text.replace(&format!("passwordEnv: {variable}"), "");
+    let config = hale_vmcp::VmcpConfig::from_yaml("vmcp.yaml", &without).unwrap();
+    match &config.session_storage {
+        hale_vmcp::config::SessionStorage::Redis(r) => {
+            assert_eq!(r.address, "hale-vmcp-redis:6379");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["kind"] == "Service" && o["metadata"]["name"] == "hale-vmcp-redis")
+    );
+}

@@ -57,4 +57,7 @@ pub const METRICS: &[&str] = &[
     "toolhive_vmcp_config_reloads_total",
     "toolhive_vmcp_config_last_reload_successful",
     "toolhive_vmcp_panic_mode",
+    "toolhive_vmcp_session_store_errors_total",
+    "toolhive_vmcp_session_store_duration_seconds",
+    "toolhive_vmcp_client_sessions_resumed_total",
 ];

@@ -294,6 +294,10 @@ fn needs_restart(before: &VmcpConfig, after: &VmcpConfig) -> Vec<&'static str> {
         "operational.sessionIdleTimeout",
         before.session_idle_timeout != after.session_idle_timeout,
     );
+    differs(
+        "sessionStorage",
+        before.session_storage != after.session_storage,
+    );
     keys
 }
 

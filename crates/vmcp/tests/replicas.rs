@@ -157,3 +157,42 @@ async fn without_redis_at_start_new_sessions_get_a_clear_error_until_it_comes() 
     drop(redis);
     stop.cancel();
 }
+
+#[test]
+fn session_storage_mistakes_name_their_key_and_never_the_password() {
+    let cases = [
+        (
+            "{provider: mongo}",
+            "sessionStorage.provider: expected memory or redis",
+        ),
+        (
+            "{provider: redis}",
+            "sessionStorage.address: required with provider redis",
+        ),
+        (
+            "{provider: redis, address: redis}",
+            "sessionStorage.address: expected host:port",
+        ),
+        (
+            "{provider: redis, address: \"r:6379\", passwordEnv: HALE_TEST_SURELY_UNSET_VARIABLE}",
+            "sessionStorage.passwordEnv: the environment variable HALE_TEST_SURELY_UNSET_VARIABLE is not set",
+        ),
+        (
+            "{provider: redis, address: \"r:6379\", timeout: 0s}",
+            "sessionStorage.timeout",
+        ),
+        (
+            "{provider: redis, address: \"r:6379\", pasword: x}",
+            "pasword",
+        ),
+    ];
+    for (storage, expected) in cases {
+        let yaml = format!(
+            "sessionStorage: {storage}\nbackends:\n  - {{name: a, url: \"http://127.0.0.1:1/mcp\"}}\n"
+        );
+        let e = hale_vmcp::VmcpConfig::from_yaml("vmcp.yaml", &yaml)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(expected), "{storage}\n  gave: {e}");
+    }
+}
