@@ -298,6 +298,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
     )?;
 
     let stdio_failures = crate::stdio::run(&paths, tally)?;
+    let replica_failures = crate::replicas::run(&paths, tally)?;
 
     let client_failures = rows.iter().filter(|r| r.contains("| FAIL |")).count();
     if client_failures > 0
@@ -305,6 +306,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         || !blip_failures.is_empty()
         || !auth_failures.is_empty()
         || !stdio_failures.is_empty()
+        || !replica_failures.is_empty()
         || withdrawal_failures > 0
         || !testkit_failures.is_empty()
         || !vmcp_failures.is_empty()
@@ -313,7 +315,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         return Err(format!(
             "interop: {client_failures} client target(s) failed; {withdrawal_failures} withdrawal step(s) failed; \
              testkit conformance failures: {testkit_failures:?}; through hale vmcp: {vmcp_failures:?}; \
-             proxy transparency differences: {transparency:?}; eras, listen and sessions: {era_failures:?}; auth: {auth_failures:?}; network blip: {blip_failures:?}; stdio: {stdio_failures:?}"
+             proxy transparency differences: {transparency:?}; eras, listen and sessions: {era_failures:?}; auth: {auth_failures:?}; network blip: {blip_failures:?}; stdio: {stdio_failures:?}; replicas: {replica_failures:?}"
         ));
     }
     Ok(())

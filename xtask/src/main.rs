@@ -15,6 +15,7 @@ mod auth;
 mod blip;
 mod eras;
 mod interop;
+mod replicas;
 mod servers;
 mod stdio;
 mod tally;
@@ -74,6 +75,30 @@ fn main() -> ExitCode {
                 })
                 .and_then(none_failed);
             println!("auth: {} passed, {} failed", tally.passed, tally.failed);
+            result
+        }
+        Some("replicas") => {
+            // The sessions-across-replicas part of `interop` alone.
+            let root = workspace_root();
+            let dir = root.join("target/interop");
+            let bin = root.join("target/debug");
+            let python = dir.join("venv/bin/python");
+            let mut tally = Tally::default();
+            let result = interop::install_all(&dir)
+                .and_then(|()| cargo(&["build", "-q", "-p", "hale", "-p", "hale-testkit"], &[]))
+                .and_then(|()| {
+                    replicas::run(
+                        &servers::Paths {
+                            root: &root,
+                            dir: &dir,
+                            bin: &bin,
+                            python: &python,
+                        },
+                        &mut tally,
+                    )
+                })
+                .and_then(none_failed);
+            println!("replicas: {} passed, {} failed", tally.passed, tally.failed);
             result
         }
         Some("stdio") => {
