@@ -49,6 +49,9 @@ use crate::route::{Caller, Router};
 use crate::store::{Event, RedisStore, StoreError};
 use crate::upstream::Owner;
 
+/// With sessions in a shared store, at most this many are held here at once.
+pub(crate) const LOCAL_SESSIONS: usize = 10_000;
+
 /// Request bodies larger than this get 413.
 pub(crate) const MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -160,6 +163,7 @@ impl Edge {
         }
         let resumed = Arc::new(ClientSession::resumed(sid, state, store.clone()));
         let session = self.clients.sessions.insert_or_get(resumed);
+        self.bound_local_copies();
         metrics::counter!("toolhive_vmcp_client_sessions_resumed_total").increment(1);
         tracing::debug!(session = %sid, "client session resumed from the session store");
         Ok(Some(session))
@@ -299,6 +303,7 @@ impl Edge {
             return store_unavailable(id, &e);
         }
         self.clients.sessions.insert(session);
+        self.bound_local_copies();
         let result = json!({
             "protocolVersion": version,
             "capabilities": {
@@ -584,6 +589,17 @@ impl Edge {
             }
         }
         status_only(StatusCode::NO_CONTENT)
+    }
+
+    /// With a shared store, this replica's copies of sessions are a cache: past
+    /// [`LOCAL_SESSIONS`] the idlest tenth are let go (not ended: the store keeps them).
+    fn bound_local_copies(&self) {
+        if self.store.is_none() || self.clients.sessions.len() <= LOCAL_SESSIONS {
+            return;
+        }
+        for session in self.clients.sessions.evict_idlest(LOCAL_SESSIONS / 10) {
+            self.router.forget_sessions_of(&session.id);
+        }
     }
 
     /// What another replica said: a notification for a session whose stream is open

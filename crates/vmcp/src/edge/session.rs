@@ -197,6 +197,13 @@ impl ClientSession {
         }
     }
 
+    /// When it was last used, in ms on one clock for every session (for ordering).
+    fn epoch_ms(&self) -> u64 {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let origin = *ORIGIN.get_or_init(Instant::now);
+        self.epoch.saturating_duration_since(origin).as_millis() as u64
+    }
+
     fn idle_for(&self, now: Instant) -> Duration {
         let seen = self.epoch + Duration::from_millis(self.last_seen.load(Ordering::Relaxed));
         now.saturating_duration_since(seen)
@@ -430,6 +437,26 @@ impl Sessions {
         expired.iter().filter_map(|id| map.remove(id)).collect()
     }
 
+    /// Removes and returns the `n` sessions idle longest.
+    pub(crate) fn evict_idlest(&self, n: usize) -> Vec<Arc<ClientSession>> {
+        let mut map = write(&self.map);
+        let mut by_idle: Vec<(u64, String)> = map
+            .iter()
+            .map(|(id, s)| {
+                (
+                    s.last_seen.load(Ordering::Relaxed) + s.epoch_ms(),
+                    id.clone(),
+                )
+            })
+            .collect();
+        by_idle.sort_unstable();
+        by_idle
+            .into_iter()
+            .take(n)
+            .filter_map(|(_, id)| map.remove(&id))
+            .collect()
+    }
+
     /// Removes every session (shutdown).
     pub(crate) fn drain(&self) -> Vec<Arc<ClientSession>> {
         write(&self.map).drain().map(|(_, s)| s).collect()
@@ -498,6 +525,35 @@ mod tests {
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].id, idle.id);
         assert!(sessions.get(&busy.id).is_some());
+    }
+
+    #[test]
+    fn the_idlest_copies_go_first() {
+        let sessions = Sessions::default();
+        let all: Vec<_> = (0..4)
+            .map(|_| {
+                Arc::new(ClientSession::new(
+                    "v".into(),
+                    Value::Null,
+                    Value::Null,
+                    None,
+                ))
+            })
+            .collect();
+        for (i, s) in all.iter().enumerate() {
+            sessions.insert(s.clone());
+            s.last_seen.store(1000 * (i as u64 + 1), Ordering::Relaxed);
+        }
+        // The first was used last.
+        all[0].last_seen.store(60_000, Ordering::Relaxed);
+        let gone: Vec<String> = sessions
+            .evict_idlest(2)
+            .into_iter()
+            .map(|s| s.id.clone())
+            .collect();
+        assert_eq!(gone, [all[1].id.clone(), all[2].id.clone()]);
+        assert_eq!(sessions.len(), 2);
+        assert!(sessions.get(&all[0].id).is_some());
     }
 
     #[tokio::test]
