@@ -30,6 +30,35 @@ use std::process::{Command, ExitCode, Stdio};
 const CI_PROPTEST_CASES: &str = "512";
 const DEEP_PROPTEST_CASES: &str = "100000";
 
+/// One part of `interop` alone (`auth`, `stdio`, `replicas`): what interop installs, the
+/// binaries it runs, then `run`, with the closing `N passed, N failed` line.
+fn part(
+    name: &str,
+    run: fn(&servers::Paths<'_>, &mut Tally) -> Result<Vec<String>, String>,
+) -> Result<(), String> {
+    let root = workspace_root();
+    let dir = root.join("target/interop");
+    let bin = root.join("target/debug");
+    let python = dir.join("venv/bin/python");
+    let mut tally = Tally::default();
+    let result = interop::install_all(&dir)
+        .and_then(|()| cargo(&["build", "-q", "-p", "hale", "-p", "hale-testkit"], &[]))
+        .and_then(|()| {
+            run(
+                &servers::Paths {
+                    root: &root,
+                    dir: &dir,
+                    bin: &bin,
+                    python: &python,
+                },
+                &mut tally,
+            )
+        })
+        .and_then(none_failed);
+    println!("{name}: {} passed, {} failed", tally.passed, tally.failed);
+    result
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let task = args.first().map(String::as_str);
@@ -54,77 +83,9 @@ fn main() -> ExitCode {
             println!("blip: {} passed, {} failed", tally.passed, tally.failed);
             result
         }
-        Some("auth") => {
-            // The who-may-call part of `interop` alone (it needs interop's Python venv).
-            let root = workspace_root();
-            let dir = root.join("target/interop");
-            let bin = root.join("target/debug");
-            let python = dir.join("venv/bin/python");
-            let mut tally = Tally::default();
-            let result = cargo(&["build", "-q", "-p", "hale", "-p", "hale-testkit"], &[])
-                .and_then(|()| {
-                    auth::run(
-                        &servers::Paths {
-                            root: &root,
-                            dir: &dir,
-                            bin: &bin,
-                            python: &python,
-                        },
-                        &mut tally,
-                    )
-                })
-                .and_then(none_failed);
-            println!("auth: {} passed, {} failed", tally.passed, tally.failed);
-            result
-        }
-        Some("replicas") => {
-            // The sessions-across-replicas part of `interop` alone.
-            let root = workspace_root();
-            let dir = root.join("target/interop");
-            let bin = root.join("target/debug");
-            let python = dir.join("venv/bin/python");
-            let mut tally = Tally::default();
-            let result = interop::install_all(&dir)
-                .and_then(|()| cargo(&["build", "-q", "-p", "hale", "-p", "hale-testkit"], &[]))
-                .and_then(|()| {
-                    replicas::run(
-                        &servers::Paths {
-                            root: &root,
-                            dir: &dir,
-                            bin: &bin,
-                            python: &python,
-                        },
-                        &mut tally,
-                    )
-                })
-                .and_then(none_failed);
-            println!("replicas: {} passed, {} failed", tally.passed, tally.failed);
-            result
-        }
-        Some("stdio") => {
-            // The stdio part of `interop` alone (after `interop` installed its servers).
-            let root = workspace_root();
-            let dir = root.join("target/interop");
-            let bin = root.join("target/debug");
-            let python = dir.join("venv/bin/python");
-            let mut tally = Tally::default();
-            let result = interop::install_all(&dir)
-                .and_then(|()| cargo(&["build", "-q", "-p", "hale"], &[]))
-                .and_then(|()| {
-                    stdio::run(
-                        &servers::Paths {
-                            root: &root,
-                            dir: &dir,
-                            bin: &bin,
-                            python: &python,
-                        },
-                        &mut tally,
-                    )
-                })
-                .and_then(none_failed);
-            println!("stdio: {} passed, {} failed", tally.passed, tally.failed);
-            result
-        }
+        Some("auth") => part("auth", auth::run),
+        Some("replicas") => part("replicas", replicas::run),
+        Some("stdio") => part("stdio", stdio::run),
         Some("interop") => {
             let mut tally = Tally::default();
             let result = interop::run(&mut tally);
@@ -133,7 +94,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | proptest | bench [core|proxy|vmcp] | interop | blip | auth>"
+                "usage: cargo xtask <ci | proptest | bench [core|proxy|vmcp] | interop | blip | auth | stdio | replicas>"
             );
             return ExitCode::from(2);
         }

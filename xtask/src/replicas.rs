@@ -7,14 +7,14 @@
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::interop::Watcher;
-use crate::servers::{Paths, spawn, testkit};
+use crate::servers::{Paths, Server, spawn, testkit};
 use crate::tally::{Tally, report_steps};
 
 fn free_port() -> Result<u16, String> {
@@ -35,34 +35,11 @@ fn wait_listening(port: u16, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A process killed when dropped.
-struct Proc(Child);
+type Proc = Server;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([signal, &self.0.id().to_string()])
-            .status();
-    }
-
-    fn terminate(mut self) -> Option<i32> {
-        self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.0.try_wait() {
-                return s.code();
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
+/// SIGTERM, and the exit code once it exits (within 20 s).
+fn terminate(mut p: Proc) -> Option<i32> {
+    p.terminate(Duration::from_secs(20)).and_then(|s| s.code())
 }
 
 fn start(program: &Path, args: &[&str]) -> Result<Proc, String> {
@@ -72,7 +49,7 @@ fn start(program: &Path, args: &[&str]) -> Result<Proc, String> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map(Proc)
+        .map(Server::of)
         .map_err(|e| format!("starting {}: {e}", program.display()))
 }
 
@@ -211,7 +188,7 @@ pub(crate) fn run(p: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, Strin
     if let Some(r) = replicas[0].take() {
         r.signal("-KILL");
     }
-    let stopped = replicas[1].take().and_then(Proc::terminate);
+    let stopped = replicas[1].take().and_then(terminate);
     thread::sleep(Duration::from_millis(500));
     let (ok, detail) = counts(&mut a, 4, &mut expected);
     steps.push((
@@ -224,7 +201,7 @@ pub(crate) fn run(p: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, Strin
     let mut rolled = true;
     let mut details = Vec::new();
     for (i, slot) in replicas.iter_mut().enumerate() {
-        let code = slot.take().and_then(Proc::terminate);
+        let code = slot.take().and_then(terminate);
         let (ok, detail) = counts(&mut a, 2, &mut expected);
         rolled &= ok && code == Some(0);
         details.push(format!("r{i}: {detail}"));

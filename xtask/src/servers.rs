@@ -22,6 +22,21 @@ pub(crate) struct Server {
 }
 
 impl Server {
+    /// `child`, which serves nothing at a URL (redis-server, HAProxy, a replica).
+    pub(crate) fn of(child: Child) -> Server {
+        Server {
+            child,
+            url: String::new(),
+        }
+    }
+
+    /// Sends it `signal` (`-KILL`, …) and returns at once.
+    pub(crate) fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+    }
+
     /// SIGTERM, as an orchestrator stops it; its exit status if it ended within `within`.
     pub(crate) fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")

@@ -10,10 +10,11 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hale_mcp::{ClientOptions, McpClient, McpError};
+use hale_testkit::process::Reaped;
 use hale_testkit::redis::RedisServer;
 use hale_testkit::{ServerConfig, TestServer};
 use serde_json::json;
@@ -43,34 +44,11 @@ fn binary(name: &str) -> PathBuf {
 }
 
 /// A child process killed (SIGKILL) when dropped.
-struct Proc(Child);
+type Proc = Reaped;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([signal, &self.0.id().to_string()])
-            .status();
-    }
-
-    /// SIGTERM, and wait for the exit.
-    fn stop(mut self) -> Option<i32> {
-        self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
+/// SIGTERM, and the exit code once it exits (within 20 s).
+fn stop(mut p: Proc) -> Option<i32> {
+    p.terminate(Duration::from_secs(20)).and_then(|s| s.code())
 }
 
 struct Bench {
@@ -110,7 +88,7 @@ impl Bench {
             ),
         )
         .unwrap();
-        let haproxy = Proc(
+        let haproxy = Reaped(
             Command::new(binary("haproxy"))
                 .args(["-f"])
                 .arg(&haproxy_cfg)
@@ -144,7 +122,7 @@ impl Bench {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let proc = Proc(child);
+        let proc = Reaped(child);
         wait_listening(self.ports[i], "hale vmcp");
         let deadline = Instant::now() + Duration::from_secs(15);
         while !ready(self.ports[i]) {
@@ -234,7 +212,7 @@ async fn a_session_lives_on_across_replicas_killed_and_restarted() {
 
     // Replica 0 is SIGKILLed, replica 1 SIGTERMed: the one left serves the session.
     replicas[0].take().unwrap().signal("-KILL");
-    replicas[1].take().unwrap().stop();
+    stop(replicas[1].take().unwrap());
     std::thread::sleep(Duration::from_millis(500));
     for _ in 0..4 {
         expected += 1;
@@ -250,7 +228,7 @@ async fn a_session_lives_on_across_replicas_killed_and_restarted() {
     replicas[1] = Some(bench.replica(1));
     for (i, replica) in replicas.iter_mut().enumerate() {
         let old = replica.take().unwrap();
-        assert_eq!(old.stop(), Some(0), "replica {i} drains and exits 0");
+        assert_eq!(stop(old), Some(0), "replica {i} drains and exits 0");
         for _ in 0..2 {
             expected += 1;
             assert_eq!(

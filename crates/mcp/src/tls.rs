@@ -121,26 +121,23 @@ impl Tls {
                 reason: format!("{name:?} is not a DNS name or IP address: {e}"),
             })?;
         }
-        let verifier: Arc<dyn ServerCertVerifier> = if options.insecure_skip_verify {
-            Arc::new(AcceptAnything)
-        } else {
-            let ca = match &options.ca_bundle {
-                None => None,
-                Some(path) => Some(WatchedFile::open(path, parse_verifier).map_err(|reason| {
-                    TlsError::File {
-                        key: "caBundlePath",
-                        reason,
-                    }
-                })?),
-            };
-            Arc::new(Verifier {
-                default: parse_verifier("").map_err(|reason| TlsError::Setting {
+        let ca = match (&options.ca_bundle, options.insecure_skip_verify) {
+            (Some(path), false) => Some(WatchedFile::open(path, parse_verifier).map_err(
+                |reason| TlsError::File {
                     key: "caBundlePath",
                     reason,
-                })?,
-                ca,
-            })
+                },
+            )?),
+            _ => None,
         };
+        let verifier: Arc<dyn ServerCertVerifier> = Arc::new(Verifier {
+            default: parse_verifier("").map_err(|reason| TlsError::Setting {
+                key: "caBundlePath",
+                reason,
+            })?,
+            ca,
+            insecure: options.insecure_skip_verify,
+        });
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Setting {
@@ -243,11 +240,14 @@ fn parse_verifier(text: &str) -> Result<Arc<WebPkiServerVerifier>, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Checks servers against Mozilla's roots and the CA bundle as the file is now.
+/// Checks servers against Mozilla's roots and the CA bundle as the file is now; with
+/// `insecure` (`insecureSkipVerify`) any certificate for any name passes, though the
+/// handshake's signatures are still checked (encrypted, not authenticated).
 #[derive(Debug)]
 struct Verifier {
     default: Arc<WebPkiServerVerifier>,
     ca: Option<WatchedFile<Arc<WebPkiServerVerifier>>>,
+    insecure: bool,
 }
 
 impl Verifier {
@@ -268,6 +268,9 @@ impl ServerCertVerifier for Verifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.insecure {
+            return Ok(ServerCertVerified::assertion());
+        }
         self.current()
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
     }
@@ -292,58 +295,6 @@ impl ServerCertVerifier for Verifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.default.supported_verify_schemes()
-    }
-}
-
-/// `insecureSkipVerify`: any certificate for any name; handshake signatures are still
-/// checked (the connection is encrypted, just not authenticated).
-#[derive(Debug)]
-struct AcceptAnything;
-
-impl ServerCertVerifier for AcceptAnything {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 

@@ -600,22 +600,10 @@ async fn connect(dial: &Dial) -> Result<client_http1::SendRequest<Full<Bytes>>, 
         Err(e) => return Err(failed(&e)),
     };
     let _ = stream.set_nodelay(true);
-    let builder = {
-        let mut b = client_http1::Builder::new();
-        b.writev(false);
-        b
-    };
-    let sender = match &dial.tls {
-        None => {
-            let (sender, connection) = builder
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| failed(&e))?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            sender
-        }
+    match &dial.tls {
+        None => handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| failed(&e)),
         Some((connector, name)) => {
             let stream = match tokio::time::timeout(
                 Duration::from_secs(5),
@@ -627,16 +615,25 @@ async fn connect(dial: &Dial) -> Result<client_http1::SendRequest<Full<Bytes>>, 
                 Ok(Err(e)) => return Err(failed(&e)),
                 Err(e) => return Err(failed(&e)),
             };
-            let (sender, connection) = builder
-                .handshake(TokioIo::new(stream))
+            handshake(TokioIo::new(stream))
                 .await
-                .map_err(|e| failed(&e))?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            sender
+                .map_err(|e| failed(&e))
         }
-    };
+    }
+}
+
+/// HTTP/1.1 over `io` (plain or TLS), its connection driven by a task of its own.
+async fn handshake<IO>(io: IO) -> Result<client_http1::SendRequest<Full<Bytes>>, hyper::Error>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = client_http1::Builder::new()
+        .writev(false)
+        .handshake(io)
+        .await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
     Ok(sender)
 }
 

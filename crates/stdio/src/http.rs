@@ -215,26 +215,11 @@ impl Front {
 
     /// GET: the process's notifications as an event stream.
     fn listen(&self, req: &Request<Incoming>) -> Response<Body> {
-        let Some(mut heard) = self.subscribe(session_id(req).as_deref()) else {
+        let Some(heard) = self.subscribe(session_id(req).as_deref()) else {
             return text(StatusCode::NOT_FOUND, "session not found");
         };
         let (tx, rx) = mpsc::channel::<Bytes>(64);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    note = heard.recv() => match note {
-                        Ok(note) => {
-                            if tx.send(event(&note)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    () = tx.closed() => return,
-                }
-            }
-        });
+        tokio::spawn(pump(heard, tx));
         stream_response(rx, None)
     }
 
@@ -342,6 +327,24 @@ fn call(peer: Arc<Peer>, message: Value, id: Value) -> Response<Body> {
         let _ = tx.send(event(&answer)).await;
     });
     stream_response(rx, None)
+}
+
+/// Copies a process's notifications onto an event stream until either ends.
+pub(crate) async fn pump(mut heard: broadcast::Receiver<Value>, events: mpsc::Sender<Bytes>) {
+    loop {
+        tokio::select! {
+            note = heard.recv() => match note {
+                Ok(note) => {
+                    if events.send(event(&note)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            () = events.closed() => return,
+        }
+    }
 }
 
 pub(crate) fn event(message: &Value) -> Bytes {

@@ -13,9 +13,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
-use crate::http::{Body, Front, accepted, event, new_session_id, stream_response, text};
+use crate::http::{Body, Front, accepted, event, new_session_id, pump, stream_response, text};
 
 /// Where legacy clients POST.
 pub(crate) const MESSAGES: &str = "/messages";
@@ -168,23 +168,5 @@ impl Legacy {
             }
         });
         accepted()
-    }
-}
-
-/// Copies a process's notifications onto a legacy stream until either ends.
-async fn pump(mut heard: broadcast::Receiver<Value>, events: mpsc::Sender<Bytes>) {
-    loop {
-        tokio::select! {
-            note = heard.recv() => match note {
-                Ok(note) => {
-                    if events.send(event(&note)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            () = events.closed() => return,
-        }
     }
 }

@@ -17,6 +17,13 @@ impl Drop for Reaped {
 }
 
 impl Reaped {
+    /// Sends it `signal` (`-KILL`, `-STOP`, …) and returns at once.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.0.id().to_string()])
+            .status();
+    }
+
     /// Asks the process to stop as an orchestrator would (SIGTERM), and waits up to
     /// `within` for it to exit: its status, or `None` if it was still running (it is then
     /// killed when dropped).
