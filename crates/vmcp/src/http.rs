@@ -601,10 +601,15 @@ impl Front {
             }
             (&Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
             (&Method::GET, "/readyz") => {
-                let (ready, reason) = status::readiness(
+                let (mut ready, mut reason) = status::readiness(
                     &self.edge.router,
                     self.edge.draining.load(Ordering::Acquire),
                 );
+                // Not before the session store was tried once (reached or not): a
+                // replica with Redis down still serves what it can.
+                if ready && self.edge.store.as_ref().is_some_and(|s| !s.tried()) {
+                    (ready, reason) = (false, "connecting to the session store".into());
+                }
                 let code = if ready {
                     StatusCode::OK
                 } else {

@@ -17,11 +17,17 @@ async fn metrics_use_the_toolhive_names() {
         .unwrap();
     let good = TestServer::start(ServerConfig::default()).await.unwrap();
     let flaky = TestServer::start(ServerConfig::default()).await.unwrap();
-    let yaml = two_backends(
-        &good,
-        &flaky,
-        "best_effort",
-        "    circuitBreaker: {failureThreshold: 2}",
+    // Sessions in a real Redis, so the session store's metrics are there too.
+    let redis = hale_testkit::redis::RedisServer::start().unwrap();
+    let yaml = format!(
+        "{}sessionStorage: {{provider: redis, address: \"{}\", keyPrefix: \"metrics:\"}}\n",
+        two_backends(
+            &good,
+            &flaky,
+            "best_effort",
+            "    circuitBreaker: {failureThreshold: 2}",
+        ),
+        redis.address()
     );
     let Started {
         addr, stop, client, ..
@@ -73,6 +79,8 @@ async fn metrics_use_the_toolhive_names() {
         r#"toolhive_vmcp_backend_errors_total{backend="flaky",method="tools/list",category="http_status"}"#,
         r#"toolhive_vmcp_auth_refusals_total{status="401"} 0"#,
         r#"toolhive_vmcp_auth_jwks_fetches_total{outcome="failure"} 0"#,
+        r#"toolhive_vmcp_session_store_duration_seconds_bucket{op="save""#,
+        r#"toolhive_vmcp_session_store_errors_total{op="load"} 0"#,
     ] {
         assert!(text.contains(needle), "/metrics lacks {needle}\n{text}");
     }

@@ -61,6 +61,7 @@ pub(crate) fn register_metrics() {
     for op in ["load", "save", "touch", "delete", "publish"] {
         metrics::counter!("toolhive_vmcp_session_store_errors_total", "op" => op).increment(0);
     }
+    metrics::counter!("toolhive_vmcp_client_sessions_resumed_total").increment(0);
 }
 
 /// The stored form of a session.

@@ -22,6 +22,8 @@ pub(crate) struct RedisStore {
     ttl: Duration,
     client: redis::Client,
     connection: tokio::sync::OnceCell<ConnectionManager>,
+    /// The first connection attempt is over (whatever came of it).
+    tried: std::sync::atomic::AtomicBool,
     /// This replica, in the events it publishes.
     pub(crate) replica: String,
 }
@@ -63,6 +65,7 @@ impl RedisStore {
             ttl,
             client,
             connection: tokio::sync::OnceCell::new(),
+            tried: std::sync::atomic::AtomicBool::new(false),
             replica: id.iter().map(|b| format!("{b:02x}")).collect(),
         }))
     }
@@ -81,13 +84,20 @@ impl RedisStore {
                 a = self.client.get_connection_manager_with_config(config) => a,
                 () = stop.cancelled() => return,
             };
+            let done = |store: &Self| {
+                store
+                    .tried
+                    .store(true, std::sync::atomic::Ordering::Release)
+            };
             match attempt {
                 Ok(manager) => {
                     let _ = self.connection.set(manager);
+                    done(&self);
                     tracing::info!(address = %self.settings.address, "connected to the session store");
                     return;
                 }
                 Err(e) => {
+                    done(&self);
                     tracing::warn!(address = %self.settings.address, error = %e, retry_in = ?pause, "cannot reach the session store; sessions stay on this replica until it can");
                 }
             }
@@ -263,6 +273,11 @@ impl RedisStore {
     /// The address, for `/status`.
     pub(crate) fn address(&self) -> &str {
         &self.settings.address
+    }
+
+    /// Whether the first connection attempt is over.
+    pub(crate) fn tried(&self) -> bool {
+        self.tried.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether a connection was made.
