@@ -20,6 +20,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// The `hale` binary's allocator, so that the proxy here costs what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROLE: &str = "HALE_BENCH_ROLE";
 const ROUNDS: usize = 3;
 const SECONDS_PER_RUN: u64 = 3;

@@ -27,6 +27,10 @@ use hale_vmcp::{Vmcp, VmcpConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+/// The `hale` binary's allocator, so that the vMCP here costs what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROLE: &str = "HALE_BENCH_ROLE";
 const CLIENTS: usize = 16;
 const SECONDS: u64 = 3;
