@@ -102,10 +102,7 @@ fn target_tls(args: &Args) -> Result<Option<hale_mcp::Tls>, String> {
         return Ok(None);
     }
     hale_mcp::Tls::new(&options).map(Some).map_err(|e| {
-        let (key, reason) = match &e {
-            hale_mcp::TlsError::File { key, reason }
-            | hale_mcp::TlsError::Setting { key, reason } => (*key, reason),
-        };
+        let (key, reason) = (e.key(), e.reason());
         let flag = match key {
             "caBundlePath" => "--target-ca-bundle",
             "clientCertPath" => "--target-client-cert",

@@ -185,11 +185,7 @@ impl McpClient {
         let uri = h::parse_url(url)?;
         // From here on `url` only names the server in messages: never with its secrets.
         let url = &crate::redact_url(url);
-        let http = match &options.pool {
-            Some(pool) => pool.0.clone(),
-            None => h::client().with_tls(options.tls.clone().unwrap_or_default()),
-        }
-        .with_credentials(options.credentials.clone());
+        let http = http_for(&options);
         let (notifications, _) = broadcast::channel(32);
         let next_id = AtomicU64::new(1);
         let session = open(url, &uri, &options, &http, &notifications, &next_id, 0).await?;
@@ -226,17 +222,9 @@ impl McpClient {
                 detail: "only a streamable HTTP session can be resumed".into(),
             });
         }
-        let http = match &options.pool {
-            Some(pool) => pool.0.clone(),
-            None => h::client().with_tls(options.tls.clone().unwrap_or_default()),
-        }
-        .with_credentials(options.credentials.clone());
+        let http = http_for(&options);
         let (notifications, _) = broadcast::channel(32);
-        let t = StreamableHttp::new(url, uri.clone(), http.clone(), notifications.clone());
-        if let Some(max) = options.max_list_items {
-            t.limit_lists(max.saturating_mul(8 * 1024).min(h::MAX_BODY));
-        }
-        let transport = Transport::Streamable(t);
+        let transport = streamable(url, &uri, &options, &http, &notifications);
         transport.adopt(session_id);
         transport.initialized(&info.protocol_version, options.listen);
         // Another replica may use the same session at the same time: its ids count from
@@ -579,6 +567,33 @@ impl McpClient {
     }
 }
 
+/// The HTTP connections a client uses: its pool's, or its own (with its TLS settings),
+/// carrying its credentials.
+fn http_for(options: &ClientOptions) -> HttpClient {
+    match &options.pool {
+        Some(pool) => pool.0.clone(),
+        None => h::client().with_tls(options.tls.clone().unwrap_or_default()),
+    }
+    .with_credentials(options.credentials.clone())
+}
+
+/// A streamable HTTP transport to `url`, with the client's list budget.
+fn streamable(
+    url: &str,
+    uri: &http::Uri,
+    options: &ClientOptions,
+    http: &HttpClient,
+    notifications: &broadcast::Sender<Notification>,
+) -> Transport {
+    let t = StreamableHttp::new(url, uri.clone(), http.clone(), notifications.clone());
+    if let Some(max) = options.max_list_items {
+        // A byte budget goes with the item budget, so that a page far over it is refused
+        // before it is parsed (8 KiB an item: generous for a tool with a large schema).
+        t.limit_lists(max.saturating_mul(8 * 1024).min(h::MAX_BODY));
+    }
+    Transport::Streamable(t)
+}
+
 /// Connects a transport and runs the initialize handshake on it.
 async fn open(
     url: &str,
@@ -591,16 +606,7 @@ async fn open(
 ) -> Result<Session, McpError> {
     let handshake = async {
         let transport = match options.transport {
-            TransportKind::StreamableHttp => {
-                let t = StreamableHttp::new(url, uri.clone(), http.clone(), notifications.clone());
-                if let Some(max) = options.max_list_items {
-                    // A byte budget goes with the item budget, so that a page far over
-                    // it is refused before it is parsed (8 KiB an item: generous for
-                    // a tool with a large schema).
-                    t.limit_lists(max.saturating_mul(8 * 1024).min(h::MAX_BODY));
-                }
-                Transport::Streamable(t)
-            }
+            TransportKind::StreamableHttp => streamable(url, uri, options, http, notifications),
             TransportKind::Sse => Transport::Sse(Box::new(
                 LegacySse::connect(url, uri.clone(), http.clone(), notifications.clone()).await?,
             )),

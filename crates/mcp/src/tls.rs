@@ -72,6 +72,23 @@ pub enum TlsError {
     },
 }
 
+impl TlsError {
+    /// The key at fault (`caBundlePath`, `clientCertPath`, `clientKeyPath`,
+    /// `serverName`), for a message in the caller's terms (a file's key, a flag).
+    pub fn key(&self) -> &'static str {
+        match self {
+            TlsError::File { key, .. } | TlsError::Setting { key, .. } => key,
+        }
+    }
+
+    /// What is wrong, without the key.
+    pub fn reason(&self) -> &str {
+        match self {
+            TlsError::File { reason, .. } | TlsError::Setting { reason, .. } => reason,
+        }
+    }
+}
+
 /// Built TLS settings: cheap to clone, shared by every connection to one server.
 #[derive(Clone)]
 pub struct Tls {

@@ -59,19 +59,10 @@ impl Front {
 
     async fn post(&self, req: Request<Incoming>) -> Response<Body> {
         let session = session_id(&req);
-        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                return text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "the body could not be read (at most 16 MiB)",
-                );
-            }
-        };
-        let Ok(message) = serde_json::from_slice::<Value>(&body) else {
-            return rpc_error(&Value::Null, -32700, "the body is not JSON");
-        };
-        self.message(session.as_deref(), message).await
+        match read_message(req).await {
+            Ok(message) => self.message(session.as_deref(), message).await,
+            Err(refused) => *refused,
+        }
     }
 
     /// One message from a client of `session` (none: shared, or not initialized yet):
@@ -327,6 +318,21 @@ fn call(peer: Arc<Peer>, message: Value, id: Value) -> Response<Body> {
         let _ = tx.send(event(&answer)).await;
     });
     stream_response(rx, None)
+}
+
+/// A request's body as one JSON value (at most 16 MiB), or the answer refusing it.
+pub(crate) async fn read_message(req: Request<Incoming>) -> Result<Value, Box<Response<Body>>> {
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Err(Box::new(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body could not be read (at most 16 MiB)",
+            )));
+        }
+    };
+    serde_json::from_slice(&body)
+        .map_err(|_| Box::new(rpc_error(&Value::Null, -32700, "the body is not JSON")))
 }
 
 /// Copies a process's notifications onto an event stream until either ends.

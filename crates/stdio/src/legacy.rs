@@ -10,12 +10,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::http::{Body, Front, accepted, event, new_session_id, pump, stream_response, text};
+use crate::http::{
+    Body, Front, accepted, event, new_session_id, pump, read_message, stream_response, text,
+};
 
 /// Where legacy clients POST.
 pub(crate) const MESSAGES: &str = "/messages";
@@ -94,20 +96,9 @@ impl Legacy {
                 "session not found: open GET /sse first",
             );
         };
-        let body = match Limited::new(req.into_body(), 16 * 1024 * 1024)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                return text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "the body could not be read (at most 16 MiB)",
-                );
-            }
-        };
-        let Ok(message) = serde_json::from_slice::<Value>(&body) else {
-            return text(StatusCode::BAD_REQUEST, "the body is not JSON");
+        let message = match read_message(req).await {
+            Ok(m) => m,
+            Err(refused) => return *refused,
         };
         let inner = session
             .inner

@@ -140,7 +140,6 @@ async fn a_killed_process_is_started_again_and_clients_hear_list_changed() {
     )
     .unwrap();
     // While it is down: a clear error naming why, never a hang.
-    let mut saw_down = false;
     until("restarted", async || {
         match c.call_tool("pid", json!({})).await {
             Ok(v) => text(&v).parse::<i32>().unwrap() != first,
@@ -150,13 +149,11 @@ async fn a_killed_process_is_started_again_and_clients_hear_list_changed() {
                     e.contains("not running") || e.contains("ended before answering"),
                     "{e}"
                 );
-                saw_down |= e.contains("killed by signal SIGKILL");
                 false
             }
         }
     })
     .await;
-    let _ = saw_down; // depends on timing: the restart may win the race
     assert!(!alive(first));
     assert!(r.status.restarts() >= 1);
     let note = tokio::time::timeout(Duration::from_secs(5), async {

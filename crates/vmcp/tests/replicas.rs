@@ -94,6 +94,68 @@ async fn a_notification_for_a_session_reaches_its_stream_at_another_replica() {
     b.stop.cancel();
 }
 
+/// The `count` tool's answer for session `sid` at the vMCP at `addr`.
+async fn count_at(addr: std::net::SocketAddr, sid: &str) -> u64 {
+    let (status, body) = post(
+        addr,
+        sid,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "kit_count", "arguments": {}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let data = body
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or(&body);
+    let answer: Value = serde_json::from_str(data).unwrap();
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{answer}"))
+}
+
+#[tokio::test]
+async fn a_backend_session_opened_again_after_the_backend_lost_it_is_the_one_others_take_over() {
+    let redis = RedisServer::start().unwrap();
+    let backend = TestServer::start(ServerConfig {
+        session_tools: true,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let a = start_with(&yaml(&redis.address(), &backend), None).await;
+    let b = start_with(&yaml(&redis.address(), &backend), None).await;
+    let client = McpClient::connect(
+        &format!("http://{}/mcp", a.addr),
+        ClientOptions {
+            request_timeout: Duration::from_secs(5),
+            listen: false,
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let sid = client.session_id().await.unwrap();
+    assert_eq!(count_at(a.addr, &sid).await, 1);
+    // The backend restarts and forgets every session: at A the call goes on in a new
+    // backend session, opened for this client alone.
+    backend.forget_sessions();
+    assert_eq!(
+        count_at(a.addr, &sid).await,
+        1,
+        "a new backend session at A"
+    );
+    // B takes over that new one, not the one the backend forgot.
+    assert_eq!(
+        count_at(b.addr, &sid).await,
+        2,
+        "B is on A's new backend session"
+    );
+    assert_eq!(count_at(a.addr, &sid).await, 3);
+    a.stop.cancel();
+    b.stop.cancel();
+}
+
 #[tokio::test]
 async fn without_redis_at_start_new_sessions_get_a_clear_error_until_it_comes() {
     // An address nothing listens on yet.

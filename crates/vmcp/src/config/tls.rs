@@ -44,10 +44,7 @@ pub(crate) fn tls(
         insecure_skip_verify: raw.insecure_skip_verify.as_ref().is_some_and(|b| b.value),
     };
     hale_mcp::Tls::new(&options).map(Some).or_else(|e| {
-        let (sub, reason) = match &e {
-            hale_mcp::TlsError::File { key, reason }
-            | hale_mcp::TlsError::Setting { key, reason } => (*key, reason.clone()),
-        };
+        let (sub, reason) = (e.key(), e.reason().to_string());
         // The line of the key at fault, where it was written.
         let at = match sub {
             "caBundlePath" => raw.ca_bundle_path.as_ref(),

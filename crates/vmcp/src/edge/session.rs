@@ -68,8 +68,6 @@ pub(crate) struct ClientSession {
     watched: Mutex<HashSet<String>>,
     /// Its backend sessions, by backend (what the store keeps).
     backends: Mutex<std::collections::BTreeMap<String, BackendSession>>,
-    /// The backend sessions it had when resumed here from the store.
-    resumed: std::collections::BTreeMap<String, BackendSession>,
     /// The shared store, when sessions outlive this replica.
     store: Option<Arc<RedisStore>>,
     /// When its TTL in the store was last renewed (ms since `epoch`).
@@ -119,7 +117,6 @@ impl ClientSession {
             epoch,
             watched: Mutex::new(HashSet::new()),
             backends: Mutex::default(),
-            resumed: std::collections::BTreeMap::new(),
             store: None,
             renewed: AtomicU64::new(0),
         }
@@ -143,8 +140,7 @@ impl ClientSession {
         );
         *lock(&s.log_level) = state.log_level;
         *lock(&s.watched) = state.subscriptions.into_iter().collect();
-        *lock(&s.backends) = state.backend_sessions.clone();
-        s.resumed = state.backend_sessions;
+        *lock(&s.backends) = state.backend_sessions;
         s.store = Some(store);
         s
     }
@@ -337,12 +333,13 @@ impl Owner for ClientSession {
         backend: &'a str,
     ) -> futures_util::future::BoxFuture<'a, Option<BackendSession>> {
         Box::pin(async move {
-            if let Some(known) = self.resumed.get(backend) {
+            // Only a session in the shared store has backend sessions elsewhere.
+            let store = self.store.as_ref()?;
+            if let Some(known) = lock(&self.backends).get(backend) {
                 return Some(known.clone());
             }
             // Another replica may have opened one since this copy was made: the store
             // knows (one read, only when this replica is about to open its own).
-            let store = self.store.as_ref()?;
             let stored = store.load(&self.id).await.ok()??;
             let found = stored.backend_sessions.get(backend).cloned()?;
             lock(&self.backends).insert(backend.to_string(), found.clone());

@@ -633,10 +633,18 @@ impl Upstream {
                     // 2026-07-28): its clients go through the shared session from now on.
                     self.modern_only.store(true, Ordering::Relaxed);
                 }
-                if lost > 0 && owner.is_some() {
+                if let Some(owner) = owner
+                    && lost > 0
+                    && self
+                        .sessions
+                        .of(owner.id())
+                        .is_some_and(|own| Arc::ptr_eq(&own, &client))
+                {
                     // The backend lost this client's session; hale-mcp opened a new
-                    // one for this client alone.
+                    // one for this client alone, which the session store must know
+                    // (other replicas would take over the dead one).
                     metrics::counter!("toolhive_vmcp_backend_sessions_total", "backend" => self.name().to_string(), "event" => "lost").increment(lost);
+                    sessions::record(owner, self.name(), &client).await;
                 }
                 result
             }

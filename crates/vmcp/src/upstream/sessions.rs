@@ -176,18 +176,7 @@ impl BackendSessions {
         };
         metrics::gauge!("toolhive_vmcp_backend_sessions", "backend" => name.clone()).increment(1.0);
         metrics::counter!("toolhive_vmcp_backend_sessions_total", "backend" => name.clone(), "event" => event).increment(1);
-        if let Some(id) = client.session_id().await {
-            let protocol_version = client.server_info().await.protocol_version;
-            owner
-                .opened(
-                    &name,
-                    BackendSession {
-                        id,
-                        protocol_version,
-                    },
-                )
-                .await;
-        }
+        record(owner, &name, &client).await;
         forward_notifications(&client, Arc::downgrade(owner));
         if let Some(level) = owner.log_level()
             && client.server_info().await.has("logging")
@@ -263,6 +252,23 @@ impl BackendSessions {
         let name = self.target.name().to_string();
         metrics::gauge!("toolhive_vmcp_backend_sessions", "backend" => name.clone()).decrement(1.0);
         metrics::counter!("toolhive_vmcp_backend_sessions_total", "backend" => name, "event" => event).increment(1);
+    }
+}
+
+/// Tells `owner` which backend session it has with `backend` now (opened, taken over, or
+/// opened again after the backend lost the last one), so the session store has it.
+pub(crate) async fn record(owner: &Arc<dyn Owner>, backend: &str, client: &McpClient) {
+    if let Some(id) = client.session_id().await {
+        let protocol_version = client.server_info().await.protocol_version;
+        owner
+            .opened(
+                backend,
+                BackendSession {
+                    id,
+                    protocol_version,
+                },
+            )
+            .await;
     }
 }
 
