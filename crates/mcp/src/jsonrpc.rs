@@ -146,9 +146,73 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// The `_meta` keys of the 2026-07-28 request envelope: who asks, in which revision, with
+/// what capabilities. They belong to one hop: a gateway that forwards a 2026-07-28
+/// client's request on a handshake-era session must not pass them on (SDK 2.x servers
+/// refuse a handshake-era request that carries them), and on a 2026-07-28 connection the
+/// protocol version is the sender's own.
+pub(crate) const ENVELOPE_KEYS: [&str; 6] = [
+    "io.modelcontextprotocol/protocolVersion",
+    "io.modelcontextprotocol/clientInfo",
+    "io.modelcontextprotocol/clientCapabilities",
+    "io.modelcontextprotocol/logLevel",
+    "io.modelcontextprotocol/serverInfo",
+    "io.modelcontextprotocol/subscriptionId",
+];
+
+/// `message` as a handshake-era session must carry it: without the 2026-07-28 envelope
+/// in `params._meta` (and without a `_meta` left empty by that). Borrowed when there was
+/// nothing to take out, which is every request of a handshake-era client.
+pub(crate) fn handshake_era(message: &Value) -> std::borrow::Cow<'_, Value> {
+    let carries =
+        |m: &serde_json::Map<String, Value>| ENVELOPE_KEYS.iter().any(|k| m.contains_key(*k));
+    match message.pointer("/params/_meta") {
+        Some(Value::Object(meta)) if carries(meta) => {}
+        _ => return std::borrow::Cow::Borrowed(message),
+    }
+    let mut message = message.clone();
+    if let Some(params) = message.get_mut("params").and_then(Value::as_object_mut) {
+        if let Some(Value::Object(meta)) = params.get_mut("_meta") {
+            for key in ENVELOPE_KEYS {
+                meta.remove(key);
+            }
+            if meta.is_empty() {
+                params.remove("_meta");
+            }
+        }
+    }
+    std::borrow::Cow::Owned(message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_handshake_era_request_loses_the_2026_envelope_and_keeps_the_rest() {
+        let modern = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "t", "arguments": {},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {},
+                      "io.modelcontextprotocol/clientInfo": {"name": "c"},
+                      "progressToken": 7, "traceparent": "00-ab-cd-01"}}});
+        let legacy = handshake_era(&modern);
+        assert_eq!(
+            legacy["params"]["_meta"],
+            json!({"progressToken": 7, "traceparent": "00-ab-cd-01"})
+        );
+        assert_eq!(legacy["params"]["name"], "t");
+        // Nothing left of `_meta`: no empty object either.
+        let bare = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+        assert_eq!(handshake_era(&bare)["params"], json!({}));
+        // A handshake-era client's request is passed as it is, not copied.
+        let plain = json!({"jsonrpc": "2.0", "id": 3, "method": "ping"});
+        assert!(matches!(
+            handshake_era(&plain),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn sorts_messages_by_kind() {

@@ -27,6 +27,9 @@ pub(crate) type Body = BoxBody<Bytes, Infallible>;
 /// The largest request body read.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// How long a request waits for a shared process's first start.
+const START_WAIT: Duration = Duration::from_secs(10);
+
 /// How requests reach processes.
 pub(crate) enum Front {
     Shared {
@@ -75,6 +78,7 @@ impl Front {
                 "one JSON-RPC message per request (batches are not supported)",
             );
         }
+        self.started().await;
         let id = message.get("id").cloned();
         let method = message
             .get("method")
@@ -169,6 +173,17 @@ impl Front {
                 });
                 json_answer(&answer, Some(&sid))
             }
+        }
+    }
+
+    /// Waits (at most [`START_WAIT`]) while the shared process starts for the first time,
+    /// so the first request (often a health check made as the process is spawned) is
+    /// answered by the server rather than refused as "starting".
+    async fn started(&self) {
+        if let Front::Shared { current, .. } = self {
+            let mut current = current.clone();
+            let starting = |c: &Current| !matches!(c, Current::Starting);
+            let _ = tokio::time::timeout(START_WAIT, current.wait_for(starting)).await;
         }
     }
 

@@ -448,6 +448,24 @@ impl Shared {
                 .unwrap_or_default();
             return crate::modern::unsupported(requested);
         }
+        if let Some(version) = message
+            .pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
+            .and_then(Value::as_str)
+            && headers
+                .get("mcp-protocol-version")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|h| h != version)
+        {
+            // As the SDK 2.x servers do: a handshake-era request carrying the
+            // 2026-07-28 envelope is refused.
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32020,
+                &format!(
+                    "the request headers and body disagree: the body envelope names protocol version {version} but the MCP-Protocol-Version header names another"
+                ),
+            );
+        }
         let id = message.get("id").cloned();
         let mut new_session = None;
         if !self.config.stateless {

@@ -718,3 +718,31 @@ async fn a_2026_07_28_callers_log_level_reaches_a_handshake_era_backend_once() {
     stop.cancel();
     server.shutdown();
 }
+
+#[tokio::test]
+async fn a_2026_07_28_callers_envelope_never_reaches_a_handshake_era_backend_session() {
+    // hale-testkit refuses a handshake-era request whose body carries the 2026-07-28
+    // envelope, as the SDK 2.x servers do (-32020): the envelope is the caller's hop only.
+    let legacy = TestServer::start(ServerConfig::default()).await.unwrap();
+    let Started { addr, stop, .. } = start_with(&config(&legacy, ""), None).await;
+    for _ in 0..2 {
+        let (status, answer) = call(
+            addr,
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "env"}}),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["result"]["content"][0]["text"], "env", "{answer}");
+        let (status, answer) = call(addr, "tools/list", json!({})).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            answer["result"]["tools"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty()),
+            "{answer}"
+        );
+    }
+    stop.cancel();
+    legacy.shutdown();
+}

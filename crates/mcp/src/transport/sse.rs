@@ -134,7 +134,8 @@ impl LegacySse {
             pending: &self.pending,
             id,
         };
-        self.post_no_answer(method, message).await?;
+        self.post_no_answer(method, &crate::jsonrpc::handshake_era(message))
+            .await?;
         match rx.await {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(e)) => Err(McpError::rpc(&self.url, method, e)),

@@ -104,11 +104,17 @@ impl StreamableHttp {
                 }
                 match params.get_mut("_meta") {
                     Some(Value::Object(m)) => {
-                        // What the request already says (a gateway's caller's
-                        // capabilities) stands; ours fill the gaps.
+                        // What the request already says of its caller (a gateway's
+                        // client's capabilities and info) stands; ours fill the gaps.
+                        // The protocol version is this connection's, whatever the
+                        // caller spoke.
                         if let Value::Object(ours) = &meta {
                             for (k, v) in ours {
-                                m.entry(k.clone()).or_insert_with(|| v.clone());
+                                if k == crate::jsonrpc::ENVELOPE_KEYS[0] {
+                                    m.insert(k.clone(), v.clone());
+                                } else {
+                                    m.entry(k.clone()).or_insert_with(|| v.clone());
+                                }
                             }
                         }
                     }
@@ -124,7 +130,11 @@ impl StreamableHttp {
                     .post_modern(method, name.as_deref(), &message)
                     .await?
             }
-            None => self.shared.post(method, message).await?,
+            None => {
+                self.shared
+                    .post(method, &crate::jsonrpc::handshake_era(message))
+                    .await?
+            }
         };
         self.shared.read_answer(id, method, response, hooks).await
     }
