@@ -217,6 +217,11 @@ async fn failing_calls_open_the_breaker_which_then_fails_fast_and_withdraws_the_
         "{message}"
     );
     assert_eq!(data.as_ref().unwrap()["circuit"], "open");
+    // Said as a person reads it, never as Rust debug output; the exact wait is in data.
+    assert!(
+        message.contains("; retry in ") && !message.contains("Some("),
+        "{message}"
+    );
     assert!(
         data.as_ref().unwrap()["retryAfterSeconds"]
             .as_u64()

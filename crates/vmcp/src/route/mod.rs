@@ -781,15 +781,32 @@ fn retired(u: &Upstream) -> RpcError {
     .with_data(json!({"backend": u.name(), "reason": "reloaded"}))
 }
 
+/// A wait in whole seconds, rounded up (a client that waits this long is not early).
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// "retry in 42 s", "retry in 5 min": a wait as a person reads it (the exact value is in
+/// the error's `data.retryAfterSeconds`).
+pub(crate) fn retry_in_words(d: Duration) -> String {
+    let secs = whole_seconds(d);
+    match secs {
+        0 => "retry now".to_string(),
+        1..120 => format!("retry in {secs} s"),
+        _ => format!("retry in {} min", secs.div_ceil(60)),
+    }
+}
+
 /// The error for a call to a backend that asked hale to slow down (HTTP 429): its wait
 /// is passed on, so the client can honour it too.
 fn slow_down(u: &Upstream, left: Duration) -> RpcError {
-    let secs = left.as_secs().max(1);
+    let secs = whole_seconds(left).max(1);
     RpcError::new(
         codes::BACKEND_UNAVAILABLE,
         format!(
-            "backend '{}' is unavailable: it asked for fewer requests (HTTP 429); retry after {secs}s",
-            u.name()
+            "backend '{}' is unavailable: it asked for fewer requests (HTTP 429); {}",
+            u.name(),
+            retry_in_words(Duration::from_secs(secs))
         ),
     )
     .with_data(json!({"backend": u.name(), "reason": "rate_limited", "retryAfterSeconds": secs}))
@@ -802,13 +819,12 @@ fn unavailable(u: &Upstream, refused: bool, why: &str) -> RpcError {
     if refused && snap.state == hale_core::BreakerState::Open {
         metrics::counter!("toolhive_vmcp_backend_circuit_rejections_total", "backend" => u.name().to_string()).increment(1);
     }
-    let retry = snap.retry_at.map(|at| {
-        at.saturating_duration_since(std::time::Instant::now())
-            .as_secs()
-    });
+    let wait = u.retry_after();
+    let retry = wait.map(whole_seconds);
+    let when = wait.map_or(String::new(), |w| format!("; {}", retry_in_words(w)));
     RpcError::new(
         codes::BACKEND_UNAVAILABLE,
-        format!("backend '{}' is unavailable: {why}", u.name()),
+        format!("backend '{}' is unavailable: {why}{when}", u.name()),
     )
     .with_data(json!({
         "backend": u.name(),
@@ -816,4 +832,21 @@ fn unavailable(u: &Upstream, refused: bool, why: &str) -> RpcError {
         "circuit": snap.state.as_str(),
         "retryAfterSeconds": retry,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_reads_as_a_person_says_it_and_is_never_early() {
+        assert_eq!(
+            retry_in_words(Duration::from_millis(59_995)),
+            "retry in 60 s"
+        );
+        assert_eq!(retry_in_words(Duration::from_millis(300)), "retry in 1 s");
+        assert_eq!(retry_in_words(Duration::ZERO), "retry now");
+        assert_eq!(retry_in_words(Duration::from_secs(299)), "retry in 5 min");
+        assert_eq!(whole_seconds(Duration::from_millis(1_001)), 2);
+    }
 }

@@ -107,8 +107,8 @@ impl Settings {
 /// Why a call to a backend failed.
 #[derive(Debug)]
 pub(crate) enum CallError {
-    /// The breaker refused it: the backend was not contacted.
-    Refused(String),
+    /// The breaker refused it (in this state): the backend was not contacted.
+    Refused(hale_core::BreakerState),
     /// The backend asked hale to slow down (HTTP 429) and the wait is not over: it was
     /// not contacted.
     RateLimited(Duration),
@@ -119,7 +119,7 @@ pub(crate) enum CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Refused(why) => f.write_str(why),
+            CallError::Refused(state) => write!(f, "circuit {state}"),
             CallError::RateLimited(left) => write!(
                 f,
                 "it asked hale to slow down (HTTP 429): retry after {}s",
@@ -459,6 +459,31 @@ impl Upstream {
 
     // --- clients ---------------------------------------------------------------------
 
+    /// The earliest moment a call refused now may go through: the breaker's next trial,
+    /// or the next health check (which restores an unhealthy backend and moves an open
+    /// breaker to half-open at once when it succeeds), whichever comes first. `None`
+    /// when neither health nor the breaker holds calls back.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        let now = std::time::Instant::now();
+        let breaker = self.health.breaker.snapshot();
+        let held = breaker.state != hale_core::BreakerState::Closed
+            || !matches!(
+                self.health.health(),
+                hale_core::HealthState::Healthy | hale_core::HealthState::Degraded
+            );
+        if !held {
+            return None;
+        }
+        let trial = breaker.retry_at.map(|at| at.saturating_duration_since(now));
+        let (_, last_check) = self.health.cache_hint();
+        let check = last_check
+            .map(|at| (at + self.settings.health.check_interval).saturating_duration_since(now));
+        match (trial, check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// This thread's shared client, connected on first use.
     pub(crate) async fn client(&self) -> Result<Arc<McpClient>, McpError> {
         self.shared.client().await
@@ -613,10 +638,7 @@ impl Upstream {
             Ok(p) => p,
             Err(rejected) => {
                 metrics::counter!("toolhive_vmcp_backend_circuit_rejections_total", "backend" => self.name().to_string()).increment(1);
-                return Err(CallError::Refused(format!(
-                    "circuit {} (retry after {:?})",
-                    rejected.state, rejected.retry_after
-                )));
+                return Err(CallError::Refused(rejected.state));
             }
         };
         let started = tokio::time::Instant::now();
