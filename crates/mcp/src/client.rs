@@ -430,11 +430,17 @@ impl McpClient {
     ) -> Result<Value, (McpError, u64)> {
         let session = self.session.read().await;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        session
+        // Dropped before the answer (the caller gave up: its client cancelled or went
+        // away, or its deadline passed): the server is told, on this session, under
+        // this request's own id.
+        let mut unanswered = Unanswered(Some((session.transport.canceller(), id)));
+        let result = session
             .transport
             .request(id, method, params, hooks)
             .await
-            .map_err(|e| (e, session.epoch))
+            .map_err(|e| (e, session.epoch));
+        unanswered.0 = None;
+        result
     }
 
     /// Opens a new session unless another caller already replaced session `epoch`.
@@ -564,6 +570,18 @@ impl McpClient {
     /// Ends the session (DELETE on streamable HTTP) and stops listening.
     pub async fn close(&self) {
         self.session.read().await.transport.close().await;
+    }
+}
+
+/// A request sent and not answered yet: dropped in that state, it cancels the request
+/// at the server.
+struct Unanswered(Option<(crate::transport::Canceller, u64)>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some((canceller, id)) = self.0.take() {
+            canceller.cancel(id);
+        }
     }
 }
 

@@ -25,3 +25,7 @@ pub const REFUSED: i64 = -31008;
 /// The session store (`sessionStorage: redis`) could not be reached in time: the session
 /// is not lost; retry shortly.
 pub const SESSION_STORE_UNAVAILABLE: i64 = -31009;
+/// The client cancelled the request (`notifications/cancelled`): it was stopped, and the
+/// backend told. MCP expects no answer to a cancelled request; this one reaches only a
+/// client still reading the request's stream.
+pub const CANCELLED: i64 = -31010;

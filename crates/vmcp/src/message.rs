@@ -54,6 +54,7 @@ pub(crate) enum Incoming {
     },
     Notification {
         method: String,
+        params: Value,
     },
     /// The client's answer to a request of ours (sampling, elicitation).
     Response {
@@ -109,7 +110,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Incoming, Unreadable> {
     match (raw.method, raw.id) {
         (Some(method), Some(id)) if is_id(&id) => Ok(Incoming::Request { id, method, params }),
         (Some(_), Some(_)) => Err(bad(-32600, "the id must be a string or a number".into())),
-        (Some(method), None) => Ok(Incoming::Notification { method }),
+        (Some(method), None) => Ok(Incoming::Notification { method, params }),
         (None, Some(id)) => match (raw.result, raw.error) {
             (Some(result), None) => Ok(Incoming::Response {
                 id,

@@ -263,3 +263,83 @@ async fn log_levels_subscriptions_and_call_notifications_reach_only_their_own_cl
     stop.cancel();
     server.shutdown();
 }
+
+#[tokio::test]
+async fn a_cancelled_call_is_cancelled_at_the_backend_on_the_clients_own_session() {
+    let server = TestServer::start(stateful()).await.unwrap();
+    let Started { addr, stop, .. } = start_with(&one_backend(&server, ""), None).await;
+    let c = client(addr).await;
+    text(&c, "echo", json!({"text": "warm"})).await;
+    let sid = c.session_id().await.unwrap();
+    let cancelled = || {
+        server
+            .stats()
+            .by_method
+            .get("notifications/cancelled")
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(cancelled(), 0);
+    // As the TS SDK client does: the call's stream stays open, and the cancellation comes
+    // as a notification of its own. The vMCP must stop the call and pass the cancellation
+    // on to the backend session the call went out on, under that session's request id.
+    let headers = [
+        ("Mcp-Session-Id", sid.as_str()),
+        ("Accept", "application/json, text/event-stream"),
+    ];
+    let call = {
+        let sid = sid.clone();
+        tokio::spawn(async move {
+            let headers = [
+                ("Mcp-Session-Id", sid.as_str()),
+                ("Accept", "application/json, text/event-stream"),
+            ];
+            raw(addr, "POST", "/mcp", &headers, r#"{"jsonrpc":"2.0","id":"long-1","method":"tools/call","params":{"name":"sleep","arguments":{"ms":20000}}}"#).await
+        })
+    };
+    wait_for("the call to reach the backend", async || {
+        server
+            .stats()
+            .by_method
+            .get("tools/call")
+            .copied()
+            .unwrap_or(0)
+            >= 2
+    })
+    .await;
+    let (status, _) = raw(
+        addr,
+        "POST",
+        "/mcp",
+        &headers,
+        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"long-1","reason":"user"}}"#,
+    )
+    .await;
+    assert_eq!(status, 202);
+    wait_for("the backend to hear the cancellation", async || {
+        cancelled() == 1
+    })
+    .await;
+    // The call's own stream ends at once rather than after 20 s.
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the cancelled call's stream ended")
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains(&codes::CANCELLED.to_string()), "{body}");
+    // A client that gives up by closing the stream cancels too.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        c.call_tool("sleep", json!({"ms": 20_000})),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the call ended by itself: {gave_up:?}");
+    wait_for("the backend to hear the second cancellation", async || {
+        cancelled() == 2
+    })
+    .await;
+    // The session goes on.
+    assert_eq!(text(&c, "echo", json!({"text": "after"})).await, "after");
+    stop.cancel();
+    server.shutdown();
+}

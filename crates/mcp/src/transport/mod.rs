@@ -152,12 +152,50 @@ impl Transport {
         }
     }
 
+    /// What tells the server, later and from anywhere, that a request of this session
+    /// was given up (a handle: it holds the session's connection details, not the
+    /// transport).
+    pub(crate) fn canceller(&self) -> Canceller {
+        match self {
+            Transport::Streamable(t) => Canceller::Streamable(t.cancel_handle()),
+            Transport::Sse(t) => Canceller::Sse(t.cancel_handle()),
+        }
+    }
+
     /// Ends the session (DELETE for streamable HTTP, closing the stream for SSE).
     pub(crate) async fn close(&self) {
         match self {
             Transport::Streamable(t) => t.close().await,
             Transport::Sse(t) => t.close(),
         }
+    }
+}
+
+/// Tells a server that a request it was sent is given up (`notifications/cancelled`
+/// with the request's id on the same session), as MCP's cancellation asks: the caller
+/// (a gateway's client) cancelled, or stopped waiting. On a 2026-07-28 connection the
+/// closed response stream is the cancellation, so nothing more is sent.
+#[derive(Clone, Debug)]
+pub(crate) enum Canceller {
+    Streamable(streamable::CancelHandle),
+    Sse(sse::CancelHandle),
+}
+
+impl Canceller {
+    /// Sends the cancellation of request `id` in the background (best effort: the
+    /// request's own answer, if it comes, is dropped).
+    pub(crate) fn cancel(self, id: u64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let message = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": id, "reason": "the client cancelled the request"}});
+        runtime.spawn(async move {
+            match self {
+                Canceller::Streamable(h) => h.send(&message).await,
+                Canceller::Sse(h) => h.send(&message).await,
+            }
+        });
     }
 }
 

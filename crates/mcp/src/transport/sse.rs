@@ -177,6 +177,37 @@ impl LegacySse {
     }
 }
 
+/// A handle that can post a notification to this stream's endpoint later.
+#[derive(Clone, Debug)]
+pub(crate) struct CancelHandle {
+    url: String,
+    http: HttpClient,
+    endpoint: Uri,
+    alive: Arc<AtomicBool>,
+}
+
+impl CancelHandle {
+    pub(crate) async fn send(&self, message: &Value) {
+        if !self.alive.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = post(&self.http, &self.endpoint, message).await {
+            tracing::debug!(url = %self.url, error = %e, "the cancellation did not reach the server");
+        }
+    }
+}
+
+impl LegacySse {
+    pub(crate) fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle {
+            url: self.url.clone(),
+            http: self.http.clone(),
+            endpoint: self.endpoint.clone(),
+            alive: self.alive.clone(),
+        }
+    }
+}
+
 impl Drop for LegacySse {
     fn drop(&mut self) {
         self.stop.cancel();

@@ -61,7 +61,29 @@ struct Shared {
     resources_changed: tokio::sync::Notify,
 }
 
+/// A handle that can send a notification on this transport's session later.
+#[derive(Clone, Debug)]
+pub(crate) struct CancelHandle(Arc<Shared>);
+
+impl CancelHandle {
+    /// Posts `message` (a notification) unless the connection speaks 2026-07-28, where
+    /// closing a request's stream already cancels it.
+    pub(crate) async fn send(&self, message: &Value) {
+        if read(&self.0.modern).is_some() {
+            return;
+        }
+        let method = "notifications/cancelled";
+        if let Err(e) = self.0.post(method, message).await {
+            tracing::debug!(url = %self.0.url, error = %e, "the cancellation did not reach the server");
+        }
+    }
+}
+
 impl StreamableHttp {
+    pub(crate) fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle(self.shared.clone())
+    }
+
     pub(crate) fn new(
         url: &str,
         uri: Uri,

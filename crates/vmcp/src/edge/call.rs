@@ -33,7 +33,23 @@ pub(crate) async fn respond<H: Send + Unpin + 'static>(
 ) -> Response<ResponseBody> {
     let first = tokio::select! {
         biased;
-        answer = &mut work => return json(StatusCode::OK, answer),
+        answer = &mut work => {
+            // Messages that came just before the answer (a backend's last progress in
+            // the same read as its result) still go first, on a stream.
+            match interim.try_recv() {
+                Ok(first) if streams_ok => {
+                    let answered: Work = Box::pin(std::future::ready(answer));
+                    let body = CallStream {
+                        first: Some(message::sse_event(&first)),
+                        interim,
+                        work: Some(answered),
+                        _hold: hold,
+                    };
+                    return event_stream(ResponseBody::new(body));
+                }
+                _ => return json(StatusCode::OK, answer),
+            }
+        }
         first = interim.recv(), if streams_ok => first,
     };
     let Some(first) = first else {
@@ -139,6 +155,34 @@ mod tests {
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
         let body = r.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"{\"id\":1}");
+    }
+
+    #[tokio::test]
+    async fn messages_sent_in_the_same_instant_as_the_answer_still_go_first() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The backend's last progress and its result arrive in one read: both are queued
+        // before the work is first polled.
+        let work: Work = Box::pin(async move {
+            for p in 1..=3 {
+                tx.send(Bytes::from(format!("{{\"p\":{p}}}"))).unwrap();
+            }
+            Bytes::from_static(b"{\"id\":1}")
+        });
+        let r = respond(work, rx, true, ()).await;
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/event-stream");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let order: Vec<&str> = text.lines().filter(|l| l.starts_with("data: ")).collect();
+        assert_eq!(
+            order,
+            [
+                "data: {\"p\":1}",
+                "data: {\"p\":2}",
+                "data: {\"p\":3}",
+                "data: {\"id\":1}"
+            ],
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -236,13 +236,22 @@ impl Edge {
                     )
                 }
             }
-            Message::Notification { method } => {
-                // `notifications/initialized`, `…/cancelled` (closing the stream cancels,
-                // too), `…/roots/list_changed`: nothing for the vMCP to do.
+            Message::Notification { method, params } => {
+                // `notifications/cancelled` stops the request it names (the backend is
+                // told under its own id, on the same backend session); closing a
+                // request's stream cancels it too. `notifications/initialized`,
+                // `…/roots/list_changed`: nothing for the vMCP to do.
                 tracing::trace!(%method, "client notification");
                 if let Some(sid) = session_id {
                     match self.find_session(sid, &who).await {
-                        Ok(Some(session)) => session.touch(),
+                        Ok(Some(session)) => {
+                            session.touch();
+                            if method == "notifications/cancelled"
+                                && let Some(request) = params.get("requestId")
+                            {
+                                session.cancel_call(request);
+                            }
+                        }
                         Ok(None) => return session_not_found(&Value::Null),
                         Err(e) => return store_unavailable(&Value::Null, &e),
                     }
@@ -339,14 +348,21 @@ impl Edge {
         };
         let caller = Caller {
             requests: relay::to_session(session.clone(), tx.clone()),
-            session: Some(session as Arc<dyn Owner>),
+            session: Some(session.clone() as Arc<dyn Owner>),
             interim: tx,
             log_level: None,
         };
         let router = self.router.clone();
+        let in_progress = session.start_call(&id);
         let work: call::Work = Box::pin(async move {
             let asked = Asked::new("legacy", &method, &params, &who);
-            let outcome = router.handle(&caller, &method, params).await;
+            // Cancelled by the client: the backend call is dropped (and so cancelled at
+            // the backend); the client expects no answer, and gets an error only if it
+            // is still listening.
+            let outcome = tokio::select! {
+                outcome = router.handle(&caller, &method, params) => outcome,
+                () = in_progress.cancelled() => Err(RpcError::new(codes::CANCELLED, "the client cancelled the request")),
+            };
             if let Some(asked) = asked {
                 asked.log(&outcome);
             }

@@ -60,6 +60,9 @@ pub(crate) struct ClientSession {
     stream: Mutex<Option<mpsc::Sender<Bytes>>>,
     /// Our requests to this client awaiting its answer, by our request id.
     asked: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
+    /// Its requests in progress, by their id (as JSON text): what its
+    /// `notifications/cancelled` stops.
+    calls: Mutex<HashMap<String, tokio_util::sync::CancellationToken>>,
     next_ask: AtomicU64,
     /// When the client last sent anything (ms since `epoch`).
     last_seen: AtomicU64,
@@ -79,6 +82,27 @@ impl std::fmt::Debug for ClientSession {
         f.debug_struct("ClientSession")
             .field("id", &self.id)
             .finish_non_exhaustive()
+    }
+}
+
+/// A client request in progress on its session (see [`ClientSession::start_call`]).
+pub(crate) struct InProgress {
+    session: Arc<ClientSession>,
+    key: String,
+    token: tokio_util::sync::CancellationToken,
+}
+
+impl InProgress {
+    /// Resolves when the client cancels this request.
+    pub(crate) async fn cancelled(&self) {
+        self.token.cancelled().await;
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        // (Request ids are unique among a session's requests in progress.)
+        lock(&self.session.calls).remove(&self.key);
     }
 }
 
@@ -112,6 +136,7 @@ impl ClientSession {
             log_level: Mutex::new(None),
             stream: Mutex::new(None),
             asked: Mutex::new(HashMap::new()),
+            calls: Mutex::default(),
             next_ask: AtomicU64::new(1),
             last_seen: AtomicU64::new(0),
             epoch,
@@ -119,6 +144,26 @@ impl ClientSession {
             backends: Mutex::default(),
             store: None,
             renewed: AtomicU64::new(0),
+        }
+    }
+
+    /// Registers request `id` as in progress: the returned call ends when the client
+    /// cancels it (`notifications/cancelled`), and unregisters itself when dropped.
+    pub(crate) fn start_call(self: &Arc<Self>, id: &Value) -> InProgress {
+        let key = id.to_string();
+        let token = tokio_util::sync::CancellationToken::new();
+        lock(&self.calls).insert(key.clone(), token.clone());
+        InProgress {
+            session: self.clone(),
+            key,
+            token,
+        }
+    }
+
+    /// The client cancelled request `id` (if it is still in progress here).
+    pub(crate) fn cancel_call(&self, id: &Value) {
+        if let Some(token) = lock(&self.calls).remove(&id.to_string()) {
+            token.cancel();
         }
     }
 
