@@ -86,6 +86,12 @@ pub(crate) struct Args {
     /// path could read and change the traffic.
     #[arg(long)]
     target_insecure_skip_verify: bool,
+    /// Do not recover client sessions when the server restarts. By default a session the
+    /// server answers with 404 (or a 400 about the session) is opened again with the
+    /// client's own initialize and the request replayed, so the client's session goes on
+    /// (the server-side state of the old session is gone either way).
+    #[arg(long)]
+    no_session_recovery: bool,
 }
 
 /// The `--target-*` TLS flags as settings; `None` when none is given. The error names
@@ -174,6 +180,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         allowed_hosts: args.allowed_hosts,
         allowed_origins: args.allowed_origins,
         read_timeout: args.read_timeout,
+        session_recovery: !args.no_session_recovery,
         metrics: logging::metrics(&hale_proxy::DURATION_BUCKETS),
         ..ProxyConfig::new(&target, checks)
     };

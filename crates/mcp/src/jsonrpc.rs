@@ -171,14 +171,14 @@ pub(crate) fn handshake_era(message: &Value) -> std::borrow::Cow<'_, Value> {
         _ => return std::borrow::Cow::Borrowed(message),
     }
     let mut message = message.clone();
-    if let Some(params) = message.get_mut("params").and_then(Value::as_object_mut) {
-        if let Some(Value::Object(meta)) = params.get_mut("_meta") {
-            for key in ENVELOPE_KEYS {
-                meta.remove(key);
-            }
-            if meta.is_empty() {
-                params.remove("_meta");
-            }
+    if let Some(params) = message.get_mut("params").and_then(Value::as_object_mut)
+        && let Some(Value::Object(meta)) = params.get_mut("_meta")
+    {
+        for key in ENVELOPE_KEYS {
+            meta.remove(key);
+        }
+        if meta.is_empty() {
+            params.remove("_meta");
         }
     }
     std::borrow::Cow::Owned(message)

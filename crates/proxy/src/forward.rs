@@ -24,6 +24,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::answer::{self, Said};
 use crate::body::{BoxError, ProxyBody, full};
 use crate::legacy::{self, LegacyStreams};
+use crate::recovery::{self, Known, Sessions};
 use crate::sse_rewrite::EndpointRewrite;
 use crate::status::Backend;
 
@@ -71,6 +72,9 @@ pub(crate) struct ForwardConfig {
     pub(crate) legacy: Arc<LegacyStreams>,
     /// How long a client may take to send a request's headers, or its body.
     pub(crate) read_timeout: Duration,
+    /// The sessions the server issued, for recovery after it restarts (`None`:
+    /// `--no-session-recovery`).
+    pub(crate) sessions: Option<Arc<Sessions>>,
 }
 
 /// The request metrics' handles, registered once per worker: looking a labelled metric up
@@ -282,47 +286,75 @@ impl Forwarder {
             .config
             .request_timeout
             .map(|t| tokio::time::Instant::now() + t);
-        let timed_out = || {
-            Said::new(
-                codes::TIMEOUT,
-                format!(
-                    "the MCP server did not answer within {:?} (the proxy's request timeout)",
-                    self.config.request_timeout.unwrap_or_default()
-                ),
-            )
+        // Session recovery: a session the proxy saw the server issue goes to the server
+        // session it maps to now (another one, after the server restarted).
+        let recovery = self.config.sessions.as_deref();
+        let client_session = parts
+            .headers
+            .get(recovery::SESSION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let known = recovery
+            .zip(client_session.as_deref())
+            .and_then(|(s, c)| s.get(c));
+        if let Some(k) = &known {
+            redirect(&mut parts.headers, k, client_session.as_deref());
+        }
+        let initialize = recovery.is_some()
+            && client_session.is_none()
+            && parts.method == http::Method::POST
+            && recovery::is_initialize(&body);
+        let mut response = match self.deliver(upstream, &parts, &body, deadline).await {
+            Ok(r) => r,
+            Err(answer) => return answer,
         };
-        let mut backend = self.config.backend.clone();
-        let response = loop {
-            let request = rebuild(&parts, body.clone());
-            let sent = tokio::select! {
-                sent = upstream.send(&self.dial, request) => sent,
-                said = given_up(&mut backend) => return answer_self(said),
-                () = until(deadline) => return answer_self(timed_out()),
-            };
-            match sent {
-                Ok(response) => break response,
-                Err(Failure::NotSent(detail)) => {
-                    // The server never saw it (refused, or no connection): try again after
-                    // the retry delay, as long as the proxy has not given up on it.
-                    tracing::debug!(%detail, retry_in = ?self.config.retry_delay, "the MCP server is unreachable; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(self.config.retry_delay) => {}
-                        said = stopping(&mut backend) => return answer_self(said),
-                        () = until(deadline) => return answer_self(timed_out()),
-                    }
+        if let Some(k) = &known
+            && matches!(response.status().as_u16(), 400 | 404)
+        {
+            // Did the server forget the session? Its answer is small: read it to see.
+            let stale = k.server();
+            let (answer_parts, answer_body) = response.into_parts();
+            let said = read_small(answer_body).await;
+            if !recovery::says_session_lost(answer_parts.status, &said) {
+                return Response::from_parts(answer_parts, full(said));
+            }
+            match self.recover(upstream, k, &stale, &parts, deadline).await {
+                Ok(()) => {
+                    redirect(&mut parts.headers, k, client_session.as_deref());
+                    response = match self.deliver(upstream, &parts, &body, deadline).await {
+                        Ok(r) => r,
+                        Err(answer) => return answer,
+                    };
                 }
-                Err(Failure::Broke(e)) if is_length_limit(&e) => return self.body_too_large(),
-                Err(Failure::Broke(e)) => {
-                    return answer_self(Said::new(
-                        codes::UPSTREAM_FAILED,
-                        format!(
-                            "the connection to the MCP server broke after the request was sent (it may have run): {}",
-                            hale_mcp::error_chain(&e)
-                        ),
-                    ));
+                Err(why) => {
+                    tracing::warn!(reason = %why, "the MCP server lost a client's session and a new one could not be opened for it; the client is told as the server said");
+                    return Response::from_parts(answer_parts, full(said));
                 }
             }
-        };
+        }
+        if let Some(sessions) = recovery {
+            match (&client_session, response.status().is_success()) {
+                (None, true) if initialize => {
+                    if let Some(id) = response
+                        .headers()
+                        .get(recovery::SESSION)
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        sessions.learn(id, body.clone());
+                    }
+                }
+                (Some(c), _) if parts.method == http::Method::DELETE => sessions.forget(c),
+                _ => {}
+            }
+        }
+        if let (Some(k), Some(c)) = (&known, &client_session)
+            && response.headers().contains_key(recovery::SESSION)
+            && k.server() != *c
+            && let Ok(v) = HeaderValue::from_str(c)
+        {
+            // The client keeps the session id it knows.
+            response.headers_mut().insert(recovery::SESSION, v);
+        }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let event_stream = parts
@@ -355,6 +387,138 @@ impl Forwarder {
         Response::from_parts(parts, body)
     }
 
+    /// Sends the request (`parts` and `body`) to the server until it is delivered: a
+    /// connection the server refused is tried again after the retry delay, as long as the
+    /// proxy has not given up on the server and the deadline has not passed. `Err`: the
+    /// answer the proxy gives itself.
+    async fn deliver(
+        &self,
+        upstream: &Upstream,
+        parts: &http::request::Parts,
+        body: &Bytes,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Response<Incoming>, Response<ProxyBody>> {
+        // The legacy streams are known by path and query (`/messages?sessionId=…`).
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let answer_self = |said: Said| self.answer_self(path, body, &said);
+        let timed_out = || {
+            Said::new(
+                codes::TIMEOUT,
+                format!(
+                    "the MCP server did not answer within {:?} (the proxy's request timeout)",
+                    self.config.request_timeout.unwrap_or_default()
+                ),
+            )
+        };
+        let mut backend = self.config.backend.clone();
+        loop {
+            let request = rebuild(parts, body.clone());
+            let sent = tokio::select! {
+                sent = upstream.send(&self.dial, request) => sent,
+                said = given_up(&mut backend) => return Err(answer_self(said)),
+                () = until(deadline) => return Err(answer_self(timed_out())),
+            };
+            match sent {
+                Ok(response) => return Ok(response),
+                Err(Failure::NotSent(detail)) => {
+                    // The server never saw it (refused, or no connection): try again after
+                    // the retry delay, as long as the proxy has not given up on it.
+                    tracing::debug!(%detail, retry_in = ?self.config.retry_delay, "the MCP server is unreachable; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(self.config.retry_delay) => {}
+                        said = stopping(&mut backend) => return Err(answer_self(said)),
+                        () = until(deadline) => return Err(answer_self(timed_out())),
+                    }
+                }
+                Err(Failure::Broke(e)) if is_length_limit(&e) => return Err(self.body_too_large()),
+                Err(Failure::Broke(e)) => {
+                    return Err(answer_self(Said::new(
+                        codes::UPSTREAM_FAILED,
+                        format!(
+                            "the connection to the MCP server broke after the request was sent (it may have run): {}",
+                            hale_mcp::error_chain(&e)
+                        ),
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Opens a new server session for client session `known`, whose server session
+    /// `stale` the server no longer knows: its `initialize` again, then
+    /// `notifications/initialized`, with the credentials of the request that found it
+    /// lost. Requests that find it lost together share one recovery.
+    async fn recover(
+        &self,
+        upstream: &Upstream,
+        known: &Known,
+        stale: &str,
+        request: &http::request::Parts,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), String> {
+        let _one = known.recovering.lock().await;
+        if known.server() != stale {
+            return Ok(()); // another request recovered it meanwhile
+        }
+        let mut init = Request::new(());
+        *init.method_mut() = http::Method::POST;
+        *init.uri_mut() = request.uri.clone();
+        let headers = init.headers_mut();
+        *headers = request.headers.clone();
+        for name in [
+            recovery::SESSION,
+            "mcp-protocol-version",
+            "last-event-id",
+            "content-length",
+        ] {
+            headers.remove(name);
+        }
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let (mut init, ()) = init.into_parts();
+        let answer = self
+            .deliver(upstream, &init, &known.initialize, deadline)
+            .await
+            .map_err(|_| "the server did not take the initialize again".to_string())?;
+        let status = answer.status();
+        let fresh = answer
+            .headers()
+            .get(recovery::SESSION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let said = read_small(answer.into_body()).await;
+        let Some(fresh) = fresh.filter(|_| status.is_success()) else {
+            return Err(format!(
+                "the server answered the initialize again with HTTP {status} and no session"
+            ));
+        };
+        let version = recovery::negotiated_version(&said);
+        let headers = &mut init.headers;
+        if let Ok(v) = HeaderValue::from_str(&fresh) {
+            headers.insert(recovery::SESSION, v);
+        }
+        if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert("mcp-protocol-version", v);
+        }
+        let initialized =
+            Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        if let Ok(answer) = self.deliver(upstream, &init, &initialized, deadline).await {
+            let _ = read_small(answer.into_body()).await;
+        }
+        tracing::info!(
+            "the MCP server lost a client's session (it restarted?); a new one was opened for it with its own initialize, and the client goes on under its session id"
+        );
+        metrics::counter!("toolhive_proxy_sessions_recovered_total").increment(1);
+        known.moved_to(fresh);
+        Ok(())
+    }
+
     /// Answers a request the proxy could not deliver: on the client's legacy SSE stream
     /// when it POSTed to one (202 to the POST, as the server would), else 200 with a
     /// JSON-RPC error for its id.
@@ -381,6 +545,34 @@ impl Forwarder {
                 format!("request body larger than {} bytes", self.config.max_body),
             ),
         )
+    }
+}
+
+/// Points a request of client session `known` (whose id the client sent as `client`)
+/// at the server session it goes to now. Event ids of a session the server forgot mean
+/// nothing to the new one: `Last-Event-ID` is dropped then.
+fn redirect(headers: &mut HeaderMap, known: &Known, client: Option<&str>) {
+    let server = known.server();
+    if Some(server.as_str()) == client {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_str(&server) {
+        headers.insert(recovery::SESSION, v);
+    }
+    headers.remove("last-event-id");
+}
+
+/// A small answer read whole (at most 1 MiB within 30 s; what could not be read is left
+/// out).
+async fn read_small(body: Incoming) -> Bytes {
+    match tokio::time::timeout(
+        Duration::from_secs(30),
+        Limited::new(body, 1024 * 1024).collect(),
+    )
+    .await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        _ => Bytes::new(),
     }
 }
 

@@ -33,6 +33,7 @@ pub mod env;
 mod forward;
 mod legacy;
 mod monitor;
+mod recovery;
 mod sse_rewrite;
 mod status;
 
@@ -97,6 +98,10 @@ pub struct ProxyConfig {
     /// `--target-client-key`, `--target-server-name`); `None`: Mozilla's roots, no client
     /// certificate.
     pub tls: Option<hale_mcp::Tls>,
+    /// Whether a session the server lost (it restarted) is opened again for its client
+    /// with the client's own `initialize`, so the client's session survives (default
+    /// true; `--no-session-recovery`).
+    pub session_recovery: bool,
 }
 
 impl ProxyConfig {
@@ -115,6 +120,7 @@ impl ProxyConfig {
             allowed_origins: Vec::new(),
             read_timeout: Duration::from_secs(30),
             tls: None,
+            session_recovery: true,
         }
     }
 }
@@ -248,6 +254,8 @@ impl Proxy {
             &config.allowed_hosts,
             &config.allowed_origins,
         );
+        // Exported from the start, so a dashboard shows 0 rather than nothing.
+        metrics::counter!("toolhive_proxy_sessions_recovered_total").increment(0);
         let forwarding = ForwardConfig {
             max_body: MAX_REQUEST_BODY,
             retry_delay: config.checks.retry_delay,
@@ -258,6 +266,9 @@ impl Proxy {
             legacy: Arc::new(legacy::LegacyStreams::default()),
             read_timeout: config.read_timeout,
             tls: config.tls.clone().unwrap_or_default(),
+            sessions: config
+                .session_recovery
+                .then(|| Arc::new(recovery::Sessions::default())),
         };
 
         // Thread per core, as nginx does: each worker thread runs a single-threaded
@@ -530,6 +541,7 @@ pub const METRICS: &[&str] = &[
     "toolhive_proxy_health_failure_threshold",
     "toolhive_proxy_backend_up",
     "toolhive_proxy_active_sse_streams",
+    "toolhive_proxy_sessions_recovered_total",
 ];
 
 /// Histogram buckets for every duration metric: 1 ms to 60 s.

@@ -939,3 +939,61 @@ async fn an_https_target_that_wants_a_client_certificate_is_proxied_and_checked(
         "{reason}"
     );
 }
+
+/// The server restarts (it forgets every session) while a client session is open: with
+/// recovery the client never learns it (same session id, no new handshake of its own, its
+/// calls answered); without it, the client must open a new session.
+async fn restart_under_a_session(recovery: bool) -> (u64, Option<String>, Option<String>) {
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let config = ProxyConfig {
+        session_recovery: recovery,
+        drain_timeout: Duration::from_secs(2),
+        ..ProxyConfig::new(&server.url(), fast_checks(50))
+    };
+    let proxy = Proxy::bind(config).await.unwrap();
+    let addr = proxy.local_addr();
+    let stop = CancellationToken::new();
+    tokio::spawn(proxy.run(stop.clone()));
+    let client = McpClient::connect(
+        &through(&server, addr),
+        client_options(TransportKind::StreamableHttp),
+    )
+    .await
+    .unwrap();
+    client.ping().await.unwrap();
+    let before = client.session_id().await;
+    // Down, and back without its sessions: a restart. The first request after it is the
+    // one an SDK client's session would die on.
+    server.set_fault(Some(Fault::Down)).await;
+    server.forget_sessions();
+    let call = tokio::spawn(async move {
+        let result = client
+            .call_tool("echo", json!({"text": "after the restart"}))
+            .await;
+        (client, result)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.set_fault(None).await;
+    let (client, result) = call.await.unwrap();
+    assert_eq!(result.unwrap()["content"][0]["text"], "after the restart");
+    client.ping().await.unwrap();
+    let tools = client.list_tools().await.unwrap();
+    assert!(!tools.is_empty());
+    let after = client.session_id().await;
+    stop.cancel();
+    server.shutdown();
+    (client.sessions_replaced(), before, after)
+}
+
+#[tokio::test]
+async fn a_restarted_servers_lost_session_is_recovered_without_the_client_noticing() {
+    let (replaced, before, after) = restart_under_a_session(true).await;
+    assert_eq!(replaced, 0, "the client had to open a new session itself");
+    assert_eq!(before, after, "the client keeps its session id");
+    // The control: without recovery the same client must start over.
+    let (replaced, _, _) = restart_under_a_session(false).await;
+    assert_eq!(
+        replaced, 1,
+        "without recovery the client sees its session lost"
+    );
+}
