@@ -522,13 +522,40 @@ impl McpClient {
         .await
     }
 
+    /// Every item of list `method` (`field` in each page) as a caller that declared
+    /// `capabilities` is shown them (servers list some tools only to clients that can
+    /// serve them: roots, sampling, elicitation). On a 2026-07-28 connection they go in
+    /// each request's `_meta`; a session's were declared at its `initialize`, so on one
+    /// this is the session's own list. `None`: as this client itself.
+    pub async fn list_for(
+        &self,
+        method: &str,
+        field: &str,
+        capabilities: Option<&Value>,
+    ) -> Result<Vec<Value>, McpError> {
+        self.list_pages(method, field, capabilities).await
+    }
+
     async fn list_all(&self, method: &str, field: &str) -> Result<Vec<Value>, McpError> {
+        self.list_pages(method, field, None).await
+    }
+
+    async fn list_pages(
+        &self,
+        method: &str,
+        field: &str,
+        capabilities: Option<&Value>,
+    ) -> Result<Vec<Value>, McpError> {
         /// A server that keeps handing out cursors is broken; stop rather than loop.
         const MAX_PAGES: usize = 1000;
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_PAGES {
-            let params = cursor.take().map(|c| json!({"cursor": c}));
+            let mut params = cursor.take().map(|c| json!({"cursor": c}));
+            if let Some(capabilities) = capabilities {
+                params.get_or_insert_with(|| json!({}))["_meta"] =
+                    json!({"io.modelcontextprotocol/clientCapabilities": capabilities});
+            }
             let page = self.request(method, params).await?;
             match page.get(field) {
                 Some(Value::Array(list)) => {

@@ -9,6 +9,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+/// Where the server puts, in a `tools/list` request's params, what the session's client
+/// declared (a 2026-07-28 request carries it in `_meta`).
+pub(crate) const DECLARED: &str = "_declaredCapabilities";
+
 /// Server-to-client requests waiting for the client's answer, by request id.
 pub(crate) type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
 
@@ -110,6 +114,12 @@ fn base_tools() -> Vec<Value> {
             "Adds two numbers.",
             json!({"a": {"type": "number"}, "b": {"type": "number"}}),
             &["a", "b"],
+        ),
+        tool(
+            "list_roots",
+            "Asks the client for its roots (listed only to clients that declared roots).",
+            json!({}),
+            &[],
         ),
         tool(
             "sleep",
@@ -335,11 +345,19 @@ impl Catalog {
                 Ok(json!({}))
             }
             "tools/list" => {
-                let tools = self
+                let mut tools = self
                     .tools
                     .read()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .clone();
+                // As server-everything does: a tool that needs the client's roots is
+                // listed only to clients that declared `roots`.
+                let declared = params.get(DECLARED).or_else(|| {
+                    params.pointer("/_meta/io.modelcontextprotocol~1clientCapabilities")
+                });
+                if declared.and_then(|d| d.get("roots")).is_none() {
+                    tools.retain(|t| t["name"] != "list_roots");
+                }
                 self.page(params, "tools", tools)
             }
             "tools/call" => self.call(params, out).await,
@@ -457,6 +475,16 @@ impl Catalog {
             }
             "test_error_handling" => Ok(json!({"isError": true, "content": [{"type": "text",
                 "text": "This tool intentionally returns an error for testing"}]})),
+            "list_roots" => match out.request("roots/list", json!({})).await {
+                Ok(result) => {
+                    let roots = result
+                        .get("roots")
+                        .and_then(Value::as_array)
+                        .map_or(0, Vec::len);
+                    text(format!("{roots} roots"))
+                }
+                Err(e) => Ok(tool_error(e)),
+            },
             "test_sampling" => {
                 let prompt = args
                     .get("prompt")

@@ -32,6 +32,9 @@ const SESSION: &str = "mcp-session-id";
 struct SessionEntry {
     stream: Option<mpsc::UnboundedSender<Bytes>>,
     ended: CancellationToken,
+    /// What the client declared at `initialize` (some tools are listed only to clients
+    /// that declared a capability, as real servers do).
+    capabilities: Value,
 }
 
 impl Drop for SessionEntry {
@@ -391,6 +394,7 @@ impl Shared {
             SessionEntry {
                 stream,
                 ended: ended.clone(),
+                capabilities: Value::Null,
             },
         );
         self.sessions_opened.fetch_add(1, Ordering::Relaxed);
@@ -470,7 +474,14 @@ impl Shared {
         let mut new_session = None;
         if !self.config.stateless {
             if method == "initialize" {
-                new_session = Some(self.new_session(None).0);
+                let id = self.new_session(None).0;
+                if let Some(entry) = lock(&self.sessions).get_mut(&id) {
+                    entry.capabilities = message
+                        .pointer("/params/capabilities")
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                }
+                new_session = Some(id);
             } else {
                 match session {
                     None => {
@@ -490,7 +501,17 @@ impl Shared {
         let Some(id) = id else {
             return status_only(StatusCode::ACCEPTED); // a notification
         };
-        let params = message.get("params").cloned().unwrap_or(Value::Null);
+        let mut params = message.get("params").cloned().unwrap_or(Value::Null);
+        if method == "tools/list"
+            && let Some(session) = &session
+            && let Some(entry) = lock(&self.sessions).get(session)
+        {
+            // What the session's client declared decides what it is shown.
+            if !params.is_object() {
+                params = json!({});
+            }
+            params[crate::catalog::DECLARED] = entry.capabilities.clone();
+        }
         if method == "resources/subscribe"
             && let Some(session) = session.clone()
         {

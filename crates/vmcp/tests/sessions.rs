@@ -343,3 +343,68 @@ async fn a_cancelled_call_is_cancelled_at_the_backend_on_the_clients_own_session
     stop.cancel();
     server.shutdown();
 }
+
+#[tokio::test]
+async fn each_client_sees_and_calls_the_tools_its_capabilities_are_offered() {
+    // hale-testkit lists `list_roots` only to clients that declared `roots`, as
+    // server-everything lists its roots, sampling and elicitation tools.
+    let server = TestServer::start(stateful()).await.unwrap();
+    let Started { addr, stop, .. } = start_with(&one_backend(&server, ""), None).await;
+    let with_roots = McpClient::connect(
+        &format!("http://{addr}/mcp"),
+        ClientOptions {
+            capabilities: Some(json!({"roots": {"listChanged": true}})),
+            request_timeout: Duration::from_secs(10),
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let without = client(addr).await;
+    let has = |tools: &[Value]| tools.iter().any(|t| t["name"] == "list_roots");
+    for _ in 0..2 {
+        // Twice: the second time from what was kept.
+        assert!(
+            has(&with_roots.list_tools().await.unwrap()),
+            "a client with roots is offered list_roots"
+        );
+        assert!(
+            !has(&without.list_tools().await.unwrap()),
+            "a client without roots is not"
+        );
+    }
+    // It can call it: the backend asks it for its roots (hale-mcp as a client declines),
+    // never "unknown tool".
+    match with_roots.call_tool("list_roots", json!({})).await {
+        Ok(result) => assert!(result["content"][0]["text"].is_string(), "{result}"),
+        Err(McpError::Rpc { code, message, .. }) => {
+            assert_ne!(code, codes::UNKNOWN_NAME, "{message}")
+        }
+        Err(e) => panic!("{e}"),
+    }
+    // A 2026-07-28 caller is shown what its own `_meta` capabilities are offered.
+    let modern = |capabilities: Value| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": capabilities}}})
+        .to_string()
+    };
+    let headers = [
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/list"),
+        ("Accept", "application/json, text/event-stream"),
+    ];
+    for (capabilities, offered) in [(json!({"roots": {}}), true), (json!({}), false)] {
+        let (status, body) = raw(addr, "POST", "/mcp", &headers, &modern(capabilities)).await;
+        assert_eq!(status, 200, "{body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            has(answer["result"]["tools"].as_array().unwrap()),
+            offered,
+            "{answer}"
+        );
+    }
+    stop.cancel();
+    server.shutdown();
+}

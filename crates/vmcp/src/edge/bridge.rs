@@ -131,6 +131,7 @@ impl Bridge {
             interim: relay_tx,
             log_level: asker.log_level,
             requests: to_rounds(asks_tx),
+            profile: Some(crate::upstream::Profile::of(&capabilities)),
         };
         let (done_tx, done) = oneshot::channel();
         let (router, method) = (router.clone(), method.to_string());

@@ -348,6 +348,7 @@ impl Edge {
         };
         let caller = Caller {
             requests: relay::to_session(session.clone(), tx.clone()),
+            profile: Some(session.profile.clone()),
             session: Some(session.clone() as Arc<dyn Owner>),
             interim: tx,
             log_level: None,
@@ -468,6 +469,7 @@ impl Edge {
                         interim: tx,
                         log_level,
                         requests: relay::declined(),
+                        profile: Some(modern::profile(&params)),
                     };
                     router.handle(&caller, &method, params).await
                 }

@@ -230,6 +230,15 @@ pub(crate) fn tagged(params: Value, subscription: &Value) -> Value {
     params
 }
 
+/// The capability profile of a 2026-07-28 request: what its `_meta` says the client can do.
+pub(crate) fn profile(params: &Value) -> crate::upstream::Profile {
+    let declared = params
+        .get("_meta")
+        .and_then(|m| m.get(META_CAPABILITIES))
+        .unwrap_or(&Value::Null);
+    crate::upstream::Profile::of(declared)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,8 @@ pub(crate) struct ClientSession {
     pub(crate) id: String,
     pub(crate) protocol_version: String,
     pub(crate) capabilities: Value,
+    /// Its capabilities as a profile: what backends list to it.
+    pub(crate) profile: crate::upstream::Profile,
     pub(crate) client_info: Value,
     /// The caller who opened it (`None`: anonymous); requests from anyone else are
     /// answered as if the session did not exist.
@@ -130,6 +132,7 @@ impl ClientSession {
         ClientSession {
             id,
             protocol_version,
+            profile: crate::upstream::Profile::of(&capabilities),
             capabilities,
             client_info,
             owner,

@@ -55,6 +55,16 @@ impl Published {
     pub(crate) fn owner_of_tool(&self, name: &str) -> Option<&Route> {
         self.owners.get(name)
     }
+
+    /// The backends whose lists it was built from.
+    pub(crate) fn included(&self) -> &[String] {
+        &self.included
+    }
+
+    /// The lists generation it was built from.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 /// The current catalog, and the changes clients have not been told about yet.

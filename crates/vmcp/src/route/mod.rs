@@ -11,6 +11,7 @@
 pub mod catalog;
 mod current;
 mod fan_out;
+mod profiles;
 mod upstreams;
 
 use std::sync::{Arc, PoisonError, RwLock};
@@ -23,7 +24,7 @@ use serde_json::{Value, json};
 
 use crate::config::{ConflictResolution, PartialFailureMode, ToolPolicy, VmcpConfig};
 use crate::message::{self, RpcError};
-use crate::upstream::{CallError, Mode, Owner, Signals, Upstream};
+use crate::upstream::{CallError, Mode, Owner, Profile, Signals, Upstream};
 use catalog::{Catalog, Kind, Route};
 pub use current::ListsChanged;
 use current::{Published, Rules};
@@ -74,6 +75,8 @@ pub struct Router {
     /// When the catalog is already due to look again for a grace period's end (one
     /// waiting task per deadline, however many rebuilds see it).
     grace_wake: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// The catalogs of clients whose capabilities backends list something else to.
+    profiles: profiles::Catalogs,
 }
 
 /// Who is asking, and where what comes before the answer goes.
@@ -92,6 +95,9 @@ pub(crate) struct Caller {
     /// elicitation, roots): the edge relays them to a legacy client, turns them into
     /// `input_required` rounds for a 2026-07-28 one, or declines them.
     pub(crate) requests: ServerRequestHandler,
+    /// What the client declared it can do: backends may offer it more or less than the
+    /// shared catalog (`None`: the shared catalog).
+    pub(crate) profile: Option<Profile>,
 }
 
 /// MCP's log levels, in RFC 5424 order.
@@ -128,6 +134,7 @@ impl Router {
             current: current::Current::default(),
             signals,
             grace_wake: std::sync::Mutex::new(None),
+            profiles: profiles::Catalogs::default(),
         }
     }
 
@@ -259,6 +266,46 @@ impl Router {
                 tell(unsent);
             }
         }
+    }
+
+    /// The catalog `caller` is shown: the shared one, unless backends list something
+    /// else to clients with its capabilities. Built once per capability profile and
+    /// shared catalog (its lists generation and included backends), and cached.
+    async fn catalog_for(&self, caller: &Caller) -> profiles::View {
+        let published = self.published();
+        let Some(profile) = caller.profile.as_ref().filter(|p| !p.is_shared()) else {
+            return profiles::View::Shared(published);
+        };
+        if let Some(view) = self.profiles.get(profile, &published) {
+            return view;
+        }
+        let upstreams = self.upstreams();
+        let included: Vec<Arc<Upstream>> = published
+            .included()
+            .iter()
+            .filter_map(|n| upstreams.get(n).cloned())
+            .collect();
+        let listed =
+            futures_util::future::join_all(included.iter().map(|u| u.lists_for(profile))).await;
+        let mut lists = Vec::new();
+        let mut same = true;
+        for (u, mine) in included.iter().zip(listed) {
+            if let Some(mine) = mine {
+                same &= u.lists().is_some_and(|shared| Arc::ptr_eq(&shared, &mine));
+                lists.push(mine);
+            }
+        }
+        let view = if same {
+            profiles::View::Shared(published.clone())
+        } else {
+            let settings = self.settings();
+            match catalog::build(&settings.conflict_resolution, &settings.tools, &lists) {
+                Ok(own) => profiles::View::Own(Arc::new(own)),
+                Err(_) => profiles::View::Shared(published.clone()),
+            }
+        };
+        self.profiles.keep(profile, &published, view.clone());
+        view
     }
 
     /// How long a modern client may cache a list (`ttlMs`): 0 while any routable
@@ -396,10 +443,13 @@ impl Router {
     ) -> Result<Value, RpcError> {
         match method {
             "ping" => Ok(json!({})),
-            "tools/list" => self.list("tools", Kind::Tools).await,
-            "resources/list" => self.list("resources", Kind::Resources).await,
-            "resources/templates/list" => self.list("resourceTemplates", Kind::Templates).await,
-            "prompts/list" => self.list("prompts", Kind::Prompts).await,
+            "tools/list" => self.list(caller, "tools", Kind::Tools).await,
+            "resources/list" => self.list(caller, "resources", Kind::Resources).await,
+            "resources/templates/list" => {
+                self.list(caller, "resourceTemplates", Kind::Templates)
+                    .await
+            }
+            "prompts/list" => self.list(caller, "prompts", Kind::Prompts).await,
             "tools/call" => self.call_tool(caller, params).await,
             "resources/read" => {
                 let uri = str_param(&params, "uri")?;
@@ -410,7 +460,14 @@ impl Router {
             }
             "prompts/get" => {
                 let name = str_param(&params, "name")?;
-                let route = self.published().catalog.prompt_routes.get(&name).cloned();
+                let route = self
+                    .catalog_for(caller)
+                    .await
+                    .catalog()
+                    .prompt_routes
+                    .get(&name)
+                    .cloned()
+                    .or_else(|| self.published().catalog.prompt_routes.get(&name).cloned());
                 let Some(route) = route else {
                     return Err(RpcError::new(
                         codes::UNKNOWN_NAME,
@@ -474,7 +531,7 @@ impl Router {
     /// A list, after every routable upstream listed again; `fail` / `best_effort` decide
     /// what a failure among them does to the answer (under `best_effort` it holds only
     /// what the upstreams that answered gave, not a failed one's earlier lists).
-    async fn list(&self, field: &str, kind: Kind) -> Result<Value, RpcError> {
+    async fn list(&self, caller: &Caller, field: &str, kind: Kind) -> Result<Value, RpcError> {
         let mode = self.settings().partial_failure_mode;
         let failures = fan_out::fan_out(&self.upstreams(), mode).await;
         if !failures.is_empty() && mode == PartialFailureMode::Fail {
@@ -486,9 +543,9 @@ impl Router {
             .with_data(json!({"failures": failures.iter().map(|(b, e)| json!({"backend": b, "error": e})).collect::<Vec<_>>()})));
         }
         self.rebuild_on_request();
-        let published = self.published();
+        let view = self.catalog_for(caller).await;
         let failed: Vec<&str> = failures.iter().map(|(b, _)| b.as_str()).collect();
-        let mut result = json!({ field: published.catalog.items(kind, &failed) });
+        let mut result = json!({ field: view.catalog().items(kind, &failed) });
         if !failures.is_empty() {
             result["_meta"] = json!({"hale/partialFailures": failures.iter().map(|(b, e)| json!({"backend": b, "error": e})).collect::<Vec<_>>()});
         }
@@ -497,6 +554,14 @@ impl Router {
 
     async fn call_tool(&self, caller: &Caller, params: Value) -> Result<Value, RpcError> {
         let name = str_param(&params, "name")?;
+        // What this caller was offered first (a tool listed only to clients with its
+        // capabilities), then the shared catalog.
+        if let Some(route) = self.catalog_for(caller).await.own_tool_route(&name) {
+            let forwarded = with_name(params, "name", &route.original);
+            return self
+                .forward(caller, &route.backend, "tools/call", forwarded)
+                .await;
+        }
         let lookup = |router: &Router| router.published().catalog.tool_routes.get(&name).cloned();
         let mut route = lookup(self);
         if route.is_none() {
@@ -562,7 +627,7 @@ impl Router {
         if let (Some(session), Some(u)) = (
             &caller.session,
             self.upstreams().get(&route.backend).cloned(),
-        ) && let Ok(client) = u.client_for(Some(session)).await
+        ) && let Ok(client) = u.client_for(Some(session), None).await
         {
             let (modern, own_session) = client.era().await;
             if modern || !own_session {
@@ -672,7 +737,13 @@ impl Router {
             return Err(retired(&u));
         }
         let hooks = hooks(caller, backend);
-        let call = u.call(caller.session.as_ref(), method, params, Some(&hooks));
+        let call = u.call(
+            caller.session.as_ref(),
+            caller.profile.as_ref(),
+            method,
+            params,
+            Some(&hooks),
+        );
         let result = tokio::select! {
             result = call => result,
             () = withdrawn => {

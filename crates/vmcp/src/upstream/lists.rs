@@ -34,9 +34,13 @@ impl Lists {
         self.lock().clone()
     }
 
-    /// Keeps `lists`.
+    /// Keeps `lists` (the ones kept already, when they are the same: what was derived
+    /// from them, such as the lists shown to each capability profile, stays good).
     pub(crate) fn set(&self, lists: BackendLists) {
-        *self.lock() = Some(Arc::new(lists));
+        let mut kept = self.lock();
+        if kept.as_deref() != Some(&lists) {
+            *kept = Some(Arc::new(lists));
+        }
     }
 
     /// Drops the lists: stale.

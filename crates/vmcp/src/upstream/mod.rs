@@ -16,6 +16,7 @@
 pub mod health;
 mod lists;
 pub mod monitor;
+mod profiles;
 mod request_metrics;
 mod sessions;
 mod shared;
@@ -37,6 +38,7 @@ use crate::config::{BackendConfig, VmcpConfig};
 pub use health::{Changes, Health, TokioClock};
 pub use lists::BackendLists;
 use monitor::MonitorSettings;
+pub(crate) use profiles::Profile;
 pub use sessions::BackendSession;
 pub(crate) use sessions::Owner;
 pub use signals::Signals;
@@ -212,6 +214,9 @@ pub struct Upstream {
     sessions: sessions::BackendSessions,
     /// What it lists, once fetched.
     lists: lists::Lists,
+    /// What it lists to clients by their declared capabilities, and the backend sessions
+    /// 2026-07-28 callers of a profile go through where it lists them something else.
+    profiles: profiles::ByProfile,
     /// Request metrics, handles kept.
     metrics: request_metrics::RequestMetrics,
     /// It refused the handshake: 2026-07-28 only, no client sessions of its own.
@@ -288,6 +293,7 @@ impl Upstream {
                 shared: shared::Shared::new(target.clone(), slots, hear),
                 sessions: sessions::BackendSessions::new(target.clone(), settings.max_sessions),
                 lists: lists::Lists::default(),
+                profiles: profiles::ByProfile::default(),
                 metrics: request_metrics::RequestMetrics::default(),
                 modern_only: AtomicBool::new(false),
                 target,
@@ -383,6 +389,7 @@ impl Upstream {
         self.retired.cancel();
         self.health.withdrawn.notify_waiters();
         self.sessions.close_all("removed").await;
+        self.close_profile_sessions().await;
         self.shared.close_all().await;
         self.end_process().await;
     }
@@ -496,9 +503,19 @@ impl Upstream {
     pub(crate) async fn client_for(
         &self,
         owner: Option<&Arc<dyn Owner>>,
+        profile: Option<&Profile>,
     ) -> Result<Arc<McpClient>, McpError> {
         let shared = self.client().await?;
         let Some(owner) = owner else {
+            // A 2026-07-28 caller of a profile this backend lists something else to goes
+            // through that profile's own backend session, as it would directly.
+            if let Some(p) = profile
+                && let Some(base) = self.lists()
+                && self.profiles.differs(p, &base)
+                && let Some(own) = self.profile_session(p, &shared).await
+            {
+                return Ok(own);
+            }
             return Ok(shared);
         };
         let (modern, has_session) = shared.era().await;
@@ -519,6 +536,82 @@ impl Upstream {
                 Ok(shared)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// The backend session of 2026-07-28 callers of `profile` on a handshake-era backend
+    /// with sessions (opened with the profile's capabilities on first use, bounded);
+    /// `None` where the shared client serves every profile (a 2026-07-28 or stateless
+    /// backend), past the bound, or when it cannot be opened.
+    async fn profile_session(
+        &self,
+        profile: &Profile,
+        shared: &Arc<McpClient>,
+    ) -> Option<Arc<McpClient>> {
+        let (modern, has_session) = shared.era().await;
+        if modern || !has_session || self.modern_only.load(Ordering::Relaxed) {
+            return None;
+        }
+        let cell = self.profiles.session(profile)?;
+        let opened = cell
+            .get_or_try_init(|| async {
+                let kind = target::ClientKind::Session {
+                    capabilities: profile.capabilities(),
+                    client_info: json!({"name": "hale-vmcp", "version": env!("CARGO_PKG_VERSION")}),
+                };
+                self.target.connect(kind).await.map(Arc::new)
+            })
+            .await;
+        match opened {
+            Ok(client) => Some(client.clone()),
+            Err(e) => {
+                tracing::debug!(backend = %self.name(), error = %e, "no backend session for a capability profile; the shared one serves it");
+                self.profiles.drop_session(profile);
+                None
+            }
+        }
+    }
+
+    /// What this backend lists to a caller of `profile`: the shared lists where they are
+    /// the same, fetched once per profile while the shared ones stand (through the
+    /// profile's own backend session on a handshake-era backend, so listing opens no
+    /// client's session). `None` before the backend is listed.
+    pub(crate) async fn lists_for(
+        self: &Arc<Self>,
+        profile: &Profile,
+    ) -> Option<Arc<BackendLists>> {
+        let base = self.lists()?;
+        if profile.is_shared() {
+            return Some(base);
+        }
+        if let Some(mine) = self.profiles.lists(profile, &base) {
+            return Some(mine);
+        }
+        let name = self.name().to_string();
+        let capabilities = profile.capabilities();
+        let listed = self
+            .guarded(
+                "tools/list",
+                false,
+                None,
+                async || {
+                    let shared = self.client().await?;
+                    Ok(self
+                        .profile_session(profile, &shared)
+                        .await
+                        .unwrap_or(shared))
+                },
+                |_| false,
+                async |client| list_everything(&client, &name, Some(&capabilities)).await,
+            )
+            .await;
+        match listed {
+            Ok(lists) => Some(self.profiles.keep(profile, &base, lists)),
+            Err(e) => {
+                // The shared lists stand in: better than none, and tried again next time.
+                tracing::debug!(backend = %name, error = %e, "cannot list for a client's capabilities; the shared lists stand in");
+                Some(base)
+            }
         }
     }
 
@@ -577,6 +670,12 @@ impl Upstream {
     /// Ends every backend session (the upstream goes away, or the vMCP stops).
     pub(crate) async fn close_all_sessions(&self, event: &'static str) {
         self.sessions.close_all(event).await;
+        self.close_profile_sessions().await;
+    }
+
+    async fn close_profile_sessions(&self) {
+        let open = self.profiles.take_sessions();
+        futures_util::future::join_all(open.iter().map(|c| c.close())).await;
     }
 
     // --- calls -----------------------------------------------------------------------
@@ -586,6 +685,7 @@ impl Upstream {
     pub(crate) async fn call(
         &self,
         owner: Option<&Arc<dyn Owner>>,
+        profile: Option<&Profile>,
         method: &str,
         params: Value,
         hooks: Option<&CallHooks>,
@@ -593,10 +693,18 @@ impl Upstream {
         let tool_errors = self.settings.tool_errors_are_failures && method == "tools/call";
         let judge =
             |result: &Value| tool_errors && result.get("isError") == Some(&Value::Bool(true));
-        self.guarded(method, false, owner, judge, async |client| match hooks {
-            Some(hooks) => client.request_hooked(method, Some(params), hooks).await,
-            None => client.request(method, Some(params)).await,
-        })
+        let choose = async || self.client_for(owner, profile).await;
+        self.guarded(
+            method,
+            false,
+            owner,
+            choose,
+            judge,
+            async |client| match hooks {
+                Some(hooks) => client.request_hooked(method, Some(params), hooks).await,
+                None => client.request(method, Some(params)).await,
+            },
+        )
         .await
     }
 
@@ -628,6 +736,7 @@ impl Upstream {
         method: &str,
         feeds_health: bool,
         owner: Option<&Arc<dyn Owner>>,
+        choose: impl AsyncFnOnce() -> Result<Arc<McpClient>, McpError>,
         failed: impl Fn(&T) -> bool,
         op: impl AsyncFnOnce(Arc<McpClient>) -> Result<T, McpError>,
     ) -> Result<T, CallError> {
@@ -642,7 +751,7 @@ impl Upstream {
             }
         };
         let started = tokio::time::Instant::now();
-        let result = match self.client_for(owner).await {
+        let result = match choose().await {
             Ok(client) => {
                 let replaced = client.sessions_replaced();
                 let result = op(client.clone()).await;
@@ -741,26 +850,9 @@ impl Upstream {
                 "tools/list",
                 true,
                 None,
+                async || self.client().await,
                 |_| false,
-                async |client| {
-                    let info = client.server_info().await;
-                    let mut lists = BackendLists {
-                        backend: name.clone(),
-                        ..BackendLists::default()
-                    };
-                    if info.has("tools") {
-                        lists.tools = client.list_tools().await?;
-                    }
-                    if info.has("resources") {
-                        lists.resources = client.list_resources().await?;
-                        lists.templates =
-                            client.list_resource_templates().await.unwrap_or_default();
-                    }
-                    if info.has("prompts") {
-                        lists.prompts = client.list_prompts().await?;
-                    }
-                    Ok(lists)
-                },
+                async |client| list_everything(&client, &name, None).await,
             )
             .await;
         let lists = match lists {
@@ -801,4 +893,32 @@ impl Upstream {
         self.signals.lists_arrived();
         Ok(())
     }
+}
+
+/// Everything `client`'s server lists (of the capabilities it declared), as a caller
+/// that declared `capabilities` sees it (`None`: as the client itself).
+async fn list_everything(
+    client: &McpClient,
+    backend: &str,
+    capabilities: Option<&Value>,
+) -> Result<BackendLists, McpError> {
+    let info = client.server_info().await;
+    let mut lists = BackendLists {
+        backend: backend.to_string(),
+        ..BackendLists::default()
+    };
+    let list = async |method: &str, field: &str| client.list_for(method, field, capabilities).await;
+    if info.has("tools") {
+        lists.tools = list("tools/list", "tools").await?;
+    }
+    if info.has("resources") {
+        lists.resources = list("resources/list", "resources").await?;
+        lists.templates = list("resources/templates/list", "resourceTemplates")
+            .await
+            .unwrap_or_default();
+    }
+    if info.has("prompts") {
+        lists.prompts = list("prompts/list", "prompts").await?;
+    }
+    Ok(lists)
 }

@@ -41,6 +41,9 @@ impl Target {
             ClientKind::Shared { listen } => ClientOptions {
                 // Sampling and elicitation requests are relayed to the calling client.
                 relays_client_features: true,
+                // What that lets it declare: callers who declared the same are shown
+                // what these clients list.
+                capabilities: Some(super::Profile::shared()),
                 // The main slot's session listens for list changes and updates; the
                 // workers' would only say the same again.
                 listen,
