@@ -54,6 +54,21 @@ pub struct ClientOptions {
     /// `pool` is `None`; a pool has its own (see [`Pool::with_tls`]). `None`: Mozilla's
     /// roots, no client certificate.
     pub tls: Option<crate::Tls>,
+    /// Answers the server's requests that arrive outside any request of ours (on the
+    /// session's GET stream: server-everything asks for roots there) when no single
+    /// request in flight has a handler of its own; `None`: they are declined.
+    pub standalone_requests: Option<StandaloneRequests>,
+}
+
+/// A handler for a server's requests outside any request (see
+/// [`ClientOptions::standalone_requests`]).
+#[derive(Clone)]
+pub struct StandaloneRequests(pub crate::ServerRequestHandler);
+
+impl std::fmt::Debug for StandaloneRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StandaloneRequests")
+    }
 }
 
 /// Which MCP protocol era a client speaks.
@@ -120,6 +135,7 @@ impl Default for ClientOptions {
             credentials: None,
             tls: None,
             era: Era::Legacy,
+            standalone_requests: None,
         }
     }
 }
@@ -631,6 +647,9 @@ fn streamable(
     notifications: &broadcast::Sender<Notification>,
 ) -> Transport {
     let t = StreamableHttp::new(url, uri.clone(), http.clone(), notifications.clone());
+    if let Some(StandaloneRequests(handler)) = &options.standalone_requests {
+        t.answer_standalone(handler.clone());
+    }
     if let Some(max) = options.max_list_items {
         // A byte budget goes with the item budget, so that a page far over it is refused
         // before it is parsed (8 KiB an item: generous for a tool with a large schema).

@@ -40,6 +40,7 @@ mod watched_file;
 
 pub use client::{
     ClientOptions, Era, MODERN_PROTOCOL_VERSION, McpClient, PROTOCOL_VERSIONS, Pool, ServerInfo,
+    StandaloneRequests,
 };
 pub use credentials::{Credentials, CredentialsBuilder, CredentialsError};
 pub use error::McpError;

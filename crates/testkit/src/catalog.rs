@@ -321,13 +321,15 @@ impl Catalog {
         tools.len() != before
     }
 
-    /// The names of the current tools.
+    /// The names of the current tools, as a client that declared no capabilities is
+    /// shown them (`list_roots` only goes to clients that declared roots).
     pub(crate) fn tool_names(&self) -> Vec<String> {
         self.tools
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .filter_map(|t| t["name"].as_str().map(str::to_string))
+            .filter(|n| n != "list_roots")
             .collect()
     }
 

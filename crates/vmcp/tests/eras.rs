@@ -724,7 +724,12 @@ async fn a_2026_07_28_callers_envelope_never_reaches_a_handshake_era_backend_ses
     // hale-testkit refuses a handshake-era request whose body carries the 2026-07-28
     // envelope, as the SDK 2.x servers do (-32020): the envelope is the caller's hop only.
     let legacy = TestServer::start(ServerConfig::default()).await.unwrap();
-    let Started { addr, stop, .. } = start_with(&config(&legacy, ""), None).await;
+    // Checks far apart: a loaded machine's slow check must not withdraw the backend here.
+    let yaml = config(&legacy, "").replace(
+        "healthCheckInterval: 300ms, healthCheckTimeout: 200ms",
+        "healthCheckInterval: 30s, healthCheckTimeout: 10s",
+    );
+    let Started { addr, stop, .. } = start_with(&yaml, None).await;
     for _ in 0..2 {
         let (status, answer) = call(
             addr,

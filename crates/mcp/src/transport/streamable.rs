@@ -59,6 +59,45 @@ struct Shared {
     /// reopens the stream with the new set.
     resources: RwLock<std::collections::BTreeSet<String>>,
     resources_changed: tokio::sync::Notify,
+    /// Who answers the server's requests on the standalone (GET) stream: the handler of
+    /// the one request of ours in flight that has one (a server may ask outside the
+    /// request it needs the answer for, as server-everything asks for roots), else
+    /// `standalone`; with neither they are declined.
+    asking: std::sync::Mutex<Asking>,
+}
+
+/// The handlers for the server's requests that arrive outside any request of ours.
+#[derive(Default)]
+struct Asking {
+    standalone: Option<ServerRequestHandler>,
+    /// The handlers of our requests in flight, by request id.
+    in_flight: Vec<(u64, ServerRequestHandler)>,
+}
+
+impl std::fmt::Debug for Asking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Asking")
+            .field("standalone", &self.standalone.is_some())
+            .field("in_flight", &self.in_flight.len())
+            .finish()
+    }
+}
+
+/// Removes a request's handler from [`Asking::in_flight`] when it is answered or dropped.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .asking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .in_flight
+            .retain(|(id, _)| *id != self.id);
+    }
 }
 
 /// A handle that can send a notification on this transport's session later.
@@ -102,6 +141,7 @@ impl StreamableHttp {
                 notifications,
                 resources: RwLock::new(std::collections::BTreeSet::new()),
                 resources_changed: tokio::sync::Notify::new(),
+                asking: std::sync::Mutex::default(),
             }),
             stop: CancellationToken::new(),
             listening: std::sync::atomic::AtomicBool::new(false),
@@ -158,6 +198,18 @@ impl StreamableHttp {
                     .await?
             }
         };
+        let _in_flight = hooks.and_then(|h| h.requests.clone()).map(|handler| {
+            self.shared
+                .asking
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .in_flight
+                .push((id, handler));
+            InFlight {
+                shared: &self.shared,
+                id,
+            }
+        });
         self.shared.read_answer(id, method, response, hooks).await
     }
 
@@ -168,6 +220,15 @@ impl StreamableHttp {
     pub(crate) fn watch_resources(&self, uris: std::collections::BTreeSet<String>) {
         *write(&self.shared.resources) = uris;
         self.shared.resources_changed.notify_one();
+    }
+
+    /// Answers the server's requests outside any request of ours with `handler`.
+    pub(crate) fn answer_standalone(&self, handler: ServerRequestHandler) {
+        self.shared
+            .asking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .standalone = Some(handler);
     }
 
     pub(crate) fn modern(&self, meta: Option<Value>) {
@@ -454,6 +515,18 @@ impl Shared {
         }
     }
 
+    /// Who answers a server request on the standalone stream (see [`Shared::asking`]).
+    fn asked_by(&self) -> Option<ServerRequestHandler> {
+        let asking = self
+            .asking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match asking.in_flight.as_slice() {
+            [(_, only)] => Some(only.clone()),
+            _ => asking.standalone.clone(),
+        }
+    }
+
     /// Posts the handler's answer to server request `id` once it has one; the stream
     /// goes on being read meanwhile (the answer may take a person's time).
     fn answer_later(&self, id: Value, request: ServerRequest, handler: ServerRequestHandler) {
@@ -635,11 +708,23 @@ impl Shared {
                         let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
                             continue;
                         };
-                        if let Ok(message) = jsonrpc::parse_bytes(data.as_bytes())
-                            && let Unsolicited::Reply(reply) =
-                                unsolicited(message, &self.notifications)
-                        {
-                            self.reply(reply);
+                        let Ok(message) = jsonrpc::parse_bytes(data.as_bytes()) else {
+                            continue;
+                        };
+                        match message {
+                            Message::Request { id, method, params }
+                                if method != "ping"
+                                    && let Some(handler) = self.asked_by() =>
+                            {
+                                self.answer_later(id, ServerRequest { method, params }, handler);
+                            }
+                            message => {
+                                if let Unsolicited::Reply(reply) =
+                                    unsolicited(message, &self.notifications)
+                                {
+                                    self.reply(reply);
+                                }
+                            }
                         }
                     }
                 }

@@ -53,7 +53,7 @@ struct Parked {
     /// The backend's requests of the last round, by input key.
     waiting: HashMap<String, oneshot::Sender<Result<Value, ServerRequestError>>>,
     /// Where what the backend sends meanwhile goes: the current round's stream.
-    outlet: Arc<Mutex<mpsc::UnboundedSender<Bytes>>>,
+    outlet: Arc<Mutex<Outlet>>,
     /// What the client said it can do (`_meta` of its first request).
     capabilities: Value,
     /// Who made the call: only they may go on with it.
@@ -63,6 +63,41 @@ struct Parked {
     within: Duration,
     expires: Instant,
     _task: Aborting,
+}
+
+/// The current round's stream, and the progress token the client waits on there.
+#[derive(Debug)]
+struct Outlet {
+    to: mpsc::UnboundedSender<Bytes>,
+    /// The token of the call's first request (what the backend was given)…
+    first: Option<Value>,
+    /// …and of the round the client waits on now: each retry is a request of its own,
+    /// and the call's progress follows it there under that request's token.
+    now: Option<Value>,
+}
+
+impl Outlet {
+    /// `message` as the current round's client expects it.
+    fn fit(&self, message: Bytes) -> Bytes {
+        let (Some(first), Some(now)) = (&self.first, &self.now) else {
+            return message;
+        };
+        if first == now || !message.windows(22).any(|w| w == b"notifications/progress") {
+            return message;
+        }
+        let Ok(mut note) = serde_json::from_slice::<Value>(&message) else {
+            return message;
+        };
+        match note.pointer_mut("/params/progressToken") {
+            Some(token) if token == first => *token = now.clone(),
+            _ => return message,
+        }
+        Bytes::from(note.to_string())
+    }
+}
+
+fn progress_token(params: &Value) -> Option<Value> {
+    params.pointer("/_meta/progressToken").cloned()
 }
 
 /// Aborts the call's task when its parked call is dropped (expired, or the vMCP stops).
@@ -115,14 +150,19 @@ impl Bridge {
             .unwrap_or_else(|| json!({}));
         let (asks_tx, asks) = mpsc::unbounded_channel();
         let (relay_tx, mut relay) = mpsc::unbounded_channel::<Bytes>();
-        let outlet = Arc::new(Mutex::new(asker.interim.clone()));
+        let first = progress_token(&params);
+        let outlet = Arc::new(Mutex::new(Outlet {
+            to: asker.interim.clone(),
+            now: first.clone(),
+            first,
+        }));
         let to_client = outlet.clone();
         tokio::spawn(async move {
             while let Some(message) = relay.recv().await {
-                let tx = to_client
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
+                let (tx, message) = {
+                    let outlet = to_client.lock().unwrap_or_else(PoisonError::into_inner);
+                    (outlet.to.clone(), outlet.fit(message))
+                };
                 let _ = tx.send(message);
             }
         });
@@ -132,6 +172,7 @@ impl Bridge {
             log_level: asker.log_level,
             requests: to_rounds(asks_tx),
             profile: Some(crate::upstream::Profile::of(&capabilities)),
+            personal: Default::default(),
         };
         let (done_tx, done) = oneshot::channel();
         let (router, method) = (router.clone(), method.to_string());
@@ -184,7 +225,11 @@ impl Bridge {
             };
             let _ = reply.send(answer);
         }
-        *parked.outlet.lock().unwrap_or_else(PoisonError::into_inner) = asker.interim;
+        {
+            let mut outlet = parked.outlet.lock().unwrap_or_else(PoisonError::into_inner);
+            outlet.to = asker.interim;
+            outlet.now = progress_token(params);
+        }
         parked.expires = Instant::now() + parked.within;
         self.round(parked).await
     }

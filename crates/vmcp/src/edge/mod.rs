@@ -349,6 +349,7 @@ impl Edge {
         let caller = Caller {
             requests: relay::to_session(session.clone(), tx.clone()),
             profile: Some(session.profile.clone()),
+            personal: Default::default(),
             session: Some(session.clone() as Arc<dyn Owner>),
             interim: tx,
             log_level: None,
@@ -454,6 +455,7 @@ impl Edge {
         let work: call::Work = Box::pin(async move {
             let asked = Asked::new("2026-07-28", &method, &params, &who);
             let log_level = Some(log_level);
+            let mut personal = false;
             let outcome = match edge_bridge {
                 Some((bridge, timeout)) => {
                     let asker = bridge::Asker {
@@ -470,16 +472,29 @@ impl Edge {
                         log_level,
                         requests: relay::declined(),
                         profile: Some(modern::profile(&params)),
+                        personal: Default::default(),
                     };
-                    router.handle(&caller, &method, params).await
+                    let outcome = router.handle(&caller, &method, params).await;
+                    personal = caller.personal.load(Ordering::Relaxed);
+                    outcome
                 }
             };
+            // What depends on the caller's own capabilities is its own, too.
+            let scope = if personal { "private" } else { scope };
             let outcome = outcome.map(|mut result| {
                 if let Value::Object(m) = &mut result {
                     m.entry("resultType").or_insert_with(|| json!("complete")); // a backend's `input_required` passes through
-                    if list || method == "resources/read" {
+                    if list {
                         m.insert("ttlMs".into(), json!(router.ttl_ms()));
                         m.insert("cacheScope".into(), json!(scope));
+                    } else if method == "resources/read" {
+                        // A resource's content is its backend's: a 2026-07-28 backend's
+                        // own hints stand; one of the handshake era said nothing, and
+                        // content nobody vouched for is not shared between callers
+                        // (absent, clients treat it as private too).
+                        let ttl = router.ttl_ms();
+                        m.entry("ttlMs").or_insert_with(|| json!(ttl));
+                        m.entry("cacheScope").or_insert_with(|| json!("private"));
                     }
                 }
                 result

@@ -108,6 +108,9 @@ impl Drop for InProgress {
     }
 }
 
+/// How long a backend's request outside any call waits for the client's answer.
+const ASK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How many notifications may wait for a slow GET stream before new ones are dropped.
 const STREAM_QUEUE: usize = 256;
 
@@ -323,6 +326,35 @@ impl ClientSession {
 }
 
 impl Owner for ClientSession {
+    fn ask_outside_calls(
+        self: Arc<Self>,
+        request: hale_mcp::ServerRequest,
+    ) -> hale_mcp::ServerRequestFuture {
+        Box::pin(async move {
+            let (id, answer) = self.ask();
+            let params = request.params.unwrap_or_else(|| serde_json::json!({}));
+            if !self.send(message::request(&id, &request.method, &params)) {
+                self.forget(&id);
+                return Err(ServerRequestError {
+                    code: -32603,
+                    message: format!(
+                        "{}: the client has no stream open to be asked on",
+                        request.method
+                    ),
+                });
+            }
+            let answer = tokio::time::timeout(ASK_PATIENCE, answer).await;
+            self.forget(&id);
+            match answer {
+                Ok(Ok(answer)) => answer,
+                _ => Err(ServerRequestError {
+                    code: -32603,
+                    message: format!("the client did not answer {}", request.method),
+                }),
+            }
+        })
+    }
+
     fn id(&self) -> &str {
         &self.id
     }

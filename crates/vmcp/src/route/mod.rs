@@ -98,6 +98,9 @@ pub(crate) struct Caller {
     /// What the client declared it can do: backends may offer it more or less than the
     /// shared catalog (`None`: the shared catalog).
     pub(crate) profile: Option<Profile>,
+    /// Set when the answer depends on what the caller declared (a catalog of its
+    /// profile's own): no cache may share it with other callers.
+    pub(crate) personal: std::sync::atomic::AtomicBool,
 }
 
 /// MCP's log levels, in RFC 5424 order.
@@ -544,6 +547,11 @@ impl Router {
         }
         self.rebuild_on_request();
         let view = self.catalog_for(caller).await;
+        if matches!(view, profiles::View::Own(_)) {
+            caller
+                .personal
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let failed: Vec<&str> = failures.iter().map(|(b, _)| b.as_str()).collect();
         let mut result = json!({ field: view.catalog().items(kind, &failed) });
         if !failures.is_empty() {

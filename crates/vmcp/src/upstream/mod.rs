@@ -558,6 +558,9 @@ impl Upstream {
                 let kind = target::ClientKind::Session {
                     capabilities: profile.capabilities(),
                     client_info: json!({"name": "hale-vmcp", "version": env!("CARGO_PKG_VERSION")}),
+                    // Shared by a profile's callers: what the backend asks outside a
+                    // call goes to the one call in flight, if there is one.
+                    asks: None,
                 };
                 self.target.connect(kind).await.map(Arc::new)
             })

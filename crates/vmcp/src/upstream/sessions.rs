@@ -44,6 +44,20 @@ pub(crate) trait Owner: Send + Sync + 'static {
     ) -> futures_util::future::BoxFuture<'a, Option<BackendSession>> {
         Box::pin(async { None })
     }
+    /// Asks the client `request` (a backend's request outside any call, such as
+    /// `roots/list` right after the handshake) on the client's own stream, and waits for
+    /// its answer.
+    fn ask_outside_calls(
+        self: Arc<Self>,
+        request: hale_mcp::ServerRequest,
+    ) -> hale_mcp::ServerRequestFuture {
+        Box::pin(async move {
+            Err(hale_mcp::ServerRequestError {
+                code: -32601,
+                message: format!("{} cannot be relayed to this client", request.method),
+            })
+        })
+    }
     /// Its backend session with `backend` is open (or was opened again) as `session`;
     /// done once that is recorded where it must be.
     fn opened(
@@ -146,6 +160,7 @@ impl BackendSessions {
         let kind = || ClientKind::Session {
             capabilities: owner.capabilities().clone(),
             client_info: owner.client_info().clone(),
+            asks: Some(asks_of(owner)),
         };
         // Resumed from the store: the same backend session, no new handshake.
         let resumed = match owner.resumed(&name).await {
@@ -231,6 +246,7 @@ impl BackendSessions {
         let kind = ClientKind::Session {
             capabilities: json!({}),
             client_info: json!({}),
+            asks: None,
         };
         if let Ok(client) = self.target.resume(kind, &session.id, info).await {
             client.close().await;
@@ -285,4 +301,21 @@ fn forward_notifications(client: &Arc<McpClient>, owner: Weak<dyn Owner>) {
             owner.notify(note);
         }
     });
+}
+
+/// What answers a backend's requests outside any call on `owner`'s backend session: the
+/// client itself, asked on its own stream.
+fn asks_of(owner: &Arc<dyn Owner>) -> hale_mcp::ServerRequestHandler {
+    let owner = Arc::downgrade(owner);
+    Arc::new(
+        move |request: hale_mcp::ServerRequest| match owner.upgrade() {
+            Some(owner) => owner.ask_outside_calls(request),
+            None => Box::pin(async {
+                Err(hale_mcp::ServerRequestError {
+                    code: -32603,
+                    message: "the client session has ended".into(),
+                })
+            }),
+        },
+    )
 }

@@ -22,11 +22,36 @@ pub(crate) struct Target {
 pub(crate) enum ClientKind {
     /// A shared request client; `listen` for the one that hears notifications.
     Shared { listen: bool },
-    /// A client session's own handshake-era session, with its capabilities and info.
+    /// A client session's own handshake-era session, with its capabilities and info,
+    /// and who answers what the backend asks outside any call.
     Session {
         capabilities: Value,
         client_info: Value,
+        asks: Option<hale_mcp::ServerRequestHandler>,
     },
+}
+
+/// The options of a client session's own backend session.
+fn session_options(
+    base: ClientOptions,
+    capabilities: Value,
+    client_info: Value,
+    asks: Option<hale_mcp::ServerRequestHandler>,
+) -> ClientOptions {
+    // A client that declared roots is asked for them outside any call (servers ask
+    // right after the handshake, on the session's GET stream): that stream is held open
+    // for it, and what arrives on it goes to the client. Otherwise a session is a
+    // header, not a connection: no GET stream unless the client subscribes to something.
+    let listen = capabilities.get("roots").is_some();
+    ClientOptions {
+        capabilities: Some(capabilities),
+        client_info: Some(client_info),
+        listen,
+        standalone_requests: asks.map(hale_mcp::StandaloneRequests),
+        // A client session's own backend session is a handshake-era session.
+        era: hale_mcp::Era::Legacy,
+        ..base
+    }
 }
 
 impl Target {
@@ -55,16 +80,8 @@ impl Target {
             ClientKind::Session {
                 capabilities,
                 client_info,
-            } => ClientOptions {
-                capabilities: Some(capabilities),
-                client_info: Some(client_info),
-                // A session is a header, not a connection: no GET stream per client
-                // session unless the client subscribes to something.
-                listen: false,
-                // A client session's own backend session is a handshake-era session.
-                era: hale_mcp::Era::Legacy,
-                ..self.base()
-            },
+                asks,
+            } => session_options(self.base(), capabilities, client_info, asks),
         };
         McpClient::connect(&self.config.url, options).await
     }
@@ -80,17 +97,12 @@ impl Target {
         let ClientKind::Session {
             capabilities,
             client_info,
+            asks,
         } = kind
         else {
             return self.connect(kind).await;
         };
-        let options = ClientOptions {
-            capabilities: Some(capabilities),
-            client_info: Some(client_info),
-            listen: false,
-            era: hale_mcp::Era::Legacy,
-            ..self.base()
-        };
+        let options = session_options(self.base(), capabilities, client_info, asks);
         McpClient::resume(&self.config.url, options, session_id, info).await
     }
 
