@@ -39,12 +39,7 @@ pub(crate) async fn respond<H: Send + Unpin + 'static>(
             match interim.try_recv() {
                 Ok(first) if streams_ok => {
                     let answered: Work = Box::pin(std::future::ready(answer));
-                    let body = CallStream {
-                        first: Some(message::sse_event(&first)),
-                        interim,
-                        work: Some(answered),
-                        _hold: hold,
-                    };
+                    let body = CallStream::new(first, interim, answered, hold);
                     return event_stream(ResponseBody::new(body));
                 }
                 _ => return json(StatusCode::OK, answer),
@@ -56,13 +51,9 @@ pub(crate) async fn respond<H: Send + Unpin + 'static>(
         // Nothing will come before the answer after all.
         return json(StatusCode::OK, work.await);
     };
-    let body = CallStream {
-        first: Some(message::sse_event(&first)),
-        interim,
-        work: Some(work),
-        _hold: hold,
-    };
-    event_stream(ResponseBody::new(body))
+    event_stream(ResponseBody::new(CallStream::new(
+        first, interim, work, hold,
+    )))
 }
 
 /// A `text/event-stream` answer with `body`, unbuffered by proxies on the way.
@@ -94,7 +85,34 @@ struct CallStream<H> {
     first: Option<Bytes>,
     interim: mpsc::UnboundedReceiver<Bytes>,
     work: Option<Work>,
+    /// The answer, ready, waiting for what came before it to go out first.
+    answer: Option<Bytes>,
+    /// Whether the last frame out was an interim message.
+    after_interim: bool,
+    /// The pause between a last interim message and the answer.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
     _hold: H,
+}
+
+/// How long the answer waits after a message sent just before it, so the two reach the
+/// client in reads of their own. Clients such as the TypeScript SDK's handle a
+/// notification a tick after a response read with it, and drop a call's last progress
+/// when the call's answer came in the same read (which a backend that writes them apart
+/// never causes).
+const PAUSE_BEFORE_ANSWER: std::time::Duration = std::time::Duration::from_millis(2);
+
+impl<H> CallStream<H> {
+    fn new(first: Bytes, interim: mpsc::UnboundedReceiver<Bytes>, work: Work, hold: H) -> Self {
+        CallStream {
+            first: Some(message::sse_event(&first)),
+            interim,
+            work: Some(work),
+            answer: None,
+            after_interim: true,
+            pause: None,
+            _hold: hold,
+        }
+    }
 }
 
 impl<H: Unpin> Body for CallStream<H> {
@@ -108,33 +126,49 @@ impl<H: Unpin> Body for CallStream<H> {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
-        if self.work.is_none() {
-            return Poll::Ready(None);
-        }
-        // Whatever came before the answer goes first, in order.
+        // Whatever came before the answer goes first, in order, an event a frame.
         if let Poll::Ready(Some(m)) = self.interim.poll_recv(cx) {
+            self.after_interim = true;
             return Poll::Ready(Some(Ok(Frame::data(message::sse_event(&m)))));
         }
-        let Some(work) = self.work.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match work.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(answer) => {
-                self.work = None;
-                // Messages sent just before the answer are still queued: they go first.
-                let mut out = Vec::new();
-                while let Ok(m) = self.interim.try_recv() {
-                    out.extend_from_slice(&message::sse_event(&m));
+        if self.answer.is_none() {
+            let Some(work) = self.work.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match work.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(answer) => {
+                    self.work = None;
+                    self.answer = Some(answer);
                 }
-                out.extend_from_slice(&message::sse_event(&answer));
-                Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
             }
+            // Messages sent just before the answer are still queued: they go first.
+            if let Ok(m) = self.interim.try_recv() {
+                self.after_interim = true;
+                return Poll::Ready(Some(Ok(Frame::data(message::sse_event(&m)))));
+            }
+        }
+        if let Ok(m) = self.interim.try_recv() {
+            self.after_interim = true;
+            return Poll::Ready(Some(Ok(Frame::data(message::sse_event(&m)))));
+        }
+        if std::mem::take(&mut self.after_interim) {
+            self.pause = Some(Box::pin(tokio::time::sleep(PAUSE_BEFORE_ANSWER)));
+        }
+        if let Some(pause) = self.pause.as_mut() {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.pause = None;
+        }
+        match self.answer.take() {
+            Some(answer) => Poll::Ready(Some(Ok(Frame::data(message::sse_event(&answer))))),
+            None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_none() && self.work.is_none()
+        self.first.is_none() && self.work.is_none() && self.answer.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -170,8 +204,22 @@ mod tests {
         });
         let r = respond(work, rx, true, ()).await;
         assert_eq!(r.headers()[header::CONTENT_TYPE], "text/event-stream");
-        let body = r.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8(body.to_vec()).unwrap();
+        let mut body = r.into_body();
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        // The answer is a frame of its own, written after a pause: a client reads it
+        // apart from the last progress before it.
+        let last = String::from_utf8(frames.last().unwrap().to_vec()).unwrap();
+        assert!(
+            last.contains("\"id\":1") && !last.contains("\"p\""),
+            "{last}"
+        );
+        let text: String = frames
+            .iter()
+            .map(|f| String::from_utf8(f.to_vec()).unwrap())
+            .collect();
         let order: Vec<&str> = text.lines().filter(|l| l.starts_with("data: ")).collect();
         assert_eq!(
             order,
