@@ -750,6 +750,11 @@ async fn open(
         let info = server_info(url, result)?;
         transport.notify("notifications/initialized").await?;
         transport.initialized(&info.protocol_version, options.listen);
+        if options.listen && capabilities.get("roots").is_some() {
+            // Servers ask for roots right after the handshake, outside any request:
+            // the stream they ask on must be there first.
+            transport.stream_ready(Duration::from_secs(2)).await;
+        }
         Ok(Session {
             transport,
             info,

@@ -95,6 +95,14 @@ impl Transport {
         }
     }
 
+    /// Waits, at most `within`, until the session's GET stream is open (or refused):
+    /// what the server asks right after the handshake then reaches the client.
+    pub(crate) async fn stream_ready(&self, within: std::time::Duration) {
+        if let Transport::Streamable(t) = self {
+            t.stream_ready(within).await;
+        }
+    }
+
     /// Starts listening on the session's GET stream (streamable HTTP; legacy SSE always
     /// listens).
     pub(crate) fn listen(&self) {

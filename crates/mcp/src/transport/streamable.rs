@@ -64,6 +64,9 @@ struct Shared {
     /// request it needs the answer for, as server-everything asks for roots), else
     /// `standalone`; with neither they are declined.
     asking: std::sync::Mutex<Asking>,
+    /// Whether the GET stream has been tried (opened, or refused): a session's first
+    /// request waits for it, so the server can reach the client from the first.
+    stream_tried: tokio::sync::watch::Sender<bool>,
 }
 
 /// The handlers for the server's requests that arrive outside any request of ours.
@@ -142,6 +145,7 @@ impl StreamableHttp {
                 resources: RwLock::new(std::collections::BTreeSet::new()),
                 resources_changed: tokio::sync::Notify::new(),
                 asking: std::sync::Mutex::default(),
+                stream_tried: tokio::sync::watch::Sender::new(false),
             }),
             stop: CancellationToken::new(),
             listening: std::sync::atomic::AtomicBool::new(false),
@@ -155,6 +159,20 @@ impl StreamableHttp {
         message: &Value,
         hooks: Option<&CallHooks>,
     ) -> Result<Value, McpError> {
+        // In flight from before it is sent: the server may ask its question on the
+        // standalone stream before the request's own answer has even begun.
+        let _in_flight = hooks.and_then(|h| h.requests.clone()).map(|handler| {
+            self.shared
+                .asking
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .in_flight
+                .push((id, handler));
+            InFlight {
+                shared: &self.shared,
+                id,
+            }
+        });
         let modern = read(&self.shared.modern).clone();
         let response = match modern {
             Some(meta) => {
@@ -198,18 +216,6 @@ impl StreamableHttp {
                     .await?
             }
         };
-        let _in_flight = hooks.and_then(|h| h.requests.clone()).map(|handler| {
-            self.shared
-                .asking
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .in_flight
-                .push((id, handler));
-            InFlight {
-                shared: &self.shared,
-                id,
-            }
-        });
         self.shared.read_answer(id, method, response, hooks).await
     }
 
@@ -220,6 +226,12 @@ impl StreamableHttp {
     pub(crate) fn watch_resources(&self, uris: std::collections::BTreeSet<String>) {
         *write(&self.shared.resources) = uris;
         self.shared.resources_changed.notify_one();
+    }
+
+    /// Waits, at most `within`, until the GET stream has been opened (or refused).
+    pub(crate) async fn stream_ready(&self, within: Duration) {
+        let mut tried = self.shared.stream_tried.subscribe();
+        let _ = tokio::time::timeout(within, tried.wait_for(|t| *t)).await;
     }
 
     /// Answers the server's requests outside any request of ours with `handler`.
@@ -698,7 +710,9 @@ impl Shared {
             else {
                 return;
             };
-            match self.http.request(request).await {
+            let response = self.http.request(request).await;
+            self.stream_tried.send_replace(true);
+            match response {
                 Ok(response)
                     if response.status().is_success() && h::is_event_stream(response.headers()) =>
                 {
