@@ -13,12 +13,14 @@
 
 mod auth;
 mod blip;
+mod ecosystem;
 mod eras;
 mod interop;
 mod replicas;
 mod servers;
 mod stdio;
 mod tally;
+mod watcher;
 
 use tally::Tally;
 
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
         }
         Some("auth") => part("auth", auth::run),
         Some("replicas") => part("replicas", replicas::run),
+        Some("ecosystem") => part("ecosystem", ecosystem::run),
         Some("stdio") => part("stdio", stdio::run),
         Some("interop") => {
             let mut tally = Tally::default();
@@ -94,7 +97,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | proptest | bench [core|proxy|vmcp] | interop | blip | auth | stdio | replicas>"
+                "usage: cargo xtask <ci | proptest | bench [core|proxy|vmcp] | interop | blip | auth | stdio | replicas | ecosystem>"
             );
             return ExitCode::from(2);
         }

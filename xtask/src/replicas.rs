@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::interop::Watcher;
 use crate::servers::{Paths, Server, spawn, testkit};
 use crate::tally::{Tally, report_steps};
+use crate::watcher::Watcher;
 
 fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")

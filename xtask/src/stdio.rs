@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::interop::Watcher;
 use crate::servers::{Paths, spawn_hale};
 use crate::tally::{Tally, report_steps};
+use crate::watcher::Watcher;
 
 /// The processes (pid, command line) whose command line contains `needle`.
 fn processes_with(needle: &str) -> Vec<(u32, String)> {

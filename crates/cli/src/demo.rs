@@ -139,13 +139,23 @@ pub(crate) async fn run(args: Args) -> ExitCode {
 /// `weather`, `search` (legacy SSE, to show both transports) and `docs`, each with one
 /// tool named for what it pretends to be.
 async fn start_backends() -> std::io::Result<[TestServer; 3]> {
-    let weather = TestServer::start(ServerConfig::default()).await?;
-    let search = TestServer::start(ServerConfig {
-        transport: Transport::Sse,
+    // Each offers resources of its own (no URI two of them offer).
+    let weather = TestServer::start(ServerConfig {
+        resource_scheme: "weather".into(),
         ..ServerConfig::default()
     })
     .await?;
-    let docs = TestServer::start(ServerConfig::default()).await?;
+    let search = TestServer::start(ServerConfig {
+        transport: Transport::Sse,
+        resource_scheme: "search".into(),
+        ..ServerConfig::default()
+    })
+    .await?;
+    let docs = TestServer::start(ServerConfig {
+        resource_scheme: "docs".into(),
+        ..ServerConfig::default()
+    })
+    .await?;
     weather.add_tool("forecast");
     search.add_tool("query");
     docs.add_tool("lookup");
@@ -212,10 +222,26 @@ async fn follow(name: &str, server: TestServer, phases: Vec<Phase>, stop: Cancel
     }
 }
 
+/// A period as a person reads it: "20 s", "2.7 s", "800 ms" (never "2.6666666660000002 s").
 fn humanize(d: Duration) -> String {
-    if d >= Duration::from_secs(1) {
-        format!("{} s", d.as_secs_f64())
-    } else {
+    let secs = d.as_secs_f64();
+    if d < Duration::from_secs(1) {
         format!("{} ms", d.as_millis())
+    } else if (secs - secs.round()).abs() < 0.05 {
+        format!("{} s", secs.round())
+    } else {
+        format!("{secs:.1} s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_read_as_a_person_says_them() {
+        assert_eq!(humanize(Duration::from_secs(20)), "20 s");
+        assert_eq!(humanize(Duration::from_nanos(2_666_666_666)), "2.7 s");
+        assert_eq!(humanize(Duration::from_millis(800)), "800 ms");
     }
 }

@@ -229,6 +229,8 @@ impl Tls {
         serde_json::json!({
             "caBundlePath": path(&o.ca_bundle),
             "clientCertPath": path(&o.client_cert),
+            // The key's path, never the key: configuration.md promises every file path.
+            "clientKeyPath": path(&o.client_key),
             "serverName": o.server_name,
             "insecureSkipVerify": o.insecure_skip_verify,
         })

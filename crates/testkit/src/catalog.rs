@@ -91,6 +91,8 @@ pub(crate) struct Catalog {
     page_size: usize,
     /// Per session: the remembered value and the count.
     memory: std::sync::Mutex<std::collections::HashMap<String, (Option<String>, u64)>>,
+    /// The scheme of its resource URIs (`test` by default).
+    scheme: String,
 }
 
 fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> Value {
@@ -253,6 +255,7 @@ impl Catalog {
             tools: RwLock::new(tools),
             page_size: page_size.max(1),
             memory: std::sync::Mutex::new(std::collections::HashMap::new()),
+            scheme: "test".into(),
         }
     }
 
@@ -363,13 +366,13 @@ impl Catalog {
                 self.page(params, "tools", tools)
             }
             "tools/call" => self.call(params, out).await,
-            "resources/list" => self.page(params, "resources", resources()),
+            "resources/list" => self.page(params, "resources", self.resources()),
             "resources/templates/list" => Ok(json!({"resourceTemplates": [{
-                "uriTemplate": "test://template/{id}/data",
+                "uriTemplate": format!("{}://template/{{id}}/data", self.scheme),
                 "name": "template",
                 "mimeType": "application/json",
             }]})),
-            "resources/read" => read_resource(params),
+            "resources/read" => self.read_resource(params),
             "prompts/list" => {
                 let mut all = prompts();
                 if self.modern {
@@ -601,6 +604,49 @@ fn resources() -> Vec<Value> {
         json!({"uri": "test://static-binary", "name": "static-binary", "mimeType": "image/png"}),
         json!({"uri": "test://watched-resource", "name": "watched-resource", "mimeType": "text/plain"}),
     ]
+}
+
+impl Catalog {
+    /// Its resources use `scheme` (`test` as the conformance suite expects, or another
+    /// so that several servers side by side offer URIs of their own).
+    pub(crate) fn with_resource_scheme(mut self, scheme: &str) -> Self {
+        self.scheme = scheme.to_string();
+        self
+    }
+
+    fn resources(&self) -> Vec<Value> {
+        let mut all = resources();
+        for r in &mut all {
+            if let Some(uri) = r["uri"].as_str().map(|u| self.own_uri(u)) {
+                r["uri"] = Value::String(uri);
+            }
+        }
+        all
+    }
+
+    /// `test://…` as this catalog names it.
+    fn own_uri(&self, uri: &str) -> String {
+        match uri.strip_prefix("test://") {
+            Some(rest) => format!("{}://{rest}", self.scheme),
+            None => uri.to_string(),
+        }
+    }
+
+    fn read_resource(&self, params: &Value) -> Result<Value, (i64, String)> {
+        let asked = params
+            .get("uri")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let prefix = format!("{}://", self.scheme);
+        let Some(rest) = asked.strip_prefix(&prefix) else {
+            return read_resource(params);
+        };
+        let mut answer = read_resource(&json!({"uri": format!("test://{rest}")}))?;
+        for c in answer["contents"].as_array_mut().into_iter().flatten() {
+            c["uri"] = Value::String(asked.to_string());
+        }
+        Ok(answer)
+    }
 }
 
 fn read_resource(params: &Value) -> Result<Value, (i64, String)> {

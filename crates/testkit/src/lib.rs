@@ -91,6 +91,9 @@ pub struct ServerConfig {
     /// Refuse every MCP request (401) without `Authorization: Bearer <this>`; changeable
     /// while running with [`TestServer::require_token`].
     pub require_token: Option<String>,
+    /// The URI scheme of its resources (`test`, as the conformance suite expects, by
+    /// default): servers side by side that should not offer the same URIs take others.
+    pub resource_scheme: String,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +109,7 @@ impl Default for ServerConfig {
             session_tools: false,
             era: Era::Legacy,
             require_token: None,
+            resource_scheme: "test".into(),
         }
     }
 }

@@ -106,7 +106,8 @@ impl Shared {
                 config.page_size,
                 config.session_tools,
                 config.era != crate::Era::Legacy,
-            ),
+            )
+            .with_resource_scheme(&config.resource_scheme),
             config,
             addr,
             fault: Mutex::new(None),

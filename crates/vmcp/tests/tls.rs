@@ -80,6 +80,11 @@ operational:
         status["backends"][1]["tls"]["clientCertPath"],
         json!(pki.client.cert.display().to_string())
     );
+    // Every file path, as configuration.md says: the key's path too (never the key).
+    assert_eq!(
+        status["backends"][1]["tls"]["clientKeyPath"],
+        json!(pki.client.key.display().to_string())
+    );
     assert!(
         !status.to_string().contains("PRIVATE KEY"),
         "a key in /status"

@@ -36,10 +36,10 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::store::Resumable;
 pub(crate) use listeners::Listeners;
 pub(crate) use relay::Clients;
 pub(crate) use session::ClientSession;
-pub use session::Resumable;
 
 use crate::auth::Identity;
 use crate::body::{Body, full};

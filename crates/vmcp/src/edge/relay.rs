@@ -47,6 +47,16 @@ impl Clients {
         }
         told += self.listeners.lists_changed(changed);
         metrics::counter!("toolhive_vmcp_list_changed_notifications_total").increment(told);
+        let lists: Vec<&str> = kinds
+            .iter()
+            .filter(|(yes, _)| *yes)
+            .map(|(_, method)| method.trim_start_matches("notifications/"))
+            .collect();
+        tracing::info!(
+            sessions = told,
+            "clients told what changed: {} sent to {told} session(s) and listen stream(s)",
+            lists.join(", ")
+        );
     }
 
     /// An update of `uri` on a shared client: to the modern listeners of that URI and to

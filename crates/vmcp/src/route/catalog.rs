@@ -41,8 +41,70 @@ pub struct Catalog {
     pub template_routes: Vec<Route>,
     /// Advertised prompt name → backend and original name.
     pub prompt_routes: HashMap<String, Route>,
-    /// What was dropped and why, for the log.
-    pub warnings: Vec<String>,
+    /// What was hidden and why, for the log.
+    pub warnings: Vec<Hidden>,
+}
+
+/// A tool, resource or prompt a backend offers that clients do not see, because another
+/// backend's takes its place.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Hidden {
+    /// `tool`, `resource` or `prompt`.
+    pub kind: &'static str,
+    /// Its name (or URI).
+    pub item: String,
+    /// The backend whose item is hidden.
+    pub backend: String,
+    /// The backend whose item is shown instead (`None`: another one, by priority).
+    pub by: Option<String>,
+    /// Why: `priority`, or `configuration order` (the first to offer it keeps it).
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Hidden {
+            kind,
+            item,
+            backend,
+            ..
+        } = self;
+        match &self.by {
+            Some(by) if self.reason == "priority" => {
+                write!(
+                    f,
+                    "{kind} {item:?} of backend {backend:?} is hidden: {by} has priority"
+                )
+            }
+            Some(by) => write!(
+                f,
+                "{kind} {item:?} of backend {backend:?} is hidden: backend {by:?} already offers that name"
+            ),
+            None => write!(
+                f,
+                "{kind} {item:?} of backend {backend:?} is hidden: another backend has priority"
+            ),
+        }
+    }
+}
+
+/// One line per backend and cause, as an operator reads it: "search: 3 resources hidden
+/// by weather (configuration order)".
+pub fn summarize(hidden: &[Hidden]) -> Vec<String> {
+    let mut counts: BTreeMap<(&str, Option<&str>, &str, &str), usize> = BTreeMap::new();
+    for h in hidden {
+        *counts
+            .entry((h.backend.as_str(), h.by.as_deref(), h.kind, h.reason))
+            .or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|((backend, by, kind, reason), n)| {
+            let plural = if n == 1 { "" } else { "s" };
+            let by = by.map_or("another backend".to_string(), str::to_string);
+            format!("{backend}: {n} {kind}{plural} hidden by {by} ({reason})")
+        })
+        .collect()
 }
 
 /// An unresolvable catalog: `manual` resolution with collisions left.
@@ -140,10 +202,13 @@ pub fn build<B: std::borrow::Borrow<BackendLists>>(
                     None => Some(prefixed("{workload}_", &c.backend, &c.name)),
                     Some(best) if *best == c.backend => Some(c.name.clone()),
                     Some(best) => {
-                        catalog.warnings.push(format!(
-                            "tool {:?} of backend {:?} is hidden: {best} has priority",
-                            c.name, c.backend
-                        ));
+                        catalog.warnings.push(Hidden {
+                            kind: "tool",
+                            item: c.name.clone(),
+                            backend: c.backend.clone(),
+                            by: Some(best.clone()),
+                            reason: "priority",
+                        });
                         None
                     }
                 }
@@ -170,10 +235,13 @@ pub fn build<B: std::borrow::Borrow<BackendLists>>(
     //    keeps it.
     for (name, c) in winners {
         if let Some(route) = catalog.tool_routes.get(&name) {
-            catalog.warnings.push(format!(
-                "tool {name:?} of backend {:?} is hidden: backend {:?} already offers that name",
-                c.backend, route.backend
-            ));
+            catalog.warnings.push(Hidden {
+                kind: "tool",
+                item: name.clone(),
+                backend: c.backend.clone(),
+                by: Some(route.backend.clone()),
+                reason: "configuration order",
+            });
             continue;
         }
         let mut tool = c.tool;
@@ -195,10 +263,13 @@ pub fn build<B: std::borrow::Borrow<BackendLists>>(
                 continue;
             };
             if let Some(route) = catalog.resource_routes.get(&uri) {
-                catalog.warnings.push(format!(
-                    "resource {uri:?} of backend {:?} is hidden: backend {:?} offers it too",
-                    b.backend, route.backend
-                ));
+                catalog.warnings.push(Hidden {
+                    kind: "resource",
+                    item: uri.clone(),
+                    backend: b.backend.clone(),
+                    by: Some(route.backend.clone()),
+                    reason: "configuration order",
+                });
                 continue;
             }
             catalog.resources.push(resource.clone());
@@ -258,13 +329,25 @@ pub fn build<B: std::borrow::Borrow<BackendLists>>(
                         .min()
                         .map(|(_, backend)| backend);
                     if best.is_some() && best.as_deref() != Some(b.backend.as_str()) {
-                        catalog.warnings.push(format!("prompt {original:?} of backend {:?} is hidden: another backend has priority", b.backend));
+                        catalog.warnings.push(Hidden {
+                            kind: "prompt",
+                            item: original.clone(),
+                            backend: b.backend.clone(),
+                            by: best.clone(),
+                            reason: "priority",
+                        });
                         continue;
                     }
                 }
             }
             if let Some(route) = catalog.prompt_routes.get(&name) {
-                catalog.warnings.push(format!("prompt {name:?} of backend {:?} is hidden: backend {:?} already offers that name", b.backend, route.backend));
+                catalog.warnings.push(Hidden {
+                    kind: "prompt",
+                    item: name.clone(),
+                    backend: b.backend.clone(),
+                    by: Some(route.backend.clone()),
+                    reason: "configuration order",
+                });
                 continue;
             }
             let mut prompt = prompt.clone();
@@ -443,7 +526,9 @@ mod tests {
         assert_eq!(names(&c), ["a_b_x"]);
         assert_eq!(c.tool_routes["a_b_x"].backend, "a");
         assert!(
-            c.warnings[0].contains("already offers that name"),
+            c.warnings[0]
+                .to_string()
+                .contains("already offers that name"),
             "{:?}",
             c.warnings
         );
@@ -498,9 +583,9 @@ mod tests {
         assert_eq!(names(&c), ["forecast", "echo"]);
         assert_eq!(c.tool_routes["echo"].backend, "search");
         assert!(
-            c.warnings
-                .iter()
-                .any(|w| w.contains("\"echo\" of backend \"weather\" is hidden")),
+            c.warnings.iter().any(|w| w
+                .to_string()
+                .contains("\"echo\" of backend \"weather\" is hidden")),
             "{:?}",
             c.warnings
         );

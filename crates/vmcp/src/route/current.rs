@@ -75,6 +75,9 @@ pub(crate) struct Current {
     unroutable_since: Mutex<HashMap<String, tokio::time::Instant>>,
     /// Changes made by any rebuild (the catalog task's or a request's) not yet announced.
     unsent: Mutex<ListsChanged>,
+    /// Whether the configuration was reloaded, and the lines about hidden items said so
+    /// far.
+    said: Mutex<(bool, std::collections::BTreeSet<String>)>,
 }
 
 /// How a catalog is built: conflict resolution and per-backend policies.
@@ -219,20 +222,34 @@ impl Current {
             };
         }
         let current = &published.catalog;
-        // A conflict that persists is logged once, when it appears, not at every rebuild.
-        for warning in catalog
-            .warnings
-            .iter()
-            .filter(|w| !current.warnings.contains(w))
-        {
-            tracing::warn!("{warning}");
-        }
+        self.announce_hidden(&catalog.warnings);
         let changed = ListsChanged {
             tools: current.tools != catalog.tools,
             resources: current.resources != catalog.resources
                 || current.templates != catalog.templates,
             prompts: current.prompts != catalog.prompts,
         };
+        // What leaving or joining the catalog means for clients, said once per change.
+        for gone in published.included.iter().filter(|b| !included.contains(b)) {
+            let n = published
+                .catalog
+                .tool_routes
+                .values()
+                .filter(|r| &r.backend == gone)
+                .count();
+            tracing::info!(backend = %gone, "{gone}: {n} tool(s) withdrawn from the catalog");
+        }
+        for back in included
+            .iter()
+            .filter(|b| !published.included.contains(b) && published.generation > 0)
+        {
+            let n = catalog
+                .tool_routes
+                .values()
+                .filter(|r| &r.backend == back)
+                .count();
+            tracing::info!(backend = %back, "{back}: {n} tool(s) back in the catalog");
+        }
         // Only now is the catalog built from these lists: a request that looked earlier
         // saw it behind and rebuilt (a tool just listed is never "unknown").
         *published = Arc::new(Published {
@@ -248,6 +265,30 @@ impl Current {
             .unwrap_or_else(PoisonError::into_inner)
             .merge(changed);
         Rebuilt { changed, wake_at }
+    }
+
+    /// Says what the catalog hides, a line per backend and cause, once: at INFO (a fact
+    /// of the configuration, not an alarm), at WARN when it is new after a configuration
+    /// reload (the operator's change made it). What was said is not said again when it
+    /// comes back (a backend's tools withdrawn and restored).
+    fn announce_hidden(&self, hidden: &[catalog::Hidden]) {
+        let lines = catalog::summarize(hidden);
+        let mut said = self.said.lock().unwrap_or_else(PoisonError::into_inner);
+        let reloaded = said.0;
+        for line in lines {
+            if said.1.insert(line.clone()) {
+                if reloaded {
+                    tracing::warn!("{line} (new since the configuration was reloaded)");
+                } else {
+                    tracing::info!("{line}");
+                }
+            }
+        }
+    }
+
+    /// The configuration was reloaded: what it newly hides is said at WARN.
+    pub(crate) fn reloaded(&self) {
+        self.said.lock().unwrap_or_else(PoisonError::into_inner).0 = true;
     }
 
     /// The unroutable backends whose tools stay a while (`withdrawalGracePeriod`): those

@@ -174,6 +174,7 @@ impl Router {
             .upstreams
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(upstreams);
+        self.current.reloaded();
         self.rebuild_on_request();
     }
 
@@ -766,7 +767,10 @@ impl Router {
             }
         };
         match result {
-            Ok(v) => Ok(v),
+            Ok(mut v) => {
+                without_envelope(&mut v);
+                Ok(v)
+            }
             // The backend answered with an error of its own: the client gets it as it is.
             Err(CallError::Backend(McpError::Rpc {
                 code,
@@ -784,6 +788,21 @@ impl Router {
             }
             Err(e) => Err(unavailable(&u, false, &e.to_string())),
         }
+    }
+}
+
+/// The 2026-07-28 envelope keys a backend put in its result's `_meta` (its own
+/// `serverInfo`): they belong to the backend's hop, and the server the client talks to
+/// is the vMCP.
+fn without_envelope(result: &mut Value) {
+    let Some(Value::Object(meta)) = result.get_mut("_meta") else {
+        return;
+    };
+    meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/") || k.ends_with("related-task"));
+    if meta.is_empty()
+        && let Some(r) = result.as_object_mut()
+    {
+        r.remove("_meta");
     }
 }
 
@@ -916,6 +935,18 @@ fn unavailable(u: &Upstream, refused: bool, why: &str) -> RpcError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backends_own_identity_stays_on_its_hop() {
+        let mut r =
+            json!({"content": [], "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "b"}}});
+        without_envelope(&mut r);
+        assert_eq!(r, json!({"content": []}));
+        let mut r =
+            json!({"_meta": {"io.modelcontextprotocol/serverInfo": {}, "fastmcp": {"x": 1}}});
+        without_envelope(&mut r);
+        assert_eq!(r, json!({"_meta": {"fastmcp": {"x": 1}}}));
+    }
 
     #[test]
     fn a_wait_reads_as_a_person_says_it_and_is_never_early() {

@@ -15,9 +15,31 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::edge::Resumable;
+use crate::upstream::BackendSession;
 
 pub(crate) use self::redis::RedisStore;
+
+/// Everything needed to resume a client session elsewhere: small and serializable, so a
+/// later step can hand it to another replica without a shared store.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resumable {
+    /// The protocol version agreed at initialize.
+    pub protocol_version: String,
+    /// The client's declared capabilities.
+    pub capabilities: Value,
+    /// The client's `clientInfo`.
+    pub client_info: Value,
+    /// The log level it set (applied to each backend session when opened).
+    pub log_level: Option<Value>,
+    /// Backend name → its backend session, for the backend sessions open now.
+    pub backend_sessions: std::collections::BTreeMap<String, BackendSession>,
+    /// Who opened the session (the token's `sub`): only they may use it.
+    pub owner: Option<String>,
+    /// Resources it subscribed to through shared clients (the URIs it knows).
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
+}
 
 /// Why the store could not do what was asked (names the address, never the password).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -11,9 +11,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, StoreError, decode, encode, record};
+use super::{Event, Resumable, StoreError, decode, encode, record};
 use crate::config::RedisSettings;
-use crate::edge::Resumable;
 
 /// The shared store.
 pub(crate) struct RedisStore {
