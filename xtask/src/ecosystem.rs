@@ -212,6 +212,98 @@ pub(crate) fn run(paths: &Paths<'_>, tally: &mut Tally) -> Result<Vec<String>, S
             }
         }
     }
+    failures.extend(restart_behind_the_proxy(
+        paths, &node, &modules, &scripts, tally,
+    )?);
+    Ok(failures)
+}
+
+/// A Python SDK 1.x client session through `hale proxy` while server-everything is
+/// restarted on the same port: the session goes on (hale proxy opens a new server
+/// session with the client's own initialize); without recovery the same client fails.
+fn restart_behind_the_proxy(
+    paths: &Paths<'_>,
+    node: &Path,
+    modules: &Path,
+    scripts: &Path,
+    tally: &mut Tally,
+) -> Result<Vec<String>, String> {
+    println!(
+        "\n== hale proxy: a server restart under a live client session (Python SDK 1.30, server-everything)"
+    );
+    println!("| proxy | first call | after the restart | session id kept |\n|---|---|---|---|");
+    let everything = modules.join("@modelcontextprotocol/server-everything/dist/index.js");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("finding a free port: {e}"))?
+        .port();
+    let start = |port: u16| {
+        let mut c = Command::new(node);
+        c.arg(&everything)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string());
+        c
+    };
+    let mut failures = Vec::new();
+    for recovery in [true, false] {
+        let server = crate::servers::spawn_on(&start, "/mcp", port)?;
+        wait_mcp(&server.url)?;
+        let mut args = vec!["proxy", "--target", &server.url];
+        if !recovery {
+            args.push("--no-session-recovery");
+        }
+        let proxy = spawn_hale(paths.bin, &args, "mcp")?;
+        let mut client = Command::new(paths.dir.join("venv-py1/bin/python"))
+            .arg(scripts.join("restart_py1.py"))
+            .arg(&proxy.url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting restart_py1.py: {e}"))?;
+        let mut out = std::io::BufReader::new(client.stdout.take().ok_or("no stdout")?);
+        let mut read_line = || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut out, &mut line);
+            serde_json::from_str::<Value>(&line).unwrap_or(Value::Null)
+        };
+        let first = read_line();
+        drop(server); // killed…
+        let _again = crate::servers::spawn_on(&start, "/mcp", port)?; // …and started again
+        wait_mcp(&format!("http://127.0.0.1:{port}/mcp"))?;
+        if let Some(stdin) = client.stdin.as_mut() {
+            let _ = writeln!(stdin, "go");
+        }
+        let second = read_line();
+        let _ = client.kill();
+        let _ = client.wait();
+        let kept = first["session"].is_string() && first["session"] == second["session"];
+        let went_on = second["text"] == "Echo: call 2";
+        println!(
+            "| {} | {} | {} | {kept} |",
+            if recovery {
+                "default"
+            } else {
+                "--no-session-recovery"
+            },
+            first["text"].as_str().unwrap_or("?"),
+            second["text"]
+                .as_str()
+                .or(second["error"].as_str())
+                .unwrap_or("?")
+        );
+        // With recovery the session must go on; without, this client's session ends
+        // (what every SDK client meets behind a plain proxy): the check has teeth.
+        let expected = if recovery { went_on && kept } else { !went_on };
+        if expected {
+            tally.passed += 1;
+        } else {
+            tally.failed += 1;
+            failures.push(format!(
+                "proxy restart (recovery {recovery}): first {first}, after {second}"
+            ));
+        }
+    }
     Ok(failures)
 }
 

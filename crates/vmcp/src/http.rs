@@ -245,60 +245,31 @@ impl Vmcp {
         // Connections close gracefully once the drain is over.
         let connections_end = CancellationToken::new();
         let connections = TaskTracker::new();
-        // Thread per core, as in hale proxy: a connection lives on one worker thread
-        // from accept to close, and its requests never hop between threads.
-        let mut threads = Vec::new();
-        for n in 0..workers {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
-            let (front, end, connections) =
-                (front.clone(), connections_end.clone(), connections.clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("hale-vmcp-{n}"))
-                .spawn(move || worker(n, rx, front, end, connections));
-            match thread {
-                Ok(t) => threads.push((tx, t)),
-                Err(e) => tracing::error!(error = %e, "cannot start a worker thread"),
+        // Thread per core, as in hale proxy (hale-listen): a connection lives on one
+        // worker thread from accept to close, and its requests never hop between threads.
+        let started = hale_listen::Workers::start(
+            "hale-vmcp",
+            workers,
+            crate::worker::enter,
+            &connections,
+            |_| {
+                let (front, end) = (front.clone(), connections_end.clone());
+                Arc::new(move |stream| {
+                    Box::pin(serve_connection(front.clone(), stream, end.clone()))
+                })
+            },
+        );
+        let threads = match started {
+            Ok(threads) => threads,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the worker threads; stopping");
+                return;
             }
-        }
-        let mut next = 0usize;
-        let mut accept_failures = hale_core::RateLimitedLog::new(Duration::from_secs(10));
-        loop {
-            let stream = tokio::select! {
-                () = stop.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        if let Some(suppressed) = accept_failures.due(std::time::Instant::now()) {
-                            tracing::warn!(error = %e, suppressed, "accept failed (the process may be out of file descriptors)");
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            // Small JSON-RPC answers must not wait for Nagle and a delayed ACK (40 ms).
-            let _ = stream.set_nodelay(true);
-            match stream.into_std() {
-                Ok(stream) if !threads.is_empty() => {
-                    let _ = threads[next % threads.len()].0.send(stream);
-                    next = next.wrapping_add(1);
-                }
-                Ok(stream) => {
-                    // No worker thread could be started: serve here.
-                    if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
-                        connections.spawn(serve_connection(
-                            front.clone(),
-                            stream,
-                            connections_end.clone(),
-                        ));
-                    }
-                }
-                Err(_) => {}
-            }
-        }
+        };
+        hale_listen::accept(listener, &threads, stop.clone()).await;
 
-        // New connections are refused from here on; open ones may still ask.
-        drop(listener);
+        // New connections are refused from here on (the listener is closed); open ones
+        // may still ask.
         front.edge.draining.store(true, Ordering::Release);
         front.edge.in_flight.close();
         let drained = tokio::time::timeout(drain_timeout, front.edge.in_flight.wait()).await;
@@ -312,10 +283,7 @@ impl Vmcp {
         connections_end.cancel();
         connections.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
-        for (tx, thread) in threads {
-            drop(tx);
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+        threads.join().await;
         front.edge.close_all().await;
         // Stdio backends' processes end last: calls to them had the drain to finish.
         let upstreams = front.edge.router.upstreams();
@@ -323,46 +291,6 @@ impl Vmcp {
         tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     }
-}
-
-/// One worker thread: a single-threaded runtime serving the connections it is handed,
-/// until the channel closes and they have all ended.
-fn worker(
-    n: usize,
-    mut incoming: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
-    front: Arc<Front>,
-    end: CancellationToken,
-    connections: TaskTracker,
-) {
-    crate::worker::enter(n);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a worker runtime");
-            return;
-        }
-    };
-    let local = TaskTracker::new();
-    runtime.block_on(async {
-        while let Some(stream) = incoming.recv().await {
-            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
-                continue;
-            };
-            let token = connections.token();
-            let (front, end) = (front.clone(), end.clone());
-            local.spawn(async move {
-                serve_connection(front, stream, end).await;
-                drop(token);
-            });
-        }
-        // This runtime's tasks only run while it is driven: keep driving until the
-        // connections (and what they spawned) have finished.
-        local.close();
-        local.wait().await;
-    });
 }
 
 /// One client connection: HTTP/1.1 with a header read timeout; an idle one is closed.
