@@ -185,6 +185,21 @@ pub struct McpClient {
     /// Resources this client asked updates about on a 2026-07-28 server (kept across
     /// reconnections).
     watched: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Requests under way now, and when the last one started or ended (ms since `born`):
+    /// how busy and how idle it is, for a gateway that must let one of many go.
+    in_flight: std::sync::atomic::AtomicU32,
+    last_used: AtomicU64,
+    born: std::time::Instant,
+}
+
+/// Counts a request as under way while it lives.
+struct Busy<'a>(&'a McpClient);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.touch();
+    }
 }
 
 #[derive(Debug)]
@@ -215,6 +230,9 @@ impl McpClient {
             notifications,
             replaced: AtomicU64::new(0),
             watched: std::sync::Mutex::default(),
+            in_flight: std::sync::atomic::AtomicU32::new(0),
+            last_used: AtomicU64::new(0),
+            born: std::time::Instant::now(),
         })
     }
 
@@ -262,6 +280,9 @@ impl McpClient {
             notifications,
             replaced: AtomicU64::new(0),
             watched: std::sync::Mutex::default(),
+            in_flight: std::sync::atomic::AtomicU32::new(0),
+            last_used: AtomicU64::new(0),
+            born: std::time::Instant::now(),
         })
     }
 
@@ -408,6 +429,22 @@ impl McpClient {
         self.request_inner(method, params, timeout, None).await
     }
 
+    /// Whether a request of this client is under way now.
+    pub fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    /// How long since a request of this client last started or ended.
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_used.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(last)
+    }
+
+    fn touch(&self) {
+        let now = self.born.elapsed().as_millis() as u64;
+        self.last_used.store(now, Ordering::Relaxed);
+    }
+
     async fn request_inner(
         &self,
         method: &str,
@@ -415,6 +452,9 @@ impl McpClient {
         timeout: Duration,
         hooks: Option<&CallHooks>,
     ) -> Result<Value, McpError> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        let _busy = Busy(self);
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || McpError::Timeout {
             url: self.url.clone(),

@@ -304,8 +304,12 @@ async fn serve_connection(
     let (read_timeout, idle_timeout) = (front.read_timeout, front.idle_timeout);
     let idle = Arc::new(Idle::default());
     let busy = idle.clone();
-    let service = service_fn(move |req| {
+    let peer = stream.peer_addr().ok().map(|a| crate::edge::Peer(a.ip()));
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let front = front.clone();
+        if let Some(peer) = peer {
+            req.extensions_mut().insert(peer);
+        }
         let guard = busy.enter();
         async move {
             let response = front.route(req).await;

@@ -17,6 +17,7 @@ mod body;
 pub mod config;
 pub(crate) mod edge;
 mod http;
+mod limits;
 mod message;
 mod reload;
 pub mod route;
@@ -60,4 +61,5 @@ pub const METRICS: &[&str] = &[
     "toolhive_vmcp_session_store_errors_total",
     "toolhive_vmcp_session_store_duration_seconds",
     "toolhive_vmcp_client_sessions_resumed_total",
+    "toolhive_vmcp_limit_hits_total",
 ];

@@ -69,6 +69,8 @@ pub(crate) fn status(edge: &Edge, incoming: &str) -> Value {
         "clientSessions": edge.clients.sessions.len(),
         "listeners": edge.clients.listeners.len(),
         "callsWaitingForInput": edge.calls_waiting_for_input(),
+        // What the client-session limits did (each backend's own are in its entry).
+        "limits": edge.limit_status(),
         "sessionStorage": match &edge.store {
             None => json!({"provider": "memory"}),
             Some(store) => json!({"provider": "redis", "address": store.address(), "connected": store.connected()}),

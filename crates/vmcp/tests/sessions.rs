@@ -185,7 +185,7 @@ async fn a_backend_that_forgets_sessions_costs_each_client_one_transparent_reini
 }
 
 #[tokio::test]
-async fn past_the_session_limit_a_client_gets_a_clear_error_until_one_closes() {
+async fn at_the_session_limit_the_idlest_makes_room_and_only_all_busy_refuses() {
     let server = TestServer::start(stateful()).await.unwrap();
     let Started {
         addr,
@@ -195,19 +195,46 @@ async fn past_the_session_limit_a_client_gets_a_clear_error_until_one_closes() {
     } = start_with(&one_backend(&server, "  maxSessionsPerBackend: 2\n"), None).await;
     let b = client(addr).await;
     let c = client(addr).await;
-    text(&a, "count", json!({})).await;
-    text(&b, "count", json!({})).await;
-    let refused = c.call_tool("count", json!({})).await.unwrap_err();
+    assert_eq!(text(&a, "count", json!({})).await, "1");
+    tokio::time::sleep(Duration::from_millis(20)).await; // a is the idlest
+    assert_eq!(text(&b, "count", json!({})).await, "1");
+    // Clients that leave without DELETE must not lock new ones out: at the limit, the
+    // idlest backend session (a's) is ended with DELETE and c gets one.
+    let opened = server.stats().open_sessions;
+    assert_eq!(text(&c, "count", json!({})).await, "1");
+    wait_for("the evicted backend session to be deleted", async || {
+        server.stats().open_sessions == opened
+    })
+    .await;
+    assert!(backend_sessions(addr).await <= 2);
+    // a comes back: a fresh backend session, as after a backend restart (b is idlest now).
+    assert_eq!(text(&a, "count", json!({})).await, "1");
+    // Every session busy right now: then, and only then, a client is refused.
+    let (a, c) = (std::sync::Arc::new(a), std::sync::Arc::new(c));
+    let busy: Vec<_> = [a.clone(), c.clone()]
+        .into_iter()
+        .map(|x| tokio::spawn(async move { x.call_tool("sleep", json!({"ms": 1500})).await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = b.call_tool("count", json!({})).await.unwrap_err();
     let McpError::Rpc { code, message, .. } = &refused else {
         panic!("{refused:?}")
     };
     assert_eq!(*code, codes::LIMIT_REACHED);
-    assert!(message.contains("maxSessionsPerBackend"), "{message}");
-    a.close().await;
-    wait_for("the limit to free", async || {
-        c.call_tool("count", json!({})).await.is_ok()
-    })
-    .await;
+    assert!(
+        message.contains("maxSessionsPerBackend") && message.contains("busy"),
+        "{message}"
+    );
+    for call in busy {
+        call.await.unwrap().unwrap();
+    }
+    // The limit shows where an operator looks: /status says what it did.
+    let (_, status) = get_json(addr, "/status").await;
+    let limit = &status["backends"][0]["limits"]["sessions"];
+    assert!(limit["evicted"].as_u64() >= Some(1), "{limit}");
+    assert!(limit["refused"].as_u64() >= Some(1), "{limit}");
+    assert!(limit["lastHit"].is_string(), "{limit}");
+    assert_eq!(limit["max"], 2);
     stop.cancel();
     server.shutdown();
 }
@@ -405,6 +432,93 @@ async fn each_client_sees_and_calls_the_tools_its_capabilities_are_offered() {
             "{answer}"
         );
     }
+    stop.cancel();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn client_sessions_are_bounded_with_a_share_per_caller_and_the_idlest_make_room() {
+    let server = TestServer::start(stateful()).await.unwrap();
+    // Every client here is anonymous from 127.0.0.1: one identity, whose share is 3.
+    let Started {
+        addr,
+        stop,
+        client: first,
+        ..
+    } = start_with(
+        &one_backend(
+            &server,
+            "  maxClientSessions: 10\n  maxSessionsPerIdentity: 3\n",
+        ),
+        None,
+    )
+    .await;
+    let sid_of = async |c: &McpClient| c.session_id().await.unwrap();
+    let first_sid = sid_of(&first).await;
+    // Clients that made a call and went quiet (no GET stream held: a listening client
+    // is there, and is never the one to go).
+    let quiet = async || {
+        McpClient::connect(
+            &format!("http://{addr}/mcp"),
+            ClientOptions {
+                listen: false,
+                request_timeout: Duration::from_secs(10),
+                ..ClientOptions::default()
+            },
+        )
+        .await
+        .unwrap()
+    };
+    drop(first); // a client that leaves without DELETE: its stream goes with it
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (b, c) = (quiet().await, quiet().await);
+    text(&b, "echo", json!({"text": "b"})).await;
+    text(&c, "echo", json!({"text": "c"})).await;
+    // A fourth session of the same caller: its own idlest (the first) makes room; an
+    // initialize flood cannot grow without bound, nor push out other callers' sessions.
+    let d = quiet().await;
+    let ping = |sid: String| async move {
+        let headers = [
+            ("Mcp-Session-Id", sid.as_str()),
+            ("Accept", "application/json, text/event-stream"),
+        ];
+        raw(
+            addr,
+            "POST",
+            "/mcp",
+            &headers,
+            r#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#,
+        )
+        .await
+        .0
+    };
+    assert_eq!(ping(first_sid).await, 404, "the idlest session was ended");
+    assert_eq!(ping(sid_of(&d).await).await, 200);
+    // Only when every session of the share is busy right now is a new one refused.
+    let (b, c, d) = (
+        std::sync::Arc::new(b),
+        std::sync::Arc::new(c),
+        std::sync::Arc::new(d),
+    );
+    let busy: Vec<_> = [b, c, d]
+        .into_iter()
+        .map(|x| tokio::spawn(async move { x.call_tool("sleep", json!({"ms": 1500})).await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("maxSessionsPerIdentity"), "{refused}");
+    for call in busy {
+        call.await.unwrap().unwrap();
+    }
+    let (_, status) = get_json(addr, "/status").await;
+    let share = &status["limits"]["sessionsPerIdentity"];
+    assert!(
+        share["evicted"].as_u64() >= Some(1) && share["refused"].as_u64() >= Some(1),
+        "{share}"
+    );
     stop.cancel();
     server.shutdown();
 }

@@ -128,6 +128,12 @@ pub struct VmcpConfig {
     pub session_idle_timeout: Duration,
     /// Backend sessions open at once per backend (one per client session using it).
     pub max_sessions_per_backend: u32,
+    /// Client sessions held at once (`operational.maxClientSessions`); at the limit the
+    /// idlest makes room.
+    pub max_client_sessions: u32,
+    /// Client sessions one caller may hold at once (`operational.maxSessionsPerIdentity`;
+    /// anonymous callers: one identity per client address).
+    pub max_sessions_per_identity: u32,
     /// Tools (and likewise resources, templates, prompts) one backend may list; a backend
     /// that lists more is not used, with the reason in `/status`.
     pub max_tools_per_backend: u32,
@@ -332,6 +338,8 @@ struct RawOverride {
 struct RawOperational {
     session_idle_timeout: Option<Spanned<String>>,
     max_sessions_per_backend: Option<Spanned<u32>>,
+    max_client_sessions: Option<Spanned<u32>>,
+    max_sessions_per_identity: Option<Spanned<u32>>,
     max_tools_per_backend: Option<Spanned<u32>>,
     read_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
@@ -681,6 +689,16 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         op.max_tools_per_backend,
         1000,
     )?;
+    let (max_client_sessions, _) = c.count(
+        "operational.maxClientSessions",
+        op.max_client_sessions,
+        10_000,
+    )?;
+    let (max_sessions_per_identity, _) = c.count(
+        "operational.maxSessionsPerIdentity",
+        op.max_sessions_per_identity,
+        1000,
+    )?;
 
     let fh = op.failure_handling;
     let base = "operational.failureHandling";
@@ -878,6 +896,8 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         allowed_origins: raw.allowed_origins.unwrap_or_default(),
         session_idle_timeout,
         max_sessions_per_backend,
+        max_client_sessions,
+        max_sessions_per_identity,
         max_tools_per_backend,
         read_timeout,
         idle_timeout,

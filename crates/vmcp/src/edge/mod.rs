@@ -66,6 +66,9 @@ pub(crate) struct EdgeSettings {
     pub(crate) read_timeout: Duration,
     /// A legacy session unused this long is ended.
     pub(crate) session_idle_timeout: Duration,
+    /// Client sessions held at once, and per identity.
+    pub(crate) max_client_sessions: u32,
+    pub(crate) max_sessions_per_identity: u32,
 }
 
 impl EdgeSettings {
@@ -74,6 +77,8 @@ impl EdgeSettings {
             name: config.name.clone(),
             read_timeout: config.read_timeout,
             session_idle_timeout: config.session_idle_timeout,
+            max_client_sessions: config.max_client_sessions,
+            max_sessions_per_identity: config.max_sessions_per_identity,
         }
     }
 }
@@ -95,7 +100,15 @@ pub(crate) struct Edge {
     pub(crate) private_answers: bool,
     /// Where legacy sessions live beyond this replica (`sessionStorage: redis`).
     pub(crate) store: Option<Arc<RedisStore>>,
+    /// What the client-session limits did (`maxClientSessions`,
+    /// `maxSessionsPerIdentity`).
+    pub(crate) session_limits: [crate::limits::LimitHits; 2],
 }
+
+/// The address a request came from (put in the request's extensions by the listener):
+/// an anonymous caller's identity for the per-identity session share.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer(pub(crate) std::net::IpAddr);
 
 impl std::fmt::Debug for Edge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,6 +130,85 @@ impl Edge {
             closing: CancellationToken::new(),
             private_answers: false,
             store: None,
+            session_limits: [
+                crate::limits::LimitHits::new("operational.maxClientSessions"),
+                crate::limits::LimitHits::new("operational.maxSessionsPerIdentity"),
+            ],
+        }
+    }
+
+    /// What the client-session limits did, for `/status`.
+    pub(crate) fn limit_status(&self) -> Value {
+        let held = self.clients.sessions.len() as u32;
+        json!({
+            "clientSessions": self.session_limits[0].status(self.settings.max_client_sessions, held),
+            "sessionsPerIdentity": self.session_limits[1].status(self.settings.max_sessions_per_identity, 0),
+        })
+    }
+
+    /// Makes room for a new session of `identity` within the client-session limits: the
+    /// idlest that may go are ended (as if their clients had sent DELETE; a client that
+    /// comes back gets 404 and initializes again). `Err` with the refusal when every one
+    /// that would have to go is busy.
+    async fn admit(&self, identity: &str) -> Result<(), RpcError> {
+        let (max_total, max_identity) = (
+            self.settings.max_client_sessions,
+            self.settings.max_sessions_per_identity,
+        );
+        let which = |limit: &str| usize::from(limit != "operational.maxClientSessions");
+        match self
+            .clients
+            .sessions
+            .make_room(identity, max_total as usize, max_identity as usize)
+        {
+            Ok(evicted) => {
+                for (session, limit) in evicted {
+                    let max = if which(limit) == 0 {
+                        max_total
+                    } else {
+                        max_identity
+                    };
+                    self.session_limits[which(limit)].hit("vmcp", max, "evicted");
+                    self.end_session(&session, "evicted").await;
+                }
+                Ok(())
+            }
+            Err(limit) => {
+                let max = if which(limit) == 0 {
+                    max_total
+                } else {
+                    max_identity
+                };
+                self.session_limits[which(limit)].hit("vmcp", max, "refused");
+                Err(RpcError::new(
+                    codes::LIMIT_REACHED,
+                    format!("{limit} reached ({max} sessions), every one busy right now; try again in a moment"),
+                )
+                .with_data(json!({"limit": limit, "max": max, "retryAfterSeconds": 1})))
+            }
+        }
+    }
+
+    /// Ends `session` (taken out of the map already): its backend sessions, wherever
+    /// they were opened, and the store's record; counted as `event`.
+    async fn end_session(&self, session: &ClientSession, event: &'static str) {
+        match &self.store {
+            None => self.router.close_sessions_of(&session.id, event).await,
+            Some(store) => {
+                // Its backend sessions, wherever they were opened, end with it; so does
+                // every replica's copy.
+                let recorded = session.state().backend_sessions;
+                self.router
+                    .end_recorded_sessions(&session.id, &recorded)
+                    .await;
+                let _ = store.delete(&session.id).await;
+                let _ = store
+                    .publish(&Event::Ended {
+                        session: session.id.clone(),
+                        from: store.replica.clone(),
+                    })
+                    .await;
+            }
         }
     }
 
@@ -222,7 +314,8 @@ impl Edge {
                 } else if method == "initialize"
                     && header(&parts.headers, "mcp-protocol-version") != Some(modern::VERSION)
                 {
-                    self.initialize(&id, &params, who).await
+                    let peer = parts.extensions.get::<Peer>().map(|p| p.0);
+                    self.initialize(&id, &params, who, peer).await
                 } else if modern::is_modern(&parts.headers, &params) {
                     self.modern(&parts, who, id, method, params, hold).await
                 } else {
@@ -281,7 +374,23 @@ impl Edge {
     /// `initialize`: a new session, with nothing asked of any backend (kept in the
     /// shared store before the answer, if there is one: the client's next request may
     /// go to any replica).
-    async fn initialize(&self, id: &Value, params: &Value, who: Identity) -> Response<Body> {
+    async fn initialize(
+        &self,
+        id: &Value,
+        params: &Value,
+        who: Identity,
+        peer: Option<std::net::IpAddr>,
+    ) -> Response<Body> {
+        // Who holds it, for the per-identity share: the caller, or (anonymous) its
+        // address.
+        let identity: Arc<str> = match (&who.sub, peer) {
+            (Some(sub), _) => Arc::from(format!("sub:{sub}")),
+            (None, Some(ip)) => Arc::from(format!("address:{ip}")),
+            (None, None) => Arc::from("anonymous"),
+        };
+        if let Err(refused) = self.admit(&identity).await {
+            return error_response(StatusCode::OK, id, &refused);
+        }
         let requested = params
             .get("protocolVersion")
             .and_then(Value::as_str)
@@ -304,6 +413,7 @@ impl Edge {
                     .unwrap_or_else(|| json!({})),
                 who.sub,
             )
+            .held_by(identity)
             .stored_in(self.store.clone()),
         );
         session.touch();
@@ -603,24 +713,7 @@ impl Edge {
         let Some(session) = self.clients.sessions.remove(sid) else {
             return session_not_found(&Value::Null);
         };
-        match &self.store {
-            None => self.router.close_sessions_of(&session.id, "closed").await,
-            Some(store) => {
-                // Its backend sessions, wherever they were opened, end with it; so does
-                // every replica's copy.
-                let recorded = session.state().backend_sessions;
-                self.router
-                    .end_recorded_sessions(&session.id, &recorded)
-                    .await;
-                let _ = store.delete(&session.id).await;
-                let _ = store
-                    .publish(&Event::Ended {
-                        session: session.id.clone(),
-                        from: store.replica.clone(),
-                    })
-                    .await;
-            }
-        }
+        self.end_session(&session, "closed").await;
         status_only(StatusCode::NO_CONTENT)
     }
 

@@ -30,6 +30,9 @@ pub(crate) struct ClientSession {
     pub(crate) capabilities: Value,
     /// Its capabilities as a profile: what backends list to it.
     pub(crate) profile: crate::upstream::Profile,
+    /// Who holds it, for the per-identity share of the session limit: the caller's
+    /// `sub`, or an anonymous caller's address.
+    pub(crate) identity: Arc<str>,
     pub(crate) client_info: Value,
     /// The caller who opened it (`None`: anonymous); requests from anyone else are
     /// answered as if the session did not exist.
@@ -113,6 +116,7 @@ impl ClientSession {
             id,
             protocol_version,
             profile: crate::upstream::Profile::of(&capabilities),
+            identity: Arc::from(owner.as_deref().unwrap_or("-")),
             capabilities,
             client_info,
             owner,
@@ -148,6 +152,21 @@ impl ClientSession {
         if let Some(token) = lock(&self.calls).remove(&id.to_string()) {
             token.cancel();
         }
+    }
+
+    /// The session held by `identity` (see [`ClientSession::identity`]).
+    pub(crate) fn held_by(mut self, identity: Arc<str>) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// Whether it may be ended to make room: no request of it in progress, and no GET
+    /// stream open (its client is there, listening).
+    fn evictable(&self) -> bool {
+        lock(&self.calls).is_empty()
+            && lock(&self.stream)
+                .as_ref()
+                .is_none_or(mpsc::Sender::is_closed)
     }
 
     /// The session kept in `store` (its TTL renewed as it is used, its backend sessions
@@ -481,6 +500,41 @@ impl Sessions {
     }
 
     /// Removes and returns the sessions idle for `idle` or longer at `now`.
+    /// Makes room for one more session held by `identity`, within `max_identity`
+    /// sessions per identity and `max_total` in all: at either limit the idlest session
+    /// that may go (the caller's own first, for its share) is taken out and returned
+    /// with the limit that took it, for the caller to end; `Err(limit)` when every
+    /// session that would have to go is busy.
+    pub(crate) fn make_room(
+        &self,
+        identity: &str,
+        max_total: usize,
+        max_identity: usize,
+    ) -> Result<Vec<(Arc<ClientSession>, &'static str)>, &'static str> {
+        let now = Instant::now();
+        let mut map = write(&self.map);
+        let mut out = Vec::new();
+        let idlest = |map: &HashMap<String, Arc<ClientSession>>, mine: bool| {
+            map.iter()
+                .filter(|(_, s)| !mine || &*s.identity == identity)
+                .filter(|(_, s)| s.evictable())
+                .max_by_key(|(_, s)| s.idle_for(now))
+                .map(|(id, _)| id.clone())
+        };
+        let held = map.values().filter(|s| &*s.identity == identity).count();
+        if held >= max_identity {
+            let limit = "operational.maxSessionsPerIdentity";
+            let id = idlest(&map, true).ok_or(limit)?;
+            out.extend(map.remove(&id).map(|s| (s, limit)));
+        }
+        if map.len() >= max_total {
+            let limit = "operational.maxClientSessions";
+            let id = idlest(&map, false).ok_or(limit)?;
+            out.extend(map.remove(&id).map(|s| (s, limit)));
+        }
+        Ok(out)
+    }
+
     pub(crate) fn expire(&self, now: Instant, idle: Duration) -> Vec<Arc<ClientSession>> {
         let mut map = write(&self.map);
         let expired: Vec<String> = map

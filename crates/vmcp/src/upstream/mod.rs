@@ -428,6 +428,9 @@ impl Upstream {
             s.extend(h);
         }
         s["sessions"] = json!(self.sessions.open());
+        // What its limits did: how often the idlest session made room, or a client was
+        // refused, and when last.
+        s["limits"] = json!({"sessions": self.sessions.limit_status()});
         s["mode"] = json!(self.mode().as_str());
         if !config.credentials.is_empty() {
             s["credentials"] = config.credentials.describe();

@@ -89,16 +89,23 @@ pub(crate) struct BackendSessions {
     by_client: Mutex<HashMap<Arc<str>, Cell>>,
     /// Backend sessions open now.
     open: AtomicU32,
+    /// What the limit did: sessions evicted, clients refused, when last.
+    limits: crate::limits::LimitHits,
 }
 
 impl BackendSessions {
     /// No sessions yet; at most `limit` open at once.
     pub(crate) fn new(target: Target, limit: u32) -> Self {
+        for outcome in ["evicted", "refused"] {
+            // Exported from the start: an alert sees 0, not nothing.
+            metrics::counter!("toolhive_vmcp_limit_hits_total", "limit" => "operational.maxSessionsPerBackend", "scope" => target.name().to_string(), "outcome" => outcome).increment(0);
+        }
         BackendSessions {
             target,
             limit,
             by_client: Mutex::new(HashMap::new()),
             open: AtomicU32::new(0),
+            limits: crate::limits::LimitHits::new("operational.maxSessionsPerBackend"),
         }
     }
 
@@ -139,23 +146,32 @@ impl BackendSessions {
     ) -> Result<Arc<McpClient>, McpError> {
         let name = self.target.name().to_string();
         let limit = self.limit;
-        if self
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .is_err()
-        {
-            metrics::counter!("toolhive_vmcp_backend_sessions_total", "backend" => name.clone(), "event" => "refused").increment(1);
-            return Err(McpError::Rpc {
-                url: name.clone(),
-                method: "initialize".into(),
-                code: codes::LIMIT_REACHED,
-                message: format!(
-                    "backend '{name}' has {limit} sessions open (operational.maxSessionsPerBackend); try again when one closes"
-                ),
-                data: Some(json!({"backend": name, "maxSessionsPerBackend": limit})),
-            });
+        let take_one = || {
+            self.open
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < limit).then_some(n + 1)
+                })
+                .is_ok()
+        };
+        // At the limit, the idlest backend session makes room (many clients leave without
+        // DELETE); only when every one is busy right now is the client refused.
+        while !take_one() {
+            if !self.evict_idlest(owner.id()).await {
+                self.limits.hit(&name, limit, "refused");
+                metrics::counter!("toolhive_vmcp_backend_sessions_total", "backend" => name.clone(), "event" => "refused").increment(1);
+                return Err(McpError::Rpc {
+                    url: name.clone(),
+                    method: "initialize".into(),
+                    code: codes::LIMIT_REACHED,
+                    message: format!(
+                        "backend '{name}' has {limit} sessions open (operational.maxSessionsPerBackend), every one busy right now; try again in a moment"
+                    ),
+                    data: Some(
+                        json!({"backend": name, "maxSessionsPerBackend": limit, "retryAfterSeconds": 1}),
+                    ),
+                });
+            }
+            self.limits.hit(&name, limit, "evicted");
         }
         let kind = || ClientKind::Session {
             capabilities: owner.capabilities().clone(),
@@ -201,6 +217,35 @@ impl BackendSessions {
                 .await;
         }
         Ok(client)
+    }
+
+    /// Ends the backend session that has been idle longest and is not busy now (not
+    /// `sparing`'s), with DELETE, to make room; false if every one is busy. Its client,
+    /// if it comes back, gets a fresh backend session, as after a backend restart.
+    async fn evict_idlest(&self, sparing: &str) -> bool {
+        let victim = {
+            let mut by_client = self.lock();
+            let idlest = by_client
+                .iter()
+                .filter(|(id, _)| id.as_ref() != sparing)
+                .filter_map(|(id, cell)| cell.get().map(|c| (id, c)))
+                .filter(|(_, c)| !c.busy())
+                .max_by_key(|(_, c)| c.idle_for())
+                .map(|(id, _)| id.clone());
+            idlest.and_then(|id| by_client.remove(&id))
+        };
+        let Some(client) = victim.as_ref().and_then(|c| c.get()) else {
+            return false;
+        };
+        self.closed("evicted");
+        let client = client.clone();
+        tokio::spawn(async move { client.close().await });
+        true
+    }
+
+    /// The limit's state, for `/status`.
+    pub(crate) fn limit_status(&self) -> serde_json::Value {
+        self.limits.status(self.limit, self.open())
     }
 
     /// Client session `id`'s backend session, if one is open.
