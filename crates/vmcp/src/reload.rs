@@ -185,16 +185,26 @@ impl Reloader {
         let (mut list, mut fresh) = (Vec::new(), Vec::new());
         for b in &config.backends {
             let settings = Settings::of(config, b);
-            match old.get(&b.name) {
+            let previous = match old.get(&b.name) {
                 Some(u) if u.settings().same_as(&settings) => {
                     summary.unchanged.push(b.name.clone());
                     list.push(u.clone());
                     continue;
                 }
-                Some(_) => summary.changed.push(b.name.clone()),
-                None => summary.added.push(b.name.clone()),
-            }
+                Some(u) => {
+                    summary.changed.push(b.name.clone());
+                    Some(u.clone())
+                }
+                None => {
+                    summary.added.push(b.name.clone());
+                    None
+                }
+            };
             let u = Upstream::new(settings, workers, self.router.signals().clone())?;
+            if let Some(previous) = previous {
+                // Its tools stay while it is replaced (never "unknown tool").
+                u.take_over_from(&previous);
+            }
             fresh.push(u.clone());
             list.push(u);
         }

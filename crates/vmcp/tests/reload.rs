@@ -275,3 +275,46 @@ async fn an_unusable_file_is_refused_with_its_key_and_the_vmcp_goes_on_as_it_was
     );
     vmcp.stop.cancel();
 }
+
+#[tokio::test]
+async fn calls_during_a_reload_that_replaces_their_backend_never_meet_an_unknown_tool() {
+    let a = TestServer::start(ServerConfig::default()).await.unwrap();
+    let path = file("no-unknown");
+    std::fs::write(&path, yaml(&[("a", &a)], "")).unwrap();
+    let vmcp = run(&path).await;
+    let client = std::sync::Arc::new(client(vmcp.addr).await);
+    client
+        .call_tool("a_echo", json!({"text": "x"}))
+        .await
+        .unwrap();
+    // Calls back to back while the backend is replaced (its timeout changes, a few times).
+    let caller = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut unknown = Vec::new();
+            for _ in 0..300 {
+                if let Err(hale_mcp::McpError::Rpc { code, message, .. }) =
+                    client.call_tool("a_echo", json!({"text": "x"})).await
+                    && code == hale_mcp::codes::UNKNOWN_NAME
+                {
+                    unknown.push(message);
+                }
+            }
+            unknown
+        })
+    };
+    for timeout in ["11s", "12s", "13s", "14s", "15s"] {
+        let extra = format!("  timeouts: {{default: {timeout}}}\n");
+        std::fs::write(&path, yaml(&[("a", &a)], &extra)).unwrap();
+        let summary = vmcp.handle.reload().await.unwrap();
+        assert_eq!(summary.changed, ["a"]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let unknown = caller.await.unwrap();
+    assert!(
+        unknown.is_empty(),
+        "calls met 'unknown tool' during the reload: {unknown:?}"
+    );
+    vmcp.stop.cancel();
+    a.shutdown();
+}

@@ -126,6 +126,11 @@ impl Health {
         self.tracker().last_check().is_some()
     }
 
+    /// How long the last check's answer took.
+    pub fn last_latency(&self) -> Option<std::time::Duration> {
+        self.tracker().last_latency()
+    }
+
     /// The current health state.
     pub fn health(&self) -> HealthState {
         self.tracker().state()

@@ -469,6 +469,28 @@ impl Upstream {
 
     // --- clients ---------------------------------------------------------------------
 
+    /// Takes over what `previous` (the upstream a reload replaces with this one, at the
+    /// same address: only its deadlines, limits, checks or credentials changed) knew:
+    /// its lists and, if it was routable, its last good check. Its tools then never
+    /// leave the catalog while it is replaced; this upstream's own first check decides
+    /// from there.
+    pub(crate) fn take_over_from(&self, previous: &Upstream) {
+        let (a, b) = (&self.settings.backend, &previous.settings.backend);
+        if a.url != b.url || a.transport != b.transport || a.stdio != b.stdio {
+            return; // another server: nothing it knew holds here
+        }
+        if let Some(lists) = previous.lists() {
+            self.lists.set((*lists).clone());
+            self.signals.lists_arrived();
+        }
+        if previous.routable() {
+            let latency = previous.health.last_latency().unwrap_or_default();
+            let _ = self
+                .health
+                .record_check(hale_core::CheckOutcome::Success { latency });
+        }
+    }
+
     /// The earliest moment a call refused now may go through: the breaker's next trial,
     /// or the next health check (which restores an unhealthy backend and moves an open
     /// breaker to half-open at once when it succeeds), whichever comes first. `None`
