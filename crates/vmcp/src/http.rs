@@ -241,6 +241,9 @@ impl Vmcp {
             tasks.spawn(store.clone().connect(stop.clone()));
             let edge = front.edge.clone();
             tasks.spawn(store.listen(move |event| edge.heard(event), stop.clone()));
+            let edge = front.edge.clone();
+            let rewriting = stop.clone();
+            tasks.spawn(async move { edge.rewrite_sessions(rewriting).await });
         }
         // Connections close gracefully once the drain is over.
         let connections_end = CancellationToken::new();

@@ -243,3 +243,61 @@ fn session_storage_mistakes_name_their_key_and_never_the_password() {
         assert!(e.contains(expected), "{storage}\n  gave: {e}");
     }
 }
+
+#[tokio::test]
+async fn a_redis_restarted_empty_gets_the_sessions_back_and_a_new_replica_serves_them() {
+    let redis = RedisServer::start().unwrap();
+    let port: u16 = redis.address().rsplit(':').next().unwrap().parse().unwrap();
+    let backend = TestServer::start(ServerConfig {
+        session_tools: true,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let a = start_with(&yaml(&redis.address(), &backend), None).await;
+    let client = McpClient::connect(
+        &format!("http://{}/mcp", a.addr),
+        ClientOptions {
+            request_timeout: Duration::from_secs(5),
+            listen: false,
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let sid = client.session_id().await.unwrap();
+    assert_eq!(count_at(a.addr, &sid).await, 1);
+    // Redis restarts with nothing in it (no persistence): the session lives on at A…
+    drop(redis);
+    let redis = RedisServer::start_on(port).unwrap();
+    // …and A writes it back within a few seconds of Redis answering again, not at its
+    // next renewal (minutes away): a replica that joins now serves it.
+    let b = start_with(&yaml(&redis.address(), &backend), None).await;
+    let since = std::time::Instant::now();
+    wait_for(
+        "a replica that joined after the restart to know the session",
+        async || {
+            let (status, _) = post(
+                b.addr,
+                &sid,
+                json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+            )
+            .await;
+            status == 200
+        },
+    )
+    .await;
+    assert!(
+        since.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        since.elapsed()
+    );
+    // On the same backend session: the count goes on.
+    assert_eq!(count_at(b.addr, &sid).await, 2);
+    // New sessions are taken at once, not refused with -31009 while the store recovers.
+    McpClient::connect(&format!("http://{}/mcp", a.addr), ClientOptions::default())
+        .await
+        .unwrap();
+    a.stop.cancel();
+    b.stop.cancel();
+}

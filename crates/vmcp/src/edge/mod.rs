@@ -717,6 +717,36 @@ impl Edge {
         status_only(StatusCode::NO_CONTENT)
     }
 
+    /// Writes every session this replica holds to the store again whenever the store
+    /// may have lost them (Redis reachable again after failing, or a session's key found
+    /// missing), until `stop`: a session that goes on here stays shared, and a replica
+    /// that joins later can serve it.
+    pub(crate) async fn rewrite_sessions(&self, stop: CancellationToken) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = store.rewrite.notified() => {}
+            }
+            // A burst of signals (every touch that found its key gone) is one sweep.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let held = self.clients.sessions.all();
+            let mut written = 0usize;
+            for session in &held {
+                if session.is_stored() && session.persist().await.is_ok() {
+                    written += 1;
+                }
+            }
+            tracing::info!(
+                written,
+                held = held.len(),
+                "sessions written to the session store again"
+            );
+        }
+    }
+
     /// With a shared store, this replica's copies of sessions are a cache: past
     /// [`LOCAL_SESSIONS`] the idlest tenth are let go (not ended: the store keeps them).
     fn bound_local_copies(&self) {

@@ -236,6 +236,8 @@ impl ClientSession {
                 tokio::spawn(async move {
                     let _ = store.touch(&id).await;
                 });
+                // (A missing key makes the store ask for every held session to be
+                // written again: `Edge::rewrite_sessions`.)
             }
         }
     }

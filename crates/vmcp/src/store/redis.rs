@@ -25,6 +25,11 @@ pub(crate) struct RedisStore {
     tried: std::sync::atomic::AtomicBool,
     /// This replica, in the events it publishes.
     pub(crate) replica: String,
+    /// The last operation failed (Redis unreachable, restarting, or slow).
+    failing: std::sync::atomic::AtomicBool,
+    /// Signalled when Redis may have lost sessions this replica holds (it is reachable
+    /// again after failing, or a session's key was missing): they are written again.
+    pub(crate) rewrite: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -66,6 +71,8 @@ impl RedisStore {
             connection: tokio::sync::OnceCell::new(),
             tried: std::sync::atomic::AtomicBool::new(false),
             replica: id.iter().map(|b| format!("{b:02x}")).collect(),
+            failing: std::sync::atomic::AtomicBool::new(false),
+            rewrite: tokio::sync::Notify::new(),
         }))
     }
 
@@ -78,7 +85,9 @@ impl RedisStore {
                 .set_connection_timeout(Some(self.settings.timeout))
                 .set_response_timeout(Some(self.settings.timeout))
                 .set_number_of_retries(2)
-                .set_max_delay(Duration::from_secs(2));
+                // Back soon after Redis is: a restart must not refuse new sessions
+                // (-31009) for seconds after it answers again.
+                .set_max_delay(Duration::from_millis(500));
             let attempt = tokio::select! {
                 a = self.client.get_connection_manager_with_config(config) => a,
                 () = stop.cancelled() => return,
@@ -153,6 +162,15 @@ impl RedisStore {
             }
         };
         record(op, started, &result);
+        let failed = result.is_err();
+        let was = self
+            .failing
+            .swap(failed, std::sync::atomic::Ordering::AcqRel);
+        if was && !failed {
+            // It may have restarted empty: what this replica holds is written again.
+            tracing::info!(address = %self.settings.address, "the session store is reachable again; the sessions this replica holds are written to it again");
+            self.rewrite.notify_one();
+        }
         result
     }
 
@@ -183,14 +201,21 @@ impl RedisStore {
         .await
     }
 
-    /// Renews session `id`'s TTL.
-    pub(crate) async fn touch(&self, id: &str) -> Result<(), StoreError> {
-        self.run::<i64>(
-            "touch",
-            redis::cmd("EXPIRE").arg(self.key(id)).arg(self.ttl_secs()),
-        )
-        .await
-        .map(drop)
+    /// Renews session `id`'s TTL; false if its key is gone (Redis lost it: a restart
+    /// without persistence, an eviction), and then every held session is written again.
+    pub(crate) async fn touch(&self, id: &str) -> Result<bool, StoreError> {
+        let renewed = self
+            .run::<i64>(
+                "touch",
+                redis::cmd("EXPIRE").arg(self.key(id)).arg(self.ttl_secs()),
+            )
+            .await?
+            == 1;
+        if !renewed {
+            tracing::info!(address = %self.settings.address, "a session's key was missing in the session store (Redis lost it); the sessions this replica holds are written again");
+            self.rewrite.notify_one();
+        }
+        Ok(renewed)
     }
 
     /// Forgets session `id`.
@@ -219,6 +244,7 @@ impl RedisStore {
         stop: CancellationToken,
     ) {
         let mut pause = Duration::from_millis(200);
+        let mut lost = false;
         loop {
             let subscribed = async {
                 let mut pubsub = self.client.get_async_pubsub().await?;
@@ -232,6 +258,13 @@ impl RedisStore {
             match subscribed {
                 Ok(Ok(pubsub)) => {
                     pause = Duration::from_millis(200);
+                    if std::mem::take(&mut lost) {
+                        // The channel came back: Redis restarted (maybe empty) or the
+                        // network healed. What this replica holds is written again now,
+                        // not at each session's next renewal (minutes away).
+                        tracing::info!(address = %self.settings.address, "the session store is reachable again; the sessions this replica holds are written to it again");
+                        self.rewrite.notify_one();
+                    }
                     let mut messages = pubsub.into_on_message();
                     loop {
                         let message = tokio::select! {
@@ -250,11 +283,13 @@ impl RedisStore {
                         }
                     }
                     tracing::warn!(address = %self.settings.address, "the session store's event channel closed; subscribing again");
+                    lost = true;
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "cannot subscribe to the session store's events");
+                    lost = true;
                 }
-                Err(_) => {}
+                Err(_) => lost = true,
             }
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
