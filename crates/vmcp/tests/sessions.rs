@@ -522,3 +522,45 @@ async fn client_sessions_are_bounded_with_a_share_per_caller_and_the_idlest_make
     stop.cancel();
     server.shutdown();
 }
+
+#[tokio::test]
+async fn twelve_hundred_clients_that_leave_without_delete_lock_nobody_out_at_the_defaults() {
+    // The defaults: maxSessionsPerBackend 1000, maxClientSessions 10,000.
+    let server = TestServer::start(stateful()).await.unwrap();
+    let Started { addr, stop, .. } = start_with(&one_backend(&server, ""), None).await;
+    let url = format!("http://{addr}/mcp");
+    let quiet = || {
+        McpClient::connect(
+            &url,
+            ClientOptions {
+                listen: false,
+                request_timeout: Duration::from_secs(10),
+                ..ClientOptions::default()
+            },
+        )
+    };
+    // Each makes one call and vanishes (no DELETE), 16 at a time.
+    let mut left = 1200;
+    while left > 0 {
+        let batch: Vec<_> = (0..left.min(16))
+            .map(|_| async {
+                let c = quiet().await.unwrap();
+                text(&c, "count", json!({})).await
+            })
+            .collect();
+        left -= batch.len();
+        for answered in futures_util::future::join_all(batch).await {
+            assert_eq!(answered, "1");
+        }
+    }
+    // A new client's call succeeds; the backend sessions that made room were ended.
+    let newcomer = quiet().await.unwrap();
+    assert_eq!(text(&newcomer, "count", json!({})).await, "1");
+    assert!(backend_sessions(addr).await <= 1000);
+    wait_for("the evicted backend sessions to be deleted", async || {
+        server.stats().sessions_deleted >= 200
+    })
+    .await;
+    stop.cancel();
+    server.shutdown();
+}
