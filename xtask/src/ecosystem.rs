@@ -865,7 +865,7 @@ pub(crate) fn install(dir: &Path) -> Result<(), String> {
 }
 
 /// `package` into the venv at `venv` (made if missing).
-fn pip(venv: &Path, package: &str) -> Result<(), String> {
+pub(crate) fn pip(venv: &Path, package: &str) -> Result<(), String> {
     if !venv.join("bin/python").exists() {
         let made = Command::new("python3")
             .args(["-m", "venv"])

@@ -223,27 +223,5 @@ operational:
 /// Installs mcp-server-time into a virtualenv of its own (its `mcp` must not move the
 /// SDK version the other checks pin).
 pub(crate) fn install_time(dir: &Path, version: &str) -> Result<(), String> {
-    let venv = dir.join("venv-time");
-    if !venv.join("bin/python").exists() {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .map_err(|e| format!("python3 -m venv: {e}"))?;
-        if !ok.success() {
-            return Err("python3 -m venv venv-time failed".into());
-        }
-    }
-    let out = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", version])
-        .output()
-        .map_err(|e| format!("pip install {version}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "pip install {version} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    crate::ecosystem::pip(&dir.join("venv-time"), version)
 }

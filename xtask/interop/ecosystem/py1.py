@@ -12,7 +12,7 @@ import mcp.types as types
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
-from common import dump, run_plan
+from common import run_plan, sdk_op
 
 
 async def main(url, plan):
@@ -39,37 +39,7 @@ async def main(url, plan):
         ) as client:
             await client.initialize()
 
-            async def op(step):
-                kind = step["op"]
-                if kind == "list_tools":
-                    return sorted(t.name for t in (await client.list_tools()).tools)
-                if kind == "list_resources":
-                    return sorted(str(r.uri) for r in (await client.list_resources()).resources)
-                if kind == "list_prompts":
-                    return sorted(p.name for p in (await client.list_prompts()).prompts)
-                if kind == "read":
-                    return dump(await client.read_resource(step["uri"]))
-                if kind == "prompt":
-                    return dump(await client.get_prompt(step["name"], step.get("args")))
-                if kind == "call":
-                    return dump(await client.call_tool(step["tool"], step.get("args", {})))
-                if kind == "progress":
-                    seen = []
-
-                    async def progress(p, total, message):
-                        seen.append(p)
-
-                    result = await client.call_tool(
-                        step["tool"], step.get("args", {}), progress_callback=progress
-                    )
-                    return {"progress": seen, "result": dump(result)}
-                if kind == "cancel":
-                    with anyio.move_on_after(step["after_ms"] / 1000):
-                        await client.call_tool(step["tool"], step.get("args", {}))
-                    then = step["then"]
-                    return {"after": dump(await client.call_tool(then["tool"], then.get("args", {})))}
-                raise ValueError(f"unknown op {kind}")
-
+            op = sdk_op(client, anyio)
             await run_plan(plan, op)
 
 
