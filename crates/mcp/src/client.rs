@@ -58,6 +58,11 @@ pub struct ClientOptions {
     /// session's GET stream: server-everything asks for roots there) when no single
     /// request in flight has a handler of its own; `None`: they are declined.
     pub standalone_requests: Option<StandaloneRequests>,
+    /// How many notifications may wait for a slow reader of
+    /// [`McpClient::notifications`] before the oldest are dropped (default 32). Each
+    /// slot is memory held for the client's life: a gateway with thousands of quiet
+    /// sessions keeps it small.
+    pub notification_buffer: usize,
 }
 
 /// A handler for a server's requests outside any request (see
@@ -136,6 +141,7 @@ impl Default for ClientOptions {
             tls: None,
             era: Era::Legacy,
             standalone_requests: None,
+            notification_buffer: 32,
         }
     }
 }
@@ -217,7 +223,7 @@ impl McpClient {
         // From here on `url` only names the server in messages: never with its secrets.
         let url = &crate::redact_url(url);
         let http = http_for(&options);
-        let (notifications, _) = broadcast::channel(32);
+        let (notifications, _) = broadcast::channel(options.notification_buffer.max(1));
         let next_id = AtomicU64::new(1);
         let session = open(url, &uri, &options, &http, &notifications, &next_id, 0).await?;
         Ok(McpClient {
@@ -257,7 +263,7 @@ impl McpClient {
             });
         }
         let http = http_for(&options);
-        let (notifications, _) = broadcast::channel(32);
+        let (notifications, _) = broadcast::channel(options.notification_buffer.max(1));
         let transport = streamable(url, &uri, &options, &http, &notifications);
         transport.adopt(session_id);
         transport.initialized(&info.protocol_version, options.listen);

@@ -207,6 +207,17 @@ async fn unreadable_bodies_get_400_with_a_json_rpc_error_and_foreign_hosts_403()
         let e: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(e["error"]["code"], code, "{body}");
     }
+    // A body over the limit: 413, and the limit says so where an operator looks.
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{}"}}}}"#,
+        "a".repeat(5 << 20)
+    );
+    let (status, _, _) = post(addr, &[], &huge).await;
+    assert_eq!(status, 413);
+    let (_, status) = get_json(addr, "/status").await;
+    let body = &status["limits"]["requestBody"];
+    assert_eq!(body["refused"], 1, "{body}");
+    assert!(body["lastHit"].is_string(), "{body}");
     for path in ["/mcp", "/status", "/metrics", "/api/backends/health"] {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(

@@ -40,9 +40,20 @@ struct Ask {
 }
 
 /// Calls waiting for their client's next round, by `requestState`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Bridge {
     parked: Mutex<HashMap<String, Parked>>,
+    /// What the bound on waiting calls did.
+    pub(crate) limit: crate::limits::LimitHits,
+}
+
+impl Default for Bridge {
+    fn default() -> Self {
+        Bridge {
+            parked: Mutex::default(),
+            limit: crate::limits::LimitHits::new("calls waiting for input (10,000)"),
+        }
+    }
 }
 
 /// A call in its own task, between rounds.
@@ -340,6 +351,7 @@ impl Bridge {
         let now = Instant::now();
         map.retain(|_, p| p.expires > now);
         if map.len() >= MAX_PARKED {
+            self.limit.hit("vmcp", MAX_PARKED as u32, "evicted");
             // Full of calls nobody came back for: the oldest goes.
             if let Some(oldest) = map
                 .iter()

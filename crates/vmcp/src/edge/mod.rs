@@ -103,6 +103,9 @@ pub(crate) struct Edge {
     /// What the client-session limits did (`maxClientSessions`,
     /// `maxSessionsPerIdentity`).
     pub(crate) session_limits: [crate::limits::LimitHits; 2],
+    /// What the request body limit and the bound on this replica's session copies did.
+    pub(crate) body_limit: crate::limits::LimitHits,
+    pub(crate) copies_limit: crate::limits::LimitHits,
 }
 
 /// The address a request came from (put in the request's extensions by the listener):
@@ -134,6 +137,10 @@ impl Edge {
                 crate::limits::LimitHits::new("operational.maxClientSessions"),
                 crate::limits::LimitHits::new("operational.maxSessionsPerIdentity"),
             ],
+            body_limit: crate::limits::LimitHits::new("request body size (4 MiB)"),
+            copies_limit: crate::limits::LimitHits::new(
+                "session copies held by a replica (10,000)",
+            ),
         }
     }
 
@@ -143,6 +150,9 @@ impl Edge {
         json!({
             "clientSessions": self.session_limits[0].status(self.settings.max_client_sessions, held),
             "sessionsPerIdentity": self.session_limits[1].status(self.settings.max_sessions_per_identity, 0),
+            "requestBody": self.body_limit.status(MAX_BODY as u32, 0),
+            "callsWaitingForInput": self.bridge.limit.status(10_000, self.bridge.len() as u32),
+            "sessionCopies": self.copies_limit.status(LOCAL_SESSIONS as u32, held),
         })
     }
 
@@ -267,7 +277,12 @@ impl Edge {
         let (parts, body) = req.into_parts();
         let body = match read_body(body, self.settings.read_timeout).await {
             Ok(b) => b,
-            Err(r) => return r,
+            Err(r) => {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    self.body_limit.hit("vmcp", MAX_BODY as u32, "refused");
+                }
+                return r;
+            }
         };
         if draining {
             // A request gets HTTP 200 with a JSON-RPC error for its id (MCP clients end
@@ -753,6 +768,8 @@ impl Edge {
         if self.store.is_none() || self.clients.sessions.len() <= LOCAL_SESSIONS {
             return;
         }
+        self.copies_limit
+            .hit("vmcp", LOCAL_SESSIONS as u32, "evicted");
         for session in self.clients.sessions.evict_idlest(LOCAL_SESSIONS / 10) {
             self.router.forget_sessions_of(&session.id);
         }

@@ -48,6 +48,9 @@ fn session_options(
         client_info: Some(client_info),
         listen,
         standalone_requests: asks.map(hale_mcp::StandaloneRequests),
+        // Thousands of these may be held, mostly quiet; their notifications (outside a
+        // call) are forwarded to the client as they come.
+        notification_buffer: 4,
         // A client session's own backend session is a handshake-era session.
         era: hale_mcp::Era::Legacy,
         ..base
