@@ -1,6 +1,7 @@
 //! One MCP client per backend URL: initialize, requests with deadlines, pagination, and
 //! one transparent re-initialization when the server has lost the session.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -196,6 +197,34 @@ pub struct McpClient {
     in_flight: std::sync::atomic::AtomicU32,
     last_used: AtomicU64,
     born: std::time::Instant,
+    /// What it declares at each handshake (taken out of `options`, shared with every
+    /// client that declares the same).
+    declared: Declared,
+}
+
+/// The capabilities and `clientInfo` a client declares, shared (see [`interned`]).
+#[derive(Debug)]
+struct Declared {
+    capabilities: Arc<Value>,
+    client_info: Arc<Value>,
+}
+
+impl Declared {
+    /// What `options` say to declare; they keep no copy of their own.
+    fn take_from(options: &mut ClientOptions) -> Declared {
+        let capabilities = match options.capabilities.take() {
+            Some(c) => c,
+            None if options.relays_client_features => json!({"sampling": {}, "elicitation": {}}),
+            None => json!({}),
+        };
+        let client_info = options.client_info.take().unwrap_or_else(
+            || json!({"name": options.client_name, "version": env!("CARGO_PKG_VERSION")}),
+        );
+        Declared {
+            capabilities: interned_value(capabilities),
+            client_info: interned_value(client_info),
+        }
+    }
 }
 
 /// Counts a request as under way while it lives.
@@ -211,21 +240,33 @@ impl Drop for Busy<'_> {
 #[derive(Debug)]
 struct Session {
     transport: Transport,
-    info: ServerInfo,
+    /// Shared with every session whose server said the same (see [`interned`]).
+    info: Arc<ServerInfo>,
     /// Bumped per new session, so concurrent callers re-initialize only once.
     epoch: u64,
 }
 
 impl McpClient {
     /// Connects to `url` and initializes a session.
-    pub async fn connect(url: &str, options: ClientOptions) -> Result<Self, McpError> {
+    pub async fn connect(url: &str, mut options: ClientOptions) -> Result<Self, McpError> {
         let uri = h::parse_url(url)?;
         // From here on `url` only names the server in messages: never with its secrets.
         let url = &crate::redact_url(url);
         let http = http_for(&options);
         let (notifications, _) = broadcast::channel(options.notification_buffer.max(1));
         let next_id = AtomicU64::new(1);
-        let session = open(url, &uri, &options, &http, &notifications, &next_id, 0).await?;
+        let declared = Declared::take_from(&mut options);
+        let session = open(
+            url,
+            &uri,
+            &options,
+            &declared,
+            &http,
+            &notifications,
+            &next_id,
+            0,
+        )
+        .await?;
         Ok(McpClient {
             url: url.to_string(),
             uri,
@@ -239,6 +280,7 @@ impl McpClient {
             in_flight: std::sync::atomic::AtomicU32::new(0),
             last_used: AtomicU64::new(0),
             born: std::time::Instant::now(),
+            declared,
         })
     }
 
@@ -249,7 +291,7 @@ impl McpClient {
     /// HTTP only: a legacy SSE session is its stream and cannot move.
     pub async fn resume(
         url: &str,
-        options: ClientOptions,
+        mut options: ClientOptions,
         session_id: &str,
         info: ServerInfo,
     ) -> Result<Self, McpError> {
@@ -272,6 +314,7 @@ impl McpClient {
         let first_id = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| (u64::from(d.subsec_nanos()) << 24) | 1);
+        let declared = Declared::take_from(&mut options);
         Ok(McpClient {
             url: url.to_string(),
             uri,
@@ -280,7 +323,7 @@ impl McpClient {
             next_id: AtomicU64::new(first_id),
             session: RwLock::new(Session {
                 transport,
-                info,
+                info: interned(info),
                 epoch: 0,
             }),
             notifications,
@@ -289,6 +332,7 @@ impl McpClient {
             in_flight: std::sync::atomic::AtomicU32::new(0),
             last_used: AtomicU64::new(0),
             born: std::time::Instant::now(),
+            declared,
         })
     }
 
@@ -299,7 +343,7 @@ impl McpClient {
     }
 
     /// What the server said when the current session was initialized.
-    pub async fn server_info(&self) -> ServerInfo {
+    pub async fn server_info(&self) -> Arc<ServerInfo> {
         self.session.read().await.info.clone()
     }
 
@@ -515,6 +559,7 @@ impl McpClient {
             &self.url,
             &self.uri,
             &self.options,
+            &self.declared,
             &self.http,
             &self.notifications,
             &self.next_id,
@@ -705,10 +750,12 @@ fn streamable(
 }
 
 /// Connects a transport and runs the initialize handshake on it.
+#[allow(clippy::too_many_arguments)] // one call site per way a session opens
 async fn open(
     url: &str,
     uri: &http::Uri,
     options: &ClientOptions,
+    declared: &Declared,
     http: &HttpClient,
     notifications: &broadcast::Sender<Notification>,
     next_id: &AtomicU64,
@@ -721,14 +768,8 @@ async fn open(
                 LegacySse::connect(url, uri.clone(), http.clone(), notifications.clone()).await?,
             )),
         };
-        let capabilities = match &options.capabilities {
-            Some(c) => c.clone(),
-            None if options.relays_client_features => json!({"sampling": {}, "elicitation": {}}),
-            None => json!({}),
-        };
-        let client_info = options.client_info.clone().unwrap_or_else(
-            || json!({"name": options.client_name, "version": env!("CARGO_PKG_VERSION")}),
-        );
+        let capabilities = (*declared.capabilities).clone();
+        let client_info = (*declared.client_info).clone();
         if options.era != Era::Legacy {
             let meta = json!({
                 "io.modelcontextprotocol/protocolVersion": MODERN_PROTOCOL_VERSION,
@@ -747,7 +788,7 @@ async fn open(
                         }
                         return Ok(Session {
                             transport,
-                            info: discovered(result),
+                            info: interned(discovered(result)),
                             epoch,
                         });
                     }
@@ -803,7 +844,7 @@ async fn open(
         }
         Ok(Session {
             transport,
-            info,
+            info: interned(info),
             epoch,
         })
     };
@@ -868,6 +909,52 @@ fn answered(protocol_version: String, mut result: Value, identity: &str) -> Serv
             .and_then(Value::as_str)
             .map(str::to_string),
     }
+}
+
+/// One shared copy of each distinct `ServerInfo`: a gateway holds thousands of sessions
+/// with the same server, each of which said the same thing at its handshake, and a
+/// parsed JSON object costs hundreds of bytes a map.
+fn interned(info: ServerInfo) -> Arc<ServerInfo> {
+    type Interned = std::collections::HashMap<String, std::sync::Weak<ServerInfo>>;
+    static KNOWN: std::sync::OnceLock<std::sync::Mutex<Interned>> = std::sync::OnceLock::new();
+    let key = format!(
+        "{}\u{0}{}\u{0}{}\u{0}{:?}",
+        info.protocol_version, info.capabilities, info.server_info, info.instructions
+    );
+    let mut known = KNOWN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(shared) = known.get(&key).and_then(std::sync::Weak::upgrade) {
+        return shared;
+    }
+    if known.len() >= 256 {
+        known.retain(|_, w| w.strong_count() > 0);
+    }
+    let shared = Arc::new(info);
+    known.insert(key, Arc::downgrade(&shared));
+    shared
+}
+
+/// One shared copy of each distinct JSON value declared by clients (capabilities,
+/// `clientInfo`): thousands of a gateway's sessions declare the same.
+fn interned_value(value: Value) -> Arc<Value> {
+    type Interned = std::collections::HashMap<String, std::sync::Weak<Value>>;
+    static KNOWN: std::sync::OnceLock<std::sync::Mutex<Interned>> = std::sync::OnceLock::new();
+    let key = value.to_string();
+    let mut known = KNOWN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(shared) = known.get(&key).and_then(std::sync::Weak::upgrade) {
+        return shared;
+    }
+    if known.len() >= 1024 {
+        known.retain(|_, w| w.strong_count() > 0);
+    }
+    let shared = Arc::new(value);
+    known.insert(key, Arc::downgrade(&shared));
+    shared
 }
 
 fn server_info(url: &str, result: Value) -> Result<ServerInfo, McpError> {

@@ -235,7 +235,12 @@ async fn per_session_isolation_gives_each_session_its_own_process_ended_with_it(
     let (pa, pb) = (pid(&a).await, pid(&b).await);
     assert_ne!(pa, pb);
     // The session's own handshake reached its process.
-    let instructions = a.server_info().await.instructions.unwrap_or_default();
+    let instructions = a
+        .server_info()
+        .await
+        .instructions
+        .clone()
+        .unwrap_or_default();
     assert!(instructions.contains("hale"), "{instructions}");
     // The limit: a third session waits for one to end.
     let options = ClientOptions {

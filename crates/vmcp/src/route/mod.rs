@@ -380,7 +380,7 @@ impl Router {
             if let Some(client) = u.session_of(id)
                 && let Some(sid) = client.session_id().await
             {
-                let protocol_version = client.server_info().await.protocol_version;
+                let protocol_version = client.server_info().await.protocol_version.clone();
                 ids.insert(
                     u.name().to_string(),
                     crate::upstream::BackendSession {

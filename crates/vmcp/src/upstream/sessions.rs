@@ -184,7 +184,7 @@ impl BackendSessions {
                 let shared_info = shared.server_info().await;
                 let info = ServerInfo {
                     protocol_version: was.protocol_version.clone(),
-                    ..shared_info
+                    ..(*shared_info).clone()
                 };
                 self.target.resume(kind(), &was.id, info).await.ok()
             }
@@ -286,7 +286,7 @@ impl BackendSessions {
     pub(crate) async fn end_elsewhere(&self, session: &BackendSession, shared: &McpClient) {
         let info = ServerInfo {
             protocol_version: session.protocol_version.clone(),
-            ..shared.server_info().await
+            ..(*shared.server_info().await).clone()
         };
         let kind = ClientKind::Session {
             capabilities: json!({}),
@@ -320,7 +320,7 @@ impl BackendSessions {
 /// opened again after the backend lost the last one), so the session store has it.
 pub(crate) async fn record(owner: &Arc<dyn Owner>, backend: &str, client: &McpClient) {
     if let Some(id) = client.session_id().await {
-        let protocol_version = client.server_info().await.protocol_version;
+        let protocol_version = client.server_info().await.protocol_version.clone();
         owner
             .opened(
                 backend,
