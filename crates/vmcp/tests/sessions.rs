@@ -563,7 +563,11 @@ async fn ten_thousand_clients_that_leave_without_delete_lock_nobody_out_at_the_d
     .await;
     // The client sessions were bounded too (one caller here: its share).
     let (_, status) = get_json(addr, "/status").await;
-    assert!(status["clientSessions"].as_u64() <= Some(1000), "{}", status["clientSessions"]);
+    assert!(
+        status["clientSessions"].as_u64() <= Some(1000),
+        "{}",
+        status["clientSessions"]
+    );
     stop.cancel();
     server.shutdown();
 }

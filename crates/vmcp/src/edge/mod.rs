@@ -156,21 +156,21 @@ impl Edge {
         })
     }
 
-    /// Makes room for a new session of `identity` within the client-session limits: the
-    /// idlest that may go are ended (as if their clients had sent DELETE; a client that
+    /// Holds `session` if the client-session limits leave room for it: the idlest that
+    /// may go are ended to make it (as if their clients had sent DELETE; a client that
     /// comes back gets 404 and initializes again). `Err` with the refusal when every one
     /// that would have to go is busy.
-    async fn admit(&self, identity: &str) -> Result<(), RpcError> {
+    async fn admit(&self, session: Arc<ClientSession>) -> Result<(), RpcError> {
         let (max_total, max_identity) = (
             self.settings.max_client_sessions,
             self.settings.max_sessions_per_identity,
         );
         let which = |limit: &str| usize::from(limit != "operational.maxClientSessions");
-        match self
-            .clients
-            .sessions
-            .make_room(identity, max_total as usize, max_identity as usize)
-        {
+        match self.clients.sessions.make_room_for(
+            session,
+            max_total as usize,
+            max_identity as usize,
+        ) {
             Ok(evicted) => {
                 for (session, limit) in evicted {
                     let max = if which(limit) == 0 {
@@ -403,9 +403,6 @@ impl Edge {
             (None, Some(ip)) => Arc::from(format!("address:{ip}")),
             (None, None) => Arc::from("anonymous"),
         };
-        if let Err(refused) = self.admit(&identity).await {
-            return error_response(StatusCode::OK, id, &refused);
-        }
         let requested = params
             .get("protocolVersion")
             .and_then(Value::as_str)
@@ -433,10 +430,15 @@ impl Edge {
         );
         session.touch();
         let sid = session.id.clone();
+        // Admitted and held in one step, so that concurrent initializes cannot all see
+        // room that only one of them may take.
+        if let Err(refused) = self.admit(session.clone()).await {
+            return error_response(StatusCode::OK, id, &refused);
+        }
         if let Err(e) = session.persist().await {
+            self.clients.sessions.remove(&sid);
             return store_unavailable(id, &e);
         }
-        self.clients.sessions.insert(session);
         self.bound_local_copies();
         let result = json!({
             "protocolVersion": version,

@@ -472,6 +472,7 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
+    #[cfg(test)]
     pub(crate) fn insert(&self, session: Arc<ClientSession>) {
         write(&self.map).insert(session.id.clone(), session);
     }
@@ -502,18 +503,20 @@ impl Sessions {
     }
 
     /// Removes and returns the sessions idle for `idle` or longer at `now`.
-    /// Makes room for one more session held by `identity`, within `max_identity`
-    /// sessions per identity and `max_total` in all: at either limit the idlest session
-    /// that may go (the caller's own first, for its share) is taken out and returned
-    /// with the limit that took it, for the caller to end; `Err(limit)` when every
-    /// session that would have to go is busy.
-    pub(crate) fn make_room(
+    /// Holds `session` within `max_identity` sessions per identity and `max_total` in
+    /// all, in one step: at either limit the idlest session that may go (its own
+    /// caller's first, for the share) is taken out and returned with the limit that took
+    /// it, for the caller to end; `Err(limit)` (and not held) when every session that
+    /// would have to go is busy.
+    pub(crate) fn make_room_for(
         &self,
-        identity: &str,
+        session: Arc<ClientSession>,
         max_total: usize,
         max_identity: usize,
     ) -> Result<Vec<(Arc<ClientSession>, &'static str)>, &'static str> {
         let now = Instant::now();
+        let identity = session.identity.clone();
+        let identity = identity.as_ref();
         let mut map = write(&self.map);
         let mut out = Vec::new();
         let idlest = |map: &HashMap<String, Arc<ClientSession>>, mine: bool| {
@@ -534,6 +537,7 @@ impl Sessions {
             let id = idlest(&map, false).ok_or(limit)?;
             out.extend(map.remove(&id).map(|s| (s, limit)));
         }
+        map.insert(session.id.clone(), session);
         Ok(out)
     }
 
