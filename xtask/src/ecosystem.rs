@@ -71,7 +71,7 @@ impl Allowed {
             Allowed::ServerIdentity => "result _meta serverInfo is hale's, not the backend's",
             Allowed::UnofferedTool => "a tool not offered to this client: -31002 from hale",
             Allowed::DirectLostProgress => {
-                "the client lost its last progress directly (its race), not through hale"
+                "the TS client lost a last progress read with the result (its own race)"
             }
         }
     }
