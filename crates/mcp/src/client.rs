@@ -911,50 +911,51 @@ fn answered(protocol_version: String, mut result: Value, identity: &str) -> Serv
     }
 }
 
-/// One shared copy of each distinct `ServerInfo`: a gateway holds thousands of sessions
-/// with the same server, each of which said the same thing at its handshake, and a
+/// One shared copy of each distinct value of a kind, by a text key: a gateway holds
+/// thousands of sessions whose servers said, and whose clients declared, the same, and a
 /// parsed JSON object costs hundreds of bytes a map.
+struct Interner<T>(
+    std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<T>>>>,
+);
+
+impl<T> Interner<T> {
+    const fn new() -> Self {
+        Interner(std::sync::OnceLock::new())
+    }
+
+    /// The shared copy of `value`, known by `key`.
+    fn get(&self, key: String, value: T) -> Arc<T> {
+        let mut known = self
+            .0
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(shared) = known.get(&key).and_then(std::sync::Weak::upgrade) {
+            return shared;
+        }
+        if known.len() >= 1024 {
+            known.retain(|_, w| w.strong_count() > 0);
+        }
+        let shared = Arc::new(value);
+        known.insert(key, Arc::downgrade(&shared));
+        shared
+    }
+}
+
+/// The shared copy of a server's `ServerInfo`.
 fn interned(info: ServerInfo) -> Arc<ServerInfo> {
-    type Interned = std::collections::HashMap<String, std::sync::Weak<ServerInfo>>;
-    static KNOWN: std::sync::OnceLock<std::sync::Mutex<Interned>> = std::sync::OnceLock::new();
+    static KNOWN: Interner<ServerInfo> = Interner::new();
     let key = format!(
         "{}\u{0}{}\u{0}{}\u{0}{:?}",
         info.protocol_version, info.capabilities, info.server_info, info.instructions
     );
-    let mut known = KNOWN
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(shared) = known.get(&key).and_then(std::sync::Weak::upgrade) {
-        return shared;
-    }
-    if known.len() >= 256 {
-        known.retain(|_, w| w.strong_count() > 0);
-    }
-    let shared = Arc::new(info);
-    known.insert(key, Arc::downgrade(&shared));
-    shared
+    KNOWN.get(key, info)
 }
 
-/// One shared copy of each distinct JSON value declared by clients (capabilities,
-/// `clientInfo`): thousands of a gateway's sessions declare the same.
+/// The shared copy of a value a client declares (capabilities, `clientInfo`).
 fn interned_value(value: Value) -> Arc<Value> {
-    type Interned = std::collections::HashMap<String, std::sync::Weak<Value>>;
-    static KNOWN: std::sync::OnceLock<std::sync::Mutex<Interned>> = std::sync::OnceLock::new();
-    let key = value.to_string();
-    let mut known = KNOWN
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(shared) = known.get(&key).and_then(std::sync::Weak::upgrade) {
-        return shared;
-    }
-    if known.len() >= 1024 {
-        known.retain(|_, w| w.strong_count() > 0);
-    }
-    let shared = Arc::new(value);
-    known.insert(key, Arc::downgrade(&shared));
-    shared
+    static KNOWN: Interner<Value> = Interner::new();
+    KNOWN.get(value.to_string(), value)
 }
 
 fn server_info(url: &str, result: Value) -> Result<ServerInfo, McpError> {
