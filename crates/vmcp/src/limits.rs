@@ -21,14 +21,6 @@ pub(crate) struct LimitHits {
     log: Mutex<hale_core::RateLimitedLog>,
 }
 
-impl Default for LimitHits {
-    /// A limit named later (see [`LimitHits::new`]); used where a struct derives
-    /// `Default`.
-    fn default() -> Self {
-        LimitHits::new("limit")
-    }
-}
-
 impl LimitHits {
     pub(crate) fn new(key: &'static str) -> Self {
         LimitHits {
