@@ -51,6 +51,7 @@ mod breaker;
 mod check_loop;
 mod clock;
 mod config;
+pub mod cors;
 mod duration;
 mod health;
 mod jitter;

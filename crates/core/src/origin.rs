@@ -88,6 +88,44 @@ impl HostPolicy {
         Ok(())
     }
 
+    /// True if `host` (a request's `Host`, already [checked](Self::check)) certainly
+    /// names this listener, reached at `local` (the connection's local address): the
+    /// local address itself, `localhost` at the local port on a loopback listener, or a
+    /// name listed in `allowedHosts` (not `*`, which accepts names it does not claim).
+    ///
+    /// A URL built from such a `Host` is this server's own, so a token issued for it
+    /// (RFC 8707) is a token for this server; a `Host` that merely passes (another IP
+    /// literal: a port mapping, a NAT) proves nothing.
+    ///
+    /// ```
+    /// use hale_core::HostPolicy;
+    ///
+    /// let local = "127.0.0.1:4483".parse().unwrap();
+    /// let policy = HostPolicy::new(true, &[], &[]);
+    /// assert!(policy.names_self("localhost:4483", local));
+    /// assert!(policy.names_self("127.0.0.1:4483", local));
+    /// assert!(!policy.names_self("localhost:8080", local));
+    /// assert!(!policy.names_self("10.0.0.7:4483", local));
+    /// ```
+    pub fn names_self(&self, host: &str, local: std::net::SocketAddr) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let name = strip_port(&host);
+        let port = match host.rsplit_once(':') {
+            Some((_, p)) if p.bytes().all(|b| b.is_ascii_digit()) && name != host => {
+                p.parse::<u16>().ok()
+            }
+            _ => None,
+        };
+        if self.hosts.iter().any(|h| h != "*" && *h == name) {
+            return true;
+        }
+        let at_local_port = port == Some(local.port());
+        if let Ok(ip) = name.parse::<IpAddr>() {
+            return at_local_port && ip == local.ip();
+        }
+        at_local_port && name == "localhost" && self.loopback && local.ip().is_loopback()
+    }
+
     fn host_allowed(&self, host: &str) -> bool {
         let name = strip_port(host.trim()).to_ascii_lowercase();
         is_ip_literal(&name)
@@ -167,6 +205,43 @@ mod tests {
             HostPolicy::new(false, &names(&["*"]), &[])
                 .check(Some("evil.example"), None)
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn only_the_local_address_localhost_on_loopback_or_a_listed_name_names_self() {
+        let local: std::net::SocketAddr =
+            "127.0.0.1:4483".parse().unwrap_or_else(|e| panic!("{e}"));
+        let loopback = HostPolicy::new(true, &names(&["mcp.example.com", "*"]), &[]);
+        for yes in [
+            "127.0.0.1:4483",
+            "localhost:4483",
+            "LOCALHOST:4483",
+            "mcp.example.com",
+            "mcp.example.com:443",
+        ] {
+            assert!(loopback.names_self(yes, local), "{yes}");
+        }
+        for no in [
+            "127.0.0.1:80",
+            "127.0.0.2:4483",
+            "localhost",
+            "localhost:8080",
+            "evil.example",
+            "[::1]:4483",
+        ] {
+            assert!(!loopback.names_self(no, local), "{no}");
+        }
+        let v6: std::net::SocketAddr = "[::1]:4483".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert!(loopback.names_self("[::1]:4483", v6));
+        assert!(loopback.names_self("localhost:4483", v6));
+        let exposed = HostPolicy::new(false, &[], &[]);
+        let public: std::net::SocketAddr =
+            "10.0.0.7:4483".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert!(exposed.names_self("10.0.0.7:4483", public));
+        assert!(
+            !exposed.names_self("localhost:4483", public),
+            "localhost is not this host's name when the listener is not on loopback"
         );
     }
 

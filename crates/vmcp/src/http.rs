@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Gate, METADATA_PATH};
+use crate::auth::{Gate, METADATA_PATH, Reached};
 use crate::body::{Body, full, json_response};
 use crate::config::{IncomingAuth, VmcpConfig};
 use crate::edge::{self, Edge, EdgeSettings};
@@ -308,10 +308,14 @@ async fn serve_connection(
     let idle = Arc::new(Idle::default());
     let busy = idle.clone();
     let peer = stream.peer_addr().ok().map(|a| crate::edge::Peer(a.ip()));
+    let local = stream.local_addr().ok().map(Local);
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let front = front.clone();
         if let Some(peer) = peer {
             req.extensions_mut().insert(peer);
+        }
+        if let Some(local) = local {
+            req.extensions_mut().insert(local);
         }
         let guard = busy.enter();
         async move {
@@ -348,6 +352,11 @@ async fn serve_connection(
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
 }
+
+/// The address a request's connection reached (the listener's, as the client's packets
+/// named it): a `Host` equal to it names this server.
+#[derive(Clone, Copy, Debug)]
+struct Local(SocketAddr);
 
 /// Requests of one connection being answered (bodies included).
 #[derive(Default)]
@@ -475,6 +484,9 @@ impl Handle {
 }
 
 impl Front {
+    /// Answers one request: `Host` and `Origin` checked first; then a CORS preflight from
+    /// an allowed origin is answered before any authentication (a browser sends no
+    /// credentials with it), and every other answer to such an origin carries CORS.
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
         let header = |name| {
             req.headers()
@@ -493,11 +505,28 @@ impl Front {
             );
             return keep_alive_after(refused, req).await;
         }
+        let Some(origin) = header(header::ORIGIN).map(str::to_string) else {
+            return self.answer(req).await;
+        };
+        if req.method() == Method::OPTIONS {
+            let requested = header(header::ACCESS_CONTROL_REQUEST_HEADERS);
+            let mut r = Response::new(full(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            with_headers(&mut r, hale_core::cors::preflight(&origin, requested));
+            return r;
+        }
+        let mut r = self.answer(req).await;
+        with_headers(&mut r, hale_core::cors::response(&origin));
+        r
+    }
+
+    /// Answers a request whose `Host` and `Origin` passed.
+    async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path();
         if matches!(path, "/status" | "/api/backends/health" | "/metrics")
             && let Err(denied) = self.gate.admit_status(req.headers()).await
         {
-            return self.gate.refuse(&denied, host_of(&req), path);
+            return self.gate.refuse(&denied, self.reached(&req), path);
         }
         if path.starts_with(crate::admin::PREFIX) {
             return match self.gate.admit_admin(req.headers()).await {
@@ -510,23 +539,23 @@ impl Front {
                 }
                 Some(Err(denied)) => {
                     let path = path.to_string();
-                    let refused = self.gate.refuse(&denied, host_of(&req), &path);
+                    let refused = self.gate.refuse(&denied, self.reached(&req), &path);
                     keep_alive_after(refused, req).await
                 }
             };
         }
         match (req.method(), path) {
-            (_, "/mcp") => match self.gate.admit_mcp(req.headers()).await {
+            (_, "/mcp") => match self.gate.admit_mcp(req.headers(), self.reached(&req)).await {
                 Ok(who) => self.edge.serve(req, who).await,
                 Err(denied) => {
-                    let refused = self.gate.refuse(&denied, host_of(&req), "/mcp");
+                    let refused = self.gate.refuse(&denied, self.reached(&req), "/mcp");
                     keep_alive_after(refused, req).await
                 }
             },
             (&Method::GET, p)
                 if p == METADATA_PATH || p.strip_prefix(METADATA_PATH) == Some("/mcp") =>
             {
-                match self.gate.metadata(host_of(&req)) {
+                match self.gate.metadata(self.reached(&req)) {
                     Some(doc) => json_response(StatusCode::OK, &doc),
                     None => json_response(
                         StatusCode::NOT_FOUND,
@@ -600,6 +629,34 @@ async fn keep_alive_after(mut refused: Response<Body>, req: Request<Incoming>) -
             .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     refused
+}
+
+impl Front {
+    /// How `req` reached the vMCP: its `Host`, and whether that certainly names this
+    /// server (the connection's local address, `localhost` at its port on loopback, or
+    /// a name in `allowedHosts`).
+    fn reached<'r>(&self, req: &'r Request<Incoming>) -> Reached<'r> {
+        let host = host_of(req);
+        let local = req.extensions().get::<Local>().map(|l| l.0);
+        Reached {
+            host,
+            names_self: matches!((host, local), (Some(h), Some(l)) if self.hosts.names_self(h, l)),
+        }
+    }
+}
+
+/// Adds `headers` to `r` (CORS: a value that is not a valid header value is skipped).
+fn with_headers(r: &mut Response<Body>, headers: Vec<(&'static str, String)>) {
+    for (name, value) in headers {
+        if let Ok(value) = http::HeaderValue::from_str(&value) {
+            let name = http::HeaderName::from_static(name);
+            if name == header::VARY {
+                r.headers_mut().append(name, value);
+            } else {
+                r.headers_mut().insert(name, value);
+            }
+        }
+    }
 }
 
 /// The request's `Host`, as text.

@@ -761,3 +761,193 @@ async fn a_refused_request_leaves_its_connection_usable_for_the_next() {
     stop.cancel();
     issuer.shutdown();
 }
+
+/// The issue-27 path: a client reaches the vMCP as `http://localhost:PORT/mcp`, is told
+/// that is the resource, gets a token for it (RFC 8707) — and is admitted, though the
+/// configured audience is something else. A token for a URL whose `Host` merely passes
+/// (another address) is still refused, naming what to configure.
+#[tokio::test]
+async fn the_resource_a_client_is_told_is_one_its_token_passes() {
+    let (issuer, _backend, addr, stop) = oidc_vmcp().await;
+    let port = addr.port();
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let doc = http(
+            addr,
+            "GET",
+            "/.well-known/oauth-protected-resource/mcp",
+            &[("Host", &host)],
+            "",
+        )
+        .await;
+        let resource = format!("http://{host}/mcp");
+        assert_eq!(doc.json()["resource"], resource.as_str());
+        let token = issuer.token("alice", &resource, &["mcp:call"]);
+        let bearer = format!("Bearer {token}");
+        let a = http(
+            addr,
+            "POST",
+            "/mcp",
+            &[
+                ("Host", &host),
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json"),
+                ("Accept", "application/json, text/event-stream"),
+            ],
+            INITIALIZE,
+        )
+        .await;
+        assert_eq!(a.status, 200, "{host}: {}", a.body);
+        // The same token through the other name: it was issued for one URL only.
+        let other = if host.starts_with("localhost") {
+            format!("127.0.0.1:{port}")
+        } else {
+            format!("localhost:{port}")
+        };
+        let a = http(
+            addr,
+            "POST",
+            "/mcp",
+            &[
+                ("Host", &other),
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json"),
+                ("Accept", "application/json, text/event-stream"),
+            ],
+            INITIALIZE,
+        )
+        .await;
+        assert_eq!(a.status, 401, "{other} with a token for {host}");
+    }
+    // A Host that passes the rebinding check (an IP literal) but is not this listener:
+    // a token for that URL is another server's.
+    let foreign = format!("10.9.9.9:{port}");
+    let token = issuer.token("mallory", &format!("http://{foreign}/mcp"), &["mcp:call"]);
+    let bearer = format!("Bearer {token}");
+    let a = http(
+        addr,
+        "POST",
+        "/mcp",
+        &[
+            ("Host", &foreign),
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        INITIALIZE,
+    )
+    .await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(a.body.contains("audience"), "{}", a.body);
+    stop.cancel();
+}
+
+/// A browser page on an allowed origin (the MCP Inspector's) can preflight, read the
+/// challenge and the metadata, and — with a token — see the session id; a page on
+/// another origin is refused before anything else.
+#[tokio::test]
+async fn an_allowed_origin_gets_cors_on_preflights_refusals_metadata_and_answers() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let backend = TestServer::start(ServerConfig::default()).await.unwrap();
+    let yaml = oidc_yaml(&issuer, &backend).replace(
+        "listen: 127.0.0.1:0\n",
+        "listen: 127.0.0.1:0\nallowedOrigins: [\"https://inspector.example\"]\n",
+    );
+    let (addr, stop) = serve(&yaml).await;
+    let origin = ("Origin", "https://inspector.example");
+    for path in ["/mcp", "/.well-known/oauth-protected-resource/mcp"] {
+        let pre = http(
+            addr,
+            "OPTIONS",
+            path,
+            &[
+                origin,
+                ("Access-Control-Request-Method", "POST"),
+                (
+                    "Access-Control-Request-Headers",
+                    "authorization, content-type, mcp-protocol-version",
+                ),
+            ],
+            "",
+        )
+        .await;
+        assert_eq!(pre.status, 204, "{path}: {}", pre.body);
+        assert_eq!(
+            pre.header("access-control-allow-origin").as_deref(),
+            Some("https://inspector.example")
+        );
+        let allowed = pre.header("access-control-allow-headers").unwrap();
+        for h in [
+            "Authorization",
+            "Mcp-Session-Id",
+            "MCP-Protocol-Version",
+            "Last-Event-ID",
+        ] {
+            assert!(allowed.contains(h), "{h} in {allowed}");
+        }
+        assert!(pre.header("access-control-allow-credentials").is_none());
+    }
+    let refused = http(
+        addr,
+        "POST",
+        "/mcp",
+        &[origin, ("Content-Type", "application/json")],
+        INITIALIZE,
+    )
+    .await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        refused.header("access-control-allow-origin").as_deref(),
+        Some("https://inspector.example")
+    );
+    assert!(
+        refused
+            .header("access-control-expose-headers")
+            .unwrap()
+            .contains("WWW-Authenticate")
+    );
+    let doc = http(
+        addr,
+        "GET",
+        "/.well-known/oauth-protected-resource/mcp",
+        &[origin],
+        "",
+    )
+    .await;
+    assert_eq!(doc.status, 200);
+    assert!(doc.header("access-control-allow-origin").is_some());
+    let token = format!("Bearer {}", issuer.token("alice", AUD, &["mcp:call"]));
+    let ok = http(
+        addr,
+        "POST",
+        "/mcp",
+        &[
+            origin,
+            ("Authorization", &token),
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+        ],
+        INITIALIZE,
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.header("mcp-session-id").is_some());
+    assert!(
+        ok.header("access-control-expose-headers")
+            .unwrap()
+            .contains("Mcp-Session-Id")
+    );
+    // Another origin: refused, preflight included, with no CORS to read it by.
+    let evil = http(
+        addr,
+        "OPTIONS",
+        "/mcp",
+        &[
+            ("Origin", "https://evil.example"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(evil.status, 403);
+    assert!(evil.header("access-control-allow-origin").is_none());
+    stop.cancel();
+}

@@ -30,13 +30,26 @@ pub(crate) struct Identity {
     pub(crate) expires: Option<u64>,
 }
 
+/// How a request reached the vMCP: the `Host` it named, and whether that name is
+/// certainly this server's own ([`hale_core::HostPolicy::names_self`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Reached<'a> {
+    pub(crate) host: Option<&'a str>,
+    pub(crate) names_self: bool,
+}
+
 /// Why a request was not admitted.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Denied {
     /// No bearer token.
     NoToken,
-    /// A token that is not accepted, and why (for the log and the description).
-    Invalid(String),
+    /// Credentials in another scheme than `Bearer` (what was there, for the
+    /// description): RFC 6750 §3.1 asks for a challenge without an error code, as for
+    /// none at all — the client may not know a token is needed.
+    OtherScheme(String),
+    /// A token that is not accepted: the kind of reason (the log's rate limit is per
+    /// kind) and the reason (for the log and the description).
+    Invalid(&'static str, String),
     /// A valid token without these scopes.
     Scope(Vec<String>),
     /// Tokens cannot be checked now (the issuer's keys are not there yet).
@@ -70,8 +83,16 @@ pub(crate) struct Gate {
     resource_url: Option<String>,
     issuer: Option<String>,
     scopes: Vec<String>,
+    /// The audiences configured for `/mcp` (the resource a request is told of is
+    /// accepted too, when it is this server's own).
+    audience: Vec<String>,
     name: String,
-    refusals: Mutex<hale_core::RateLimitedLog>,
+    /// The refusal log's limit, per kind of reason: a burst of one kind (clients
+    /// without a token) cannot hide the one expired token an operator looks for.
+    refusals: Mutex<Vec<(&'static str, hale_core::RateLimitedLog)>>,
+    /// Resources told to clients that tokens for them cannot pass (a `Host` that does
+    /// not name this server, not in `audience`): warned of once each (at most 32).
+    unmet: Mutex<Vec<String>>,
 }
 
 impl Gate {
@@ -86,14 +107,15 @@ impl Gate {
             Some(a) => Some(rule(Some(a))?),
             None => None,
         };
-        let (resource_url, issuer, scopes) = match &config.incoming_auth {
+        let (resource_url, issuer, scopes, audience) = match &config.incoming_auth {
             Some(IncomingAuth::Oidc(o)) => (
                 o.resource_url.clone(),
                 Some(o.issuer.clone()),
                 o.required_scopes.clone(),
+                o.audience.clone(),
             ),
-            Some(IncomingAuth::Static(s)) => (s.resource_url.clone(), None, Vec::new()),
-            _ => (None, None, Vec::new()),
+            Some(IncomingAuth::Static(s)) => (s.resource_url.clone(), None, Vec::new(), Vec::new()),
+            _ => (None, None, Vec::new(), Vec::new()),
         };
         Ok(Gate {
             mcp,
@@ -102,8 +124,10 @@ impl Gate {
             resource_url,
             issuer,
             scopes,
+            audience,
             name: config.name.clone(),
-            refusals: Mutex::new(hale_core::RateLimitedLog::new(Duration::from_millis(100))),
+            refusals: Mutex::new(Vec::new()),
+            unmet: Mutex::new(Vec::new()),
         })
     }
 
@@ -167,14 +191,21 @@ impl Gate {
         })
     }
 
-    /// Admits a request to `/mcp`.
-    pub(crate) async fn admit_mcp(&self, headers: &HeaderMap) -> Result<Identity, Denied> {
-        self.admit(&self.mcp, headers).await
+    /// Admits a request to `/mcp`. Besides the configured audiences, a token for the
+    /// resource this request is told of (RFC 9728 `resource`) passes: `resourceUrl`, or
+    /// the URL the client reached the vMCP by when it is certainly this server's own.
+    pub(crate) async fn admit_mcp(
+        &self,
+        headers: &HeaderMap,
+        reached: Reached<'_>,
+    ) -> Result<Identity, Denied> {
+        let own = self.own_resource(reached);
+        self.admit(&self.mcp, headers, own.as_deref()).await
     }
 
     /// Admits a request to `/status`, `/api/backends/health` or `/metrics`.
     pub(crate) async fn admit_status(&self, headers: &HeaderMap) -> Result<Identity, Denied> {
-        self.admit(&self.status, headers).await
+        self.admit(&self.status, headers, None).await
     }
 
     /// Admits a request to the admin API; `None` when the API is off.
@@ -182,10 +213,15 @@ impl Gate {
         &self,
         headers: &HeaderMap,
     ) -> Option<Result<Identity, Denied>> {
-        Some(self.admit(self.admin.as_ref()?, headers).await)
+        Some(self.admit(self.admin.as_ref()?, headers, None).await)
     }
 
-    async fn admit(&self, rule: &Rule, headers: &HeaderMap) -> Result<Identity, Denied> {
+    async fn admit(
+        &self,
+        rule: &Rule,
+        headers: &HeaderMap,
+        own: Option<&str>,
+    ) -> Result<Identity, Denied> {
         match rule {
             Rule::Open => Ok(Identity::default()),
             Rule::Static(tokens) => match tokens.admit(bearer(headers)?) {
@@ -194,26 +230,83 @@ impl Gate {
                     expires: None,
                 }),
                 None => Err(Denied::Invalid(
+                    "unknown_token",
                     "the token is not one of incomingAuth.tokensFile's".into(),
                 )),
             },
-            Rule::Oidc(oidc) => oidc.admit(bearer(headers)?).await,
+            Rule::Oidc(oidc) => oidc.admit(bearer(headers)?, own).await,
         }
     }
 
-    /// The answer to a refused request, logged (at most ten lines a second).
-    pub(crate) fn refuse(&self, denied: &Denied, host: Option<&str>, path: &str) -> Response<Body> {
-        let suppressed = self
-            .refusals
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .due(Instant::now());
+    /// The resource a request is told of, when a token for it is a token for this
+    /// server: `resourceUrl`, or the URL built from a `Host` that names this server.
+    fn own_resource(&self, reached: Reached<'_>) -> Option<String> {
+        match &self.resource_url {
+            Some(url) => Some(url.clone()),
+            None => reached.names_self.then(|| self.resource(reached.host)),
+        }
+    }
+
+    /// Says once (per resource, for the first 32) that clients reaching the vMCP by
+    /// this URL are told of a resource whose tokens it cannot accept, and what to set.
+    fn warn_if_unmet(&self, reached: Reached<'_>) {
+        if self.resource_url.is_some() || reached.names_self || self.audience.is_empty() {
+            return;
+        }
+        let resource = self.resource(reached.host);
+        if self.audience.contains(&resource) {
+            return;
+        }
+        let mut unmet = self.unmet.lock().unwrap_or_else(PoisonError::into_inner);
+        if unmet.len() >= 32 || unmet.contains(&resource) {
+            return;
+        }
+        tracing::warn!(
+            resource = %resource,
+            "clients reaching the vMCP by this URL are told it is the resource (RFC 9728) and get tokens for it, but it is not one of incomingAuth.audience and its Host does not name this server: set incomingAuth.resourceUrl to the URL clients use (behind an ingress or a port mapping), or add it to incomingAuth.audience or its host to allowedHosts"
+        );
+        unmet.push(resource);
+    }
+
+    /// The answer to a refused request, logged (at most ten lines a second for each kind
+    /// of reason).
+    pub(crate) fn refuse(
+        &self,
+        denied: &Denied,
+        reached: Reached<'_>,
+        path: &str,
+    ) -> Response<Body> {
+        let kind = match denied {
+            Denied::NoToken => "no_token",
+            Denied::OtherScheme(_) => "other_scheme",
+            Denied::Invalid(kind, _) => kind,
+            Denied::Scope(_) => "insufficient_scope",
+            Denied::Unavailable(_) => "unavailable",
+        };
+        let suppressed = {
+            let mut limits = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+            let at = match limits.iter().position(|(k, _)| *k == kind) {
+                Some(at) => at,
+                None => {
+                    let limit = hale_core::RateLimitedLog::new(Duration::from_millis(100));
+                    limits.push((kind, limit));
+                    limits.len() - 1
+                }
+            };
+            limits[at].1.due(Instant::now())
+        };
         if let Some(suppressed) = suppressed {
             match denied {
                 Denied::NoToken => {
                     tracing::debug!(path, "refused a request without a bearer token (401)")
                 }
-                Denied::Invalid(reason) => tracing::info!(
+                Denied::OtherScheme(what) => tracing::info!(
+                    path,
+                    reason = %what,
+                    suppressed,
+                    "refused a request: no bearer token (401)"
+                ),
+                Denied::Invalid(_, reason) => tracing::info!(
                     path,
                     reason,
                     suppressed,
@@ -227,7 +320,10 @@ impl Gate {
                 }
             }
         }
-        let metadata = self.metadata_url(host);
+        if path == "/mcp" && matches!(denied, Denied::Invalid("audience", _)) {
+            self.warn_if_unmet(reached);
+        }
+        let metadata = self.metadata_url(reached.host);
         let (status, challenge, error, description) = match denied {
             Denied::NoToken => (
                 StatusCode::UNAUTHORIZED,
@@ -235,24 +331,33 @@ impl Gate {
                 "invalid_request",
                 "a bearer token is required (Authorization: Bearer …)".to_string(),
             ),
-            Denied::Invalid(reason) => (
+            Denied::OtherScheme(what) => (
+                StatusCode::UNAUTHORIZED,
+                self.challenge(&metadata, None, None),
+                "invalid_request",
+                format!("{what}; a bearer token is required (Authorization: Bearer …)"),
+            ),
+            Denied::Invalid(_, reason) => (
                 StatusCode::UNAUTHORIZED,
                 self.challenge(&metadata, Some(("invalid_token", reason)), None),
                 "invalid_token",
                 reason.clone(),
             ),
-            Denied::Scope(missing) => (
-                StatusCode::FORBIDDEN,
+            Denied::Scope(missing) => {
                 // Every scope the request needs, in one challenge (MCP 2026-07-28: the
                 // client unions it with what it has); the description names the missing.
-                self.challenge(
-                    &metadata,
-                    Some(("insufficient_scope", "the token lacks a required scope")),
-                    Some(&self.scopes.join(" ")),
-                ),
-                "insufficient_scope",
-                format!("the token lacks the scope(s) {}", missing.join(" ")),
-            ),
+                let description = format!("the token lacks the scope(s) {}", missing.join(" "));
+                (
+                    StatusCode::FORBIDDEN,
+                    self.challenge(
+                        &metadata,
+                        Some(("insufficient_scope", &description)),
+                        Some(&self.scopes.join(" ")),
+                    ),
+                    "insufficient_scope",
+                    description,
+                )
+            }
             Denied::Unavailable(reason) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 String::new(),
@@ -306,11 +411,14 @@ impl Gate {
         format!("Bearer {}", parts.join(", "))
     }
 
-    /// The MCP endpoint's URL, as RFC 9728's `resource`.
+    /// The MCP endpoint's URL, as RFC 9728's `resource` (a URL's host is lower case).
     fn resource(&self, host: Option<&str>) -> String {
         match &self.resource_url {
             Some(url) => url.clone(),
-            None => format!("http://{}/mcp", host.unwrap_or("localhost")),
+            None => format!(
+                "http://{}/mcp",
+                host.unwrap_or("localhost").trim().to_ascii_lowercase()
+            ),
         }
     }
 
@@ -330,12 +438,13 @@ impl Gate {
     }
 
     /// The RFC 9728 protected resource metadata; `None` when `/mcp` is open to anyone.
-    pub(crate) fn metadata(&self, host: Option<&str>) -> Option<Value> {
+    pub(crate) fn metadata(&self, reached: Reached<'_>) -> Option<Value> {
         if !self.authenticates() {
             return None;
         }
+        self.warn_if_unmet(reached);
         let mut doc = json!({
-            "resource": self.resource(host),
+            "resource": self.resource(reached.host),
             "bearer_methods_supported": ["header"],
             "resource_name": self.name,
         });
@@ -350,7 +459,9 @@ impl Gate {
 }
 
 impl Oidc {
-    async fn admit(&self, token: &str) -> Result<Identity, Denied> {
+    /// Admits `token` if the rules pass with `own` (the resource the request was told
+    /// of, when it is this server's) as one more accepted audience.
+    async fn admit(&self, token: &str, own: Option<&str>) -> Result<Identity, Denied> {
         let keys = match self.jwks.keys() {
             Some(keys) => keys,
             None => {
@@ -365,16 +476,17 @@ impl Oidc {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let digest = verified::digest(token);
+        // A token passed for one resource is not thereby known for another.
+        let digest = verified::digest(token, own);
         if let Some((sub, until)) = self.verified.get(&digest, &keys, now) {
             return Ok(Identity {
                 sub,
                 expires: Some(until),
             });
         }
-        let (verdict, keys) = match self.rules.verify(token, &keys, now) {
+        let (verdict, keys) = match self.rules.verify(token, &keys, now, own) {
             Err(Rejection::UnknownKey(Some(kid))) => match self.jwks.refresh_for(&kid).await {
-                Some(keys) => (self.rules.verify(token, &keys, now), keys),
+                Some(keys) => (self.rules.verify(token, &keys, now, own), keys),
                 None => (Err(Rejection::UnknownKey(Some(kid))), keys),
             },
             other => (other, keys),
@@ -389,7 +501,7 @@ impl Oidc {
                 })
             }
             Err(Rejection::InsufficientScope(missing)) => Err(Denied::Scope(missing)),
-            Err(e) => Err(Denied::Invalid(e.to_string())),
+            Err(e) => Err(Denied::Invalid(e.kind(), e.to_string())),
         }
     }
 }
@@ -423,11 +535,14 @@ fn bearer(headers: &HeaderMap) -> Result<&str, Denied> {
         return Err(Denied::NoToken);
     };
     if values.next().is_some() {
-        return Err(Denied::Invalid("more than one Authorization header".into()));
+        return Err(Denied::Invalid(
+            "header",
+            "more than one Authorization header".into(),
+        ));
     }
     let text = value
         .to_str()
-        .map_err(|_| Denied::Invalid("the Authorization header is not text".into()))?;
+        .map_err(|_| Denied::Invalid("header", "the Authorization header is not text".into()))?;
     let (scheme, token) = text.split_once(' ').unwrap_or((text, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         // Name the scheme only if it looks like one: a bare token must not be logged.
@@ -436,7 +551,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, Denied> {
         } else {
             "no scheme".into()
         };
-        return Err(Denied::Invalid(format!(
+        return Err(Denied::OtherScheme(format!(
             "expected Authorization: Bearer <token>, got {named}"
         )));
     }
@@ -484,17 +599,68 @@ mod tests {
         let g = gate("");
         let r = g.refuse(
             &Denied::Scope(vec!["files:write".into()]),
-            Some("h:1"),
+            at("h:1"),
             "/mcp",
         );
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert_eq!(
             challenge(&r),
-            "Bearer error=\"insufficient_scope\", error_description=\"the token lacks a required scope\", scope=\"files:read files:write\", resource_metadata=\"http://h:1/.well-known/oauth-protected-resource/mcp\""
+            "Bearer error=\"insufficient_scope\", error_description=\"the token lacks the scope(s) files:write\", scope=\"files:read files:write\", resource_metadata=\"http://h:1/.well-known/oauth-protected-resource/mcp\""
         );
-        let r = g.refuse(&Denied::NoToken, Some("h:1"), "/mcp");
+        let r = g.refuse(&Denied::NoToken, at("h:1"), "/mcp");
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert!(!challenge(&r).contains("error="), "{}", challenge(&r));
+    }
+
+    fn at(host: &str) -> Reached<'_> {
+        Reached {
+            host: Some(host),
+            names_self: false,
+        }
+    }
+
+    #[test]
+    fn another_scheme_is_challenged_without_an_error_code_as_rfc_6750_asks() {
+        let g = gate("");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwdw=="),
+        );
+        let denied = bearer(&h).err().unwrap_or(Denied::NoToken);
+        let r = g.refuse(&denied, at("h:1"), "/mcp");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let c = challenge(&r);
+        assert!(c.starts_with("Bearer ") && !c.contains("error="), "{c}");
+        assert!(c.contains("resource_metadata="), "{c}");
+    }
+
+    #[test]
+    fn the_resource_told_is_accepted_when_the_host_names_this_server() {
+        let g = gate("");
+        let own = Reached {
+            host: Some("LocalHost:4490"),
+            names_self: true,
+        };
+        assert_eq!(
+            g.own_resource(own).as_deref(),
+            Some("http://localhost:4490/mcp")
+        );
+        assert_eq!(
+            g.metadata(own).unwrap_or_default()["resource"],
+            "http://localhost:4490/mcp"
+        );
+        assert_eq!(
+            g.own_resource(at("10.9.9.9:80")),
+            None,
+            "a Host that only passes"
+        );
+        let g = gate(", resourceUrl: \"https://mcp.example.com/team/mcp\"");
+        assert_eq!(
+            g.own_resource(at("10.9.9.9:80")).as_deref(),
+            Some("https://mcp.example.com/team/mcp"),
+            "resourceUrl is always this server's"
+        );
     }
 
     #[test]
@@ -504,7 +670,7 @@ mod tests {
             g.metadata_url(Some("10.0.0.7:4483")),
             "https://mcp.example.com/.well-known/oauth-protected-resource/team/mcp"
         );
-        let doc = g.metadata(Some("10.0.0.7:4483")).unwrap_or_default();
+        let doc = g.metadata(at("10.0.0.7:4483")).unwrap_or_default();
         assert_eq!(doc["resource"], "https://mcp.example.com/team/mcp");
         assert_eq!(doc["authorization_servers"][0], "https://id.example");
     }
@@ -516,7 +682,7 @@ mod tests {
             header::AUTHORIZATION,
             HeaderValue::from_static("s3cr3t-token-value"),
         );
-        let Err(Denied::Invalid(why)) = bearer(&h) else {
+        let Err(Denied::OtherScheme(why)) = bearer(&h) else {
             panic!("a bare token was accepted");
         };
         assert!(!why.contains("s3cr3t"), "{why}");
@@ -525,7 +691,7 @@ mod tests {
             HeaderValue::from_static("Basic dXNlcjpwdw=="),
         );
         assert!(
-            matches!(bearer(&h), Err(Denied::Invalid(w)) if w.contains("\"Basic\"") && !w.contains("dXNl"))
+            matches!(bearer(&h), Err(Denied::OtherScheme(w)) if w.contains("\"Basic\"") && !w.contains("dXNl"))
         );
         h.insert(
             header::AUTHORIZATION,
@@ -536,7 +702,7 @@ mod tests {
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer def"),
         );
-        assert!(matches!(bearer(&h), Err(Denied::Invalid(_))));
+        assert!(matches!(bearer(&h), Err(Denied::Invalid("header", _))));
         assert_eq!(bearer(&HeaderMap::new()), Err(Denied::NoToken));
     }
 }

@@ -208,13 +208,34 @@ impl fmt::Display for Rejection {
     }
 }
 
+impl Rejection {
+    /// The kind of reason, as a short name (the refusal log is rate-limited per kind).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Rejection::Oversized(_) => "oversized",
+            Rejection::Malformed(_) => "malformed",
+            Rejection::Algorithm(_) => "algorithm",
+            Rejection::UnknownKey(_) => "unknown_key",
+            Rejection::Signature => "signature",
+            Rejection::Expired => "expired",
+            Rejection::NotYetValid => "not_yet_valid",
+            Rejection::Issuer(_) => "issuer",
+            Rejection::Audience(_) => "audience",
+            Rejection::MissingClaim(_) => "missing_claim",
+            Rejection::InsufficientScope(_) => "insufficient_scope",
+        }
+    }
+}
+
 impl Rules {
-    /// Checks `token` against `keys` at `now` (seconds since the epoch).
+    /// Checks `token` against `keys` at `now` (seconds since the epoch); `also` is one
+    /// more accepted audience (the resource the request was told of).
     pub(crate) fn verify(
         &self,
         token: &str,
         keys: &KeySet,
         now: u64,
+        also: Option<&str>,
     ) -> Result<Verified, Rejection> {
         if token.len() > MAX_TOKEN {
             return Err(Rejection::Oversized(token.len()));
@@ -247,7 +268,14 @@ impl Rules {
         }
         let mut validation = Validation::new(alg);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&self.audience);
+        match also {
+            Some(also) if !self.audience.iter().any(|a| a == also) => {
+                let mut audience: Vec<&str> = self.audience.iter().map(String::as_str).collect();
+                audience.push(also);
+                validation.set_audience(&audience);
+            }
+            _ => validation.set_audience(&self.audience),
+        }
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         // Times are checked below, against the clock we are given.
         validation.validate_exp = false;
@@ -270,7 +298,8 @@ impl Rules {
     /// Times, subject and scopes of claims whose signature, issuer and audience passed.
     fn claims(&self, claims: &Value, now: u64) -> Result<Verified, Rejection> {
         let exp = number(claims, "exp")?.ok_or(Rejection::MissingClaim("exp".into()))?;
-        // RFC 7519 §4.1.4: not accepted on or after `exp`.
+        // RFC 7519 §4.1.4: not accepted on or after `exp`, give or take the clock skew
+        // the operator allows ("some small leeway"): until `exp + clockSkew`.
         if now >= exp.saturating_add(self.clock_skew) {
             return Err(Rejection::Expired);
         }
@@ -422,7 +451,7 @@ mod tests {
     fn a_valid_token_speaks_for_its_subject_with_its_scopes() {
         for kid in ["a", "r"] {
             let token = TestIssuer::sign(kid, &claims());
-            let v = rules(&["mcp:call"]).verify(&token, &keys(&["a", "r"]), NOW);
+            let v = rules(&["mcp:call"]).verify(&token, &keys(&["a", "r"]), NOW, None);
             assert_eq!(
                 v.map(|v| (v.sub, v.scopes)),
                 Ok((
@@ -442,7 +471,7 @@ mod tests {
         );
         assert!(
             rules(&["mcp:call"])
-                .verify(&token, &keys(&["a"]), NOW)
+                .verify(&token, &keys(&["a"]), NOW, None)
                 .is_ok()
         );
     }
@@ -519,7 +548,11 @@ mod tests {
             ),
         ];
         for (what, token, expected) in cases {
-            assert_eq!(r.verify(&token, &k, NOW).err(), Some(expected), "{what}");
+            assert_eq!(
+                r.verify(&token, &k, NOW, None).err(),
+                Some(expected),
+                "{what}"
+            );
         }
         // A valid token from key a, its claims swapped for others: the signature fails.
         let good = sign(claims());
@@ -528,12 +561,12 @@ mod tests {
         let other_claims = other.split('.').nth(1).unwrap_or_default();
         let tampered = format!("{}.{other_claims}.{}", parts[0], parts[2]);
         assert_eq!(
-            r.verify(&tampered, &k, NOW).err(),
+            r.verify(&tampered, &k, NOW, None).err(),
             Some(Rejection::Signature)
         );
         // Clock skew: 59 s past exp still passes.
         assert!(
-            r.verify(&sign(with(|c| c["exp"] = json!(NOW - 59))), &k, NOW)
+            r.verify(&sign(with(|c| c["exp"] = json!(NOW - 59))), &k, NOW, None)
                 .is_ok()
         );
     }
@@ -549,13 +582,28 @@ mod tests {
             json!(["other", "api://hale"]),
         ] {
             let token = TestIssuer::sign("a", &with(|c| c["aud"] = aud.clone()));
-            assert!(r.verify(&token, &k, NOW).is_ok(), "{aud}");
+            assert!(r.verify(&token, &k, NOW, None).is_ok(), "{aud}");
         }
         let token = TestIssuer::sign("a", &with(|c| c["aud"] = json!("other")));
         assert!(matches!(
-            r.verify(&token, &k, NOW),
+            r.verify(&token, &k, NOW, None),
             Err(Rejection::Audience(_))
         ));
+        // The resource the request was told of, when it is this server's, passes too;
+        // only for that request.
+        let token = TestIssuer::sign(
+            "a",
+            &with(|c| c["aud"] = json!("http://localhost:4490/mcp")),
+        );
+        assert!(
+            r.verify(&token, &k, NOW, Some("http://localhost:4490/mcp"))
+                .is_ok()
+        );
+        assert!(matches!(
+            r.verify(&token, &k, NOW, Some("http://127.0.0.1:4490/mcp")),
+            Err(Rejection::Audience(_))
+        ));
+        assert!(r.verify(&token, &k, NOW, None).is_err());
     }
 
     #[test]
@@ -563,7 +611,7 @@ mod tests {
         let token = TestIssuer::sign("a", &claims());
         assert_eq!(
             rules(&["mcp:call", "mcp:admin"])
-                .verify(&token, &keys(&["a"]), NOW)
+                .verify(&token, &keys(&["a"]), NOW, None)
                 .err(),
             Some(Rejection::InsufficientScope(vec!["mcp:admin".into()]))
         );

@@ -9,4 +9,4 @@ mod tokens;
 pub(crate) use tokens::StaticTokens;
 mod verified;
 
-pub(crate) use gate::{Gate, Identity, METADATA_PATH};
+pub(crate) use gate::{Gate, Identity, METADATA_PATH, Reached};

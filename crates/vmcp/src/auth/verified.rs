@@ -29,9 +29,16 @@ struct Entry {
     keys: Arc<KeySet>,
 }
 
-/// A token's digest: what the cache knows it by.
-pub(crate) fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+/// A token's digest, with the extra audience it was checked with: what the cache knows
+/// it by (a token accepted as one resource's is not thereby another's).
+pub(crate) fn digest(token: &str, also: Option<&str>) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(token.as_bytes());
+    if let Some(also) = also {
+        hash.update([0]);
+        hash.update(also.as_bytes());
+    }
+    hash.finalize().into()
 }
 
 impl VerifiedTokens {
@@ -91,7 +98,7 @@ mod tests {
     fn a_token_is_remembered_until_it_expires_and_only_for_its_keys() {
         let cache = VerifiedTokens::default();
         let (k1, k2) = (keys(), keys());
-        let d = digest("token");
+        let d = digest("token", None);
         assert_eq!(cache.get(&d, &k1, 100), None);
         cache.put(d, Some(Arc::from("alice")), 200, k1.clone(), 100);
         assert_eq!(
@@ -100,7 +107,7 @@ mod tests {
         );
         assert_eq!(cache.get(&d, &k1, 200), None, "expired at exp");
         assert_eq!(cache.get(&d, &k2, 150), None, "new keys: check again");
-        assert_eq!(cache.get(&digest("other"), &k1, 150), None);
+        assert_eq!(cache.get(&digest("other", None), &k1, 150), None);
     }
 
     #[test]
@@ -108,7 +115,7 @@ mod tests {
         let cache = VerifiedTokens::default();
         let k = keys();
         for i in 0..(MAX_ENTRIES + 5) {
-            cache.put(digest(&i.to_string()), None, 10, k.clone(), 0);
+            cache.put(digest(&i.to_string(), None), None, 10, k.clone(), 0);
         }
         assert!(cache.len() <= MAX_ENTRIES);
     }
