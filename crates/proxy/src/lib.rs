@@ -427,7 +427,52 @@ struct Handler {
 }
 
 impl Handler {
+    /// Answers one request. CORS for a browser page on an allowed origin: the server's
+    /// own, when it has any (a preflight it answers with `Access-Control-Allow-Origin`
+    /// passes through untouched, as does an answer carrying it); where it has none
+    /// (a preflight it refuses or answers without it, answers without it), hale's.
     async fn handle(
+        &self,
+        req: Request<Incoming>,
+        upstream: &forward::Upstream,
+    ) -> Response<ProxyBody> {
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .and_then(|v: &http::HeaderValue| v.to_str().ok())
+        };
+        // Only an origin the policy allows gets CORS (another is refused 403 below).
+        let origin = header(header::ORIGIN)
+            .filter(|o| self.hosts.check(header(header::HOST), Some(o)).is_ok())
+            .map(str::to_string);
+        let requested = header(header::ACCESS_CONTROL_REQUEST_HEADERS).map(str::to_string);
+        let preflight = req.method() == Method::OPTIONS;
+        let mut response = self.answer(req, upstream).await;
+        let Some(origin) = origin else {
+            return response;
+        };
+        if response
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        {
+            return response;
+        }
+        if preflight {
+            response = Response::new(full(bytes::Bytes::new()));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            with_headers(
+                &mut response,
+                hale_core::cors::preflight(&origin, requested.as_deref()),
+            );
+        } else {
+            with_headers(&mut response, hale_core::cors::response(&origin));
+        }
+        response
+    }
+
+    /// Answers a request (no CORS yet): `Host` and `Origin` checked, then hale's own
+    /// endpoints or the server's.
+    async fn answer(
         &self,
         req: Request<Incoming>,
         upstream: &forward::Upstream,
@@ -473,6 +518,20 @@ impl Handler {
                 ),
             },
             _ => self.forwarder.forward(req, upstream).await,
+        }
+    }
+}
+
+/// Adds `headers` to `r` (`Vary` appended to what the server said).
+fn with_headers(r: &mut Response<ProxyBody>, headers: Vec<(&'static str, String)>) {
+    for (name, value) in headers {
+        if let Ok(value) = http::HeaderValue::from_str(&value) {
+            let name = http::HeaderName::from_static(name);
+            if name == header::VARY {
+                r.headers_mut().append(name, value);
+            } else {
+                r.headers_mut().insert(name, value);
+            }
         }
     }
 }

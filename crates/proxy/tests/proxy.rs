@@ -997,3 +997,111 @@ async fn a_restarted_servers_lost_session_is_recovered_without_the_client_notici
         "without recovery the client sees its session lost"
     );
 }
+
+/// A browser page on an allowed origin through the proxy: where the server answers CORS
+/// itself, its answers pass untouched; where it has none (testkit refuses `OPTIONS` and
+/// sends no `Access-Control-*`), hale answers the preflight and adds CORS to answers.
+#[tokio::test]
+async fn cors_is_the_servers_where_it_has_any_and_hales_where_it_has_none() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let header = |text: &str, name: &str| -> Option<String> {
+        let head = text.split("\r\n\r\n").next().unwrap_or_default();
+        head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    let preflight: &[(&str, &str)] = &[
+        ("Origin", "http://localhost:6274"),
+        ("Access-Control-Request-Method", "POST"),
+        (
+            "Access-Control-Request-Headers",
+            "content-type, mcp-protocol-version",
+        ),
+    ];
+    let initialize = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let post: &[(&str, &str)] = &[
+        ("Origin", "http://localhost:6274"),
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+    ];
+
+    // No CORS at the server: hale's.
+    let server = TestServer::start(ServerConfig::default()).await.unwrap();
+    let proxy = start(
+        &server.url(),
+        TransportKind::StreamableHttp,
+        fast_checks(10),
+    )
+    .await;
+    let (status, text) = raw_http(proxy.addr, "OPTIONS", "/mcp", preflight, b"").await;
+    assert_eq!(status, 204, "{text}");
+    assert_eq!(
+        header(&text, "access-control-allow-origin").as_deref(),
+        Some("http://localhost:6274")
+    );
+    assert!(
+        header(&text, "access-control-allow-headers")
+            .unwrap_or_default()
+            .contains("MCP-Protocol-Version")
+    );
+    let (status, text) = raw_http(proxy.addr, "POST", "/mcp", post, initialize).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        header(&text, "access-control-allow-origin").as_deref(),
+        Some("http://localhost:6274")
+    );
+    assert!(
+        header(&text, "access-control-expose-headers")
+            .unwrap_or_default()
+            .contains("Mcp-Session-Id")
+    );
+    // Without Origin (every non-browser client): nothing added.
+    let (_, text) = raw_http(proxy.addr, "POST", "/mcp", &post[1..], initialize).await;
+    assert_eq!(header(&text, "access-control-allow-origin"), None);
+    proxy.stop.cancel();
+    server.shutdown();
+
+    // The server's own CORS: passed through as it is.
+    let upstream = MockServer::start().await;
+    Mock::given(method("OPTIONS"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("access-control-allow-origin", "http://localhost:6274")
+                .insert_header("access-control-allow-headers", "x-servers-own"),
+        )
+        .mount(&upstream)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(202).insert_header("access-control-allow-origin", "*"))
+        .mount(&upstream)
+        .await;
+    let proxy = start(
+        &format!("{}/mcp", upstream.uri()),
+        TransportKind::StreamableHttp,
+        CheckLoopConfig::default(),
+    )
+    .await;
+    let (status, text) = raw_http(proxy.addr, "OPTIONS", "/mcp", preflight, b"").await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        header(&text, "access-control-allow-headers").as_deref(),
+        Some("x-servers-own")
+    );
+    let (status, text) = raw_http(
+        proxy.addr,
+        "POST",
+        "/mcp",
+        post,
+        br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(
+        header(&text, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    assert_eq!(header(&text, "access-control-expose-headers"), None);
+    proxy.stop.cancel();
+}
