@@ -33,6 +33,11 @@ pub(crate) const NPM: &[&str] = &[
     "@modelcontextprotocol/client@2.4.0",
     "mcp-remote@0.15.1",
     "@modelcontextprotocol/inspector@2.12.0",
+    // The OAuth checks (oauth.rs): an authorization server, and a browser driver (with
+    // Debian's Chromium: no browser download) and bundler for the page's client.
+    "oidc-provider@8.8.1",
+    "playwright-core@1.65.2",
+    "esbuild@0.28.2",
 ];
 /// Into interop's main venv, beside `mcp` 2.x.
 pub(crate) const FASTMCP: &str = "fastmcp==4.1.6";

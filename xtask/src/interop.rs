@@ -290,6 +290,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
     let era_failures = crate::eras::run(&paths, tally)?;
 
     let auth_failures = crate::auth::run(&paths, tally)?;
+    let oauth_failures = crate::oauth::run(&paths, tally)?;
 
     let blip_failures = crate::blip::run(
         &bin,
@@ -307,6 +308,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         || !era_failures.is_empty()
         || !blip_failures.is_empty()
         || !auth_failures.is_empty()
+        || !oauth_failures.is_empty()
         || !stdio_failures.is_empty()
         || !replica_failures.is_empty()
         || !ecosystem_failures.is_empty()
@@ -318,7 +320,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         return Err(format!(
             "interop: {client_failures} client target(s) failed; {withdrawal_failures} withdrawal step(s) failed; \
              testkit conformance failures: {testkit_failures:?}; through hale vmcp: {vmcp_failures:?}; \
-             proxy transparency differences: {transparency:?}; eras, listen and sessions: {era_failures:?}; auth: {auth_failures:?}; network blip: {blip_failures:?}; stdio: {stdio_failures:?}; replicas: {replica_failures:?}; ecosystem: {ecosystem_failures:?}"
+             proxy transparency differences: {transparency:?}; eras, listen and sessions: {era_failures:?}; auth: {auth_failures:?}; oauth: {oauth_failures:?}; network blip: {blip_failures:?}; stdio: {stdio_failures:?}; replicas: {replica_failures:?}; ecosystem: {ecosystem_failures:?}"
         ));
     }
     Ok(())

@@ -16,6 +16,7 @@ mod blip;
 mod ecosystem;
 mod eras;
 mod interop;
+mod oauth;
 mod replicas;
 mod servers;
 mod stdio;
@@ -86,6 +87,7 @@ fn main() -> ExitCode {
             result
         }
         Some("auth") => part("auth", auth::run),
+        Some("oauth") => part("oauth", oauth::run),
         Some("replicas") => part("replicas", replicas::run),
         Some("ecosystem") => part("ecosystem", ecosystem::run),
         Some("stdio") => part("stdio", stdio::run),
@@ -97,7 +99,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | proptest | bench [core|proxy|vmcp] | interop | blip | auth | stdio | replicas | ecosystem>"
+                "usage: cargo xtask <ci | proptest | bench [core|proxy|vmcp] | interop | blip | auth | oauth | stdio | replicas | ecosystem>"
             );
             return ExitCode::from(2);
         }
