@@ -268,6 +268,21 @@ impl Gate {
         unmet.push(resource);
     }
 
+    /// Whether a refusal of `kind` may be logged at `now` (`Some`: how many of that kind
+    /// were held back since the last line).
+    fn log_due(&self, kind: &'static str, now: Instant) -> Option<u64> {
+        let mut limits = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = match limits.iter().position(|(k, _)| *k == kind) {
+            Some(at) => at,
+            None => {
+                let limit = hale_core::RateLimitedLog::new(Duration::from_millis(100));
+                limits.push((kind, limit));
+                limits.len() - 1
+            }
+        };
+        limits[at].1.due(now)
+    }
+
     /// The answer to a refused request, logged (at most ten lines a second for each kind
     /// of reason).
     pub(crate) fn refuse(
@@ -283,19 +298,7 @@ impl Gate {
             Denied::Scope(_) => "insufficient_scope",
             Denied::Unavailable(_) => "unavailable",
         };
-        let suppressed = {
-            let mut limits = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
-            let at = match limits.iter().position(|(k, _)| *k == kind) {
-                Some(at) => at,
-                None => {
-                    let limit = hale_core::RateLimitedLog::new(Duration::from_millis(100));
-                    limits.push((kind, limit));
-                    limits.len() - 1
-                }
-            };
-            limits[at].1.due(Instant::now())
-        };
-        if let Some(suppressed) = suppressed {
+        if let Some(suppressed) = self.log_due(kind, Instant::now()) {
             match denied {
                 Denied::NoToken => {
                     tracing::debug!(path, "refused a request without a bearer token (401)")
@@ -617,6 +620,22 @@ mod tests {
             host: Some(host),
             names_self: false,
         }
+    }
+
+    #[test]
+    fn a_burst_of_one_kind_of_refusal_cannot_hide_another_kind() {
+        let g = gate("");
+        let now = Instant::now();
+        assert_eq!(g.log_due("no_token", now), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(g.log_due("no_token", now), None);
+        }
+        assert_eq!(g.log_due("expired", now), Some(0), "its own limit");
+        assert_eq!(
+            g.log_due("no_token", now + Duration::from_millis(150)),
+            Some(1000),
+            "the held-back count is said with the next line"
+        );
     }
 
     #[test]
