@@ -1,0 +1,235 @@
+//! OpenTelemetry for hale: every MCP call a SERVER span, every backend request a CLIENT
+//! span under it, health checks and breaker decisions in the same traces, and the MCP
+//! semantic conventions' duration histograms — exported over OTLP http/protobuf to the
+//! operator's collector. Off (no endpoint configured), it costs one branch per request.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), String> {
+//! use hale_telemetry::{Overrides, Settings};
+//!
+//! // OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318, or a product's own settings:
+//! let overrides = Overrides { endpoint: Some("127.0.0.1:4318".into()), insecure: Some(true), ..Overrides::default() };
+//! if let Some(settings) = Settings::from_env("hale-vmcp", &overrides)? {
+//!     let telemetry = hale_telemetry::start(settings, tokio::runtime::Handle::current())?;
+//!     // … serve; then, within the drain:
+//!     telemetry.shutdown(std::time::Duration::from_secs(5));
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Context travels in `params._meta` and HTTP headers ([`carrier`]); span and attribute
+//! names are the semantic conventions' ([`names`]).
+
+pub mod carrier;
+mod config;
+mod export;
+pub mod names;
+mod sampler;
+mod spans;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Histogram, MeterProvider};
+use opentelemetry::trace::TracerProvider;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanExporter};
+
+pub use config::{HEALTH_CHECK_SAMPLING_RATE, Overrides, Settings};
+pub use export::SpanCounts;
+pub use opentelemetry::Context;
+pub use opentelemetry::trace::FutureExt;
+pub use spans::{ClientCall, HealthCheck, Incoming, Outcome, Outgoing, ServerCall};
+
+/// The semantic conventions' bucket boundaries for MCP durations (seconds).
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Running telemetry: the tracer, the instruments, and what shuts them down.
+#[derive(Debug)]
+pub struct Telemetry {
+    tracer: Option<SdkTracer>,
+    tracer_provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+    instruments: Option<Instruments>,
+    counts: Arc<SpanCounts>,
+    settings: Settings,
+}
+
+#[derive(Debug)]
+struct Instruments {
+    server_operation: Histogram<f64>,
+    client_operation: Histogram<f64>,
+    server_session: Histogram<f64>,
+}
+
+static GLOBAL: OnceLock<Telemetry> = OnceLock::new();
+
+/// The running telemetry, if [`start`] was called (and telemetry is on).
+#[inline]
+pub fn get() -> Option<&'static Telemetry> {
+    GLOBAL.get()
+}
+
+/// Starts exporting as `settings` say (once per process: a second call returns the
+/// first's). Export work runs on `runtime`.
+pub fn start(
+    settings: Settings,
+    runtime: tokio::runtime::Handle,
+) -> Result<&'static Telemetry, String> {
+    if let Some(t) = GLOBAL.get() {
+        return Ok(t);
+    }
+    let mut attributes = vec![
+        KeyValue::new("service.name", settings.service_name.clone()),
+        KeyValue::new("service.version", settings.service_version.clone()),
+    ];
+    attributes.extend(
+        settings
+            .resource
+            .iter()
+            .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+    );
+    let resource = Resource::builder_empty()
+        .with_attributes(attributes)
+        .build();
+    let headers: std::collections::HashMap<String, String> =
+        settings.headers.iter().cloned().collect();
+    let counts = Arc::new(SpanCounts::default());
+    let (tracer, tracer_provider) = match &settings.traces_url {
+        None => (None, None),
+        Some(url) => {
+            let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(url.clone())
+                .with_timeout(settings.export_timeout)
+                .with_headers(headers.clone())
+                .with_http_client(export::Hyper::new(runtime.clone(), settings.export_timeout))
+                .build()
+                .map_err(|e| format!("the OTLP trace exporter: {e}"))?;
+            exporter.set_resource(&resource);
+            let queue = export::Queue::start(
+                exporter,
+                settings.queue_size,
+                runtime.clone(),
+                counts.clone(),
+            )
+            .map_err(|e| format!("starting the span export thread: {e}"))?;
+            let provider = SdkTracerProvider::builder()
+                .with_resource(resource.clone())
+                .with_sampler(sampler::Sampler::new(&settings))
+                .with_span_processor(queue)
+                .build();
+            (Some(provider.tracer("hale")), Some(provider))
+        }
+    };
+    let (instruments, meter_provider) = match &settings.metrics_url {
+        None => (None, None),
+        Some(url) => {
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_endpoint(url.clone())
+                .with_timeout(settings.export_timeout)
+                .with_headers(headers)
+                .with_http_client(export::Hyper::new(runtime.clone(), settings.export_timeout))
+                .build()
+                .map_err(|e| format!("the OTLP metric exporter: {e}"))?;
+            let reader = PeriodicReader::builder(exporter)
+                .with_interval(settings.metrics_interval)
+                .build();
+            let provider = SdkMeterProvider::builder()
+                .with_resource(resource)
+                .with_reader(reader)
+                .build();
+            let meter = provider.meter("hale");
+            let histogram = |name: &'static str, description: &'static str| {
+                meter
+                    .f64_histogram(name)
+                    .with_unit("s")
+                    .with_description(description)
+                    .with_boundaries(DURATION_BUCKETS.to_vec())
+                    .build()
+            };
+            let instruments = Instruments {
+                server_operation: histogram(
+                    names::SERVER_OPERATION_DURATION,
+                    "MCP request duration as observed on the receiver from the time it was received until the result or ack is sent",
+                ),
+                client_operation: histogram(
+                    names::CLIENT_OPERATION_DURATION,
+                    "MCP request duration as observed on the sender from the time it was sent until the response or ack is received",
+                ),
+                server_session: histogram(
+                    names::SERVER_SESSION_DURATION,
+                    "The duration of the MCP session as observed on the MCP server",
+                ),
+            };
+            (Some(instruments), Some(provider))
+        }
+    };
+    let telemetry = Telemetry {
+        tracer,
+        tracer_provider,
+        meter_provider,
+        instruments,
+        counts,
+        settings,
+    };
+    tracing::info!(
+        traces = telemetry.settings.traces_url.as_deref().unwrap_or("off"),
+        metrics = telemetry.settings.metrics_url.as_deref().unwrap_or("off"),
+        service = %telemetry.settings.service_name,
+        sampling_rate = telemetry.settings.sampling_rate,
+        health_check_sampling_rate = telemetry.settings.health_check_sampling_rate,
+        "exporting OpenTelemetry over OTLP http/protobuf"
+    );
+    Ok(GLOBAL.get_or_init(|| telemetry))
+}
+
+impl Telemetry {
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// What became of ended spans so far.
+    pub fn counts(&self) -> &SpanCounts {
+        &self.counts
+    }
+
+    /// A session ended after `seconds` (`mcp.server.session.duration`).
+    pub fn session_ended(&self, seconds: f64, protocol_version: &str) {
+        if let Some(i) = &self.instruments {
+            i.server_session.record(
+                seconds,
+                &[KeyValue::new(
+                    names::MCP_PROTOCOL_VERSION,
+                    protocol_version.to_string(),
+                )],
+            );
+        }
+    }
+
+    /// Exports what is left, within `within` (part of the product's drain); the
+    /// collector being down costs at most that.
+    pub fn shutdown(&self, within: Duration) {
+        let started = std::time::Instant::now();
+        if let Some(p) = &self.tracer_provider
+            && let Err(e) = p.shutdown_with_timeout(within)
+        {
+            tracing::warn!(error = %e, "spans still queued at shutdown were not exported");
+        }
+        if let Some(p) = &self.meter_provider {
+            let left = within
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(100));
+            if let Err(e) = p.shutdown_with_timeout(left) {
+                tracing::warn!(error = %e, "the last metrics were not exported at shutdown");
+            }
+        }
+    }
+}
