@@ -92,7 +92,10 @@ pub(crate) async fn serve(
             logging::say(format_args!("hale: {e}"));
             return ExitCode::from(match e {
                 VmcpError::Listen { .. } => 1,
-                VmcpError::Config(_) | VmcpError::Unprotected { .. } | VmcpError::Auth(_) => 2,
+                VmcpError::Config(_)
+                | VmcpError::Unprotected { .. }
+                | VmcpError::Auth(_)
+                | VmcpError::Telemetry(_) => 2,
             });
         }
     };

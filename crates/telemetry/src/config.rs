@@ -58,7 +58,7 @@ impl fmt::Debug for Settings {
 
 /// What a product's own configuration says (every field optional: the `OTEL_*`
 /// variables fill in the rest, and a field given here wins over them).
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq)]
 pub struct Overrides {
     /// ToolHive's `endpoint`: `host:port` (with `insecure`: `http://`, else `https://`)
     /// or a URL; the signal's path is appended to it.

@@ -51,6 +51,9 @@ pub enum VmcpError {
     /// The authentication settings cannot be used (an unreadable `caFile`, say).
     #[error("{0}")]
     Auth(String),
+    /// The telemetry settings (`telemetry`, `OTEL_*`) cannot be used.
+    #[error("{0}")]
+    Telemetry(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -98,6 +101,12 @@ impl Vmcp {
             )));
         }
         let gate = Gate::new(&config).map_err(VmcpError::Auth)?;
+        if let Some(settings) = hale_telemetry::Settings::from_env("hale-vmcp", &config.telemetry)
+            .map_err(VmcpError::Telemetry)?
+        {
+            hale_telemetry::start(settings, tokio::runtime::Handle::current())
+                .map_err(VmcpError::Telemetry)?;
+        }
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let signals = Arc::new(Signals::default());
         let mut upstreams = Vec::new();
@@ -293,6 +302,13 @@ impl Vmcp {
         futures_util::future::join_all(upstreams.iter().map(|u| u.end_process())).await;
         tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+        // The last spans and metrics, within what is left of the drain (a collector
+        // that is down costs at most that).
+        if let Some(telemetry) = hale_telemetry::get() {
+            let telemetry_started = std::time::Instant::now();
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown(Duration::from_secs(3))).await;
+            tracing::debug!(ms = telemetry_started.elapsed().as_millis() as u64, "telemetry flushed");
+        }
     }
 }
 

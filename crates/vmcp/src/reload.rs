@@ -165,6 +165,7 @@ impl Reloader {
             incoming_auth: running.incoming_auth.clone(),
             status_auth: running.status_auth.clone(),
             admin: running.admin.clone(),
+            telemetry: running.telemetry.clone(),
             ..from_file.clone()
         };
         let summary = self.apply(&applied).await?;
@@ -308,6 +309,7 @@ fn needs_restart(before: &VmcpConfig, after: &VmcpConfig) -> Vec<&'static str> {
         "sessionStorage",
         before.session_storage != after.session_storage,
     );
+    differs("telemetry", before.telemetry != after.telemetry);
     keys
 }
 

@@ -244,3 +244,27 @@ pub(crate) fn unsolicited(
 pub(crate) fn id_matches(id: &Value, expected: u64) -> bool {
     id.as_u64() == Some(expected) || id.as_str().and_then(|s| s.parse().ok()) == Some(expected)
 }
+
+/// W3C trace context a request carries in `params._meta` (`traceparent`, `tracestate`,
+/// `baggage`), copied into the HTTP request's headers: a proxy or mesh between here and
+/// the server that reads only headers continues the same trace.
+pub(crate) fn with_trace_headers(
+    mut builder: http::request::Builder,
+    message: &Value,
+) -> http::request::Builder {
+    let Some(meta) = message
+        .get("params")
+        .and_then(|p| p.get("_meta"))
+        .and_then(Value::as_object)
+    else {
+        return builder;
+    };
+    for key in ["traceparent", "tracestate", "baggage"] {
+        if let Some(value) = meta.get(key).and_then(Value::as_str)
+            && let Ok(value) = http::HeaderValue::from_str(value)
+        {
+            builder = builder.header(key, value);
+        }
+    }
+    builder
+}

@@ -277,10 +277,11 @@ async fn post(
     endpoint: &Uri,
     message: &Value,
 ) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
-    let request = Request::builder()
+    let builder = Request::builder()
         .method(Method::POST)
         .uri(endpoint.clone())
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, "application/json");
+    let request = super::with_trace_headers(builder, message)
         .body(Full::new(Bytes::from(message.to_string())))
         .unwrap_or_default();
     http.request(request).await

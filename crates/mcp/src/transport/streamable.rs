@@ -376,7 +376,7 @@ impl Shared {
             builder = builder.header("mcp-name", name);
         }
         let request =
-            builder
+            super::with_trace_headers(builder, message)
                 .body(Full::new(Bytes::from(body)))
                 .map_err(|e| McpError::InvalidUrl {
                     url: self.url.clone(),
@@ -394,10 +394,11 @@ impl Shared {
         message: &Value,
     ) -> Result<http::Response<Incoming>, McpError> {
         let body = serde_json::to_vec(message).unwrap_or_default();
-        let request = self
+        let builder = self
             .builder(Method::POST)
             .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json, text/event-stream")
+            .header(header::ACCEPT, "application/json, text/event-stream");
+        let request = super::with_trace_headers(builder, message)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| McpError::InvalidUrl {
                 url: self.url.clone(),

@@ -20,6 +20,7 @@ mod auth;
 mod check;
 mod stdio;
 mod storage;
+mod telemetry;
 mod tls;
 
 pub use auth::{IncomingAuth, OidcSettings, StaticSettings};
@@ -159,6 +160,8 @@ pub struct VmcpConfig {
     pub tool_errors_are_failures: bool,
     /// Where client sessions live beyond this process (`sessionStorage`).
     pub session_storage: SessionStorage,
+    /// OpenTelemetry export (`telemetry`; the `OTEL_*` variables fill in the rest).
+    pub telemetry: hale_telemetry::Overrides,
 }
 
 impl VmcpConfig {
@@ -281,6 +284,7 @@ struct Raw {
     #[serde(default)]
     operational: RawOperational,
     session_storage: Option<Spanned<storage::RawStorage>>,
+    telemetry: Option<telemetry::RawTelemetry>,
 }
 
 #[derive(Deserialize)]
@@ -908,6 +912,10 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         withdrawal_grace,
         tool_errors_are_failures: fh.tool_errors_are_failures.unwrap_or(false),
         session_storage,
+        telemetry: match raw.telemetry {
+            Some(t) => telemetry::telemetry(&c, t)?,
+            None => hale_telemetry::Overrides::default(),
+        },
     })
 }
 

@@ -21,6 +21,7 @@ pub(crate) mod modern;
 mod relay;
 mod session;
 mod stream;
+mod traced;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -483,17 +484,28 @@ impl Edge {
         };
         let router = self.router.clone();
         let in_progress = session.start_call(&id);
+        let traced = traced::Traced::start(
+            parts,
+            &id,
+            &method,
+            &params,
+            Some((&session.id, &session.protocol_version)),
+        );
         let work: call::Work = Box::pin(async move {
             let asked = Asked::new("legacy", &method, &params, &who);
             // Cancelled by the client: the backend call is dropped (and so cancelled at
             // the backend); the client expects no answer, and gets an error only if it
             // is still listening.
+            let handled = traced::Traced::run(traced.as_ref(), router.handle(&caller, &method, params));
             let outcome = tokio::select! {
-                outcome = router.handle(&caller, &method, params) => outcome,
+                outcome = handled => outcome,
                 () = in_progress.cancelled() => Err(RpcError::new(codes::CANCELLED, "the client cancelled the request")),
             };
             if let Some(asked) = asked {
                 asked.log(&outcome);
+            }
+            if let Some(traced) = traced {
+                traced.finish(&method, &outcome);
             }
             message::answer(&id, &outcome)
         });
@@ -579,10 +591,12 @@ impl Edge {
         };
         let router = self.router.clone();
         let edge_bridge = bridged.map(|timeout| (self.bridge.clone(), timeout));
+        let traced = traced::Traced::start(parts, &id, &method, &params, None);
         let work: call::Work = Box::pin(async move {
             let asked = Asked::new("2026-07-28", &method, &params, &who);
             let log_level = Some(log_level);
             let mut personal = false;
+            let handled = async {
             let outcome = match edge_bridge {
                 Some((bridge, timeout)) => {
                     let asker = bridge::Asker {
@@ -606,6 +620,9 @@ impl Edge {
                     outcome
                 }
             };
+            outcome
+            };
+            let outcome = traced::Traced::run(traced.as_ref(), handled).await;
             // What depends on the caller's own capabilities is its own, too.
             let scope = if personal { "private" } else { scope };
             let outcome = outcome.map(|mut result| {
@@ -628,6 +645,9 @@ impl Edge {
             });
             if let Some(asked) = asked {
                 asked.log(&outcome);
+            }
+            if let Some(traced) = traced {
+                traced.finish(&method, &outcome);
             }
             message::answer(&id, &outcome)
         });

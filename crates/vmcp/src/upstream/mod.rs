@@ -23,6 +23,7 @@ mod shared;
 mod signals;
 mod stdio;
 mod target;
+mod traced;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -715,14 +716,20 @@ impl Upstream {
         owner: Option<&Arc<dyn Owner>>,
         profile: Option<&Profile>,
         method: &str,
-        params: Value,
+        mut params: Value,
         hooks: Option<&CallHooks>,
     ) -> Result<Value, CallError> {
         let tool_errors = self.settings.tool_errors_are_failures && method == "tools/call";
         let judge =
             |result: &Value| tool_errors && result.get("isError") == Some(&Value::Bool(true));
         let choose = async || self.client_for(owner, profile).await;
-        self.guarded(
+        let traced = traced::Traced::start(
+            &self.settings.backend,
+            self.health.breaker.snapshot().state.as_str(),
+            method,
+            &mut params,
+        );
+        let guarded = self.guarded(
             method,
             false,
             owner,
@@ -732,8 +739,14 @@ impl Upstream {
                 Some(hooks) => client.request_hooked(method, Some(params), hooks).await,
                 None => client.request(method, Some(params)).await,
             },
-        )
-        .await
+        );
+        let Some(traced) = traced else {
+            return guarded.await;
+        };
+        // Transitions this request causes become events on its span.
+        let result = hale_telemetry::FutureExt::with_context(guarded, traced.call.context().clone()).await;
+        traced.finish(method, &result);
+        result
     }
 
     /// How long the backend still asked not to be called (HTTP 429), if it did.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use hale_core::{BreakerState, CheckOutcome, HealthState, Jitter};
 use hale_mcp::{Probe, ProbeMethod};
+use opentelemetry::KeyValue;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -49,10 +50,14 @@ pub(crate) async fn run(
     let mut first = true;
     loop {
         let started = Instant::now();
+        let mut traced = super::traced::HealthTrace::start(config, health, settings.method);
         let outcome = tokio::select! {
             () = cancel.cancelled() => break,
             outcome = probe.check() => outcome,
         };
+        if let Some(t) = &mut traced {
+            t.pinged(&outcome);
+        }
         let result = match outcome {
             CheckOutcome::Failure(_) => "failure",
             _ => "success",
@@ -62,7 +67,11 @@ pub(crate) async fn run(
         metrics::histogram!("toolhive_vmcp_backend_health_check_duration_seconds", "backend" => name.clone())
             .record(started.elapsed().as_secs_f64());
         let changes = health.record_check(outcome);
-        report(&name, health, &changes, signals);
+        match traced {
+            // What the check changed: events on its span.
+            Some(t) => t.finish(health, || report(&name, health, &changes, signals)),
+            None => report(&name, health, &changes, signals),
+        }
         if first {
             // Readiness counts checked backends: the first check always wakes the catalog.
             first = false;
@@ -96,6 +105,14 @@ pub(crate) async fn run(
 pub(crate) fn report(name: &str, backend: &Health, changes: &Changes, signals: &Signals) {
     if let Some(t) = &changes.health {
         tracing::info!(backend = %name, from = %t.from, to = %t.to, reason = %t.reason, "backend health changed");
+        super::traced::event("backend health changed", || {
+            vec![
+                KeyValue::new("mcp.backend.name", name.to_string()),
+                KeyValue::new("hale.health.from", t.from.as_str()),
+                KeyValue::new("hale.health.to", t.to.as_str()),
+                KeyValue::new("hale.health.reason", t.reason.to_string()),
+            ]
+        });
         metrics::counter!("toolhive_vmcp_backend_health_transitions_total",
             "backend" => name.to_string(), "from" => t.from.as_str(), "to" => t.to.as_str())
         .increment(1);
@@ -103,6 +120,14 @@ pub(crate) fn report(name: &str, backend: &Health, changes: &Changes, signals: &
     if let Some(t) = &changes.circuit {
         backend.breaker_moved.notify_one();
         tracing::info!(backend = %name, from = %t.from, to = %t.to, reason = %t.cause, "circuit changed");
+        super::traced::event("circuit changed", || {
+            vec![
+                KeyValue::new("mcp.backend.name", name.to_string()),
+                KeyValue::new("hale.circuit.from", t.from.as_str()),
+                KeyValue::new("hale.circuit.to", t.to.as_str()),
+                KeyValue::new("hale.circuit.reason", t.cause.to_string()),
+            ]
+        });
         metrics::counter!("toolhive_vmcp_backend_circuit_transitions_total",
             "backend" => name.to_string(), "from" => t.from.as_str(), "to" => t.to.as_str())
         .increment(1);
@@ -111,7 +136,12 @@ pub(crate) fn report(name: &str, backend: &Health, changes: &Changes, signals: &
         publish_states(name, backend);
     }
     if changes.routability_changed {
-        if !backend.routable() {
+        let routable = backend.routable();
+        super::traced::event(
+            if routable { "backend restored" } else { "backend withdrawn" },
+            || vec![KeyValue::new("mcp.backend.name", name.to_string())],
+        );
+        if !routable {
             backend.withdrawn.notify_waiters();
         }
         signals.changed.notify_one();

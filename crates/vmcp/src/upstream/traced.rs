@@ -1,0 +1,173 @@
+//! A backend request's CLIENT span (when telemetry is on): under the client request's
+//! SERVER span (the context the request's work runs in), with the backend, its address
+//! and the circuit state at admission; its context goes into the request's `_meta` (and,
+//! by hale-mcp, its HTTP headers). Transitions the request caused are events on it.
+
+use hale_telemetry::{ClientCall, Context, Outcome, Outgoing, Telemetry};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TraceContextExt;
+use serde_json::Value;
+
+use super::CallError;
+use super::health::Health;
+use crate::config::BackendConfig;
+
+/// A traced backend request.
+pub(crate) struct Traced {
+    telemetry: &'static Telemetry,
+    pub(crate) call: ClientCall,
+}
+
+impl Traced {
+    /// The span of `method` (`params`) to `backend` under the current context; its
+    /// context written into `params`. `None` when telemetry is off.
+    pub(crate) fn start(
+        backend: &BackendConfig,
+        circuit: &'static str,
+        method: &str,
+        params: &mut Value,
+    ) -> Option<Traced> {
+        let telemetry = hale_telemetry::get()?;
+        let uri = backend.url.parse::<http::Uri>().ok();
+        let call = telemetry.client_call(
+            &Outgoing {
+                method,
+                params,
+                backend: &backend.name,
+                address: uri.as_ref().and_then(|u| u.host()),
+                port: uri.as_ref().and_then(|u| {
+                    u.port_u16().or(match u.scheme_str() {
+                        Some("https") => Some(443),
+                        _ => Some(80),
+                    })
+                }),
+                transport: if backend.stdio.is_some() { "pipe" } else { "tcp" },
+                circuit,
+            },
+            &Context::current(),
+        )?;
+        call.inject(params);
+        Some(Traced { telemetry, call })
+    }
+
+    /// Ends the span with the request's outcome.
+    pub(crate) fn finish(self, method: &str, result: &Result<Value, CallError>) {
+        let outcome = match result {
+            Ok(v) => Outcome::Ok {
+                tool_error: method == "tools/call" && v.get("isError") == Some(&Value::Bool(true)),
+            },
+            Err(CallError::Refused(state)) => {
+                self.call.set(KeyValue::new(hale_telemetry::names::CIRCUIT_REFUSED, true));
+                Outcome::Failed {
+                    kind: "circuit_open",
+                    message: if state.as_str() == "half_open" {
+                        "the circuit is half-open and its trial is under way"
+                    } else {
+                        "the circuit is open: the backend was not contacted"
+                    },
+                }
+            }
+            Err(CallError::RateLimited(_)) => Outcome::Failed {
+                kind: "rate_limited",
+                message: "the backend asked hale to slow down (HTTP 429)",
+            },
+            Err(CallError::Backend(hale_mcp::McpError::Rpc { code, message, .. })) => {
+                Outcome::Error { code: *code, message }
+            }
+            Err(CallError::Backend(e)) => Outcome::Failed {
+                kind: e.category().map_or("_OTHER", |c| c.as_str()),
+                message: "the request to the backend failed",
+            },
+        };
+        self.call.finish(outcome, self.telemetry);
+    }
+}
+
+/// Adds `name` with `attrs` to the current context's span, if telemetry is on and there
+/// is a sampled one (a backend request's, or a health check's).
+pub(crate) fn event(name: &'static str, attrs: impl FnOnce() -> Vec<KeyValue>) {
+    if hale_telemetry::get().is_none() {
+        return;
+    }
+    let cx = Context::current();
+    let span = cx.span();
+    if span.span_context().is_sampled() {
+        span.add_event(name, attrs());
+    }
+}
+
+/// A traced health check (one in `healthCheckSamplingRate`): a `health_check` root span
+/// with the probe's CLIENT span under it; what the check changed are events on the root.
+pub(crate) struct HealthTrace {
+    telemetry: &'static Telemetry,
+    check: hale_telemetry::HealthCheck,
+    ping: Option<ClientCall>,
+    reason: String,
+}
+
+impl HealthTrace {
+    /// The spans of a check of `backend` about to be sent, if this one is sampled.
+    pub(crate) fn start(
+        backend: &BackendConfig,
+        health: &Health,
+        method: hale_mcp::ProbeMethod,
+    ) -> Option<HealthTrace> {
+        let telemetry = hale_telemetry::get()?;
+        let check = telemetry.health_check(&backend.name)?;
+        let method = match method {
+            hale_mcp::ProbeMethod::Ping => "ping",
+            hale_mcp::ProbeMethod::ToolsList => "tools/list",
+        };
+        let uri = backend.url.parse::<http::Uri>().ok();
+        let ping = telemetry.client_call(
+            &Outgoing {
+                method,
+                params: &Value::Null,
+                backend: &backend.name,
+                address: uri.as_ref().and_then(|u| u.host()),
+                port: uri.as_ref().and_then(http::Uri::port_u16),
+                transport: if backend.stdio.is_some() { "pipe" } else { "tcp" },
+                circuit: health.breaker.snapshot().state.as_str(),
+            },
+            check.context(),
+        );
+        Some(HealthTrace {
+            telemetry,
+            check,
+            ping,
+            reason: String::new(),
+        })
+    }
+
+    /// The probe answered (or did not): its span ends with that.
+    pub(crate) fn pinged(&mut self, outcome: &hale_core::CheckOutcome) {
+        use hale_core::CheckOutcome as C;
+        self.reason = match outcome {
+            C::Success { latency } => format!("answered in {latency:?}"),
+            C::Unauthenticated { message } => format!("refused hale's credentials: {message}"),
+            C::Failure(f) => f.message.clone(),
+            #[allow(unreachable_patterns)]
+            _ => String::new(),
+        };
+        if let Some(ping) = self.ping.take() {
+            let outcome = match outcome {
+                C::Failure(f) => Outcome::Failed {
+                    kind: f.category.as_str(),
+                    message: &f.message,
+                },
+                _ => Outcome::Ok { tool_error: false },
+            };
+            ping.finish(outcome, self.telemetry);
+        }
+    }
+
+    /// Ends the check: `report` runs in its context (its transitions become events on
+    /// the root), then the root ends with the backend's state.
+    pub(crate) fn finish(self, health: &Health, report: impl FnOnce()) {
+        {
+            let _current = self.check.context().clone().attach();
+            report();
+        }
+        self.check.finish(health.health().as_str(), &self.reason);
+    }
+}
