@@ -21,6 +21,10 @@ use opentelemetry_http::HttpError;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 
+/// Ended spans by what became of them (`outcome`: `exported`, `failed`, `dropped`), in
+/// the product's Prometheus metrics.
+pub const SPANS_METRIC: &str = "hale_otel_spans_total";
+
 /// At most this many spans in one export.
 const BATCH: usize = 512;
 /// A batch waits at most this long for more spans.
@@ -215,6 +219,7 @@ impl SpanProcessor for Queue {
         };
         if tx.try_send(Item::Span(Box::new(span))).is_err() {
             self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(SPANS_METRIC, "outcome" => "dropped").increment(1);
         }
     }
 
@@ -256,10 +261,18 @@ fn drain<E: SpanExporter>(
             return;
         }
         let n = batch.len() as u64;
-        match runtime.block_on(exporter.export(std::mem::take(batch))) {
-            Ok(()) => counts.exported.fetch_add(n, Ordering::Relaxed),
-            Err(_) => counts.failed.fetch_add(n, Ordering::Relaxed),
+        let outcome = match runtime.block_on(exporter.export(std::mem::take(batch))) {
+            Ok(()) => {
+                counts.exported.fetch_add(n, Ordering::Relaxed);
+                "exported"
+            }
+            Err(e) => {
+                counts.failed.fetch_add(n, Ordering::Relaxed);
+                tracing::debug!(error = %e, spans = n, "the collector did not take a batch of spans");
+                "failed"
+            }
         };
+        metrics::counter!(SPANS_METRIC, "outcome" => outcome).increment(n);
     };
     loop {
         let wait = DELAY.saturating_sub(since.elapsed());

@@ -39,7 +39,7 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanExporter};
 
 pub use config::{HEALTH_CHECK_SAMPLING_RATE, Overrides, Settings};
-pub use export::SpanCounts;
+pub use export::{SPANS_METRIC, SpanCounts};
 pub use opentelemetry::Context;
 pub use opentelemetry::trace::FutureExt;
 pub use spans::{ClientCall, HealthCheck, Incoming, Outcome, Outgoing, ServerCall};
@@ -215,20 +215,45 @@ impl Telemetry {
     }
 
     /// Exports what is left, within `within` (part of the product's drain); the
-    /// collector being down costs at most that.
+    /// collector being down costs at most that. Traces and metrics are flushed side by
+    /// side; one still under way at the deadline is left behind (the SDK's metric
+    /// reader does not keep to a shorter timeout than its own).
     pub fn shutdown(&self, within: Duration) {
-        let started = std::time::Instant::now();
-        if let Some(p) = &self.tracer_provider
-            && let Err(e) = p.shutdown_with_timeout(within)
-        {
-            tracing::warn!(error = %e, "spans still queued at shutdown were not exported");
+        let (done, finished) = std::sync::mpsc::channel::<&'static str>();
+        let mut waiting = 0;
+        if let Some(p) = self.tracer_provider.clone() {
+            let done = done.clone();
+            waiting += 1;
+            let _ = std::thread::Builder::new()
+                .name("hale-otel-shutdown".into())
+                .spawn(move || {
+                    if let Err(e) = p.shutdown_with_timeout(within) {
+                        tracing::warn!(error = %e, "spans still queued at shutdown were not exported");
+                    }
+                    let _ = done.send("traces");
+                });
         }
-        if let Some(p) = &self.meter_provider {
-            let left = within
-                .saturating_sub(started.elapsed())
-                .max(Duration::from_millis(100));
-            if let Err(e) = p.shutdown_with_timeout(left) {
-                tracing::warn!(error = %e, "the last metrics were not exported at shutdown");
+        if let Some(p) = self.meter_provider.clone() {
+            let done = done.clone();
+            waiting += 1;
+            let _ = std::thread::Builder::new()
+                .name("hale-otel-shutdown".into())
+                .spawn(move || {
+                    if let Err(e) = p.shutdown_with_timeout(within) {
+                        tracing::warn!(error = %e, "the last metrics were not exported at shutdown");
+                    }
+                    let _ = done.send("metrics");
+                });
+        }
+        let deadline = std::time::Instant::now() + within;
+        for _ in 0..waiting {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if finished.recv_timeout(left).is_err() {
+                tracing::warn!(
+                    ?within,
+                    "telemetry export did not finish within its share of the drain: left behind"
+                );
+                return;
             }
         }
     }

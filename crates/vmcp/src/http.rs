@@ -306,8 +306,12 @@ impl Vmcp {
         // that is down costs at most that).
         if let Some(telemetry) = hale_telemetry::get() {
             let telemetry_started = std::time::Instant::now();
-            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown(Duration::from_secs(3))).await;
-            tracing::debug!(ms = telemetry_started.elapsed().as_millis() as u64, "telemetry flushed");
+            let within = drain_timeout.min(Duration::from_secs(3));
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown(within)).await;
+            tracing::debug!(
+                ms = telemetry_started.elapsed().as_millis() as u64,
+                "telemetry flushed"
+            );
         }
     }
 }

@@ -375,13 +375,12 @@ impl Shared {
         if let Some(name) = name {
             builder = builder.header("mcp-name", name);
         }
-        let request =
-            super::with_trace_headers(builder, message)
-                .body(Full::new(Bytes::from(body)))
-                .map_err(|e| McpError::InvalidUrl {
-                    url: self.url.clone(),
-                    reason: e.to_string(),
-                })?;
+        let request = super::with_trace_headers(builder, message)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| McpError::InvalidUrl {
+                url: self.url.clone(),
+                reason: e.to_string(),
+            })?;
         self.http
             .request(request)
             .await

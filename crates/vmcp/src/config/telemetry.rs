@@ -50,7 +50,11 @@ pub(crate) fn telemetry(c: &Checker<'_>, raw: RawTelemetry) -> Result<Overrides,
         };
         match value {
             Some(v) if (0.0..=1.0).contains(&v) => Ok(Some(v)),
-            _ => c.error(key, line, "expected a rate from 0 to 1 (0.05 is 5 %), as a number or a string"),
+            _ => c.error(
+                key,
+                line,
+                "expected a rate from 0 to 1 (0.05 is 5 %), as a number or a string",
+            ),
         }
     };
     let endpoint = match raw.endpoint {
@@ -63,15 +67,25 @@ pub(crate) fn telemetry(c: &Checker<'_>, raw: RawTelemetry) -> Result<Overrides,
                 ..Overrides::default()
             };
             if let Err(why) = hale_telemetry::Settings::resolve("hale-vmcp", &probe, &|_| None) {
-                return c.error("telemetry.endpoint", Some(e.referenced.line()), why.trim_start_matches("telemetry.endpoint: ").to_string());
+                return c.error(
+                    "telemetry.endpoint",
+                    Some(e.referenced.line()),
+                    why.trim_start_matches("telemetry.endpoint: ").to_string(),
+                );
             }
             Some(text)
         }
     };
     for (name, value) in &raw.headers {
-        if http::HeaderName::try_from(name.as_str()).is_err() || http::HeaderValue::try_from(value.as_str()).is_err() {
+        if http::HeaderName::try_from(name.as_str()).is_err()
+            || http::HeaderValue::try_from(value.as_str()).is_err()
+        {
             // The value may be a secret: only the name is said.
-            return c.error(&format!("telemetry.headers.{name}"), None, "not a valid HTTP header name or value");
+            return c.error(
+                &format!("telemetry.headers.{name}"),
+                None,
+                "not a valid HTTP header name or value",
+            );
         }
     }
     Ok(Overrides {
@@ -82,7 +96,10 @@ pub(crate) fn telemetry(c: &Checker<'_>, raw: RawTelemetry) -> Result<Overrides,
         tracing_enabled: raw.tracing_enabled,
         metrics_enabled: raw.metrics_enabled,
         sampling_rate: rate("telemetry.samplingRate", raw.sampling_rate)?,
-        health_check_sampling_rate: rate("telemetry.healthCheckSamplingRate", raw.health_check_sampling_rate)?,
+        health_check_sampling_rate: rate(
+            "telemetry.healthCheckSamplingRate",
+            raw.health_check_sampling_rate,
+        )?,
         headers: raw.headers.into_iter().collect(),
         custom_attributes: raw.custom_attributes,
     })

@@ -496,7 +496,8 @@ impl Edge {
             // Cancelled by the client: the backend call is dropped (and so cancelled at
             // the backend); the client expects no answer, and gets an error only if it
             // is still listening.
-            let handled = traced::Traced::run(traced.as_ref(), router.handle(&caller, &method, params));
+            let handled =
+                traced::Traced::run(traced.as_ref(), router.handle(&caller, &method, params));
             let outcome = tokio::select! {
                 outcome = handled => outcome,
                 () = in_progress.cancelled() => Err(RpcError::new(codes::CANCELLED, "the client cancelled the request")),
@@ -597,30 +598,30 @@ impl Edge {
             let log_level = Some(log_level);
             let mut personal = false;
             let handled = async {
-            let outcome = match edge_bridge {
-                Some((bridge, timeout)) => {
-                    let asker = bridge::Asker {
-                        interim: tx,
-                        log_level,
-                        sub: who.sub.clone(),
-                    };
-                    bridge.call(&router, asker, &method, params, timeout).await
-                }
-                None => {
-                    let caller = Caller {
-                        session: None,
-                        interim: tx,
-                        log_level,
-                        requests: relay::declined(),
-                        profile: Some(modern::profile(&params)),
-                        personal: Default::default(),
-                    };
-                    let outcome = router.handle(&caller, &method, params).await;
-                    personal = caller.personal.load(Ordering::Relaxed);
-                    outcome
-                }
-            };
-            outcome
+                let outcome = match edge_bridge {
+                    Some((bridge, timeout)) => {
+                        let asker = bridge::Asker {
+                            interim: tx,
+                            log_level,
+                            sub: who.sub.clone(),
+                        };
+                        bridge.call(&router, asker, &method, params, timeout).await
+                    }
+                    None => {
+                        let caller = Caller {
+                            session: None,
+                            interim: tx,
+                            log_level,
+                            requests: relay::declined(),
+                            profile: Some(modern::profile(&params)),
+                            personal: Default::default(),
+                        };
+                        let outcome = router.handle(&caller, &method, params).await;
+                        personal = caller.personal.load(Ordering::Relaxed);
+                        outcome
+                    }
+                };
+                outcome
             };
             let outcome = traced::Traced::run(traced.as_ref(), handled).await;
             // What depends on the caller's own capabilities is its own, too.

@@ -744,7 +744,8 @@ impl Upstream {
             return guarded.await;
         };
         // Transitions this request causes become events on its span.
-        let result = hale_telemetry::FutureExt::with_context(guarded, traced.call.context().clone()).await;
+        let result =
+            hale_telemetry::FutureExt::with_context(guarded, traced.call.context().clone()).await;
         traced.finish(method, &result);
         result
     }

@@ -138,7 +138,11 @@ pub(crate) fn report(name: &str, backend: &Health, changes: &Changes, signals: &
     if changes.routability_changed {
         let routable = backend.routable();
         super::traced::event(
-            if routable { "backend restored" } else { "backend withdrawn" },
+            if routable {
+                "backend restored"
+            } else {
+                "backend withdrawn"
+            },
             || vec![KeyValue::new("mcp.backend.name", name.to_string())],
         );
         if !routable {

@@ -41,7 +41,11 @@ impl Traced {
                         _ => Some(80),
                     })
                 }),
-                transport: if backend.stdio.is_some() { "pipe" } else { "tcp" },
+                transport: if backend.stdio.is_some() {
+                    "pipe"
+                } else {
+                    "tcp"
+                },
                 circuit,
             },
             &Context::current(),
@@ -57,10 +61,18 @@ impl Traced {
                 tool_error: method == "tools/call" && v.get("isError") == Some(&Value::Bool(true)),
             },
             Err(CallError::Refused(state)) => {
-                self.call.set(KeyValue::new(hale_telemetry::names::CIRCUIT_REFUSED, true));
+                self.call
+                    .set(KeyValue::new(hale_telemetry::names::CIRCUIT_REFUSED, true));
+                self.call.event(
+                    "circuit refused the call",
+                    vec![KeyValue::new(
+                        hale_telemetry::names::CIRCUIT_STATE,
+                        state.as_str(),
+                    )],
+                );
                 Outcome::Failed {
                     kind: "circuit_open",
-                    message: if state.as_str() == "half_open" {
+                    message: if *state == hale_core::BreakerState::HalfOpen {
                         "the circuit is half-open and its trial is under way"
                     } else {
                         "the circuit is open: the backend was not contacted"
@@ -72,7 +84,10 @@ impl Traced {
                 message: "the backend asked hale to slow down (HTTP 429)",
             },
             Err(CallError::Backend(hale_mcp::McpError::Rpc { code, message, .. })) => {
-                Outcome::Error { code: *code, message }
+                Outcome::Error {
+                    code: *code,
+                    message,
+                }
             }
             Err(CallError::Backend(e)) => Outcome::Failed {
                 kind: e.category().map_or("_OTHER", |c| c.as_str()),
@@ -126,7 +141,11 @@ impl HealthTrace {
                 backend: &backend.name,
                 address: uri.as_ref().and_then(|u| u.host()),
                 port: uri.as_ref().and_then(http::Uri::port_u16),
-                transport: if backend.stdio.is_some() { "pipe" } else { "tcp" },
+                transport: if backend.stdio.is_some() {
+                    "pipe"
+                } else {
+                    "tcp"
+                },
                 circuit: health.breaker.snapshot().state.as_str(),
             },
             check.context(),

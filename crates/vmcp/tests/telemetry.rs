@@ -1,0 +1,324 @@
+//! OpenTelemetry end to end, against an OTLP/HTTP receiver written for the test (it
+//! decodes what it is sent with the OTLP protobuf types) and a wiremock backend that
+//! records the trace context it is sent: a caller's trace continues through the vMCP to
+//! the backend, which sees hale's CLIENT span as its parent; a breaker's decisions and a
+//! health check are in the trace; the semconv histograms arrive over OTLP.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hale_mcp::{ClientOptions, McpClient};
+use hale_vmcp::{Vmcp, VmcpConfig};
+use http_body_util::{BodyExt, Full};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// What the receiver got: (path, body).
+type Got = Arc<Mutex<Vec<(String, Bytes)>>>;
+
+/// An OTLP/HTTP receiver on loopback that keeps every request's body.
+async fn receiver() -> (String, Got) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: Got = Arc::default();
+    let keep = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let keep = keep.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            keep.lock().unwrap().push((path, body));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::new(),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), got)
+}
+
+/// A backend with one tool, `lookup`, that fails with 503 while `failing`; it keeps the
+/// `_meta.traceparent` and the `traceparent` header of each call.
+#[derive(Clone, Default)]
+struct Backend {
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<Mutex<Vec<(Option<String>, Option<String>)>>>,
+}
+
+impl Respond for Backend {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let Some(id) = body.get("id").cloned() else {
+            return ResponseTemplate::new(202);
+        };
+        let result = match body["method"].as_str().unwrap_or_default() {
+            "initialize" => json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                "serverInfo": {"name": "wiremock", "version": "0"}}),
+            "tools/list" => {
+                json!({"tools": [{"name": "lookup", "inputSchema": {"type": "object"}}]})
+            }
+            "tools/call" => {
+                let meta = body["params"]["_meta"]["traceparent"]
+                    .as_str()
+                    .map(str::to_string);
+                let header = req
+                    .headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                self.seen.lock().unwrap().push((meta, header));
+                if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                    return ResponseTemplate::new(503).set_body_string("overloaded");
+                }
+                json!({"content": [{"type": "text", "text": "found"}]})
+            }
+            _ => json!({}),
+        };
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+    }
+}
+
+fn spans(got: &Got) -> Vec<Span> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == "/v1/traces")
+        .flat_map(|(_, body)| {
+            ExportTraceServiceRequest::decode(body.clone())
+                .unwrap()
+                .resource_spans
+                .into_iter()
+                .flat_map(|r| r.scope_spans)
+                .flat_map(|s| s.spans)
+        })
+        .collect()
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            Any::StringValue(s) => Some(s.clone()),
+            Any::BoolValue(b) => Some(b.to_string()),
+            Any::IntValue(i) => Some(i.to_string()),
+            _ => None,
+        })
+}
+
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test]
+async fn a_callers_trace_goes_through_the_vmcp_to_the_backend_with_the_breakers_decisions() {
+    let (collector, got) = receiver().await;
+    let server = MockServer::start().await;
+    let backend = Backend::default();
+    Mock::given(method("POST"))
+        .respond_with(backend.clone())
+        .mount(&server)
+        .await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: wm, url: \"{}/mcp\"}}\noperational:\n  failureHandling:\n    healthCheckInterval: 60s\n    panicThreshold: 0%\n    circuitBreaker: {{failureThreshold: 2, timeout: 30s}}\ntelemetry:\n  endpoint: \"{collector}\"\n  serviceName: hale-under-test\n  samplingRate: \"1\"\n  healthCheckSamplingRate: 1\n",
+        server.uri()
+    );
+    let config = VmcpConfig::from_yaml("t.yaml", &yaml).unwrap();
+    let vmcp = Vmcp::bind(config, None)
+        .await
+        .unwrap()
+        .with_drain_timeout(Duration::from_secs(1));
+    let addr = vmcp.local_addr();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(vmcp.run(stop.clone()));
+    common::wait_for("readiness", async || {
+        common::get_json(addr, "/readyz").await.0 == 200
+    })
+    .await;
+    let client = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
+        .await
+        .unwrap();
+
+    // A call carrying the caller's context in _meta.
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let answer = client
+        .request("tools/call", Some(json!({"name": "wm_lookup", "arguments": {}, "_meta": {"traceparent": traceparent}})))
+        .await
+        .unwrap();
+    assert_eq!(answer["content"][0]["text"], "found");
+    let (meta, header) = backend.seen.lock().unwrap()[0].clone();
+    let meta = meta.expect("the backend got a traceparent in _meta");
+    assert!(
+        meta.starts_with(&format!("00-{CLIENT_TRACE}-")),
+        "the caller's trace: {meta}"
+    );
+    assert_ne!(meta, traceparent, "hale's own span is the backend's parent");
+    assert_eq!(
+        header.as_deref(),
+        Some(meta.as_str()),
+        "the same context in the HTTP header"
+    );
+
+    // Two failures open the circuit; the next call is refused without contact.
+    backend
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..2 {
+        assert!(client.call_tool("wm_lookup", json!({})).await.is_err());
+    }
+    assert!(client.call_tool("wm_lookup", json!({})).await.is_err());
+    assert_eq!(
+        backend.seen.lock().unwrap().len(),
+        3,
+        "the refused call never reached it"
+    );
+
+    // Stopping flushes what is left, within the drain.
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(15), running)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let spans = spans(&got);
+    let server_span = spans
+        .iter()
+        .find(|s| s.name == "tools/call wm_lookup" && hex(&s.trace_id) == CLIENT_TRACE)
+        .expect("the SERVER span, in the caller's trace");
+    assert_eq!(server_span.kind, 2, "SPAN_KIND_SERVER");
+    assert_eq!(hex(&server_span.parent_span_id), CLIENT_SPAN);
+    assert_eq!(
+        attr(server_span, "gen_ai.tool.name").as_deref(),
+        Some("wm_lookup")
+    );
+    assert_eq!(
+        attr(server_span, "mcp.method.name").as_deref(),
+        Some("tools/call")
+    );
+    let client_span = spans
+        .iter()
+        .find(|s| s.name == "tools/call lookup" && s.parent_span_id == server_span.span_id)
+        .expect("a CLIENT span under it, named by the backend's own tool");
+    assert_eq!(client_span.kind, 3, "SPAN_KIND_CLIENT");
+    assert_eq!(attr(client_span, "mcp.backend.name").as_deref(), Some("wm"));
+    assert_eq!(
+        attr(client_span, "hale.circuit.state").as_deref(),
+        Some("closed")
+    );
+    assert!(
+        meta.contains(&hex(&client_span.span_id)),
+        "the backend's parent is the CLIENT span"
+    );
+
+    let opened = spans
+        .iter()
+        .find(|s| s.kind == 3 && s.events.iter().any(|e| e.name == "circuit changed"))
+        .expect("the call that opened the circuit carries the transition");
+    assert_eq!(
+        attr(opened, "error.type").as_deref(),
+        Some("http_status"),
+        "{opened:?}"
+    );
+    let withdrawn = opened.events.iter().any(|e| e.name == "backend withdrawn");
+    assert!(
+        withdrawn,
+        "and the withdrawal it caused: {:?}",
+        opened.events
+    );
+    let refused = spans
+        .iter()
+        .find(|s| attr(s, "hale.circuit.refused").as_deref() == Some("true"))
+        .expect("the refused call's CLIENT span");
+    assert_eq!(attr(refused, "error.type").as_deref(), Some("circuit_open"));
+    assert!(
+        refused
+            .events
+            .iter()
+            .any(|e| e.name == "circuit refused the call")
+    );
+    // The refused call's SERVER span: an error of the server's, not the caller's.
+    let refused_server = spans
+        .iter()
+        .find(|s| s.span_id == refused.parent_span_id)
+        .unwrap();
+    assert_eq!(
+        refused_server.status.as_ref().map(|s| s.code),
+        Some(2),
+        "STATUS_CODE_ERROR"
+    );
+
+    let check = spans
+        .iter()
+        .find(|s| s.name == "health_check")
+        .expect("a traced health check");
+    assert!(
+        check
+            .events
+            .iter()
+            .any(|e| e.name == "backend health changed")
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "ping" && s.parent_span_id == check.span_id),
+        "its ping, a CLIENT span under it"
+    );
+
+    // The histograms, over OTLP too (exported at shutdown).
+    let metrics: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == "/v1/metrics")
+        .flat_map(|(_, body)| {
+            ExportMetricsServiceRequest::decode(body.clone())
+                .unwrap()
+                .resource_metrics
+                .into_iter()
+                .flat_map(|r| r.scope_metrics)
+                .flat_map(|s| s.metrics)
+                .map(|m| m.name)
+        })
+        .collect();
+    for name in [
+        "mcp.server.operation.duration",
+        "mcp.client.operation.duration",
+    ] {
+        assert!(metrics.iter().any(|m| m == name), "{name} in {metrics:?}");
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
