@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// A transparent proxy for one MCP server that shuts down when the server is gone.
-    Proxy(proxy::Args),
+    Proxy(Box<proxy::Args>),
     /// A virtual MCP server over many backends, with health checks and circuit breakers.
     Vmcp(vmcp::Args),
     /// Everything in one process: three misbehaving backends behind a vMCP.
@@ -62,7 +62,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.log_format);
     let code = match cli.command {
-        Command::Proxy(args) => proxy::run(args).await,
+        Command::Proxy(args) => proxy::run(*args).await,
         Command::Vmcp(args) => vmcp::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Status(args) => status::run(args),

@@ -92,6 +92,22 @@ pub(crate) struct Args {
     /// (the server-side state of the old session is gone either way).
     #[arg(long)]
     no_session_recovery: bool,
+    /// Export OpenTelemetry traces and metrics to this OTLP/HTTP collector: host:port
+    /// (https unless --otel-insecure) or a URL; OTEL_EXPORTER_OTLP_ENDPOINT otherwise.
+    #[arg(long, value_name = "ENDPOINT")]
+    otel_endpoint: Option<String>,
+    /// Plain HTTP to a host:port --otel-endpoint.
+    #[arg(long)]
+    otel_insecure: bool,
+    /// service.name (default hale-proxy; or OTEL_SERVICE_NAME).
+    #[arg(long, value_name = "NAME")]
+    otel_service_name: Option<String>,
+    /// The share of new traces recorded, 0 to 1 (default 1; or OTEL_TRACES_SAMPLER).
+    #[arg(long, value_name = "RATE")]
+    otel_sampling_rate: Option<f64>,
+    /// The share of health checks traced, 0 to 1 (default 0.01).
+    #[arg(long, value_name = "RATE")]
+    otel_health_check_sampling_rate: Option<f64>,
 }
 
 /// The `--target-*` TLS flags as settings; `None` when none is given. The error names
@@ -181,6 +197,14 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         allowed_origins: args.allowed_origins,
         read_timeout: args.read_timeout,
         session_recovery: !args.no_session_recovery,
+        telemetry: hale_telemetry::Overrides {
+            endpoint: args.otel_endpoint,
+            insecure: args.otel_insecure.then_some(true),
+            service_name: args.otel_service_name,
+            sampling_rate: args.otel_sampling_rate,
+            health_check_sampling_rate: args.otel_health_check_sampling_rate,
+            ..hale_telemetry::Overrides::default()
+        },
         metrics: logging::metrics(&hale_proxy::DURATION_BUCKETS),
         ..ProxyConfig::new(&target, checks)
     };

@@ -74,8 +74,14 @@ pub(crate) fn rpc_error(status: StatusCode, said: &Said) -> Response<ProxyBody> 
     response
 }
 
+/// Marks an answer the proxy gave itself (the server was not reached, or the request was
+/// refused before it was sent): its span says so.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Own;
+
 fn json_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
     let mut response = Response::new(full(body));
+    response.extensions_mut().insert(Own);
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

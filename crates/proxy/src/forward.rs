@@ -43,6 +43,8 @@ const HOP_BY_HOP: [&str; 9] = [
 
 pub(crate) struct Forwarder {
     authority: http::uri::Authority,
+    /// The target's scheme, host and port (no user information): what spans name.
+    target: Uri,
     origin: String,
     /// Where and how to connect.
     dial: Dial,
@@ -183,7 +185,11 @@ impl Forwarder {
         let authority: http::uri::Authority = host_port
             .parse()
             .map_err(|e| format!("the target URL's host is unusable ({e})"))?;
+        let shown: Uri = format!("{scheme}://{authority}")
+            .parse()
+            .map_err(|e| format!("the target URL's host is unusable ({e})"))?;
         Ok(Forwarder {
+            target: shown,
             dial: Dial {
                 address: host_port,
                 tls,
@@ -205,9 +211,14 @@ impl Forwarder {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let method = req.method().clone();
-        let response = self.forward_inner(req, upstream).await;
+        let mut traced = None;
+        let response = self.forward_inner(req, upstream, &mut traced).await;
         self.metrics
             .request(&method, response.status(), started.elapsed());
+        if let Some(traced) = traced {
+            let own = response.extensions().get::<answer::Own>().is_some();
+            traced.finish(response.status(), own);
+        }
         response
     }
 
@@ -215,6 +226,7 @@ impl Forwarder {
         &self,
         req: Request<Incoming>,
         upstream: &Upstream,
+        traced: &mut Option<crate::traced::Traced>,
     ) -> Response<ProxyBody> {
         let too_large = req
             .headers()
@@ -240,7 +252,7 @@ impl Forwarder {
             self.config.read_timeout,
             Limited::new(body, self.config.max_body).collect(),
         );
-        let body = match read.await {
+        let mut body = match read.await {
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
                 return self.body_too_large();
@@ -264,6 +276,11 @@ impl Forwarder {
                 );
             }
         };
+        if parts.method == http::Method::POST && hale_telemetry::get().is_some() {
+            // The request's spans; their context replaces the client's traceparent in
+            // the body's _meta and the headers.
+            *traced = crate::traced::Traced::start(&self.target, &mut parts.headers, &mut body);
+        }
         let answer_self = |said: Said| self.answer_self(path.as_str(), &body, &said);
         if let Some(said) = self.config.backend.borrow().refusal() {
             return answer_self(said);
@@ -532,6 +549,7 @@ impl Forwarder {
         {
             let mut accepted = Response::new(full(Bytes::new()));
             *accepted.status_mut() = StatusCode::ACCEPTED;
+            accepted.extensions_mut().insert(answer::Own);
             return accepted;
         }
         answer::to_request(body, said)

@@ -36,6 +36,7 @@ mod monitor;
 mod recovery;
 mod sse_rewrite;
 mod status;
+mod traced;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -102,6 +103,8 @@ pub struct ProxyConfig {
     /// with the client's own `initialize`, so the client's session survives (default
     /// true; `--no-session-recovery`).
     pub session_recovery: bool,
+    /// OpenTelemetry export (`--otel-*`; the `OTEL_*` variables fill in the rest).
+    pub telemetry: hale_telemetry::Overrides,
 }
 
 impl ProxyConfig {
@@ -121,6 +124,7 @@ impl ProxyConfig {
             read_timeout: Duration::from_secs(30),
             tls: None,
             session_recovery: true,
+            telemetry: hale_telemetry::Overrides::default(),
         }
     }
 }
@@ -139,6 +143,9 @@ pub enum ProxyError {
     /// The health-check settings are unusable.
     #[error("{0}")]
     Checks(#[from] hale_core::ConfigError),
+    /// The telemetry settings (`OTEL_*`, `--otel-*`) cannot be used.
+    #[error("{0}")]
+    Telemetry(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -185,6 +192,12 @@ impl Proxy {
     pub async fn bind(config: ProxyConfig) -> Result<Proxy, ProxyError> {
         let checks =
             hale_core::CheckLoop::new(&config.checks, tokio::time::Instant::now().into_std())?;
+        if let Some(settings) = hale_telemetry::Settings::from_env("hale-proxy", &config.telemetry)
+            .map_err(ProxyError::Telemetry)?
+        {
+            hale_telemetry::start(settings, tokio::runtime::Handle::current())
+                .map_err(ProxyError::Telemetry)?;
+        }
         let bad = |reason: &str| ProxyError::Target {
             url: hale_mcp::redact_url(&config.target),
             reason: reason.to_string(),
@@ -372,6 +385,11 @@ impl Proxy {
         connections.wait().await;
         if let Some(workers) = workers {
             workers.join().await;
+        }
+        // The last spans, within the drain (a collector that is down costs at most that).
+        if let Some(telemetry) = hale_telemetry::get() {
+            let within = config.drain_timeout.min(Duration::from_secs(3));
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown(within)).await;
         }
         exit
     }

@@ -56,9 +56,55 @@ impl Monitor {
             let Some(attempt) = self.checks.handle_timeout(Instant::now().into_std()) else {
                 continue;
             };
+            let traced = hale_telemetry::get().and_then(|t| {
+                let check = t.health_check("target")?;
+                let ping = t.client_call(
+                    &hale_telemetry::Outgoing {
+                        method: "ping",
+                        params: &serde_json::Value::Null,
+                        backend: "target",
+                        address: None,
+                        port: None,
+                        transport: "tcp",
+                        circuit: "closed",
+                    },
+                    check.context(),
+                );
+                Some((t, check, ping))
+            });
             let outcome = self.probe.check().await;
             let success = !matches!(outcome, CheckOutcome::Failure(_));
             let event = self.checks.record(Instant::now().into_std(), success);
+            if let Some((t, check, ping)) = traced {
+                if let Some(ping) = ping {
+                    ping.finish(
+                        match &outcome {
+                            CheckOutcome::Failure(f) => hale_telemetry::Outcome::Failed {
+                                kind: f.category.as_str(),
+                                message: &f.message,
+                            },
+                            _ => hale_telemetry::Outcome::Ok { tool_error: false },
+                        },
+                        t,
+                    );
+                }
+                if let Some(e) = &event {
+                    check.event(
+                        "health check loop",
+                        vec![opentelemetry::KeyValue::new(
+                            "hale.health.event",
+                            e.to_string(),
+                        )],
+                    );
+                }
+                check.finish(
+                    if success { "healthy" } else { "failing" },
+                    &format!(
+                        "{} consecutive failures",
+                        self.checks.consecutive_failures()
+                    ),
+                );
+            }
             self.status
                 .checked(&outcome, self.checks.consecutive_failures());
             let error = match &outcome {

@@ -30,6 +30,7 @@ mod issuer;
 mod modern;
 mod mrtr;
 pub mod nginx;
+pub mod otlp;
 pub mod pki;
 pub mod process;
 pub mod redis;

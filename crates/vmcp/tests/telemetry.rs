@@ -11,69 +11,23 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use hale_mcp::{ClientOptions, McpClient};
+use hale_testkit::otlp::OtlpReceiver;
 use hale_vmcp::{Vmcp, VmcpConfig};
-use http_body_util::{BodyExt, Full};
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-/// What the receiver got: (path, body).
-type Got = Arc<Mutex<Vec<(String, Bytes)>>>;
-
-/// An OTLP/HTTP receiver on loopback that keeps every request's body.
-async fn receiver() -> (String, Got) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let got: Got = Arc::default();
-    let keep = got.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let keep = keep.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let keep = keep.clone();
-                        async move {
-                            let path = req.uri().path().to_string();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            keep.lock().unwrap().push((path, body));
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                                Bytes::new(),
-                            )))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (format!("http://{addr}"), got)
-}
+/// A call's `_meta.traceparent` and `traceparent` header.
+type Seen = (Option<String>, Option<String>);
 
 /// A backend with one tool, `lookup`, that fails with 503 while `failing`; it keeps the
 /// `_meta.traceparent` and the `traceparent` header of each call.
 #[derive(Clone, Default)]
 struct Backend {
     failing: Arc<std::sync::atomic::AtomicBool>,
-    seen: Arc<Mutex<Vec<(Option<String>, Option<String>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Respond for Backend {
@@ -110,40 +64,13 @@ impl Respond for Backend {
     }
 }
 
-fn spans(got: &Got) -> Vec<Span> {
-    got.lock()
-        .unwrap()
-        .iter()
-        .filter(|(p, _)| p == "/v1/traces")
-        .flat_map(|(_, body)| {
-            ExportTraceServiceRequest::decode(body.clone())
-                .unwrap()
-                .resource_spans
-                .into_iter()
-                .flat_map(|r| r.scope_spans)
-                .flat_map(|s| s.spans)
-        })
-        .collect()
-}
-
-fn attr(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            Any::StringValue(s) => Some(s.clone()),
-            Any::BoolValue(b) => Some(b.to_string()),
-            Any::IntValue(i) => Some(i.to_string()),
-            _ => None,
-        })
-}
-
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 #[tokio::test]
 async fn a_callers_trace_goes_through_the_vmcp_to_the_backend_with_the_breakers_decisions() {
-    let (collector, got) = receiver().await;
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let collector = otlp.url().to_string();
     let server = MockServer::start().await;
     let backend = Backend::default();
     Mock::given(method("POST"))
@@ -211,83 +138,56 @@ async fn a_callers_trace_goes_through_the_vmcp_to_the_backend_with_the_breakers_
         .unwrap()
         .unwrap();
 
-    let spans = spans(&got);
+    let spans = otlp.spans();
     let server_span = spans
         .iter()
-        .find(|s| s.name == "tools/call wm_lookup" && hex(&s.trace_id) == CLIENT_TRACE)
+        .find(|s| s.name == "tools/call wm_lookup" && s.trace_id == CLIENT_TRACE)
         .expect("the SERVER span, in the caller's trace");
-    assert_eq!(server_span.kind, 2, "SPAN_KIND_SERVER");
-    assert_eq!(hex(&server_span.parent_span_id), CLIENT_SPAN);
-    assert_eq!(
-        attr(server_span, "gen_ai.tool.name").as_deref(),
-        Some("wm_lookup")
-    );
-    assert_eq!(
-        attr(server_span, "mcp.method.name").as_deref(),
-        Some("tools/call")
-    );
+    assert_eq!(server_span.kind, "server");
+    assert_eq!(server_span.service, "hale-under-test");
+    assert_eq!(server_span.parent_span_id, CLIENT_SPAN);
+    assert_eq!(server_span.attr("gen_ai.tool.name"), Some("wm_lookup"));
+    assert_eq!(server_span.attr("mcp.method.name"), Some("tools/call"));
     let client_span = spans
         .iter()
         .find(|s| s.name == "tools/call lookup" && s.parent_span_id == server_span.span_id)
         .expect("a CLIENT span under it, named by the backend's own tool");
-    assert_eq!(client_span.kind, 3, "SPAN_KIND_CLIENT");
-    assert_eq!(attr(client_span, "mcp.backend.name").as_deref(), Some("wm"));
-    assert_eq!(
-        attr(client_span, "hale.circuit.state").as_deref(),
-        Some("closed")
-    );
+    assert_eq!(client_span.kind, "client");
+    assert_eq!(client_span.attr("mcp.backend.name"), Some("wm"));
+    assert_eq!(client_span.attr("hale.circuit.state"), Some("closed"));
     assert!(
-        meta.contains(&hex(&client_span.span_id)),
+        meta.contains(&client_span.span_id),
         "the backend's parent is the CLIENT span"
     );
 
     let opened = spans
         .iter()
-        .find(|s| s.kind == 3 && s.events.iter().any(|e| e.name == "circuit changed"))
+        .find(|s| s.kind == "client" && s.has_event("circuit changed"))
         .expect("the call that opened the circuit carries the transition");
-    assert_eq!(
-        attr(opened, "error.type").as_deref(),
-        Some("http_status"),
-        "{opened:?}"
-    );
-    let withdrawn = opened.events.iter().any(|e| e.name == "backend withdrawn");
+    assert_eq!(opened.attr("error.type"), Some("http_status"), "{opened:?}");
     assert!(
-        withdrawn,
+        opened.has_event("backend withdrawn"),
         "and the withdrawal it caused: {:?}",
         opened.events
     );
     let refused = spans
         .iter()
-        .find(|s| attr(s, "hale.circuit.refused").as_deref() == Some("true"))
+        .find(|s| s.attr("hale.circuit.refused") == Some("true"))
         .expect("the refused call's CLIENT span");
-    assert_eq!(attr(refused, "error.type").as_deref(), Some("circuit_open"));
-    assert!(
-        refused
-            .events
-            .iter()
-            .any(|e| e.name == "circuit refused the call")
-    );
+    assert_eq!(refused.attr("error.type"), Some("circuit_open"));
+    assert!(refused.has_event("circuit refused the call"));
     // The refused call's SERVER span: an error of the server's, not the caller's.
     let refused_server = spans
         .iter()
         .find(|s| s.span_id == refused.parent_span_id)
         .unwrap();
-    assert_eq!(
-        refused_server.status.as_ref().map(|s| s.code),
-        Some(2),
-        "STATUS_CODE_ERROR"
-    );
+    assert!(refused_server.error);
 
     let check = spans
         .iter()
         .find(|s| s.name == "health_check")
         .expect("a traced health check");
-    assert!(
-        check
-            .events
-            .iter()
-            .any(|e| e.name == "backend health changed")
-    );
+    assert!(check.has_event("backend health changed"));
     assert!(
         spans
             .iter()
@@ -296,29 +196,11 @@ async fn a_callers_trace_goes_through_the_vmcp_to_the_backend_with_the_breakers_
     );
 
     // The histograms, over OTLP too (exported at shutdown).
-    let metrics: Vec<String> = got
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(p, _)| p == "/v1/metrics")
-        .flat_map(|(_, body)| {
-            ExportMetricsServiceRequest::decode(body.clone())
-                .unwrap()
-                .resource_metrics
-                .into_iter()
-                .flat_map(|r| r.scope_metrics)
-                .flat_map(|s| s.metrics)
-                .map(|m| m.name)
-        })
-        .collect();
+    let metrics = otlp.metric_names();
     for name in [
         "mcp.server.operation.duration",
         "mcp.client.operation.duration",
     ] {
         assert!(metrics.iter().any(|m| m == name), "{name} in {metrics:?}");
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -203,6 +203,9 @@ impl Edge {
     /// Ends `session` (taken out of the map already): its backend sessions, wherever
     /// they were opened, and the store's record; counted as `event`.
     async fn end_session(&self, session: &ClientSession, event: &'static str) {
+        if let Some(telemetry) = hale_telemetry::get() {
+            telemetry.session_ended(session.age().as_secs_f64(), &session.protocol_version);
+        }
         match &self.store {
             None => self.router.close_sessions_of(&session.id, event).await,
             Some(store) => {
@@ -598,7 +601,7 @@ impl Edge {
             let log_level = Some(log_level);
             let mut personal = false;
             let handled = async {
-                let outcome = match edge_bridge {
+                match edge_bridge {
                     Some((bridge, timeout)) => {
                         let asker = bridge::Asker {
                             interim: tx,
@@ -620,8 +623,7 @@ impl Edge {
                         personal = caller.personal.load(Ordering::Relaxed);
                         outcome
                     }
-                };
-                outcome
+                }
             };
             let outcome = traced::Traced::run(traced.as_ref(), handled).await;
             // What depends on the caller's own capabilities is its own, too.

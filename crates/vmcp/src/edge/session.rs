@@ -243,6 +243,12 @@ impl ClientSession {
     }
 
     /// When it was last used, in ms on one clock for every session (for ordering).
+    /// How long ago the session began (here: a session taken over from another
+    /// replica counts from then).
+    pub(crate) fn age(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
     fn epoch_ms(&self) -> u64 {
         static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         let origin = *ORIGIN.get_or_init(Instant::now);
