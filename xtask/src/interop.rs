@@ -291,6 +291,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
 
     let auth_failures = crate::auth::run(&paths, tally)?;
     let oauth_failures = crate::oauth::run(&paths, tally)?;
+    let otel_failures = crate::otel::run(&paths, tally)?;
 
     let blip_failures = crate::blip::run(
         &bin,
@@ -309,6 +310,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         || !blip_failures.is_empty()
         || !auth_failures.is_empty()
         || !oauth_failures.is_empty()
+        || !otel_failures.is_empty()
         || !stdio_failures.is_empty()
         || !replica_failures.is_empty()
         || !ecosystem_failures.is_empty()
@@ -320,7 +322,7 @@ pub(crate) fn run(tally: &mut Tally) -> Result<(), String> {
         return Err(format!(
             "interop: {client_failures} client target(s) failed; {withdrawal_failures} withdrawal step(s) failed; \
              testkit conformance failures: {testkit_failures:?}; through hale vmcp: {vmcp_failures:?}; \
-             proxy transparency differences: {transparency:?}; eras, listen and sessions: {era_failures:?}; auth: {auth_failures:?}; oauth: {oauth_failures:?}; network blip: {blip_failures:?}; stdio: {stdio_failures:?}; replicas: {replica_failures:?}; ecosystem: {ecosystem_failures:?}"
+             proxy transparency differences: {transparency:?}; eras, listen and sessions: {era_failures:?}; auth: {auth_failures:?}; oauth: {oauth_failures:?}; otel: {otel_failures:?}; network blip: {blip_failures:?}; stdio: {stdio_failures:?}; replicas: {replica_failures:?}; ecosystem: {ecosystem_failures:?}"
         ));
     }
     Ok(())
@@ -366,7 +368,8 @@ pub(crate) fn install_all(dir: &Path) -> Result<(), String> {
     let marker = dir.join(".installed");
     let wanted = format!("{NODE} {CONFORMANCE} {EVERYTHING} {MEMORY} {PYTHON_MCP} {TIME}");
     if fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
-        return crate::ecosystem::install(dir);
+        crate::ecosystem::install(dir)?;
+        return crate::otel::install(dir);
     }
     println!("installing interop dependencies into {}", dir.display());
     run_quiet(
@@ -401,7 +404,8 @@ pub(crate) fn install_all(dir: &Path) -> Result<(), String> {
     )?;
     crate::stdio::install_time(dir, TIME)?;
     fs::write(&marker, wanted).map_err(|e| format!("writing {}: {e}", marker.display()))?;
-    crate::ecosystem::install(dir)
+    crate::ecosystem::install(dir)?;
+    crate::otel::install(dir)
 }
 
 fn run_quiet(command: &mut Command, what: &str) -> Result<(), String> {

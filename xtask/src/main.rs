@@ -17,6 +17,7 @@ mod ecosystem;
 mod eras;
 mod interop;
 mod oauth;
+mod otel;
 mod replicas;
 mod servers;
 mod stdio;
@@ -88,6 +89,7 @@ fn main() -> ExitCode {
         }
         Some("auth") => part("auth", auth::run),
         Some("oauth") => part("oauth", oauth::run),
+        Some("otel") => part("otel", otel::run),
         Some("replicas") => part("replicas", replicas::run),
         Some("ecosystem") => part("ecosystem", ecosystem::run),
         Some("stdio") => part("stdio", stdio::run),
@@ -99,7 +101,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | proptest | bench [core|proxy|vmcp] | interop | blip | auth | oauth | stdio | replicas | ecosystem>"
+                "usage: cargo xtask <ci | proptest | bench [core|proxy|vmcp] | interop | blip | auth | oauth | otel | stdio | replicas | ecosystem>"
             );
             return ExitCode::from(2);
         }

@@ -98,17 +98,21 @@ pub(crate) fn spawn_on(
         child,
         url: format!("http://127.0.0.1:{port}{path}"),
     };
+    wait_for_port(port, Duration::from_secs(30)).map_err(|e| format!("{command:?}: {e}"))?;
+    Ok(server)
+}
+
+/// Waits until something accepts connections on loopback `port`.
+pub(crate) fn wait_for_port(port: u16, within: Duration) -> Result<(), String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + within;
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         if Instant::now() > deadline {
-            return Err(format!(
-                "{command:?} did not listen on port {port} within 30s"
-            ));
+            return Err(format!("nothing listened on port {port} within {within:?}"));
         }
         thread::sleep(Duration::from_millis(100));
     }
-    Ok(server)
+    Ok(())
 }
 
 /// Starts the `hale` binary with `args` and reads the address it prints; the server's URL

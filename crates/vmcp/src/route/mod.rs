@@ -920,6 +920,21 @@ fn unavailable(u: &Upstream, refused: bool, why: &str) -> RpcError {
     let wait = u.retry_after();
     let retry = wait.map(whole_seconds);
     let when = wait.map_or(String::new(), |w| format!("; {}", retry_in_words(w)));
+    // On the client request's span: the call never reached the backend, and why.
+    crate::upstream::traced::event(
+        if snap.state == hale_core::BreakerState::Open {
+            "circuit refused the call"
+        } else {
+            "backend unavailable"
+        },
+        || {
+            vec![
+                opentelemetry::KeyValue::new("mcp.backend.name", u.name().to_string()),
+                opentelemetry::KeyValue::new("hale.circuit.state", snap.state.as_str()),
+                opentelemetry::KeyValue::new("hale.health.state", u.health.health().as_str()),
+            ]
+        },
+    );
     RpcError::new(
         codes::BACKEND_UNAVAILABLE,
         format!("backend '{}' is unavailable: {why}{when}", u.name()),

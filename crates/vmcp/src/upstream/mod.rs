@@ -23,7 +23,7 @@ mod shared;
 mod signals;
 mod stdio;
 mod target;
-mod traced;
+pub(crate) mod traced;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
