@@ -13,6 +13,8 @@ pub struct Settings {
     pub traces_url: Option<String>,
     /// Where metrics go (`/v1/metrics` included); `None`: no metrics over OTLP.
     pub metrics_url: Option<String>,
+    /// Where log records of hale's decisions go (`/v1/logs` included); on with traces.
+    pub logs_url: Option<String>,
     /// `service.name`.
     pub service_name: String,
     /// `service.version`.
@@ -167,6 +169,12 @@ impl Settings {
             "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
             "/v1/metrics",
         )?;
+        let logs_url = signal(
+            overrides.tracing_enabled,
+            "OTEL_LOGS_EXPORTER",
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+            "/v1/logs",
+        )?;
         if traces_url.is_none() && metrics_url.is_none() {
             return Ok(None);
         }
@@ -230,6 +238,7 @@ impl Settings {
         Ok(Some(Settings {
             traces_url,
             metrics_url,
+            logs_url,
             service_name,
             service_version,
             resource,

@@ -55,6 +55,8 @@ pub struct Telemetry {
     tracer: Option<SdkTracer>,
     tracer_provider: Option<SdkTracerProvider>,
     meter_provider: Option<SdkMeterProvider>,
+    logger: Option<opentelemetry_sdk::logs::SdkLogger>,
+    logger_provider: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
     instruments: Option<Instruments>,
     counts: Arc<SpanCounts>,
     settings: Settings,
@@ -97,6 +99,7 @@ pub fn start(
     let resource = Resource::builder_empty()
         .with_attributes(attributes)
         .build();
+    let log_resource = resource.clone();
     let headers: std::collections::HashMap<String, String> =
         settings.headers.iter().cloned().collect();
     let counts = Arc::new(SpanCounts::default());
@@ -171,15 +174,47 @@ pub fn start(
             (Some(instruments), Some(provider))
         }
     };
+    let (logger, logger_provider) = match &settings.logs_url {
+        None => (None, None),
+        Some(url) => {
+            let exporter = opentelemetry_otlp::LogExporter::builder()
+                .with_http()
+                .with_endpoint(url.clone())
+                .with_timeout(settings.export_timeout)
+                .with_headers(
+                    settings
+                        .headers
+                        .iter()
+                        .cloned()
+                        .collect::<std::collections::HashMap<_, _>>(),
+                )
+                .with_http_client(export::Hyper::new(runtime.clone(), settings.export_timeout))
+                .build()
+                .map_err(|e| format!("the OTLP log exporter: {e}"))?;
+            let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+                .with_resource(log_resource.clone())
+                .with_batch_exporter(exporter)
+                .build();
+            (
+                Some(opentelemetry::logs::LoggerProvider::logger(
+                    &provider, "hale",
+                )),
+                Some(provider),
+            )
+        }
+    };
     let telemetry = Telemetry {
         tracer,
         tracer_provider,
         meter_provider,
+        logger,
+        logger_provider,
         instruments,
         counts,
         settings,
     };
     tracing::info!(
+        logs = telemetry.settings.logs_url.as_deref().unwrap_or("off"),
         traces = telemetry.settings.traces_url.as_deref().unwrap_or("off"),
         metrics = telemetry.settings.metrics_url.as_deref().unwrap_or("off"),
         service = %telemetry.settings.service_name,
@@ -199,6 +234,25 @@ impl Telemetry {
     /// What became of ended spans so far.
     pub fn counts(&self) -> &SpanCounts {
         &self.counts
+    }
+
+    /// A decision of hale's (a health or circuit transition, a withdrawal, panic mode, a
+    /// reload, an operator's override) as an OTel log record, in the current span's trace
+    /// when there is one; `warn`: at WARN, else INFO.
+    pub fn decision(&self, warn: bool, body: &str, attrs: Vec<KeyValue>) {
+        use opentelemetry::logs::{AnyValue, LogRecord, Logger, Severity};
+        let Some(logger) = &self.logger else {
+            return;
+        };
+        let mut record = logger.create_log_record();
+        record.set_event_name("hale.decision");
+        record.set_severity_number(if warn { Severity::Warn } else { Severity::Info });
+        record.set_severity_text(if warn { "WARN" } else { "INFO" });
+        record.set_body(AnyValue::from(body.to_string()));
+        for kv in attrs {
+            record.add_attribute(kv.key, AnyValue::from(kv.value.to_string()));
+        }
+        logger.emit(record);
     }
 
     /// A session ended after `seconds` (`mcp.server.session.duration`).
@@ -231,6 +285,16 @@ impl Telemetry {
                         tracing::warn!(error = %e, "spans still queued at shutdown were not exported");
                     }
                     let _ = done.send("traces");
+                });
+        }
+        if let Some(p) = self.logger_provider.clone() {
+            let done = done.clone();
+            waiting += 1;
+            let _ = std::thread::Builder::new()
+                .name("hale-otel-shutdown".into())
+                .spawn(move || {
+                    let _ = p.shutdown_with_timeout(within);
+                    let _ = done.send("logs");
                 });
         }
         if let Some(p) = self.meter_provider.clone() {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -42,6 +43,16 @@ impl SpanRecord {
     pub fn has_event(&self, name: &str) -> bool {
         self.events.iter().any(|(n, _)| n == name)
     }
+}
+
+/// One log record as received.
+#[derive(Clone, Debug)]
+pub struct LogRecord {
+    pub body: String,
+    pub severity: String,
+    /// Empty outside a trace.
+    pub trace_id: String,
+    pub attributes: BTreeMap<String, String>,
 }
 
 type Got = Arc<Mutex<Vec<(String, Bytes)>>>;
@@ -148,6 +159,26 @@ impl OtlpReceiver {
             }
         }
         out
+    }
+
+    /// Every log record received so far: (body, severity text, trace id, attributes).
+    pub fn logs(&self) -> Vec<LogRecord> {
+        self.bodies("/v1/logs")
+            .into_iter()
+            .filter_map(|b| ExportLogsServiceRequest::decode(b).ok())
+            .flat_map(|r| r.resource_logs)
+            .flat_map(|r| r.scope_logs)
+            .flat_map(|s| s.log_records)
+            .map(|r| LogRecord {
+                body: match r.body.and_then(|b| b.value) {
+                    Some(Any::StringValue(s)) => s,
+                    _ => String::new(),
+                },
+                severity: r.severity_text,
+                trace_id: hex(&r.trace_id),
+                attributes: attributes(&r.attributes),
+            })
+            .collect()
     }
 
     /// The names of every metric received so far.

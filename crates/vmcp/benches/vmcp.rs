@@ -40,6 +40,16 @@ fn main() {
         load_generator::run();
         return;
     }
+    if std::env::var(ROLE).as_deref() == Ok("collector") {
+        // An OTLP/HTTP receiver in its own process (its work is not the vMCP's).
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let receiver = hale_testkit::otlp::OtlpReceiver::start().await.unwrap();
+            println!("{}", receiver.url());
+            std::future::pending::<()>().await;
+        });
+        return;
+    }
     if std::env::var(ROLE).as_deref() == Ok("bigtools") {
         big_tools_server();
         return;
@@ -103,6 +113,7 @@ fn main() {
                 "calls",
                 "edge",
                 "auth",
+                "telemetry",
                 "eras",
                 "sessions",
                 "store",
@@ -125,6 +136,9 @@ fn main() {
         // The test issuer serves its keys from this process's runtime.
         let issuer = rt.block_on(hale_testkit::TestIssuer::start()).unwrap();
         auth(&url, &issuer);
+    }
+    if wanted("telemetry") {
+        telemetry(&url);
     }
     if wanted("eras") {
         eras(&url);
@@ -437,6 +451,58 @@ fn eras(backend: &str) {
 /// Issue "who may call": the request path with no authentication, with `oidc` (an ES256
 /// and an RS256 token, the JWKS from a test issuer) and with `static` tokens, one vMCP per
 /// setting, interleaved.
+/// What tracing costs: one vMCP per setting (telemetry is per process) over the same
+/// backend, exporting to an OTLP receiver in a process of its own.
+fn telemetry(backend: &str) {
+    let collector =
+        spawn_announced(Command::new(std::env::current_exe().unwrap()).env(ROLE, "collector"))
+            .unwrap();
+    let endpoint = collector.first_line.clone();
+    let base = format!(
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: kit, url: \"{backend}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [kit]}}\n"
+    );
+    let traced = |rate: &str| {
+        format!(
+            "{base}telemetry: {{endpoint: \"{endpoint}\", samplingRate: {rate}, metricsEnabled: false}}\n"
+        )
+    };
+    let (off, off_addr) = spawn_vmcp(&base);
+    let (one, one_addr) = spawn_vmcp(&traced("0.01"));
+    let (all, all_addr) = spawn_vmcp(&traced("1"));
+    println!(
+        "\n## Tracing: tools/call echo through hale vmcp, out-of-process load generator and collector, {SECONDS} s per cell (last of 2 interleaved rounds)\n"
+    );
+    println!("| tracing | 16 sessions calls/s | p99 ms | CPU per call |");
+    println!("|---|---|---|---|");
+    let cells = [
+        ("off (no endpoint)", off_addr, off.0.id()),
+        ("on, samplingRate 1 %", one_addr, one.0.id()),
+        ("on, samplingRate 100 %", all_addr, all.0.id()),
+    ];
+    let mut rows = Vec::new();
+    for _round in 0..2 {
+        rows.clear();
+        for (label, addr, pid) in cells {
+            let url = format!("http://{addr}/mcp");
+            let before = cpu_seconds(pid);
+            let many = generate_as(&url, "echo", 16, 16, None);
+            let cpu = (cpu_seconds(pid) - before) / many.calls as f64 * 1e6;
+            rows.push((label, many, cpu));
+        }
+    }
+    let (base_rate, base_cpu) = (rows[0].1.rate, rows[0].2);
+    for (label, many, cpu) in &rows {
+        println!(
+            "| {label} | {:.0} ({:.2}×) | {:.3} | {cpu:.1} µs ({:.2}×) |",
+            many.rate,
+            many.rate / base_rate,
+            many.p99_ms,
+            cpu / base_cpu
+        );
+    }
+    drop((off, one, all, collector));
+}
+
 fn auth(backend: &str, issuer: &hale_testkit::TestIssuer) {
     let tokens_file =
         std::env::temp_dir().join(format!("hale-bench-tokens-{}", std::process::id()));

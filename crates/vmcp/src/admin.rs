@@ -85,6 +85,13 @@ pub(crate) async fn serve(
                     Err(e) => return error(StatusCode::BAD_REQUEST, format!("{field}: {e}")),
                 };
                 tracing::warn!(backend = %name, by = %operator, state = value, "operator set the circuit");
+                crate::upstream::traced::decision("operator set the circuit", true, || {
+                    vec![
+                        opentelemetry::KeyValue::new("mcp.backend.name", name.to_string()),
+                        opentelemetry::KeyValue::new("hale.circuit.to", value.to_string()),
+                        opentelemetry::KeyValue::new("hale.operator", operator.to_string()),
+                    ]
+                });
                 u.set_circuit(wanted);
             } else {
                 let mode: Mode = match value.parse() {
@@ -93,6 +100,14 @@ pub(crate) async fn serve(
                 };
                 let before = u.set_mode(mode);
                 tracing::warn!(backend = %name, by = %operator, from = before.as_str(), to = mode.as_str(), "operator set the backend's mode");
+                crate::upstream::traced::decision("operator set the backend's mode", true, || {
+                    vec![
+                        opentelemetry::KeyValue::new("mcp.backend.name", name.to_string()),
+                        opentelemetry::KeyValue::new("hale.mode.from", before.as_str()),
+                        opentelemetry::KeyValue::new("hale.mode.to", mode.as_str()),
+                        opentelemetry::KeyValue::new("hale.operator", operator.to_string()),
+                    ]
+                });
             }
             json_response(StatusCode::OK, &u.status())
         }

@@ -122,6 +122,20 @@ impl Reloader {
         match &outcome {
             Ok(s) => {
                 tracing::info!(trigger = why, added = ?s.added, changed = ?s.changed, removed = ?s.removed, unchanged = s.unchanged.len(), "configuration reloaded");
+                crate::upstream::traced::decision("configuration reloaded", false, || {
+                    vec![
+                        opentelemetry::KeyValue::new("hale.reload.trigger", why.to_string()),
+                        opentelemetry::KeyValue::new("hale.reload.added", format!("{:?}", s.added)),
+                        opentelemetry::KeyValue::new(
+                            "hale.reload.changed",
+                            format!("{:?}", s.changed),
+                        ),
+                        opentelemetry::KeyValue::new(
+                            "hale.reload.removed",
+                            format!("{:?}", s.removed),
+                        ),
+                    ]
+                });
                 metrics::counter!("toolhive_vmcp_config_reloads_total", "result" => "success")
                     .increment(1);
                 metrics::gauge!("toolhive_vmcp_config_last_reload_successful").set(1.0);

@@ -170,6 +170,24 @@ async fn a_callers_trace_goes_through_the_vmcp_to_the_backend_with_the_breakers_
         "and the withdrawal it caused: {:?}",
         opened.events
     );
+    let logs = otlp.logs();
+    let logged = logs
+        .iter()
+        .find(|l| l.body == "circuit changed")
+        .expect("the transition as an OTel log record");
+    assert_eq!(
+        logged.trace_id, opened.trace_id,
+        "in the trace of the call that caused it"
+    );
+    assert_eq!(
+        logged.attributes.get("hale.circuit.to").map(String::as_str),
+        Some("open")
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.body == "backend withdrawn" && l.severity == "WARN"),
+        "{logs:?}"
+    );
     let refused = spans
         .iter()
         .find(|s| s.attr("hale.circuit.refused") == Some("true"))

@@ -148,6 +148,20 @@ impl Current {
                 tracing::info!(routable, of, "panic mode over: withdrawal by health again");
             }
             metrics::gauge!("toolhive_vmcp_panic_mode").set(if panic { 1.0 } else { 0.0 });
+            crate::upstream::traced::decision(
+                if panic {
+                    "panic mode"
+                } else {
+                    "panic mode over"
+                },
+                panic,
+                || {
+                    vec![
+                        opentelemetry::KeyValue::new("hale.routable", routable as i64),
+                        opentelemetry::KeyValue::new("hale.backends", of as i64),
+                    ]
+                },
+            );
         }
         let (kept, wake_at) = self.in_grace(upstreams, &before, rules.grace);
         // Arcs: a rebuild shares the cached lists instead of copying them.

@@ -105,7 +105,7 @@ pub(crate) async fn run(
 pub(crate) fn report(name: &str, backend: &Health, changes: &Changes, signals: &Signals) {
     if let Some(t) = &changes.health {
         tracing::info!(backend = %name, from = %t.from, to = %t.to, reason = %t.reason, "backend health changed");
-        super::traced::event("backend health changed", || {
+        super::traced::decision("backend health changed", false, || {
             vec![
                 KeyValue::new("mcp.backend.name", name.to_string()),
                 KeyValue::new("hale.health.from", t.from.as_str()),
@@ -120,7 +120,7 @@ pub(crate) fn report(name: &str, backend: &Health, changes: &Changes, signals: &
     if let Some(t) = &changes.circuit {
         backend.breaker_moved.notify_one();
         tracing::info!(backend = %name, from = %t.from, to = %t.to, reason = %t.cause, "circuit changed");
-        super::traced::event("circuit changed", || {
+        super::traced::decision("circuit changed", false, || {
             vec![
                 KeyValue::new("mcp.backend.name", name.to_string()),
                 KeyValue::new("hale.circuit.from", t.from.as_str()),
@@ -137,12 +137,13 @@ pub(crate) fn report(name: &str, backend: &Health, changes: &Changes, signals: &
     }
     if changes.routability_changed {
         let routable = backend.routable();
-        super::traced::event(
+        super::traced::decision(
             if routable {
                 "backend restored"
             } else {
                 "backend withdrawn"
             },
+            !routable,
             || vec![KeyValue::new("mcp.backend.name", name.to_string())],
         );
         if !routable {

@@ -98,8 +98,24 @@ impl Traced {
     }
 }
 
-/// Adds `name` with `attrs` to the current context's span, if telemetry is on and there
-/// is a sampled one (a backend request's, or a health check's).
+/// A decision of hale's, when telemetry is on: an event `name` with `attrs` on the
+/// current context's span if there is a sampled one (the backend request or health check
+/// that caused it), and an OTel log record (in that trace) whether or not. `warn`: the
+/// record's severity is WARN.
+pub(crate) fn decision(name: &'static str, warn: bool, attrs: impl FnOnce() -> Vec<KeyValue>) {
+    let Some(telemetry) = hale_telemetry::get() else {
+        return;
+    };
+    let attrs = attrs();
+    let cx = Context::current();
+    let span = cx.span();
+    if span.span_context().is_sampled() {
+        span.add_event(name, attrs.clone());
+    }
+    telemetry.decision(warn, name, attrs);
+}
+
+/// An event on the current span only (a decision about one request, not the backend's).
 pub(crate) fn event(name: &'static str, attrs: impl FnOnce() -> Vec<KeyValue>) {
     if hale_telemetry::get().is_none() {
         return;
