@@ -43,18 +43,20 @@ impl Traced {
                 .and_then(|v| v.to_str().ok()),
             client_address: None,
         })?;
-        let client = telemetry.client_call(
-            &Outgoing {
-                method,
-                params: &params,
-                backend: "target",
-                address: target.host(),
-                port: target.port_u16(),
-                transport: "tcp",
-                circuit: "closed",
-            },
-            server.context(),
-        );
+        let client = server.context().and_then(|parent| {
+            telemetry.client_call(
+                &Outgoing {
+                    method,
+                    params: &params,
+                    backend: "target",
+                    address: target.host(),
+                    port: target.port_u16(),
+                    transport: "tcp",
+                    circuit: "closed",
+                },
+                parent,
+            )
+        });
         if let Some(client) = &client {
             let mut carrier = Value::Null;
             client.inject(&mut carrier);

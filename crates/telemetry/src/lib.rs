@@ -58,6 +58,7 @@ pub struct Telemetry {
     logger: Option<opentelemetry_sdk::logs::SdkLogger>,
     logger_provider: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
     instruments: Option<Instruments>,
+    decide: sampler::Decide,
     counts: Arc<SpanCounts>,
     settings: Settings,
 }
@@ -124,7 +125,7 @@ pub fn start(
             .map_err(|e| format!("starting the span export thread: {e}"))?;
             let provider = SdkTracerProvider::builder()
                 .with_resource(resource.clone())
-                .with_sampler(sampler::Sampler::new(&settings))
+                .with_sampler(sampler::Keep)
                 .with_span_processor(queue)
                 .build();
             (Some(provider.tracer("hale")), Some(provider))
@@ -210,6 +211,7 @@ pub fn start(
         logger,
         logger_provider,
         instruments,
+        decide: sampler::Decide::new(&settings),
         counts,
         settings,
     };

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use serde_json::Value;
 
@@ -128,99 +128,128 @@ fn for_metrics(attrs: &[KeyValue]) -> Vec<KeyValue> {
         .collect()
 }
 
-/// Sets the outcome on `cx`'s span (`server`: only a server's fault is an error) and
-/// returns the `error.type` it got, if any.
-fn conclude(cx: &Context, outcome: Outcome<'_>, server: bool) -> Option<String> {
-    let span = cx.span();
-    let (error_type, message) = match outcome {
-        Outcome::Ok { tool_error: false } => (None, None),
-        Outcome::Ok { tool_error: true } => (Some("tool_error".to_string()), None),
-        Outcome::Error { code, message } => {
-            span.set_attribute(KeyValue::new(RPC_RESPONSE_STATUS_CODE, code.to_string()));
-            if server && callers_fault(code) {
-                (None, None)
-            } else {
-                (Some(code.to_string()), Some(message))
-            }
-        }
-        Outcome::Failed { kind, message } => (Some(kind.to_string()), Some(message)),
-    };
-    if let Some(t) = &error_type {
-        span.set_attribute(KeyValue::new(ERROR_TYPE, t.clone()));
-        span.set_status(Status::error(message.unwrap_or(t).to_string()));
+/// The `error.type` of `outcome` (`server`: only a server's fault is one), and the
+/// message to set as the span's status.
+fn error_of<'a>(outcome: Outcome<'a>, server: bool) -> Option<(String, &'a str)> {
+    match outcome {
+        Outcome::Ok { tool_error: false } => None,
+        Outcome::Ok { tool_error: true } => Some(("tool_error".into(), "tool_error")),
+        Outcome::Error { code, .. } if server && callers_fault(code) => None,
+        Outcome::Error { code, message } => Some((code.to_string(), message)),
+        Outcome::Failed { kind, message } => Some((kind.to_string(), message)),
     }
-    error_type
 }
 
-/// A client's request being answered: its SERVER span.
+/// Ends `cx`'s span with `outcome`; returns its `error.type`, if any.
+fn conclude(cx: Option<&Context>, outcome: Outcome<'_>, server: bool) -> Option<String> {
+    let error = error_of(outcome, server);
+    if let Some(cx) = cx {
+        let span = cx.span();
+        if let Outcome::Error { code, .. } = outcome {
+            span.set_attribute(KeyValue::new(RPC_RESPONSE_STATUS_CODE, code.to_string()));
+        }
+        if let Some((t, message)) = &error {
+            span.set_attribute(KeyValue::new(ERROR_TYPE, t.clone()));
+            span.set_status(Status::error(message.to_string()));
+        }
+        span.end();
+    }
+    error.map(|(t, _)| t)
+}
+
+/// A client's request being answered: its SERVER span (when this trace is recorded) and
+/// what its duration metric is recorded with (when metrics are exported).
 #[derive(Debug)]
 pub struct ServerCall {
-    cx: Context,
+    cx: Option<Context>,
     started: Instant,
-    metric: Vec<KeyValue>,
+    metric: Option<Vec<KeyValue>>,
 }
 
 impl Telemetry {
-    /// Starts the SERVER span of a client request, continuing the caller's trace (from
-    /// `_meta`, else the `traceparent` header). `None` when traces are off.
+    /// Starts a client request's SERVER span, continuing the caller's trace (from
+    /// `_meta`, else the `traceparent` header) when the sampling decision says so. `None`
+    /// when there is nothing to record: no span (traces off, or not this trace) and no
+    /// metric. An unrecorded request costs the extraction and one coin.
     pub fn server_call(&self, req: &Incoming<'_>) -> Option<ServerCall> {
-        let tracer = self.tracer.as_ref()?;
-        let parent = carrier::extract(req.params, req.headers);
+        let traced = self.tracer.as_ref().and_then(|tracer| {
+            let parent = carrier::extract(req.params, req.headers);
+            if !self.decide.request(&parent.span().span_context()) {
+                return None;
+            }
+            Some((tracer, parent))
+        });
+        if traced.is_none() && self.instruments.is_none() {
+            return None;
+        }
         let mut attrs = Vec::with_capacity(10);
         about(req.method, req.params, &mut attrs);
-        match req.request_id {
-            Value::String(s) => attrs.push(KeyValue::new(JSONRPC_REQUEST_ID, s.clone())),
-            Value::Number(n) => attrs.push(KeyValue::new(JSONRPC_REQUEST_ID, n.to_string())),
-            _ => {}
-        }
-        if let Some(id) = req.session_id {
-            attrs.push(KeyValue::new(MCP_SESSION_ID, id.to_string()));
-        }
         if let Some(v) = req.protocol_version {
             attrs.push(KeyValue::new(MCP_PROTOCOL_VERSION, v.to_string()));
         }
         attrs.push(KeyValue::new(NETWORK_TRANSPORT, "tcp"));
-        attrs.push(KeyValue::new(NETWORK_PROTOCOL_NAME, "http"));
-        if let Some(ip) = req.client_address {
-            attrs.push(KeyValue::new(CLIENT_ADDRESS, ip.to_string()));
-        }
-        let metric = for_metrics(&attrs);
-        let span = tracer
-            .span_builder(span_name(req.method, req.params))
-            .with_kind(SpanKind::Server)
-            .with_attributes(attrs)
-            .start_with_context(tracer, &parent);
+        let metric = self.instruments.is_some().then(|| for_metrics(&attrs));
+        let cx = traced.map(|(tracer, parent)| {
+            match req.request_id {
+                Value::String(s) => attrs.push(KeyValue::new(JSONRPC_REQUEST_ID, s.clone())),
+                Value::Number(n) => attrs.push(KeyValue::new(JSONRPC_REQUEST_ID, n.to_string())),
+                _ => {}
+            }
+            if let Some(id) = req.session_id {
+                attrs.push(KeyValue::new(MCP_SESSION_ID, id.to_string()));
+            }
+            attrs.push(KeyValue::new(NETWORK_PROTOCOL_NAME, "http"));
+            if let Some(ip) = req.client_address {
+                attrs.push(KeyValue::new(CLIENT_ADDRESS, ip.to_string()));
+            }
+            let span = tracer
+                .span_builder(span_name(req.method, req.params))
+                .with_kind(SpanKind::Server)
+                .with_attributes(attrs)
+                .start_with_context(tracer, &parent);
+            parent.with_span(span)
+        });
         Some(ServerCall {
-            cx: parent.with_span(span),
+            cx,
             started: Instant::now(),
             metric,
         })
     }
 
-    /// Starts the CLIENT span of a request to a backend, under `parent` (the SERVER
-    /// span's context, or a health check's). `None` when traces are off.
+    /// Starts the CLIENT span of a request to a backend under `parent` (a recorded
+    /// SERVER span's context, or a traced health check's). `None` when there is nothing
+    /// to record: `parent` is not a recorded span, and metrics are off.
     pub fn client_call(&self, req: &Outgoing<'_>, parent: &Context) -> Option<ClientCall> {
-        let tracer = self.tracer.as_ref()?;
+        let tracer = self
+            .tracer
+            .as_ref()
+            .filter(|_| parent.span().span_context().is_sampled());
+        if tracer.is_none() && self.instruments.is_none() {
+            return None;
+        }
         let mut attrs = Vec::with_capacity(10);
         about(req.method, req.params, &mut attrs);
         attrs.push(KeyValue::new(MCP_BACKEND_NAME, req.backend.to_string()));
-        attrs.push(KeyValue::new(TARGET_WORKLOAD_NAME, req.backend.to_string()));
+        attrs.push(KeyValue::new(NETWORK_TRANSPORT, req.transport));
         if let Some(a) = req.address {
             attrs.push(KeyValue::new(SERVER_ADDRESS, a.to_string()));
         }
         if let Some(p) = req.port {
             attrs.push(KeyValue::new(SERVER_PORT, i64::from(p)));
         }
-        attrs.push(KeyValue::new(NETWORK_TRANSPORT, req.transport));
-        attrs.push(KeyValue::new(CIRCUIT_STATE, req.circuit));
-        let metric = for_metrics(&attrs);
-        let span = tracer
-            .span_builder(span_name(req.method, req.params))
-            .with_kind(SpanKind::Client)
-            .with_attributes(attrs)
-            .start_with_context(tracer, parent);
+        let metric = self.instruments.is_some().then(|| for_metrics(&attrs));
+        let cx = tracer.map(|tracer| {
+            attrs.push(KeyValue::new(TARGET_WORKLOAD_NAME, req.backend.to_string()));
+            attrs.push(KeyValue::new(CIRCUIT_STATE, req.circuit));
+            let span = tracer
+                .span_builder(span_name(req.method, req.params))
+                .with_kind(SpanKind::Client)
+                .with_attributes(attrs)
+                .start_with_context(tracer, parent);
+            parent.with_span(span)
+        });
         Some(ClientCall {
-            cx: parent.with_span(span),
+            cx,
             started: Instant::now(),
             metric,
         })
@@ -230,6 +259,9 @@ impl Telemetry {
     /// (`healthCheckSamplingRate`).
     pub fn health_check(&self, backend: &str) -> Option<HealthCheck> {
         let tracer = self.tracer.as_ref()?;
+        if !self.decide.health() {
+            return None;
+        }
         let span = tracer
             .span_builder(HEALTH_CHECK)
             .with_kind(SpanKind::Internal)
@@ -238,9 +270,6 @@ impl Telemetry {
                 KeyValue::new(TARGET_WORKLOAD_NAME, backend.to_string()),
             ])
             .start_with_context(tracer, &Context::new());
-        if !span.span_context().is_sampled() {
-            return None;
-        }
         Some(HealthCheck {
             cx: Context::new().with_span(span),
         })
@@ -248,70 +277,79 @@ impl Telemetry {
 }
 
 impl ServerCall {
-    /// The context to run the request's work in (its backend requests' parent).
-    pub fn context(&self) -> &Context {
-        &self.cx
+    /// The context to run the request's work in (its backend requests' parent), when
+    /// its trace is recorded.
+    pub fn context(&self) -> Option<&Context> {
+        self.cx.as_ref()
     }
 
-    /// Adds an event (a decision taken while answering) to the span.
+    /// Adds an event (a decision taken while answering) to the span, if recorded.
     pub fn event(&self, name: &'static str, attrs: Vec<KeyValue>) {
-        self.cx.span().add_event(name, attrs);
+        if let Some(cx) = &self.cx {
+            cx.span().add_event(name, attrs);
+        }
     }
 
     /// Ends the span with `outcome` and records `mcp.server.operation.duration`.
-    pub fn finish(mut self, outcome: Outcome<'_>, telemetry: &Telemetry) {
-        if let Some(t) = conclude(&self.cx, outcome, true) {
-            self.metric.push(KeyValue::new(ERROR_TYPE, t));
-        }
-        self.cx.span().end();
-        if let Some(i) = &telemetry.instruments {
+    pub fn finish(self, outcome: Outcome<'_>, telemetry: &Telemetry) {
+        let error = conclude(self.cx.as_ref(), outcome, true);
+        if let (Some(i), Some(mut metric)) = (&telemetry.instruments, self.metric) {
+            if let Some(t) = error {
+                metric.push(KeyValue::new(ERROR_TYPE, t));
+            }
             i.server_operation
-                .record(self.started.elapsed().as_secs_f64(), &self.metric);
+                .record(self.started.elapsed().as_secs_f64(), &metric);
         }
     }
 }
 
-/// A request to a backend: its CLIENT span.
+/// A request to a backend: its CLIENT span (when recorded) and metric attributes.
 #[derive(Debug)]
 pub struct ClientCall {
-    cx: Context,
+    cx: Option<Context>,
     started: Instant,
-    metric: Vec<KeyValue>,
+    metric: Option<Vec<KeyValue>>,
 }
 
 impl ClientCall {
     /// Writes this span's context into the backend request's `params._meta`
-    /// (`traceparent` replaced; the caller's `tracestate` and `baggage` carried on).
+    /// (`traceparent` replaced; the caller's `tracestate` and `baggage` carried on). An
+    /// unrecorded request's `_meta` is left as the caller sent it.
     pub fn inject(&self, params: &mut Value) {
-        carrier::inject_meta(&self.cx, params);
+        if let Some(cx) = &self.cx {
+            carrier::inject_meta(cx, params);
+        }
     }
 
-    /// The span's context.
-    pub fn context(&self) -> &Context {
-        &self.cx
+    /// The span's context, when recorded.
+    pub fn context(&self) -> Option<&Context> {
+        self.cx.as_ref()
     }
 
-    /// Sets an attribute (`hale.retried`, …).
+    /// Sets an attribute (`hale.retried`, …), if recorded.
     pub fn set(&self, kv: KeyValue) {
-        self.cx.span().set_attribute(kv);
+        if let Some(cx) = &self.cx {
+            cx.span().set_attribute(kv);
+        }
     }
 
-    /// Adds an event: a decision this request caused (a circuit opened, a backend
-    /// withdrawn).
+    /// Adds an event (a circuit opened, a backend withdrawn), if recorded.
     pub fn event(&self, name: &'static str, attrs: Vec<KeyValue>) {
-        self.cx.span().add_event(name, attrs);
+        if let Some(cx) = &self.cx {
+            cx.span().add_event(name, attrs);
+        }
     }
 
     /// Ends the span with `outcome` (every error is one on the client side) and records
     /// `mcp.client.operation.duration`.
-    pub fn finish(mut self, outcome: Outcome<'_>, telemetry: &Telemetry) {
-        if let Some(t) = conclude(&self.cx, outcome, false) {
-            self.metric.push(KeyValue::new(ERROR_TYPE, t));
-        }
-        self.cx.span().end();
-        if let Some(i) = &telemetry.instruments {
+    pub fn finish(self, outcome: Outcome<'_>, telemetry: &Telemetry) {
+        let error = conclude(self.cx.as_ref(), outcome, false);
+        if let (Some(i), Some(mut metric)) = (&telemetry.instruments, self.metric) {
+            if let Some(t) = error {
+                metric.push(KeyValue::new(ERROR_TYPE, t));
+            }
             i.client_operation
-                .record(self.started.elapsed().as_secs_f64(), &self.metric);
+                .record(self.started.elapsed().as_secs_f64(), &metric);
         }
     }
 }

@@ -461,14 +461,16 @@ fn telemetry(backend: &str) {
     let base = format!(
         "listen: 127.0.0.1:0\nbackends:\n  - {{name: kit, url: \"{backend}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [kit]}}\n"
     );
-    let traced = |rate: &str| {
+    let traced = |rate: &str, metrics: bool| {
         format!(
-            "{base}telemetry: {{endpoint: \"{endpoint}\", samplingRate: {rate}, metricsEnabled: false}}\n"
+            "{base}telemetry: {{endpoint: \"{endpoint}\", samplingRate: {rate}, metricsEnabled: {metrics}}}\n"
         )
     };
     let (off, off_addr) = spawn_vmcp(&base);
-    let (one, one_addr) = spawn_vmcp(&traced("0.01"));
-    let (all, all_addr) = spawn_vmcp(&traced("1"));
+    let (one, one_addr) = spawn_vmcp(&traced("0.01", false));
+    let (all, all_addr) = spawn_vmcp(&traced("1", false));
+    let (both, both_addr) = spawn_vmcp(&traced("1", true));
+    let (counted, counted_addr) = spawn_vmcp(&traced("0", true));
     println!(
         "\n## Tracing: tools/call echo through hale vmcp, out-of-process load generator and collector, {SECONDS} s per cell (last of 2 interleaved rounds)\n"
     );
@@ -478,6 +480,12 @@ fn telemetry(backend: &str) {
         ("off (no endpoint)", off_addr, off.0.id()),
         ("on, samplingRate 1 %", one_addr, one.0.id()),
         ("on, samplingRate 100 %", all_addr, all.0.id()),
+        (
+            "metrics only (samplingRate 0)",
+            counted_addr,
+            counted.0.id(),
+        ),
+        ("on, 100 % and metrics", both_addr, both.0.id()),
     ];
     let mut rows = Vec::new();
     for _round in 0..2 {
@@ -500,7 +508,7 @@ fn telemetry(backend: &str) {
             cpu / base_cpu
         );
     }
-    drop((off, one, all, collector));
+    drop((off, one, all, both, counted, collector));
 }
 
 fn auth(backend: &str, issuer: &hale_testkit::TestIssuer) {

@@ -45,8 +45,11 @@ impl Traced {
     /// Runs `work` in the span's context (as is, untraced).
     pub(crate) async fn run<F: Future>(this: Option<&Traced>, work: F) -> F::Output {
         match this {
-            Some(t) => work.with_context(t.call.context().clone()).await,
-            None => work.await,
+            Some(Traced { call, .. }) if call.context().is_some() => {
+                let cx = call.context().cloned().unwrap_or_default();
+                work.with_context(cx).await
+            }
+            _ => work.await,
         }
     }
 

@@ -743,9 +743,11 @@ impl Upstream {
         let Some(traced) = traced else {
             return guarded.await;
         };
-        // Transitions this request causes become events on its span.
-        let result =
-            hale_telemetry::FutureExt::with_context(guarded, traced.call.context().clone()).await;
+        // Transitions this request causes become events on its span (when recorded).
+        let result = match traced.call.context() {
+            Some(cx) => hale_telemetry::FutureExt::with_context(guarded, cx.clone()).await,
+            None => guarded.await,
+        };
         traced.finish(method, &result);
         result
     }
@@ -798,6 +800,10 @@ impl Upstream {
                 let replaced = client.sessions_replaced();
                 let result = op(client.clone()).await;
                 let lost = client.sessions_replaced().saturating_sub(replaced);
+                if lost > 0 {
+                    // Sent again on a new backend session (the backend lost its own).
+                    traced::mark(hale_telemetry::names::RETRIED, true);
+                }
                 if owner.is_some()
                     && let Err(e) = &result
                     && e.is_refused_handshake()

@@ -195,6 +195,8 @@ impl BackendSessions {
         } else {
             "opened"
         };
+        // On the request that needed it (another replica's session, taken over).
+        super::traced::mark(hale_telemetry::names::RESUMED, resumed.is_some());
         let client = match resumed {
             Some(c) => Arc::new(c),
             None => match self.target.connect(kind()).await {

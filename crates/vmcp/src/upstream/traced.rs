@@ -206,3 +206,16 @@ impl HealthTrace {
         self.check.finish(health.health().as_str(), &self.reason);
     }
 }
+
+/// Sets an attribute on the current context's span, if telemetry is on and there is a
+/// sampled one (`hale.retried`, `hale.session.resumed` on the backend request's span).
+pub(crate) fn mark(key: &'static str, value: bool) {
+    if hale_telemetry::get().is_none() {
+        return;
+    }
+    let cx = Context::current();
+    let span = cx.span();
+    if span.span_context().is_sampled() {
+        span.set_attribute(KeyValue::new(key, value));
+    }
+}
