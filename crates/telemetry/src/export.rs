@@ -6,8 +6,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -138,14 +137,30 @@ pub struct SpanCounts {
     pub failed: AtomicU64,
 }
 
-enum Item {
-    Span(Box<SpanData>),
-    Flush(SyncSender<()>),
+/// What the request path and the exporting thread share: ended spans waiting, and
+/// flush requests. A span is pushed under a short lock; the thread is woken only when a
+/// batch is full or a flush is asked (not per span: waking a thread per span cost more
+/// than the span).
+#[derive(Default)]
+struct Shared {
+    waiting: Mutex<Waiting>,
+    wake: Condvar,
+    flushed: Condvar,
+}
+
+#[derive(Default)]
+struct Waiting {
+    spans: Vec<SpanData>,
+    /// Flushes asked for, and done (the thread exports, then catches up).
+    asked: u64,
+    done: u64,
+    closed: bool,
 }
 
 /// The span processor: a bounded queue and one exporting thread.
 pub(crate) struct Queue {
-    tx: Mutex<Option<SyncSender<Item>>>,
+    shared: Arc<Shared>,
+    size: usize,
     counts: Arc<SpanCounts>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -164,46 +179,43 @@ impl Queue {
         runtime: tokio::runtime::Handle,
         counts: Arc<SpanCounts>,
     ) -> std::io::Result<Queue> {
-        let (tx, rx) = sync_channel(size.max(1));
-        let drained = counts.clone();
+        let shared = Arc::new(Shared::default());
+        let (theirs, drained) = (shared.clone(), counts.clone());
         let thread = std::thread::Builder::new()
             .name("hale-otel-export".into())
-            .spawn(move || drain(exporter, &rx, &runtime, &drained))?;
+            .spawn(move || drain(exporter, &theirs, &runtime, &drained))?;
         Ok(Queue {
-            tx: Mutex::new(Some(tx)),
+            shared,
+            size: size.max(1),
             counts,
             thread: Mutex::new(Some(thread)),
         })
     }
 
-    fn sender(&self) -> Option<SyncSender<Item>> {
-        self.tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
     /// Waits until what is queued now has been exported (or `within` passed).
     fn flush_within(&self, within: Duration) -> OTelSdkResult {
-        let Some(tx) = self.sender() else {
-            return Ok(());
-        };
-        let (done, wait) = sync_channel(1);
         let deadline = Instant::now() + within;
-        // The queue may be full: keep offering the marker until the deadline.
-        let mut item = Item::Flush(done);
-        loop {
-            match tx.try_send(item) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
-                    item = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => return Err(OTelSdkError::Timeout(within)),
+        let mut w = self
+            .shared
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        w.asked += 1;
+        let ticket = w.asked;
+        self.shared.wake.notify_one();
+        while w.done < ticket && !w.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(OTelSdkError::Timeout(within));
             }
+            w = self
+                .shared
+                .flushed
+                .wait_timeout(w, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
-        wait.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .map_err(|_| OTelSdkError::Timeout(within))
+        Ok(())
     }
 }
 
@@ -214,12 +226,20 @@ impl SpanProcessor for Queue {
         if !span.span_context.is_sampled() {
             return;
         }
-        let Some(tx) = self.sender() else {
-            return;
-        };
-        if tx.try_send(Item::Span(Box::new(span))).is_err() {
+        let mut w = self
+            .shared
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if w.closed || w.spans.len() >= self.size {
+            drop(w);
             self.counts.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(SPANS_METRIC, "outcome" => "dropped").increment(1);
+            return;
+        }
+        w.spans.push(span);
+        if w.spans.len() == BATCH {
+            self.shared.wake.notify_one();
         }
     }
 
@@ -229,11 +249,15 @@ impl SpanProcessor for Queue {
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         let flushed = self.flush_within(timeout);
-        // Closing the channel ends the thread.
-        self.tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        {
+            let mut w = self
+                .shared
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            w.closed = true;
+            self.shared.wake.notify_one();
+        }
         if let Some(thread) = self
             .thread
             .lock()
@@ -247,21 +271,17 @@ impl SpanProcessor for Queue {
     }
 }
 
-/// The exporting thread: batches of up to [`BATCH`] spans, at least every [`DELAY`].
+/// The exporting thread: what is waiting, in batches of up to [`BATCH`], every
+/// [`DELAY`] or sooner when a batch is full or a flush is asked.
 fn drain<E: SpanExporter>(
     exporter: E,
-    rx: &Receiver<Item>,
+    shared: &Shared,
     runtime: &tokio::runtime::Handle,
     counts: &SpanCounts,
 ) {
-    let mut batch: Vec<SpanData> = Vec::with_capacity(BATCH);
-    let mut since = Instant::now();
-    let export = |batch: &mut Vec<SpanData>| {
-        if batch.is_empty() {
-            return;
-        }
+    let export = |batch: Vec<SpanData>| {
         let n = batch.len() as u64;
-        let outcome = match runtime.block_on(exporter.export(std::mem::take(batch))) {
+        let outcome = match runtime.block_on(exporter.export(batch)) {
             Ok(()) => {
                 counts.exported.fetch_add(n, Ordering::Relaxed);
                 "exported"
@@ -275,29 +295,34 @@ fn drain<E: SpanExporter>(
         metrics::counter!(SPANS_METRIC, "outcome" => outcome).increment(n);
     };
     loop {
-        let wait = DELAY.saturating_sub(since.elapsed());
-        match rx.recv_timeout(wait) {
-            Ok(Item::Span(span)) => {
-                if batch.is_empty() {
-                    since = Instant::now();
-                }
-                batch.push(*span);
-                if batch.len() >= BATCH {
-                    export(&mut batch);
-                }
+        let (spans, ticket, closed) = {
+            let mut w = shared
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if w.spans.len() < BATCH && w.asked == w.done && !w.closed {
+                w = shared
+                    .wake
+                    .wait_timeout(w, DELAY)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
-            Ok(Item::Flush(done)) => {
-                export(&mut batch);
-                let _ = done.try_send(());
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                export(&mut batch);
-                since = Instant::now();
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                export(&mut batch);
-                return;
-            }
+            (std::mem::take(&mut w.spans), w.asked, w.closed)
+        };
+        let mut spans = spans;
+        while !spans.is_empty() {
+            let rest = spans.split_off(spans.len().min(BATCH));
+            export(spans);
+            spans = rest;
+        }
+        let mut w = shared
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        w.done = w.done.max(ticket);
+        shared.flushed.notify_all();
+        if closed {
+            return;
         }
     }
 }

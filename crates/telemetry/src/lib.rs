@@ -233,6 +233,12 @@ impl Telemetry {
         &self.settings
     }
 
+    /// True if the duration metrics are exported (every request is measured, traced or
+    /// not).
+    pub fn records_metrics(&self) -> bool {
+        self.instruments.is_some()
+    }
+
     /// What became of ended spans so far.
     pub fn counts(&self) -> &SpanCounts {
         &self.counts

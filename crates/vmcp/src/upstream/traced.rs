@@ -28,6 +28,10 @@ impl Traced {
         params: &mut Value,
     ) -> Option<Traced> {
         let telemetry = hale_telemetry::get()?;
+        let parent = Context::current();
+        if !parent.span().span_context().is_sampled() && !telemetry.records_metrics() {
+            return None; // not a recorded trace, and nothing to measure
+        }
         let uri = backend.url.parse::<http::Uri>().ok();
         let call = telemetry.client_call(
             &Outgoing {
@@ -48,7 +52,7 @@ impl Traced {
                 },
                 circuit,
             },
-            &Context::current(),
+            &parent,
         )?;
         call.inject(params);
         Some(Traced { telemetry, call })
