@@ -174,7 +174,7 @@ impl Telemetry {
     pub fn server_call(&self, req: &Incoming<'_>) -> Option<ServerCall> {
         let traced = self.tracer.as_ref().and_then(|tracer| {
             let parent = carrier::extract(req.params, req.headers);
-            if !self.decide.request(&parent.span().span_context()) {
+            if !self.decide.request(parent.span().span_context()) {
                 return None;
             }
             Some((tracer, parent))
