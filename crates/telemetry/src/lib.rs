@@ -281,40 +281,31 @@ impl Telemetry {
     /// side; one still under way at the deadline is left behind (the SDK's metric
     /// reader does not keep to a shorter timeout than its own).
     pub fn shutdown(&self, within: Duration) {
-        let (done, finished) = std::sync::mpsc::channel::<&'static str>();
-        let mut waiting = 0;
+        type Shutdown = Box<dyn FnOnce() -> opentelemetry_sdk::error::OTelSdkResult + Send>;
+        let mut signals: Vec<(&'static str, Shutdown)> = Vec::new();
         if let Some(p) = self.tracer_provider.clone() {
-            let done = done.clone();
-            waiting += 1;
-            let _ = std::thread::Builder::new()
-                .name("hale-otel-shutdown".into())
-                .spawn(move || {
-                    if let Err(e) = p.shutdown_with_timeout(within) {
-                        tracing::warn!(error = %e, "spans still queued at shutdown were not exported");
-                    }
-                    let _ = done.send("traces");
-                });
+            signals.push(("spans", Box::new(move || p.shutdown_with_timeout(within))));
         }
         if let Some(p) = self.logger_provider.clone() {
-            let done = done.clone();
-            waiting += 1;
-            let _ = std::thread::Builder::new()
-                .name("hale-otel-shutdown".into())
-                .spawn(move || {
-                    let _ = p.shutdown_with_timeout(within);
-                    let _ = done.send("logs");
-                });
+            signals.push((
+                "log records",
+                Box::new(move || p.shutdown_with_timeout(within)),
+            ));
         }
         if let Some(p) = self.meter_provider.clone() {
+            signals.push(("metrics", Box::new(move || p.shutdown_with_timeout(within))));
+        }
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let waiting = signals.len();
+        for (what, shutdown) in signals {
             let done = done.clone();
-            waiting += 1;
             let _ = std::thread::Builder::new()
                 .name("hale-otel-shutdown".into())
                 .spawn(move || {
-                    if let Err(e) = p.shutdown_with_timeout(within) {
-                        tracing::warn!(error = %e, "the last metrics were not exported at shutdown");
+                    if let Err(e) = shutdown() {
+                        tracing::warn!(error = %e, "{what} still waiting at shutdown were not exported");
                     }
-                    let _ = done.send("metrics");
+                    let _ = done.send(());
                 });
         }
         let deadline = std::time::Instant::now() + within;
