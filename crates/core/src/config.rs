@@ -48,6 +48,13 @@ pub enum ConfigError {
         /// Its value.
         value: f64,
     },
+    /// A rate threshold outside `(0, 1]`.
+    RateOutOfRange {
+        /// The offending key.
+        key: &'static str,
+        /// Its value (as a ratio).
+        value: f64,
+    },
 }
 
 impl ConfigError {
@@ -58,7 +65,8 @@ impl ConfigError {
             | ConfigError::ZeroDuration { key }
             | ConfigError::NotShorter { key, .. }
             | ConfigError::Shorter { key, .. }
-            | ConfigError::RatioOutOfRange { key, .. } => key,
+            | ConfigError::RatioOutOfRange { key, .. }
+            | ConfigError::RateOutOfRange { key, .. } => key,
         }
     }
 }
@@ -93,6 +101,11 @@ impl fmt::Display for ConfigError {
             ConfigError::RatioOutOfRange { key, value } => write!(
                 f,
                 "{key}: expected a ratio from 0 up to (not including) 1, got {value}"
+            ),
+            ConfigError::RateOutOfRange { key, value } => write!(
+                f,
+                "{key}: expected a rate above 0 % and at most 100 %, got {} %",
+                value * 100.0
             ),
         }
     }

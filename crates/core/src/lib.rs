@@ -58,6 +58,7 @@ mod jitter;
 mod log_limit;
 mod origin;
 mod outcome;
+mod window;
 
 pub use breaker::{
     Admitted, BreakerConfig, BreakerSnapshot, BreakerState, Cause, CircuitBreaker, Override,
@@ -74,3 +75,4 @@ pub use jitter::Jitter;
 pub use log_limit::RateLimitedLog;
 pub use origin::{HostPolicy, Refusal};
 pub use outcome::{CallOutcome, CheckOutcome, Failure, FailureCategory};
+pub use window::{OutcomeWindow, RateRules, Trip, WindowCounts, WindowSize};
