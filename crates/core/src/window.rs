@@ -193,11 +193,6 @@ impl OutcomeWindow {
         })
     }
 
-    /// The rules it judges by.
-    pub fn rules(&self) -> &RateRules {
-        &self.rules
-    }
-
     /// Whether a call that took `took` counts as slow.
     pub fn is_slow(&self, took: Duration) -> bool {
         self.rules.slow_call_duration.is_some_and(|t| took >= t)

@@ -279,7 +279,9 @@ impl Forwarder {
         if parts.method == http::Method::POST && hale_telemetry::get().is_some() {
             // The request's spans; their context replaces the client's traceparent in
             // the body's _meta and the headers.
-            *traced = crate::traced::Traced::start(&self.target, &mut parts.headers, &mut body);
+            let peer = parts.extensions.get::<crate::traced::Peer>().copied();
+            *traced =
+                crate::traced::Traced::start(&self.target, &mut parts.headers, &mut body, peer);
         }
         let answer_self = |said: Said| self.answer_self(path.as_str(), &body, &said);
         if let Some(said) = self.config.backend.borrow().refusal() {

@@ -413,7 +413,11 @@ async fn serve_connection(stream: tokio::net::TcpStream, handler: Arc<Handler>, 
     let Ends { graceful, kill } = ends;
     let upstream = Arc::new(forward::Upstream::default());
     let read_timeout = handler.forwarder.config.read_timeout;
-    let service = service_fn(move |req| {
+    let peer = stream.peer_addr().ok().map(|a| traced::Peer(a.ip()));
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        if let Some(peer) = peer {
+            req.extensions_mut().insert(peer); // the span's client.address
+        }
         let (handler, upstream) = (handler.clone(), upstream.clone());
         async move { Ok::<_, Infallible>(handler.handle(req, &upstream).await) }
     });

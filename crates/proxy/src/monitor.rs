@@ -77,16 +77,7 @@ impl Monitor {
             let event = self.checks.record(Instant::now().into_std(), success);
             if let Some((t, check, ping)) = traced {
                 if let Some(ping) = ping {
-                    ping.finish(
-                        match &outcome {
-                            CheckOutcome::Failure(f) => hale_telemetry::Outcome::Failed {
-                                kind: f.category.as_str(),
-                                message: &f.message,
-                            },
-                            _ => hale_telemetry::Outcome::Ok { tool_error: false },
-                        },
-                        t,
-                    );
+                    ping.finish(hale_telemetry::Outcome::of_check(&outcome), t);
                 }
                 if let Some(e) = &event {
                     check.event(

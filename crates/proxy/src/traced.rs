@@ -12,6 +12,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+/// The address a request's connection came from (put in its extensions by the
+/// listener).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer(pub(crate) std::net::IpAddr);
+
 /// The spans of one forwarded request.
 pub(crate) struct Traced {
     telemetry: &'static Telemetry,
@@ -26,6 +31,7 @@ impl Traced {
         target: &Uri,
         headers: &mut HeaderMap,
         body: &mut bytes::Bytes,
+        peer: Option<Peer>,
     ) -> Option<Traced> {
         let telemetry = hale_telemetry::get()?;
         let message: Value = serde_json::from_slice(body).ok()?;
@@ -41,7 +47,7 @@ impl Traced {
             protocol_version: headers
                 .get("mcp-protocol-version")
                 .and_then(|v| v.to_str().ok()),
-            client_address: None,
+            client_address: peer.map(|p| p.0),
         })?;
         let client = server.context().and_then(|parent| {
             telemetry.client_call(

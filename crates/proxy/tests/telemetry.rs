@@ -118,6 +118,7 @@ async fn a_clients_trace_goes_through_the_proxy_and_only_the_traceparent_changes
         .expect("SERVER span");
     assert_eq!(server_span.parent_span_id, "00f067aa0ba902b7");
     assert_eq!(server_span.service, "proxy-under-test");
+    assert_eq!(server_span.attr("client.address"), Some("127.0.0.1"));
     let client_span = spans
         .iter()
         .find(|s| s.kind == "client" && s.parent_span_id == server_span.span_id)

@@ -2,7 +2,8 @@
 //! (`traceparent`, `tracestate`, `baggage`: keys MCP 2026-07-28 reserves, SEP-414) and
 //! HTTP headers. A received context comes from `_meta` when it has one (the semantic
 //! conventions' carrier for MCP), else from the `traceparent` header; a sent one goes
-//! into both, replacing what was there.
+//! into `_meta`, replacing what was there (hale-mcp copies it into the request's
+//! headers).
 
 use std::sync::OnceLock;
 
@@ -79,14 +80,6 @@ pub fn inject_meta(cx: &Context, params: &mut Value) {
     }
 }
 
-/// Writes `cx` into HTTP headers, replacing the ones of [`KEYS`].
-pub fn inject_headers(cx: &Context, headers: &mut http::HeaderMap) {
-    for key in KEYS {
-        headers.remove(key);
-    }
-    propagator().inject_context(cx, &mut opentelemetry_http::HeaderInjector(headers));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,12 +117,5 @@ mod tests {
         let mut empty = Value::Null;
         inject_meta(&parent, &mut empty);
         assert_eq!(empty["_meta"]["traceparent"], PARENT);
-        let mut h = http::HeaderMap::new();
-        h.insert("traceparent", http::HeaderValue::from_static(OTHER));
-        inject_headers(&parent, &mut h);
-        assert_eq!(
-            h.get("traceparent").and_then(|v| v.to_str().ok()),
-            Some(PARENT)
-        );
     }
 }

@@ -261,6 +261,12 @@ impl Settings {
     }
 }
 
+/// ToolHive's `endpoint` as the base URL exports go to: `host:port` → `http://` with
+/// `insecure`, else `https://`; a URL is kept. The error says why it is not usable.
+pub fn endpoint_url(endpoint: &str, insecure: bool) -> Result<String, String> {
+    base_url(endpoint, insecure)
+}
+
 /// `host:port` → `http(s)://host:port`; a URL is kept. Checked to be an http(s) URL.
 fn base_url(endpoint: &str, insecure: bool) -> Result<String, String> {
     let endpoint = endpoint.trim();

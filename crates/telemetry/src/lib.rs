@@ -38,7 +38,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanExporter};
 
-pub use config::{HEALTH_CHECK_SAMPLING_RATE, Overrides, Settings};
+pub use config::{HEALTH_CHECK_SAMPLING_RATE, Overrides, Settings, endpoint_url};
 pub use export::{SPANS_METRIC, SpanCounts};
 pub use opentelemetry::Context;
 pub use opentelemetry::trace::FutureExt;
@@ -101,6 +101,7 @@ pub fn start(
         .with_attributes(attributes)
         .build();
     let log_resource = resource.clone();
+    // One map for the three exporters.
     let headers: std::collections::HashMap<String, String> =
         settings.headers.iter().cloned().collect();
     let counts = Arc::new(SpanCounts::default());
@@ -138,7 +139,7 @@ pub fn start(
                 .with_http()
                 .with_endpoint(url.clone())
                 .with_timeout(settings.export_timeout)
-                .with_headers(headers)
+                .with_headers(headers.clone())
                 .with_http_client(export::Hyper::new(runtime.clone(), settings.export_timeout))
                 .build()
                 .map_err(|e| format!("the OTLP metric exporter: {e}"))?;
@@ -182,13 +183,7 @@ pub fn start(
                 .with_http()
                 .with_endpoint(url.clone())
                 .with_timeout(settings.export_timeout)
-                .with_headers(
-                    settings
-                        .headers
-                        .iter()
-                        .cloned()
-                        .collect::<std::collections::HashMap<_, _>>(),
-                )
+                .with_headers(headers.clone())
                 .with_http_client(export::Hyper::new(runtime.clone(), settings.export_timeout))
                 .build()
                 .map_err(|e| format!("the OTLP log exporter: {e}"))?;
@@ -228,11 +223,6 @@ pub fn start(
 }
 
 impl Telemetry {
-    /// The settings it runs with.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// True if the duration metrics are exported (every request is measured, traced or
     /// not).
     pub fn records_metrics(&self) -> bool {

@@ -57,6 +57,19 @@ pub enum Outcome<'a> {
     },
 }
 
+impl<'a> Outcome<'a> {
+    /// The outcome of a health check's probe.
+    pub fn of_check(check: &'a hale_core::CheckOutcome) -> Self {
+        match check {
+            hale_core::CheckOutcome::Failure(f) => Outcome::Failed {
+                kind: f.category.as_str(),
+                message: &f.message,
+            },
+            _ => Outcome::Ok { tool_error: false },
+        }
+    }
+}
+
 /// Codes that say the caller was at fault (or went away): never an error of the
 /// server's (the conventions' server-side rule; hale's own unknown-name, refused and
 /// cancelled likewise).
@@ -281,13 +294,6 @@ impl ServerCall {
     /// its trace is recorded.
     pub fn context(&self) -> Option<&Context> {
         self.cx.as_ref()
-    }
-
-    /// Adds an event (a decision taken while answering) to the span, if recorded.
-    pub fn event(&self, name: &'static str, attrs: Vec<KeyValue>) {
-        if let Some(cx) = &self.cx {
-            cx.span().add_event(name, attrs);
-        }
     }
 
     /// Ends the span with `outcome` and records `mcp.server.operation.duration`.

@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use hale_mcp::{ClientOptions, McpClient};
 use hale_testkit::otlp::OtlpReceiver;
-use hale_vmcp::{Vmcp, VmcpConfig};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -81,18 +79,11 @@ async fn a_callers_trace_goes_through_the_vmcp_to_the_backend_with_the_breakers_
         "listen: 127.0.0.1:0\nbackends:\n  - {{name: wm, url: \"{}/mcp\"}}\noperational:\n  failureHandling:\n    healthCheckInterval: 60s\n    panicThreshold: 0%\n    circuitBreaker: {{failureThreshold: 2, timeout: 30s}}\ntelemetry:\n  endpoint: \"{collector}\"\n  serviceName: hale-under-test\n  samplingRate: \"1\"\n  healthCheckSamplingRate: 1\n",
         server.uri()
     );
-    let config = VmcpConfig::from_yaml("t.yaml", &yaml).unwrap();
-    let vmcp = Vmcp::bind(config, None)
-        .await
-        .unwrap()
-        .with_drain_timeout(Duration::from_secs(1));
-    let addr = vmcp.local_addr();
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(vmcp.run(stop.clone()));
-    common::wait_for("readiness", async || {
-        common::get_json(addr, "/readyz").await.0 == 200
-    })
-    .await;
+    let common::Running {
+        addr,
+        stop,
+        task: running,
+    } = common::run(&yaml, Duration::from_secs(1)).await;
     let client = McpClient::connect(&format!("http://{addr}/mcp"), ClientOptions::default())
         .await
         .unwrap();

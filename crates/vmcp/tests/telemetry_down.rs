@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use hale_mcp::{ClientOptions, McpClient};
 use hale_testkit::{ServerConfig, TestServer};
-use hale_vmcp::{Vmcp, VmcpConfig};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_collector_neither_slows_calls_nor_holds_up_shutdown() {
@@ -31,18 +29,11 @@ async fn a_black_holed_collector_neither_slows_calls_nor_holds_up_shutdown() {
         "listen: 127.0.0.1:0\nbackends:\n  - {{name: kit, url: \"{}\"}}\ntelemetry: {{endpoint: \"{collector}\", insecure: true, healthCheckSamplingRate: 1}}\n",
         backend.url()
     );
-    let config = VmcpConfig::from_yaml("t.yaml", &yaml).unwrap();
-    let vmcp = Vmcp::bind(config, None)
-        .await
-        .unwrap()
-        .with_drain_timeout(Duration::from_secs(2));
-    let addr = vmcp.local_addr();
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(vmcp.run(stop.clone()));
-    common::wait_for("readiness", async || {
-        common::get_json(addr, "/readyz").await.0 == 200
-    })
-    .await;
+    let common::Running {
+        addr,
+        stop,
+        task: running,
+    } = common::run(&yaml, Duration::from_secs(2)).await;
     let client = McpClient::connect(
         &format!("http://{addr}/mcp"),
         ClientOptions {

@@ -240,10 +240,12 @@ impl Gate {
 
     /// The resource a request is told of, when a token for it is a token for this
     /// server: `resourceUrl`, or the URL built from a `Host` that names this server.
-    fn own_resource(&self, reached: Reached<'_>) -> Option<String> {
+    fn own_resource(&self, reached: Reached<'_>) -> Option<std::borrow::Cow<'_, str>> {
         match &self.resource_url {
-            Some(url) => Some(url.clone()),
-            None => reached.names_self.then(|| self.resource(reached.host)),
+            Some(url) => Some(url.as_str().into()),
+            None => reached
+                .names_self
+                .then(|| self.resource(reached.host).into()),
         }
     }
 

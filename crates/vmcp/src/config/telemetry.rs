@@ -61,17 +61,8 @@ pub(crate) fn telemetry(c: &Checker<'_>, raw: RawTelemetry) -> Result<Overrides,
         None => None,
         Some(e) => {
             let text = e.value.trim().to_string();
-            let probe = Overrides {
-                endpoint: Some(text.clone()),
-                insecure: raw.insecure,
-                ..Overrides::default()
-            };
-            if let Err(why) = hale_telemetry::Settings::resolve("hale-vmcp", &probe, &|_| None) {
-                return c.error(
-                    "telemetry.endpoint",
-                    Some(e.referenced.line()),
-                    why.trim_start_matches("telemetry.endpoint: ").to_string(),
-                );
+            if let Err(why) = hale_telemetry::endpoint_url(&text, raw.insecure.unwrap_or(false)) {
+                return c.error("telemetry.endpoint", Some(e.referenced.line()), why);
             }
             Some(text)
         }

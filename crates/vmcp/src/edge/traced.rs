@@ -44,12 +44,9 @@ impl Traced {
 
     /// Runs `work` in the span's context (as is, untraced).
     pub(crate) async fn run<F: Future>(this: Option<&Traced>, work: F) -> F::Output {
-        match this {
-            Some(Traced { call, .. }) if call.context().is_some() => {
-                let cx = call.context().cloned().unwrap_or_default();
-                work.with_context(cx).await
-            }
-            _ => work.await,
+        match this.and_then(|t| t.call.context()) {
+            Some(cx) => work.with_context(cx.clone()).await,
+            None => work.await,
         }
     }
 

@@ -233,6 +233,8 @@ pub struct Upstream {
     born: tokio::time::Instant,
     /// A stdio backend's process and its loopback front.
     local: Option<stdio::Local>,
+    /// Where it is, as its spans name it.
+    peer: traced::Peer,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -282,6 +284,7 @@ impl Upstream {
             pool: Pool::per_thread(slots, crate::worker::current)
                 .with_tls(settings.backend.tls.clone().unwrap_or_default()),
         };
+        let peer = traced::Peer::of(&settings.backend);
         Ok(Arc::new_cyclic(|me: &Weak<Upstream>| {
             let me = me.clone();
             let hear: shared::Hear = Arc::new(move |note| {
@@ -305,6 +308,7 @@ impl Upstream {
                 slow_down_until: std::sync::atomic::AtomicU64::new(0),
                 born: tokio::time::Instant::now(),
                 local,
+                peer,
             }
         }))
     }
@@ -724,7 +728,8 @@ impl Upstream {
             |result: &Value| tool_errors && result.get("isError") == Some(&Value::Bool(true));
         let choose = async || self.client_for(owner, profile).await;
         let traced = traced::Traced::start(
-            &self.settings.backend,
+            self.name(),
+            &self.peer,
             self.health.breaker.snapshot().state.as_str(),
             method,
             &mut params,

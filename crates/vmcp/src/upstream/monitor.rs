@@ -47,10 +47,11 @@ pub(crate) async fn run(
             .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
     );
     publish_states(&name, health);
+    let peer = super::traced::Peer::of(config);
     let mut first = true;
     loop {
         let started = Instant::now();
-        let mut traced = super::traced::HealthTrace::start(config, health, settings.method);
+        let mut traced = super::traced::HealthTrace::start(&name, &peer, health, settings.method);
         let outcome = tokio::select! {
             () = cancel.cancelled() => break,
             outcome = probe.check() => outcome,

@@ -12,6 +12,54 @@ use super::CallError;
 use super::health::Health;
 use crate::config::BackendConfig;
 
+/// Where a backend is, as its spans name it: parsed from its URL once, when its
+/// upstream is made, not per request.
+#[derive(Clone, Debug)]
+pub(crate) struct Peer {
+    address: Option<String>,
+    port: Option<u16>,
+    /// `tcp`, or `pipe` for a stdio server.
+    transport: &'static str,
+}
+
+impl Peer {
+    pub(crate) fn of(backend: &BackendConfig) -> Peer {
+        let uri = backend.url.parse::<http::Uri>().ok();
+        Peer {
+            address: uri.as_ref().and_then(|u| u.host()).map(str::to_string),
+            port: uri.as_ref().and_then(|u| {
+                u.port_u16().or(match u.scheme_str() {
+                    Some("https") => Some(443),
+                    _ => Some(80),
+                })
+            }),
+            transport: if backend.stdio.is_some() {
+                "pipe"
+            } else {
+                "tcp"
+            },
+        }
+    }
+
+    fn outgoing<'a>(
+        &'a self,
+        backend: &'a str,
+        method: &'a str,
+        params: &'a Value,
+        circuit: &'static str,
+    ) -> Outgoing<'a> {
+        Outgoing {
+            method,
+            params,
+            backend,
+            address: self.address.as_deref(),
+            port: self.port,
+            transport: self.transport,
+            circuit,
+        }
+    }
+}
+
 /// A traced backend request.
 pub(crate) struct Traced {
     telemetry: &'static Telemetry,
@@ -22,7 +70,8 @@ impl Traced {
     /// The span of `method` (`params`) to `backend` under the current context; its
     /// context written into `params`. `None` when telemetry is off.
     pub(crate) fn start(
-        backend: &BackendConfig,
+        backend: &str,
+        peer: &Peer,
         circuit: &'static str,
         method: &str,
         params: &mut Value,
@@ -32,28 +81,8 @@ impl Traced {
         if !parent.span().span_context().is_sampled() && !telemetry.records_metrics() {
             return None; // not a recorded trace, and nothing to measure
         }
-        let uri = backend.url.parse::<http::Uri>().ok();
-        let call = telemetry.client_call(
-            &Outgoing {
-                method,
-                params,
-                backend: &backend.name,
-                address: uri.as_ref().and_then(|u| u.host()),
-                port: uri.as_ref().and_then(|u| {
-                    u.port_u16().or(match u.scheme_str() {
-                        Some("https") => Some(443),
-                        _ => Some(80),
-                    })
-                }),
-                transport: if backend.stdio.is_some() {
-                    "pipe"
-                } else {
-                    "tcp"
-                },
-                circuit,
-            },
-            &parent,
-        )?;
+        let call =
+            telemetry.client_call(&peer.outgoing(backend, method, params, circuit), &parent)?;
         call.inject(params);
         Some(Traced { telemetry, call })
     }
@@ -111,23 +140,23 @@ pub(crate) fn decision(name: &'static str, warn: bool, attrs: impl FnOnce() -> V
         return;
     };
     let attrs = attrs();
-    let cx = Context::current();
-    let span = cx.span();
-    if span.span_context().is_sampled() {
-        span.add_event(name, attrs.clone());
-    }
+    on_recorded_span(|span| span.add_event(name, attrs.clone()));
     telemetry.decision(warn, name, attrs);
 }
 
 /// An event on the current span only (a decision about one request, not the backend's).
 pub(crate) fn event(name: &'static str, attrs: impl FnOnce() -> Vec<KeyValue>) {
-    if hale_telemetry::get().is_none() {
-        return;
+    if hale_telemetry::get().is_some() {
+        on_recorded_span(|span| span.add_event(name, attrs()));
     }
+}
+
+/// Runs `f` on the current context's span if it is a recorded one.
+fn on_recorded_span(f: impl FnOnce(&opentelemetry::trace::SpanRef<'_>)) {
     let cx = Context::current();
     let span = cx.span();
     if span.span_context().is_sampled() {
-        span.add_event(name, attrs());
+        f(&span);
     }
 }
 
@@ -143,31 +172,20 @@ pub(crate) struct HealthTrace {
 impl HealthTrace {
     /// The spans of a check of `backend` about to be sent, if this one is sampled.
     pub(crate) fn start(
-        backend: &BackendConfig,
+        backend: &str,
+        peer: &Peer,
         health: &Health,
         method: hale_mcp::ProbeMethod,
     ) -> Option<HealthTrace> {
         let telemetry = hale_telemetry::get()?;
-        let check = telemetry.health_check(&backend.name)?;
+        let check = telemetry.health_check(backend)?;
         let method = match method {
             hale_mcp::ProbeMethod::Ping => "ping",
             hale_mcp::ProbeMethod::ToolsList => "tools/list",
         };
-        let uri = backend.url.parse::<http::Uri>().ok();
+        let circuit = health.breaker.snapshot().state.as_str();
         let ping = telemetry.client_call(
-            &Outgoing {
-                method,
-                params: &Value::Null,
-                backend: &backend.name,
-                address: uri.as_ref().and_then(|u| u.host()),
-                port: uri.as_ref().and_then(http::Uri::port_u16),
-                transport: if backend.stdio.is_some() {
-                    "pipe"
-                } else {
-                    "tcp"
-                },
-                circuit: health.breaker.snapshot().state.as_str(),
-            },
+            &peer.outgoing(backend, method, &Value::Null, circuit),
             check.context(),
         );
         Some(HealthTrace {
@@ -185,18 +203,9 @@ impl HealthTrace {
             C::Success { latency } => format!("answered in {latency:?}"),
             C::Unauthenticated { message } => format!("refused hale's credentials: {message}"),
             C::Failure(f) => f.message.clone(),
-            #[allow(unreachable_patterns)]
-            _ => String::new(),
         };
         if let Some(ping) = self.ping.take() {
-            let outcome = match outcome {
-                C::Failure(f) => Outcome::Failed {
-                    kind: f.category.as_str(),
-                    message: &f.message,
-                },
-                _ => Outcome::Ok { tool_error: false },
-            };
-            ping.finish(outcome, self.telemetry);
+            ping.finish(Outcome::of_check(outcome), self.telemetry);
         }
     }
 

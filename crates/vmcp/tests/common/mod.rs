@@ -203,3 +203,28 @@ operational:
         b.url()
     )
 }
+
+/// A vMCP from `yaml` serving until `stop`, ready, with `drain` as its drain timeout;
+/// `task` ends when its shutdown is over.
+pub(crate) struct Running {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) stop: CancellationToken,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts [`Running`].
+pub(crate) async fn run(yaml: &str, drain: Duration) -> Running {
+    let config = VmcpConfig::from_yaml("test.yaml", yaml).unwrap();
+    let vmcp = Vmcp::bind(config, None)
+        .await
+        .unwrap()
+        .with_drain_timeout(drain);
+    let addr = vmcp.local_addr();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(vmcp.run(stop.clone()));
+    wait_for("readiness", async || {
+        get_json(addr, "/readyz").await.0 == 200
+    })
+    .await;
+    Running { addr, stop, task }
+}
