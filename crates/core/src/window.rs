@@ -162,6 +162,8 @@ enum Ring {
 pub struct OutcomeWindow {
     rules: RateRules,
     origin: Instant,
+    /// The latest instant a call was counted at.
+    latest: Instant,
     ring: Ring,
 }
 
@@ -189,6 +191,7 @@ impl OutcomeWindow {
         Ok(OutcomeWindow {
             rules: *rules,
             origin,
+            latest: origin,
             ring,
         })
     }
@@ -198,13 +201,23 @@ impl OutcomeWindow {
         self.rules.slow_call_duration.is_some_and(|t| took >= t)
     }
 
+    /// The second `now` falls in, counted from the origin; never earlier than the latest
+    /// call's (outcomes from concurrent calls arrive a little out of order: a late one is
+    /// counted with the latest, not in a bucket since reused).
     fn second(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.origin).as_secs()
+        now.max(self.latest)
+            .saturating_duration_since(self.origin)
+            .as_secs()
     }
 
     /// Adds a call that ended at `now`, `failed` or not, after `took`.
     pub fn record(&mut self, now: Instant, failed: bool, took: Duration) {
-        let slow = self.is_slow(took);
+        self.record_flags(now, failed, self.is_slow(took));
+    }
+
+    /// Adds a call that ended at `now`, `failed` or not, `slow` or not.
+    pub fn record_flags(&mut self, now: Instant, failed: bool, slow: bool) {
+        self.latest = self.latest.max(now);
         let second = self.second(now);
         match &mut self.ring {
             Ring::Calls { size, flags, sums } => {
@@ -234,6 +247,58 @@ impl OutcomeWindow {
                 b.counts.slow += u32::from(slow);
             }
         }
+    }
+
+    /// Adds `n` calls that succeeded quickly, all ending at `now`: what the breaker's
+    /// lock-free path counted since it last looked. Costs O(min(n, window)).
+    pub fn record_successes(&mut self, now: Instant, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.latest = self.latest.max(now);
+        let second = self.second(now);
+        match &mut self.ring {
+            Ring::Calls { size, flags, sums } => {
+                let n = n.min(*size as u64) as usize;
+                for _ in 0..n {
+                    if flags.len() == *size
+                        && let Some(old) = flags.pop_front()
+                    {
+                        sums.calls -= 1;
+                        sums.failures -= u32::from(old & 1);
+                        sums.slow -= u32::from(old >> 1);
+                    }
+                    flags.push_back(0);
+                    sums.calls += 1;
+                }
+            }
+            Ring::Seconds { buckets } => {
+                let len = buckets.len() as u64;
+                let b = &mut buckets[(second % len) as usize];
+                if b.second != second {
+                    *b = Bucket {
+                        second,
+                        counts: WindowCounts::default(),
+                    };
+                }
+                b.counts.calls = b
+                    .counts
+                    .calls
+                    .saturating_add(n.min(u64::from(u32::MAX)) as u32);
+            }
+        }
+    }
+
+    /// Whether it counts time (`slidingWindow: 60s`) rather than calls: calls counted
+    /// elsewhere must then be folded in at least every second to land in the right bucket.
+    pub fn is_timed(&self) -> bool {
+        matches!(self.ring, Ring::Seconds { .. })
+    }
+
+    /// What the window held when its latest call was counted (a status page's view: it
+    /// reads no clock).
+    pub fn latest_counts(&self) -> WindowCounts {
+        self.counts(self.latest)
     }
 
     /// What the window holds at `now`.

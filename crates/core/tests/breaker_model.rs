@@ -5,6 +5,10 @@
 //! huge steps and instants earlier than ones already seen) and runs them against both a
 //! small reference model written straight from the spec and the real [`CircuitBreaker`].
 //! After every step the two must agree on the answer and on the whole visible state.
+//! Calls carry durations and the breaker may judge rate rules too (issue 29): the model
+//! keeps every call of the current closed spell and recomputes the failure and slow-call
+//! rates over the window from scratch, so each opening must happen at exactly the call
+//! the definition says.
 //!
 //! Run deeper with `cargo xtask proptest` (PROPTEST_CASES, default 100000).
 
@@ -12,7 +16,10 @@
 
 use std::time::{Duration, Instant};
 
-use hale_core::{BreakerConfig, BreakerState, CallOutcome, CircuitBreaker, Override, Permit};
+use hale_core::{
+    BreakerConfig, BreakerState, CallOutcome, CircuitBreaker, Override, Permit, RateRules,
+    WindowCounts, WindowSize,
+};
 use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 
@@ -63,6 +70,13 @@ struct Model {
     level: u32,
     closed_since: Option<Duration>,
     override_: Option<Override>,
+    rates: Option<RateRules>,
+    /// The first instant a call was counted at (a time window's seconds start there).
+    origin: Option<Duration>,
+    /// The latest second a call was counted in (a late call counts there too).
+    latest_second: u64,
+    /// Calls counted since the breaker last changed state: (second, failed, slow).
+    calls: Vec<(u64, bool, bool)>,
     /// Outstanding permits: (generation, holds a half-open slot).
     permits: Vec<(u64, bool)>,
     expect: Expect,
@@ -77,6 +91,12 @@ enum Step {
     Record {
         index: usize,
         outcome: CallOutcome,
+        took: Duration,
+        skew: Duration,
+    },
+    /// Quick successes counted in bulk (what the shared gate folds in).
+    Successes {
+        n: u64,
         skew: Duration,
     },
     Cancel {
@@ -116,7 +136,52 @@ impl Model {
             return None;
         }
         self.generation += 1;
+        self.calls.clear();
         Some((from, to.kind()))
+    }
+
+    /// Counts a call ending at `at` in the window; returns whether the window now trips.
+    fn count(&mut self, at: Duration, failed: bool, slow: bool) -> bool {
+        let Some(rules) = self.rates else {
+            return false;
+        };
+        let origin = *self.origin.get_or_insert(at);
+        let second = at.saturating_sub(origin).as_secs().max(self.latest_second);
+        self.latest_second = second;
+        self.calls.push((second, failed, slow));
+        let c = self.window();
+        if !(failed || slow) || c.calls < rules.minimum_calls {
+            return false;
+        }
+        f64::from(c.failures) >= rules.failure_rate * f64::from(c.calls)
+            || (rules.slow_call_duration.is_some()
+                && f64::from(c.slow) >= rules.slow_call_rate * f64::from(c.calls))
+    }
+
+    /// The window by definition: the last N calls, or those of the last T seconds.
+    fn window(&self) -> WindowCounts {
+        let Some(rules) = self.rates else {
+            return WindowCounts::default();
+        };
+        let inside: Vec<_> = match rules.window {
+            WindowSize::Calls(n) => self.calls.iter().rev().take(n as usize).collect(),
+            WindowSize::Seconds(n) => self
+                .calls
+                .iter()
+                .filter(|(s, _, _)| self.latest_second - s < u64::from(n))
+                .collect(),
+        };
+        WindowCounts {
+            calls: inside.len() as u32,
+            failures: inside.iter().filter(|c| c.1).count() as u32,
+            slow: inside.iter().filter(|c| c.2).count() as u32,
+        }
+    }
+
+    fn is_slow(&self, took: Duration) -> bool {
+        self.rates
+            .and_then(|r| r.slow_call_duration)
+            .is_some_and(|d| took >= d)
     }
 
     fn handle_timeout(&mut self, at: Duration) -> Option<(BreakerState, BreakerState)> {
@@ -134,10 +199,12 @@ impl Model {
         }
     }
 
+    /// `took`: `None` for a probe, which the rate window does not count.
     fn apply_outcome(
         &mut self,
         at: Duration,
         outcome: CallOutcome,
+        took: Option<Duration>,
     ) -> Option<(BreakerState, BreakerState)> {
         if matches!(
             self.override_,
@@ -145,15 +212,23 @@ impl Model {
         ) {
             return None;
         }
+        let slow = took.is_some_and(|t| self.is_slow(t));
+        let outcome = match (self.state, outcome) {
+            // A slow trial is a failed trial.
+            (MState::HalfOpen { .. }, CallOutcome::Success) if slow => CallOutcome::Failure,
+            _ => outcome,
+        };
         match (self.state, outcome) {
-            (MState::Closed { .. }, CallOutcome::Success) => {
-                self.state = MState::Closed { failures: 0 };
-                None
-            }
-            (MState::Closed { failures }, CallOutcome::Failure) => {
-                let failures = failures.saturating_add(1);
-                if failures < self.failure_threshold {
-                    self.state = MState::Closed { failures };
+            (MState::Closed { failures }, outcome) => {
+                let failed = outcome == CallOutcome::Failure;
+                let failures = if failed {
+                    failures.saturating_add(1)
+                } else {
+                    0
+                };
+                self.state = MState::Closed { failures };
+                let tripped = took.is_some() && self.count(at, failed, slow);
+                if failures < self.failure_threshold && !tripped {
                     return None;
                 }
                 if self
@@ -221,6 +296,38 @@ fn outcome() -> impl Strategy<Value = CallOutcome> {
     prop_oneof![Just(CallOutcome::Success), Just(CallOutcome::Failure)]
 }
 
+fn took() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        3 => Just(Duration::ZERO),
+        2 => (0u64..3_000).prop_map(Duration::from_millis),
+    ]
+}
+
+/// No rate rules a third of the time; otherwise small windows and thresholds, so trips
+/// happen within a short sequence.
+fn rates() -> impl Strategy<Value = Option<RateRules>> {
+    let rules = (
+        prop_oneof![
+            (1u32..12).prop_map(WindowSize::Calls),
+            (1u32..6).prop_map(WindowSize::Seconds)
+        ],
+        1u32..8,
+        1u32..=100,
+        prop::option::of(1u64..2_000),
+        1u32..=100,
+    )
+        .prop_map(
+            |(window, minimum_calls, failure, slow_ms, slow)| RateRules {
+                window,
+                minimum_calls,
+                failure_rate: f64::from(failure) / 100.0,
+                slow_call_duration: slow_ms.map(Duration::from_millis),
+                slow_call_rate: f64::from(slow) / 100.0,
+            },
+        );
+    prop_oneof![1 => Just(None), 2 => rules.prop_map(Some)]
+}
+
 fn timeout() -> impl Strategy<Value = Duration> {
     prop_oneof![
         8 => (1u64..2_000).prop_map(Duration::from_millis),
@@ -236,22 +343,28 @@ impl ReferenceStateMachine for BreakerModel {
     type Transition = Step;
 
     fn init_state() -> BoxedStrategy<Model> {
-        (1u32..6, 1u32..4, 1u32..4, timeout(), timeout())
+        (1u32..6, 1u32..4, 1u32..4, timeout(), timeout(), rates())
             .prop_map(
-                |(failure_threshold, success_threshold, half_open_max, timeout, extra)| Model {
-                    failure_threshold,
-                    success_threshold,
-                    half_open_max,
-                    timeout,
-                    max_timeout: timeout.saturating_add(extra),
-                    now: Duration::ZERO,
-                    state: MState::Closed { failures: 0 },
-                    generation: 0,
-                    level: 0,
-                    closed_since: None,
-                    override_: None,
-                    permits: Vec::new(),
-                    expect: Expect::Nothing,
+                |(failure_threshold, success_threshold, half_open_max, timeout, extra, rates)| {
+                    Model {
+                        failure_threshold,
+                        success_threshold,
+                        half_open_max,
+                        timeout,
+                        max_timeout: timeout.saturating_add(extra),
+                        now: Duration::ZERO,
+                        state: MState::Closed { failures: 0 },
+                        generation: 0,
+                        level: 0,
+                        closed_since: None,
+                        override_: None,
+                        rates,
+                        origin: None,
+                        latest_second: 0,
+                        calls: Vec::new(),
+                        permits: Vec::new(),
+                        expect: Expect::Nothing,
+                    }
                 },
             )
             .boxed()
@@ -288,6 +401,7 @@ impl ReferenceStateMachine for BreakerModel {
             4 => advance.prop_map(Step::Advance),
             6 => skew().prop_map(|skew| Step::Acquire { skew }),
             3 => (outcome(), skew()).prop_map(|(outcome, skew)| Step::Observe { outcome, skew }),
+            2 => (0u64..30, skew()).prop_map(|(n, skew)| Step::Successes { n, skew }),
             2 => skew().prop_map(|skew| Step::HandleTimeout { skew }),
             1 => prop_oneof![
                 Just(Step::ForceOpen),
@@ -302,8 +416,9 @@ impl ReferenceStateMachine for BreakerModel {
         }
         prop_oneof![
             3 => common,
-            4 => (0..n, outcome(), skew())
-                .prop_map(|(index, outcome, skew)| Step::Record { index, outcome, skew }),
+            4 => (0..n, outcome(), took(), skew()).prop_map(|(index, outcome, took, skew)| {
+                Step::Record { index, outcome, took, skew }
+            }),
             1 => (0..n).prop_map(|index| Step::Cancel { index }),
         ]
         .boxed()
@@ -371,6 +486,7 @@ impl ReferenceStateMachine for BreakerModel {
             Step::Record {
                 index,
                 outcome,
+                took,
                 skew,
             } => {
                 let (generation, slot) = m.permits.remove(index);
@@ -379,8 +495,24 @@ impl ReferenceStateMachine for BreakerModel {
                 } else {
                     m.release(generation, slot);
                     let at = m.at(skew);
-                    Expect::Change(m.apply_outcome(at, outcome))
+                    Expect::Change(m.apply_outcome(at, outcome, Some(took)))
                 }
+            }
+            Step::Successes { n, skew } => {
+                let at = m.at(skew);
+                let counts = n > 0
+                    && matches!(m.state, MState::Closed { .. })
+                    && !matches!(
+                        m.override_,
+                        Some(Override::ForcedOpen | Override::ForcedClosed)
+                    );
+                if counts {
+                    m.state = MState::Closed { failures: 0 };
+                    for _ in 0..n {
+                        m.count(at, false, false);
+                    }
+                }
+                Expect::Nothing
             }
             Step::Cancel { index } => {
                 let (generation, slot) = m.permits.remove(index);
@@ -398,7 +530,7 @@ impl ReferenceStateMachine for BreakerModel {
                         successes: 0,
                     }))
                 } else {
-                    Expect::Change(m.apply_outcome(at, outcome))
+                    Expect::Change(m.apply_outcome(at, outcome, None))
                 }
             }
             Step::HandleTimeout { skew } => {
@@ -458,6 +590,7 @@ impl StateMachineTest for BreakerMatchesModel {
             timeout: m.timeout,
             max_timeout: m.max_timeout,
             jitter: 0.0,
+            rates: m.rates,
         };
         Sut {
             breaker: CircuitBreaker::new(&config, 0).expect("generated configs are valid"),
@@ -490,11 +623,16 @@ impl StateMachineTest for BreakerMatchesModel {
             Step::Record {
                 index,
                 outcome,
+                took,
                 skew,
             } => {
                 let permit = sut.permits.remove(index);
                 let now = at(skew);
-                Expect::Change(kinds(sut.breaker.record(now, permit, outcome)))
+                Expect::Change(kinds(sut.breaker.record_timed(now, permit, outcome, took)))
+            }
+            Step::Successes { n, skew } => {
+                sut.breaker.record_successes(at(skew), n);
+                Expect::Nothing
             }
             Step::Cancel { index } => {
                 let permit = sut.permits.remove(index);
@@ -540,6 +678,11 @@ impl StateMachineTest for BreakerMatchesModel {
             MState::Open { .. } => (0, 0),
         };
         assert_eq!(snap.consecutive_failures, failures, "consecutive failures");
+        assert_eq!(
+            snap.window,
+            m.rates.map(|_| m.window()),
+            "the rate window's counts"
+        );
         assert_eq!(
             snap.half_open_in_flight, in_flight,
             "half-open trials in flight"

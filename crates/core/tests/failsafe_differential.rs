@@ -42,6 +42,7 @@ fn run_hale(threshold: u32, calls: &[bool]) -> Vec<(bool, bool)> {
         failure_threshold: threshold,
         timeout: OPEN_FOR,
         max_timeout: OPEN_FOR,
+        rates: None, // failsafe judges consecutive failures only
         ..BreakerConfig::default()
     };
     let mut breaker = CircuitBreaker::new(&config, 0).unwrap();
@@ -71,6 +72,7 @@ fn run_hale_shared(threshold: u32, calls: &[bool]) -> Vec<(bool, bool)> {
         failure_threshold: threshold,
         timeout: OPEN_FOR,
         max_timeout: OPEN_FOR,
+        rates: None, // failsafe judges consecutive failures only
         ..BreakerConfig::default()
     };
     let breaker = SharedBreaker::new(&config, 0, Instant::now).unwrap();

@@ -214,3 +214,75 @@ fn overrides_and_probes_work_through_the_gate() {
     b.force_closed();
     assert!(b.try_acquire().is_ok());
 }
+
+/// Rates over the last 20 calls, judged from the first call on: only successes counted
+/// on the lock-free path keep the first failures from tripping it.
+fn rated() -> BreakerConfig {
+    BreakerConfig {
+        failure_threshold: 1000,
+        rates: Some(hale_core::RateRules {
+            window: hale_core::WindowSize::Calls(20),
+            minimum_calls: 1,
+            failure_rate: 0.5,
+            ..Default::default()
+        }),
+        ..BreakerConfig::default()
+    }
+}
+
+#[test]
+fn successes_counted_without_the_lock_on_many_threads_are_all_in_the_rate() {
+    let (b, clock) = breaker(rated());
+    let start = Arc::new(Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (b, start) = (b.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                for _ in 0..1000 {
+                    let p = b.try_acquire().unwrap();
+                    assert!(p.record(CallOutcome::Success).is_none());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(clock.reads(), 0, "4,000 quick successes read no clock");
+    let window = b.snapshot().window.unwrap();
+    assert_eq!((window.calls, window.failures), (20, 0));
+    // 20 calls, the last k failed: it opens when k reaches half of the window.
+    for k in 1..=10 {
+        let t = b.try_acquire().unwrap().record(CallOutcome::Failure);
+        assert_eq!(t.is_some(), k == 10, "failure {k} of the last 20 calls");
+    }
+    assert_eq!(b.snapshot().state, BreakerState::Open);
+}
+
+#[test]
+fn a_slow_success_is_judged_under_the_lock() {
+    let mut config = rated();
+    if let Some(r) = &mut config.rates {
+        r.slow_call_duration = Some(Duration::from_secs(1));
+        r.slow_call_rate = 0.5;
+        r.minimum_calls = 4;
+    }
+    let (b, _) = breaker(config);
+    for took in [0, 0, 2000] {
+        let p = b.try_acquire().unwrap();
+        assert!(
+            p.record_timed(CallOutcome::Success, Duration::from_millis(took))
+                .is_none()
+        );
+    }
+    let t = b
+        .try_acquire()
+        .unwrap()
+        .record_timed(CallOutcome::Success, Duration::from_millis(1000))
+        .expect("2 of 4 calls slow: the slow-call rate trips");
+    assert_eq!(
+        t.cause.to_string(),
+        "50 % of the last 4 calls were slow, open for 60s"
+    );
+}

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use crate::config::{ConfigError, at_least_one, positive};
+use crate::window::RateRules;
 
 /// How a breaker trips and recovers, with ToolHive's defaults.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,6 +18,10 @@ pub struct BreakerConfig {
     pub half_open_max_requests: u32,
     /// Spread of each open timeout, as a ratio in `[0, 1)` (`jitter`, default 0: none).
     pub jitter: f64,
+    /// The rate rules judged beside the consecutive count, either one opening
+    /// (`failureRateThreshold`, `slowCall*`, `slidingWindow`, `minimumCalls`; default on,
+    /// Resilience4j's defaults). `None`: consecutive failures only, as ToolHive judges.
+    pub rates: Option<RateRules>,
 }
 
 impl Default for BreakerConfig {
@@ -28,6 +33,7 @@ impl Default for BreakerConfig {
             max_timeout: Duration::from_secs(300),
             half_open_max_requests: 1,
             jitter: 0.0,
+            rates: Some(RateRules::default()),
         }
     }
 }
@@ -66,6 +72,9 @@ impl BreakerConfig {
                 key: "circuitBreaker.jitter",
                 value: self.jitter,
             });
+        }
+        if let Some(rates) = &self.rates {
+            rates.validate()?;
         }
         Ok(())
     }

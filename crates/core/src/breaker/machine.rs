@@ -7,6 +7,7 @@ use super::{
 };
 use crate::config::ConfigError;
 use crate::outcome::CallOutcome;
+use crate::window::{OutcomeWindow, WindowCounts};
 
 /// A sans-IO circuit breaker for one backend.
 ///
@@ -41,7 +42,10 @@ pub struct CircuitBreaker {
     failure_threshold: u32,
     success_threshold: u32,
     half_open_max: u32,
+    rates: Option<crate::window::RateRules>,
     backoff: OpenBackoff,
+    /// The rate rules' window while closed (`None` without rate rules).
+    window: Option<OutcomeWindow>,
 
     state: State,
     generation: u64,
@@ -60,13 +64,16 @@ enum State {
 
 impl CircuitBreaker {
     /// A closed breaker, or the first rule `config` breaks. `seed` drives the jitter.
+    /// A time window counts its seconds from the first outcome's instant.
     pub fn new(config: &BreakerConfig, seed: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(CircuitBreaker {
+            rates: config.rates,
             failure_threshold: config.failure_threshold,
             success_threshold: config.success_threshold,
             half_open_max: config.half_open_max_requests,
             backoff: OpenBackoff::new(config.timeout, config.max_timeout, config.jitter, seed),
+            window: None,
             state: State::Closed { failures: 0 },
             generation: 0,
             override_: None,
@@ -131,11 +138,79 @@ impl CircuitBreaker {
         permit: Permit,
         outcome: CallOutcome,
     ) -> Option<Transition> {
+        self.record_timed(now, permit, outcome, Duration::ZERO)
+    }
+
+    /// [`record`](Self::record) for a call that took `took`: with a
+    /// `slowCallDurationThreshold`, a call at least that long counts as slow in the rate
+    /// window whether it failed or not, and a slow half-open trial reopens the breaker.
+    pub fn record_timed(
+        &mut self,
+        now: Instant,
+        permit: Permit,
+        outcome: CallOutcome,
+        took: Duration,
+    ) -> Option<Transition> {
         if permit.generation != self.generation {
             return None;
         }
         self.release(&permit);
-        self.apply(now, outcome)
+        self.apply(now, outcome, Some(took))
+    }
+
+    /// Counts `n` quick successful calls of the current generation that ended by `now`
+    /// at once: what [`SharedBreaker`](crate::SharedBreaker) tallied without the lock.
+    /// Only a closed breaker counts them (a success never changes its state); it restarts
+    /// the consecutive count and adds them to the rate window.
+    pub fn record_successes(&mut self, now: Instant, n: u64) {
+        if n == 0
+            || matches!(
+                self.override_,
+                Some(Override::ForcedOpen | Override::ForcedClosed)
+            )
+        {
+            return;
+        }
+        if let State::Closed { failures } = &mut self.state {
+            *failures = 0;
+            if let Some(window) = self.window_at(now) {
+                window.record_successes(now, n);
+            }
+        }
+    }
+
+    /// What the rate window holds at `now` (`None` without rate rules, or before the
+    /// first call).
+    pub fn window_counts(&self, now: Instant) -> Option<WindowCounts> {
+        match (&self.window, self.rates) {
+            (Some(w), _) => Some(w.counts(now)),
+            (None, Some(_)) => Some(WindowCounts::default()),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether a call that took `took` is slow by the rules.
+    pub fn is_slow(&self, took: Duration) -> bool {
+        self.rates
+            .and_then(|r| r.slow_call_duration)
+            .is_some_and(|t| took >= t)
+    }
+
+    /// Whether the rate window counts seconds rather than calls.
+    pub fn window_is_timed(&self) -> bool {
+        matches!(
+            self.rates.map(|r| r.window),
+            Some(crate::window::WindowSize::Seconds(_))
+        )
+    }
+
+    fn window_at(&mut self, now: Instant) -> Option<&mut OutcomeWindow> {
+        let rules = self.rates.as_ref()?;
+        if self.window.is_none() {
+            // Validated with the configuration: cannot fail.
+            self.window = OutcomeWindow::new(rules, now).ok();
+        }
+        self.window.as_mut()
     }
 
     /// Gives back a permit whose call never produced an outcome (cancelled, dropped),
@@ -163,7 +238,7 @@ impl CircuitBreaker {
                     },
                     Cause::ProbeSucceeded,
                 ),
-            _ => self.apply(now, outcome),
+            _ => self.apply(now, outcome, None),
         }
     }
 
@@ -274,6 +349,12 @@ impl CircuitBreaker {
             },
             generation: self.generation,
             override_: self.override_,
+            window: match (&self.window, self.rates) {
+                // As of the window's latest call: a snapshot reads no clock.
+                (Some(w), _) => Some(w.latest_counts()),
+                (None, Some(_)) => Some(WindowCounts::default()),
+                (None, None) => None,
+            },
         }
     }
 
@@ -283,9 +364,10 @@ impl CircuitBreaker {
         matches!(self.state, State::Closed { .. })
     }
 
-    /// Whether recording a success would change nothing (closed with no failures counted).
+    /// Whether recording a success would change nothing (closed with no failures
+    /// counted, and no rate window to count it in).
     pub(super) fn success_is_noop(&self) -> bool {
-        matches!(self.state, State::Closed { failures: 0 })
+        self.rates.is_none() && matches!(self.state, State::Closed { failures: 0 })
     }
 
     fn release(&mut self, permit: &Permit) {
@@ -294,39 +376,74 @@ impl CircuitBreaker {
         }
     }
 
-    fn apply(&mut self, now: Instant, outcome: CallOutcome) -> Option<Transition> {
+    /// `took`: how long a real call took; `None` for a probe, which the consecutive
+    /// count sees but the rate window does not (passive health compares the two).
+    fn apply(
+        &mut self,
+        now: Instant,
+        outcome: CallOutcome,
+        took: Option<Duration>,
+    ) -> Option<Transition> {
         if matches!(
             self.override_,
             Some(Override::ForcedOpen | Override::ForcedClosed)
         ) {
             return None;
         }
+        let slow = took.is_some_and(|t| self.is_slow(t));
         match (self.state, outcome) {
-            (State::Closed { failures }, outcome) => self.closed(now, failures, outcome),
-            (State::HalfOpen { successes, .. }, outcome) => self.half_open(now, successes, outcome),
+            (State::Closed { failures }, outcome) => {
+                self.closed(now, failures, outcome, took.map(|_| slow))
+            }
+            (State::HalfOpen { successes, .. }, outcome) => {
+                self.half_open(now, successes, outcome, slow)
+            }
             (State::Open { .. }, _) => None,
         }
     }
 
-    /// Closed is left after exactly `failureThreshold` consecutive failures, for open;
-    /// any success restarts the count.
-    fn closed(&mut self, now: Instant, failures: u32, outcome: CallOutcome) -> Option<Transition> {
-        let failures = match outcome {
-            CallOutcome::Success => 0,
-            CallOutcome::Failure => failures.saturating_add(1),
+    /// Closed is left after exactly `failureThreshold` consecutive failures, or when a
+    /// failure or slow call brings a rate window to its threshold, for open; any success
+    /// restarts the consecutive count. `slow`: `None` for a probe (not in the window).
+    fn closed(
+        &mut self,
+        now: Instant,
+        failures: u32,
+        outcome: CallOutcome,
+        slow: Option<bool>,
+    ) -> Option<Transition> {
+        let failed = outcome == CallOutcome::Failure;
+        let failures = if failed {
+            failures.saturating_add(1)
+        } else {
+            0
         };
-        if failures < self.failure_threshold {
-            self.state = State::Closed { failures };
+        self.state = State::Closed { failures };
+        let trip = match slow {
+            Some(slow) => self.window_at(now).and_then(|w| {
+                w.record_flags(now, failed, slow);
+                (failed || slow).then(|| w.judge(now)).flatten()
+            }),
+            None => None,
+        };
+        if failures < self.failure_threshold && trip.is_none() {
             return None;
         }
         let open_for = self.backoff.opening_from_closed(now, self.closed_since);
+        let cause = match trip {
+            // The rule every operator knows is named first when both hold.
+            Some(trip) if failures < self.failure_threshold => {
+                Cause::RateThreshold { trip, open_for }
+            }
+            _ => Cause::FailureThreshold { failures, open_for },
+        };
         self.move_to(
             now,
             State::Open {
                 since: now,
                 open_for,
             },
-            Cause::FailureThreshold { failures, open_for },
+            cause,
         )
     }
 
@@ -337,8 +454,20 @@ impl CircuitBreaker {
         now: Instant,
         successes: u32,
         outcome: CallOutcome,
+        slow: bool,
     ) -> Option<Transition> {
         match outcome {
+            CallOutcome::Success if slow => {
+                let open_for = self.backoff.reopening_from_half_open();
+                self.move_to(
+                    now,
+                    State::Open {
+                        since: now,
+                        open_for,
+                    },
+                    Cause::TrialSlow { open_for },
+                )
+            }
             CallOutcome::Failure => {
                 let open_for = self.backoff.reopening_from_half_open();
                 self.move_to(
@@ -394,6 +523,11 @@ impl CircuitBreaker {
         }
         self.generation += 1;
         self.since = Some(now);
+        // Every state starts a fresh window: a closed breaker judges only calls made since
+        // it (re)closed.
+        if let Some(w) = &mut self.window {
+            w.clear();
+        }
         Some(Transition { from, to, cause })
     }
 }

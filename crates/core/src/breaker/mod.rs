@@ -10,6 +10,7 @@ mod config;
 mod machine;
 mod shared;
 mod state;
+mod tally;
 
 pub use config::BreakerConfig;
 pub use machine::CircuitBreaker;

@@ -2,26 +2,33 @@ use std::fmt;
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::tally::{Seen, Tally};
 use super::{BreakerConfig, BreakerSnapshot, CircuitBreaker, Permit, Rejected, Transition};
 use crate::clock::Clock;
 use crate::config::ConfigError;
 use crate::outcome::CallOutcome;
+use crate::window::WindowCounts;
 
 /// Set in the hint while a call can be admitted without the lock (closed).
 const ADMIT_FREE: u64 = 0b01;
-/// Set in the hint while recording a success would change nothing (closed, no failures).
+/// Set in the hint while recording a success would change nothing (closed, no failures,
+/// no rate window to count it in).
 const SUCCESS_FREE: u64 = 0b10;
 const FLAG_BITS: u32 = 2;
 
 /// A [`CircuitBreaker`] shared by every task that calls one backend.
 ///
-/// The machine sits behind a mutex, and an atomic *hint* mirrors the two facts the common
-/// case needs: "closed, so admit" and "no failures counted, so a success changes nothing".
-/// A healthy backend's calls therefore cost two atomic loads, take no lock and read no
-/// clock; only failures, and every call while open or half-open, go through the lock and
-/// ask the injected [`Clock`] for the time.
+/// The machine sits behind a mutex, and an atomic *hint* mirrors what the common case
+/// needs: "closed, so admit" (and the generation, so a stale permit is told apart). A
+/// closed breaker's quick successes are counted on the calling thread's own cache line
+/// (see `tally.rs`: a plain load and store, no lock, no shared write) and folded into
+/// the machine — its consecutive count and its rate window — whenever the lock is next
+/// taken. A healthy backend's calls therefore take no lock and read no clock; only
+/// failures, slow calls, and every call while open or half-open go through the lock and
+/// ask the injected [`Clock`] for the time. A time window (`slidingWindow: 60s`) wants
+/// [`tick`](Self::tick) once a second so counted calls land in the right second.
 ///
 /// ```
 /// use hale_core::{BreakerConfig, CallOutcome, SharedBreaker};
@@ -35,14 +42,24 @@ const FLAG_BITS: u32 = 2;
 /// ```
 pub struct SharedBreaker<C> {
     hint: AtomicU64,
-    machine: Mutex<CircuitBreaker>,
+    /// `slowCallDurationThreshold`: a success this slow must be judged under the lock.
+    slow: Option<Duration>,
+    tally: Tally,
+    machine: Mutex<Locked>,
     clock: C,
+}
+
+/// What the lock guards: the machine, and how much of the tally it has seen.
+#[derive(Debug)]
+struct Locked {
+    machine: CircuitBreaker,
+    seen: Seen,
 }
 
 impl<C> fmt::Debug for SharedBreaker<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedBreaker")
-            .field("machine", &*self.lock())
+            .field("machine", &self.lock().machine)
             .finish_non_exhaustive()
     }
 }
@@ -54,10 +71,15 @@ impl<C: Clock> SharedBreaker<C> {
         let machine = CircuitBreaker::new(config, seed)?;
         let shared = SharedBreaker {
             hint: AtomicU64::new(0),
-            machine: Mutex::new(machine),
+            slow: config.rates.and_then(|r| r.slow_call_duration),
+            tally: Tally::default(),
+            machine: Mutex::new(Locked {
+                machine,
+                seen: Seen::default(),
+            }),
             clock,
         };
-        shared.publish(&shared.lock());
+        shared.publish(&shared.lock().machine);
         Ok(shared)
     }
 
@@ -80,9 +102,7 @@ impl<C: Clock> SharedBreaker<C> {
     #[cold]
     #[inline(never)]
     fn try_acquire_locked(&self) -> Result<SharedPermit<'_, C>, Rejected> {
-        let mut machine = self.lock();
-        let admitted = machine.try_acquire(self.clock.now());
-        self.publish(&machine);
+        let admitted = self.with(|m, now| m.try_acquire(now));
         let admitted = admitted?;
         Ok(SharedPermit {
             breaker: self,
@@ -103,7 +123,26 @@ impl<C: Clock> SharedBreaker<C> {
 
     /// See [`CircuitBreaker::poll_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.lock().poll_timeout()
+        self.lock().machine.poll_timeout()
+    }
+
+    /// Folds the successes counted without the lock into the machine now. A time window
+    /// needs this about once a second (see [`needs_ticks`](Self::needs_ticks)), or a
+    /// quiet spell's calls would be counted in the second of the next failure; a call
+    /// window needs it never.
+    pub fn tick(&self) {
+        self.with(|_, _| ());
+    }
+
+    /// Whether the rate window counts seconds, so [`tick`](Self::tick) matters.
+    pub fn needs_ticks(&self) -> bool {
+        self.lock().machine.window_is_timed()
+    }
+
+    /// What the rate window holds now, every counted call folded in (`None` without rate
+    /// rules).
+    pub fn window(&self) -> Option<WindowCounts> {
+        self.with(|m, now| m.window_counts(now))
     }
 
     /// See [`CircuitBreaker::handle_timeout`].
@@ -131,45 +170,61 @@ impl<C: Clock> SharedBreaker<C> {
         self.with(|m, now| m.clear_override(now))
     }
 
-    /// A consistent view of the whole breaker.
+    /// A consistent view of the whole breaker, every counted call folded in.
     pub fn snapshot(&self) -> BreakerSnapshot {
-        self.lock().snapshot()
+        self.with(|m, _| m.snapshot())
     }
 
     #[inline]
-    fn record(&self, permit: Permit, outcome: CallOutcome) -> Option<Transition> {
-        // A success on a clean closed breaker is a no-op whatever its generation: stale
-        // permits are ignored anyway.
-        if outcome == CallOutcome::Success && self.hint.load(Ordering::Acquire) & SUCCESS_FREE != 0
-        {
-            return None;
+    fn record(&self, permit: Permit, outcome: CallOutcome, took: Duration) -> Option<Transition> {
+        if outcome == CallOutcome::Success && self.slow.is_none_or(|slow| took < slow) {
+            let hint = self.hint.load(Ordering::Acquire);
+            // A success on a clean closed breaker without a window is a no-op whatever
+            // its generation: stale permits are ignored anyway.
+            if hint & SUCCESS_FREE != 0 {
+                return None;
+            }
+            // Closed, and the permit is of this generation: counted on this thread's
+            // line, folded in by the next lock holder (a success never changes state).
+            if hint & ADMIT_FREE != 0 && hint >> FLAG_BITS == permit.generation {
+                self.tally.bump();
+                return None;
+            }
         }
-        self.record_locked(permit, outcome)
+        self.record_locked(permit, outcome, took)
     }
 
     #[cold]
     #[inline(never)]
-    fn record_locked(&self, permit: Permit, outcome: CallOutcome) -> Option<Transition> {
-        self.with(|m, now| m.record(now, permit, outcome))
+    fn record_locked(
+        &self,
+        permit: Permit,
+        outcome: CallOutcome,
+        took: Duration,
+    ) -> Option<Transition> {
+        self.with(|m, now| m.record_timed(now, permit, outcome, took))
     }
 
     #[cold]
     fn cancel(&self, permit: Permit) {
-        let mut machine = self.lock();
-        machine.cancel(permit);
-        self.publish(&machine);
+        self.with(|m, _| m.cancel(permit));
     }
 
+    /// Runs `f` on the machine under the lock, after folding in the successes counted
+    /// without it, and publishes the result.
     fn with<T>(&self, f: impl FnOnce(&mut CircuitBreaker, Instant) -> T) -> T {
-        let mut machine = self.lock();
-        let out = f(&mut machine, self.clock.now());
-        self.publish(&machine);
+        let mut guard = self.lock();
+        let now = self.clock.now();
+        let Locked { machine, seen } = &mut *guard;
+        machine.record_successes(now, self.tally.fold(seen));
+        let out = f(machine, now);
+        self.publish(machine);
         out
     }
 
     /// Mirrors the machine into the hint. Called with the lock held, after every change,
     /// so the hint never runs ahead of the machine.
-    fn publish(&self, machine: &MutexGuard<'_, CircuitBreaker>) {
+    fn publish(&self, machine: &CircuitBreaker) {
         let mut hint = machine.generation() << FLAG_BITS;
         if machine.admits_freely() {
             hint |= ADMIT_FREE;
@@ -182,7 +237,7 @@ impl<C: Clock> SharedBreaker<C> {
 }
 
 impl<C> SharedBreaker<C> {
-    fn lock(&self) -> MutexGuard<'_, CircuitBreaker> {
+    fn lock(&self) -> MutexGuard<'_, Locked> {
         // The machine never panics while locked, and its state is valid between any two
         // calls, so a poisoned lock (a panic elsewhere in the holder) is safe to reuse.
         self.machine.lock().unwrap_or_else(PoisonError::into_inner)
@@ -222,6 +277,13 @@ impl<C: Clock> SharedPermit<'_, C> {
     /// Reports the call's outcome, returning the transition it caused, if any.
     #[inline]
     pub fn record(self, outcome: CallOutcome) -> Option<Transition> {
+        self.record_timed(outcome, Duration::ZERO)
+    }
+
+    /// Reports the outcome of a call that took `took` (judged slow or not by
+    /// `slowCallDurationThreshold`), returning the transition it caused, if any.
+    #[inline]
+    pub fn record_timed(self, outcome: CallOutcome, took: Duration) -> Option<Transition> {
         // Reported: the drop-time cancellation must not run.
         let mut this = ManuallyDrop::new(self);
         drop(this.transition.take());
@@ -229,7 +291,7 @@ impl<C: Clock> SharedPermit<'_, C> {
             generation: this.generation,
             slot: this.slot,
         };
-        this.breaker.record(permit, outcome)
+        this.breaker.record(permit, outcome, took)
     }
 }
 

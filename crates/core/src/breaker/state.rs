@@ -1,6 +1,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::window::{Trip, WindowCounts};
+
 /// The three states of a circuit breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BreakerState {
@@ -120,12 +122,26 @@ pub enum Cause {
         /// How long it stays open.
         open_for: Duration,
     },
+    /// A rate window (`failureRateThreshold` or `slowCallRateThreshold`) tripped while
+    /// closed.
+    RateThreshold {
+        /// Which rate, and how much of the window.
+        trip: Trip,
+        /// How long it stays open.
+        open_for: Duration,
+    },
     /// The open timeout passed.
     TimeoutElapsed,
     /// A health probe succeeded while open.
     ProbeSucceeded,
     /// A trial call failed while half-open.
     TrialFailed {
+        /// How long it stays open this time.
+        open_for: Duration,
+    },
+    /// A trial call succeeded, but slower than `slowCallDurationThreshold`: a crawling
+    /// backend is not trusted again on one slow answer.
+    TrialSlow {
         /// How long it stays open this time.
         open_for: Duration,
     },
@@ -148,12 +164,16 @@ impl fmt::Display for Cause {
             Cause::FailureThreshold { failures, open_for } => {
                 write!(f, "{failures} consecutive failures, open for {open_for:?}")
             }
+            Cause::RateThreshold { trip, open_for } => write!(f, "{trip}, open for {open_for:?}"),
             Cause::TimeoutElapsed => f.write_str("open timeout elapsed, admitting trial calls"),
             Cause::ProbeSucceeded => {
                 f.write_str("health probe succeeded while open, admitting trial calls")
             }
             Cause::TrialFailed { open_for } => {
                 write!(f, "trial call failed, open for {open_for:?}")
+            }
+            Cause::TrialSlow { open_for } => {
+                write!(f, "trial call was slow, open for {open_for:?}")
             }
             Cause::TrialsSucceeded { successes: 1 } => f.write_str("trial call succeeded"),
             Cause::TrialsSucceeded { successes } => {
@@ -183,4 +203,9 @@ pub struct BreakerSnapshot {
     pub generation: u64,
     /// An operator override in force, if any.
     pub override_: Option<Override>,
+    /// What the rate window holds (calls, failures, slow calls) while closed; `None`
+    /// without rate rules. Calls counted on the lock-free path since the last failure
+    /// may not be in it yet: [`SharedBreaker::snapshot`](crate::SharedBreaker::snapshot)
+    /// folds them in first.
+    pub window: Option<WindowCounts>,
 }
