@@ -26,6 +26,8 @@ fn failsafe_breaker() -> Failsafe {
         .build()
 }
 
+/// The default breaker: consecutive count and rate window (each quick success is
+/// counted on the calling thread's line).
 fn hale_shared() -> SharedBreaker<fn() -> Instant> {
     SharedBreaker::new(
         &BreakerConfig::default(),
@@ -33,6 +35,16 @@ fn hale_shared() -> SharedBreaker<fn() -> Instant> {
         Instant::now as fn() -> Instant,
     )
     .expect("default config is valid")
+}
+
+/// Consecutive failures only (`rates: None`): the path before rate windows, where a
+/// success on a clean breaker is a no-op.
+fn hale_consecutive_only() -> SharedBreaker<fn() -> Instant> {
+    let config = BreakerConfig {
+        rates: None,
+        ..BreakerConfig::default()
+    };
+    SharedBreaker::new(&config, 0, Instant::now as fn() -> Instant).expect("valid")
 }
 
 /// Runs `op` `iters` times on each of `threads` threads at once; returns the longest
@@ -99,6 +111,10 @@ fn bench(c: &mut Criterion) {
 
     let shared = hale_shared();
     g.bench_function("single/hale_shared", |b| b.iter(|| hale_call(&shared)));
+    let shared = hale_consecutive_only();
+    g.bench_function("single/hale_consecutive_only", |b| {
+        b.iter(|| hale_call(&shared))
+    });
 
     let mut machine = CircuitBreaker::new(&BreakerConfig::default(), 0).expect("valid");
     let now = Instant::now();
@@ -119,6 +135,11 @@ fn bench(c: &mut Criterion) {
 
     let shared = Arc::new(hale_shared());
     g.bench_function("two_threads/hale_shared", |b| {
+        b.iter_custom(|iters| contended(shared.clone(), 2, iters, hale_call))
+    });
+
+    let shared = Arc::new(hale_consecutive_only());
+    g.bench_function("two_threads/hale_consecutive_only", |b| {
         b.iter_custom(|iters| contended(shared.clone(), 2, iters, hale_call))
     });
 

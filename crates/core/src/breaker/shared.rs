@@ -170,9 +170,20 @@ impl<C: Clock> SharedBreaker<C> {
         self.with(|m, now| m.clear_override(now))
     }
 
-    /// A consistent view of the whole breaker, every counted call folded in.
+    /// A consistent view of the whole breaker, as of the last time the lock was taken:
+    /// quick successes counted since are not in its consecutive count or window yet (see
+    /// [`window`](Self::window) for the window with everything folded in).
     pub fn snapshot(&self) -> BreakerSnapshot {
-        self.with(|m, _| m.snapshot())
+        self.lock().machine.snapshot()
+    }
+
+    /// The current state, from the hint alone while closed (no lock).
+    #[inline]
+    pub fn state(&self) -> super::BreakerState {
+        if self.hint.load(Ordering::Acquire) & ADMIT_FREE != 0 {
+            return super::BreakerState::Closed;
+        }
+        self.lock().machine.state()
     }
 
     #[inline]

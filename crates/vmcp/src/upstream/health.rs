@@ -143,7 +143,7 @@ impl Health {
 
     /// Healthy or degraded with the breaker not open: worth trying to list.
     pub(crate) fn reachable(&self) -> bool {
-        self.health().is_routable() && self.breaker.snapshot().state != BreakerState::Open
+        self.health().is_routable() && self.breaker.state() != BreakerState::Open
     }
 
     /// Why the backend answers but cannot be used, if it cannot.
@@ -168,7 +168,7 @@ impl Health {
         let t = self.tracker();
         let stable = t.state() == HealthState::Healthy
             && t.consecutive_failures() == 0
-            && self.breaker.snapshot().state == BreakerState::Closed;
+            && self.breaker.state() == BreakerState::Closed;
         (stable, t.last_check())
     }
 

@@ -730,7 +730,7 @@ impl Upstream {
         let traced = traced::Traced::start(
             self.name(),
             &self.peer,
-            self.health.breaker.snapshot().state.as_str(),
+            self.health.breaker.state().as_str(),
             method,
             &mut params,
         );
