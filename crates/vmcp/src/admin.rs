@@ -5,6 +5,8 @@
 //! - `POST /api/admin/backends/NAME/circuit` `{"state": "open" | "closed" | "auto"}`:
 //!   force the breaker open (refuse everything) or closed (admit everything, ignore
 //!   outcomes), or hand it back to its automatic rules.
+//! - `POST /api/admin/backends/NAME/tools/TOOL/circuit` `{"state": …}`: the same for one
+//!   tool's own breaker (TOOL as the backend names it); forced open withdraws the tool.
 //! - `POST /api/admin/backends/NAME/mode` `{"mode": "active" | "draining" |
 //!   "maintenance"}`: draining takes no new work (tools withdrawn; clients with a backend
 //!   session there may finish; calls in flight finish), maintenance refuses every new
@@ -64,6 +66,41 @@ pub(crate) async fn serve(
                 ),
             }
         }
+        (&Method::POST, ["backends", name, "tools", tool, "circuit"]) => {
+            let Some(u) = router.upstreams().get(name).cloned() else {
+                return error(StatusCode::NOT_FOUND, format!("no backend named {name:?}"));
+            };
+            let body = match read(body).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let Some(value) = body.get("state").and_then(Value::as_str) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("expected a JSON body with \"state\", such as {}", example("circuit")),
+                );
+            };
+            let wanted: CircuitOverride = match value.parse() {
+                Ok(w) => w,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("state: {e}")),
+            };
+            if u.set_tool_circuit(tool, wanted).is_none() {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("backend {name:?} lists no tool {tool:?} (or per-tool breakers are off: circuitBreaker.perTool)"),
+                );
+            }
+            tracing::warn!(backend = %name, tool = %tool, by = %operator, state = value, "operator set a tool's circuit");
+            crate::upstream::traced::decision("operator set a tool's circuit", true, || {
+                vec![
+                    opentelemetry::KeyValue::new("mcp.backend.name", name.to_string()),
+                    opentelemetry::KeyValue::new("gen_ai.tool.name", tool.to_string()),
+                    opentelemetry::KeyValue::new("hale.circuit.to", value.to_string()),
+                    opentelemetry::KeyValue::new("hale.operator", operator.to_string()),
+                ]
+            });
+            json_response(StatusCode::OK, &u.status())
+        }
         (&Method::POST, ["backends", name, action @ ("circuit" | "mode")]) => {
             let Some(u) = router.upstreams().get(name).cloned() else {
                 return error(StatusCode::NOT_FOUND, format!("no backend named {name:?}"));
@@ -111,12 +148,18 @@ pub(crate) async fn serve(
             }
             json_response(StatusCode::OK, &u.status())
         }
-        (_, ["backends"] | ["reload"] | ["backends", _, "circuit" | "mode"]) => {
+        (
+            _,
+            ["backends"]
+            | ["reload"]
+            | ["backends", _, "circuit" | "mode"]
+            | ["backends", _, "tools", _, "circuit"],
+        ) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here".into())
         }
         _ => error(
             StatusCode::NOT_FOUND,
-            "not found: the admin API has GET backends, POST backends/NAME/circuit, POST backends/NAME/mode and POST reload".into(),
+            "not found: the admin API has GET backends, POST backends/NAME/circuit, POST backends/NAME/tools/TOOL/circuit, POST backends/NAME/mode and POST reload".into(),
         ),
     }
 }

@@ -612,7 +612,9 @@ impl Front {
             }
             (&Method::GET, "/metrics") => match &self.metrics {
                 Some(handle) => {
-                    let mut r = Response::new(full(handle.render()));
+                    let mut text = handle.render();
+                    status::tool_circuit_series(&self.edge.router, &mut text);
+                    let mut r = Response::new(full(text));
                     r.headers_mut().insert(
                         header::CONTENT_TYPE,
                         http::HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -98,3 +98,34 @@ pub(crate) fn backends_health(router: &Router) -> Value {
     }
     json!({"monitoringEnabled": true, "summary": summary, "backends": backends})
 }
+
+/// Appends `toolhive_vmcp_tool_circuit_state{backend,tool,state}` to a scrape: a series
+/// only for each tool whose own circuit is not closed (1 for its state), so a backend's
+/// hundreds of healthy tools cost nothing, and a tool that recovers leaves the scrape.
+pub(crate) fn tool_circuit_series(router: &crate::route::Router, text: &mut String) {
+    use std::fmt::Write as _;
+    let name = "toolhive_vmcp_tool_circuit_state";
+    let _ = writeln!(
+        text,
+        "# HELP {name} Each tool whose own circuit is not closed: 1 for its state (open or half-open). A tool without a series is closed."
+    );
+    let _ = writeln!(text, "# TYPE {name} gauge");
+    for u in router.upstreams().iter() {
+        for (tool, state) in u.tools.not_closed() {
+            let _ = writeln!(
+                text,
+                "{name}{{backend=\"{}\",tool=\"{}\",state=\"{}\"}} 1",
+                label(u.name()),
+                label(&tool),
+                state.as_str()
+            );
+        }
+    }
+}
+
+/// A Prometheus label value, escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

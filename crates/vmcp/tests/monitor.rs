@@ -44,6 +44,7 @@ async fn a_dead_backend_is_withdrawn_at_the_threshold_and_restored_when_it_answe
                 credentials: hale_mcp::Credentials::default(),
                 tls: None,
                 stdio: None,
+                failure_codes: Default::default(),
             },
             request_timeout: Duration::from_secs(5),
             max_sessions: 10,
@@ -60,6 +61,7 @@ async fn a_dead_backend_is_withdrawn_at_the_threshold_and_restored_when_it_answe
                 ..BreakerConfig::default()
             },
             breaker_enabled: true,
+            per_tool: true,
             tool_errors_are_failures: false,
         },
         0,

@@ -121,6 +121,12 @@ impl<C: Clock> SharedBreaker<C> {
         self.with(|m, now| m.observe(now, outcome))
     }
 
+    /// Whether a call that took `took` counts as slow (`slowCallDurationThreshold`).
+    #[inline]
+    pub fn is_slow(&self, took: Duration) -> bool {
+        self.slow.is_some_and(|slow| took >= slow)
+    }
+
     /// See [`CircuitBreaker::poll_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.lock().machine.poll_timeout()
@@ -188,7 +194,7 @@ impl<C: Clock> SharedBreaker<C> {
 
     #[inline]
     fn record(&self, permit: Permit, outcome: CallOutcome, took: Duration) -> Option<Transition> {
-        if outcome == CallOutcome::Success && self.slow.is_none_or(|slow| took < slow) {
+        if outcome == CallOutcome::Success && !self.is_slow(took) {
             let hint = self.hint.load(Ordering::Acquire);
             // A success on a clean closed breaker without a window is a no-op whatever
             // its generation: stale permits are ignored anyway.

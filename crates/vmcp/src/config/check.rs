@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use hale_core::parse_go_duration;
+use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 /// A configuration that cannot be used: where, and what would be accepted.
@@ -34,6 +35,14 @@ impl fmt::Display for ConfigFileError {
 }
 
 impl std::error::Error for ConfigFileError {}
+
+/// A share written as `50%` or `50`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawPercent {
+    Number(f64),
+    Text(String),
+}
 
 pub(crate) struct Checker<'a> {
     file: &'a str,
@@ -89,6 +98,29 @@ impl<'a> Checker<'a> {
                 "expected a whole number of at least 1, got 0",
             ),
             Some(v) => Ok((v.value, Some(v.referenced.line()))),
+        }
+    }
+
+    /// A share from `50%` or `50` as a ratio: within (0, 100] %, or [0, 100] % when
+    /// `zero_ok`; `expected` says what else the key takes.
+    pub(crate) fn percent(
+        &self,
+        key: &str,
+        value: Option<Spanned<RawPercent>>,
+        default: f64,
+        expected: &str,
+        zero_ok: bool,
+    ) -> Result<f64, ConfigFileError> {
+        let Some(p) = value else {
+            return Ok(default);
+        };
+        let number = match &p.value {
+            RawPercent::Number(n) => Some(*n),
+            RawPercent::Text(t) => t.trim().trim_end_matches('%').trim().parse().ok(),
+        };
+        match number {
+            Some(n) if n <= 100.0 && (n > 0.0 || (zero_ok && n == 0.0)) => Ok(n / 100.0),
+            _ => self.error(key, Some(p.referenced.line()), expected),
         }
     }
 }

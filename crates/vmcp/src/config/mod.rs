@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 mod auth;
+mod breaker;
 mod check;
 mod stdio;
 mod storage;
@@ -25,6 +26,7 @@ mod tls;
 
 pub use auth::{IncomingAuth, OidcSettings, StaticSettings};
 use auth::{RawIncoming, RawOutgoing};
+pub use breaker::FailureCodes;
 use check::Checker;
 pub use check::ConfigFileError;
 pub use storage::{RedisSettings, SessionStorage};
@@ -88,6 +90,8 @@ pub struct BackendConfig {
     /// How an `https://` backend is reached (`tls`); `None`: Mozilla's roots, no client
     /// certificate.
     pub tls: Option<hale_mcp::Tls>,
+    /// Which JSON-RPC error codes in its answers count as failures (`failureCodes`).
+    pub failure_codes: FailureCodes,
     /// A stdio server hale launches (`command`, `args`, `env`, `cwd`, `isolation`)
     /// instead of a URL.
     pub stdio: Option<hale_stdio::StdioConfig>,
@@ -120,6 +124,9 @@ pub struct VmcpConfig {
     pub breaker: BreakerConfig,
     /// Whether breakers refuse calls (`false`: they only track and report).
     pub breaker_enabled: bool,
+    /// `circuitBreaker.perTool` (default true): each tool has a breaker of its own
+    /// inside its backend's.
+    pub breaker_per_tool: bool,
     /// Host names (besides IP literals and `localhost`) clients may use; `*`: any.
     pub allowed_hosts: Vec<String>,
     /// Browser origins allowed to call (besides same-origin, and loopback pages on a
@@ -302,6 +309,7 @@ struct RawBackend {
     headers: BTreeMap<String, Spanned<String>>,
     auth: Option<RawOutgoing>,
     tls: Option<Spanned<tls::RawTls>>,
+    failure_codes: Option<Spanned<breaker::RawFailureCodes>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -373,30 +381,11 @@ struct RawFailureHandling {
     healthy_threshold: Option<Spanned<u32>>,
     degraded_latency: Option<Spanned<String>>,
     partial_failure_mode: Option<Spanned<String>>,
-    panic_threshold: Option<Spanned<RawPercent>>,
+    panic_threshold: Option<Spanned<check::RawPercent>>,
     withdrawal_grace_period: Option<Spanned<String>>,
     tool_errors_are_failures: Option<bool>,
     #[serde(default)]
-    circuit_breaker: RawBreaker,
-}
-
-/// A share written as `50%` or `50`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawPercent {
-    Number(f64),
-    Text(String),
-}
-
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawBreaker {
-    enabled: Option<bool>,
-    failure_threshold: Option<Spanned<u32>>,
-    success_threshold: Option<Spanned<u32>>,
-    timeout: Option<Spanned<String>>,
-    max_timeout: Option<Spanned<String>>,
-    half_open_max_requests: Option<Spanned<u32>>,
+    circuit_breaker: breaker::RawBreaker,
 }
 
 fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
@@ -490,6 +479,11 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
                     },
                 )?;
                 backends.push(BackendConfig {
+                    failure_codes: breaker::failure_codes(
+                        &c,
+                        &format!("backends[{i}].failureCodes"),
+                        b.failure_codes,
+                    )?,
                     name,
                     url: String::new(),
                     transport: TransportKind::StreamableHttp,
@@ -534,6 +528,11 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         let credentials = auth::outgoing(&c, &format!("backends[{i}]"), b.headers, b.auth)?;
         let tls = tls::tls(&c, &format!("backends[{i}]"), &url.value, b.tls)?;
         backends.push(BackendConfig {
+            failure_codes: breaker::failure_codes(
+                &c,
+                &format!("backends[{i}].failureCodes"),
+                b.failure_codes,
+            )?,
             name,
             url: url.value.trim().to_string(),
             transport,
@@ -770,26 +769,13 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         }
     };
 
-    let panic_threshold = match fh.panic_threshold {
-        None => 0.5,
-        Some(p) => {
-            let line = Some(p.referenced.line());
-            let number = match &p.value {
-                RawPercent::Number(n) => Some(*n),
-                RawPercent::Text(t) => t.trim().trim_end_matches('%').trim().parse().ok(),
-            };
-            match number {
-                Some(n) if (0.0..=100.0).contains(&n) => n / 100.0,
-                _ => {
-                    return c.error(
-                        &format!("{base}.panicThreshold"),
-                        line,
-                        "expected a share of backends from 0% to 100%, such as 50% (0% turns panic mode off)",
-                    );
-                }
-            }
-        }
-    };
+    let panic_threshold = c.percent(
+        &format!("{base}.panicThreshold"),
+        fh.panic_threshold,
+        0.5,
+        "expected a share of backends from 0% to 100%, such as 50% (0% turns panic mode off)",
+        true,
+    )?;
     let withdrawal_grace = match fh.withdrawal_grace_period {
         None => Duration::ZERO,
         Some(g) => match parse_go_duration(g.value.trim()) {
@@ -804,39 +790,7 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         },
     };
 
-    let cb = fh.circuit_breaker;
-    let cbase = format!("{base}.circuitBreaker");
-    let bd = BreakerConfig::default();
-    let (failure_threshold, _) = c.count(
-        &format!("{cbase}.failureThreshold"),
-        cb.failure_threshold,
-        bd.failure_threshold,
-    )?;
-    let (success_threshold, _) = c.count(
-        &format!("{cbase}.successThreshold"),
-        cb.success_threshold,
-        bd.success_threshold,
-    )?;
-    let (half_open_max_requests, _) = c.count(
-        &format!("{cbase}.halfOpenMaxRequests"),
-        cb.half_open_max_requests,
-        bd.half_open_max_requests,
-    )?;
-    let (timeout, timeout_line) =
-        c.duration(&format!("{cbase}.timeout"), cb.timeout, bd.timeout)?;
-    let (max_timeout, max_line) = c.duration(
-        &format!("{cbase}.maxTimeout"),
-        cb.max_timeout,
-        bd.max_timeout.max(timeout),
-    )?;
-    if max_timeout < timeout {
-        return c.error(
-            &format!("{cbase}.maxTimeout"),
-            max_line.or(timeout_line),
-            format!("expected at least circuitBreaker.timeout ({timeout:?}), got {max_timeout:?}"),
-        );
-    }
-
+    let breaker = breaker::breaker(&c, &format!("{base}.circuitBreaker"), fh.circuit_breaker)?;
     let health = HealthConfig {
         check_interval,
         check_timeout,
@@ -844,16 +798,8 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         healthy_threshold,
         degraded_latency,
     };
-    let breaker = BreakerConfig {
-        failure_threshold,
-        success_threshold,
-        timeout,
-        max_timeout,
-        half_open_max_requests,
-        jitter: 0.0,
-    };
     // hale-core re-checks every rule; a failure here would be a gap above, reported as such.
-    if let Err(e) = health.validate().and(breaker.validate()) {
+    if let Err(e) = health.validate().and(breaker.config.validate()) {
         return c.error(
             &format!(
                 "operational.failureHandling.{}",
@@ -894,8 +840,9 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         health,
         health_check_method,
         partial_failure_mode,
-        breaker,
-        breaker_enabled: cb.enabled.unwrap_or(true),
+        breaker: breaker.config,
+        breaker_enabled: breaker.enabled,
+        breaker_per_tool: breaker.per_tool,
         allowed_hosts: raw.allowed_hosts.unwrap_or_default(),
         allowed_origins: raw.allowed_origins.unwrap_or_default(),
         session_idle_timeout,

@@ -167,6 +167,9 @@ impl Current {
         // Arcs: a rebuild shares the cached lists instead of copying them.
         let (mut lists, mut all, mut listed, mut included) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // Whether some backend offers less than it lists (a tool withdrawn by its own
+        // circuit): then who owns what comes from the full lists.
+        let mut narrowed = false;
         for u in upstreams.iter() {
             if let Some(l) = u.lists() {
                 all.push(l.clone());
@@ -175,7 +178,9 @@ impl Current {
                 let active = u.mode() == crate::upstream::Mode::Active;
                 if u.routable() || (panic && active) || kept.contains(&u.name()) {
                     included.push(u.name().to_string());
-                    lists.push(l);
+                    let offered = u.tools.offered(l.clone());
+                    narrowed |= !Arc::ptr_eq(&offered, &l);
+                    lists.push(offered);
                 }
             }
         }
@@ -202,7 +207,7 @@ impl Current {
         };
         // Whose is each tool, withdrawn backends included. With every listed backend
         // routable (the usual case) that is the catalog's own routing table.
-        let everything = if all.len() == lists.len() {
+        let everything = if all.len() == lists.len() && !narrowed {
             Some(catalog.tool_routes.clone())
         } else {
             catalog::build(rules.strategy, rules.policies, &all)

@@ -569,7 +569,8 @@ impl Router {
             let forwarded = with_name(params, "name", &route.original);
             return self
                 .forward(caller, &route.backend, "tools/call", forwarded)
-                .await;
+                .await
+                .map_err(|e| as_listed(e, &name, &route.original));
         }
         let lookup = |router: &Router| router.published().catalog.tool_routes.get(&name).cloned();
         let mut route = lookup(self);
@@ -580,10 +581,22 @@ impl Router {
             // upstreams never listed: a client hammering a withdrawn or unknown tool must
             // not turn into list requests to every healthy backend.
             let owner = self.published().owner_of_tool(&name).cloned();
-            let stale = owner
+            let upstream = owner
                 .as_ref()
-                .and_then(|r| self.upstreams().get(&r.backend).map(|u| u.routable()))
-                .unwrap_or(false);
+                .and_then(|r| self.upstreams().get(&r.backend).cloned());
+            // Withdrawn by its own circuit: the call goes on to be refused by it (or be
+            // the trial), with the tool's error, not the backend's.
+            if let (Some(r), Some(u)) = (&owner, &upstream)
+                && u.routable()
+                && u.tools.is_withdrawn(&r.original)
+            {
+                let forwarded = with_name(params, "name", &r.original);
+                return self
+                    .forward(caller, &r.backend, "tools/call", forwarded)
+                    .await
+                    .map_err(|e| as_listed(e, &name, &r.original));
+            }
+            let stale = upstream.is_some_and(|u| u.routable());
             // `catalog_behind`: lists arrived (the catalog task's) that the catalog was
             // not rebuilt from yet; rebuilding is local work, no backend is asked.
             if stale
@@ -619,6 +632,7 @@ impl Router {
         let forwarded = with_name(params, "name", &route.original);
         self.forward(caller, &route.backend, "tools/call", forwarded)
             .await
+            .map_err(|e| as_listed(e, &name, &route.original))
     }
 
     /// `resources/subscribe` and `resources/unsubscribe`: on the caller's own backend
@@ -782,6 +796,11 @@ impl Router {
                 message,
                 data,
             }),
+            Err(CallError::ToolRefused {
+                tool,
+                retry_after,
+                reason,
+            }) => Err(tool_unavailable(&u, &tool, retry_after, reason.as_deref())),
             Err(CallError::RateLimited(left)) => Err(slow_down(&u, left)),
             Err(CallError::Backend(McpError::RateLimited { retry_after, .. })) => {
                 Err(slow_down(&u, retry_after.unwrap_or(Duration::from_secs(1))))
@@ -893,6 +912,61 @@ pub(crate) fn retry_in_words(d: Duration) -> String {
         1..120 => format!("retry in {secs} s"),
         _ => format!("retry in {} min", secs.div_ceil(60)),
     }
+}
+
+/// The error for a call to a tool whose own circuit is open (its backend serves its other
+/// tools): said like an unavailable backend, never "unknown tool", so the client knows
+/// it comes back and when.
+fn tool_unavailable(
+    u: &Upstream,
+    tool: &str,
+    retry_after: Option<Duration>,
+    reason: Option<&str>,
+) -> RpcError {
+    let retry = retry_after.map(whole_seconds);
+    let why = reason.map_or(String::new(), |r| format!(" ({r})"));
+    let when = retry_after.map_or(String::new(), |w| format!("; {}", retry_in_words(w)));
+    crate::upstream::traced::event("tool circuit refused the call", || {
+        vec![
+            opentelemetry::KeyValue::new("mcp.backend.name", u.name().to_string()),
+            opentelemetry::KeyValue::new("gen_ai.tool.name", tool.to_string()),
+        ]
+    });
+    RpcError::new(
+        codes::BACKEND_UNAVAILABLE,
+        format!(
+            "tool '{tool}' is unavailable: its circuit is open{why}; backend '{}' serves its other tools{when}",
+            u.name()
+        ),
+    )
+    .with_data(json!({
+        "backend": u.name(),
+        "tool": tool,
+        "reason": "tool_circuit_open",
+        "retryAfterSeconds": retry,
+    }))
+}
+
+/// A tool refusal as the client knows the tool: by its catalog name, which may carry a
+/// prefix the backend's own name lacks.
+fn as_listed(mut e: RpcError, listed: &str, original: &str) -> RpcError {
+    let refused = e
+        .data
+        .as_ref()
+        .and_then(|d| d.get("reason"))
+        .and_then(Value::as_str)
+        == Some("tool_circuit_open");
+    if refused && listed != original {
+        e.message = e.message.replacen(
+            &format!("tool '{original}'"),
+            &format!("tool '{listed}'"),
+            1,
+        );
+        if let Some(d) = e.data.as_mut() {
+            d["tool"] = json!(listed);
+        }
+    }
+    e
 }
 
 /// The error for a call to a backend that asked hale to slow down (HTTP 429): its wait

@@ -21,6 +21,13 @@ impl Clock for TokioClock {
     }
 }
 
+/// The breaker's jitter seed for backend `name` (FNV-1a: stable across runs).
+pub(crate) fn seed(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
 /// What one recorded check changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -48,6 +55,10 @@ pub struct Health {
     /// Notified (all waiters) when the backend stops being routable: calls in flight to
     /// it end at once instead of waiting out their timeout.
     pub(crate) withdrawn: tokio::sync::Notify,
+    /// The breaker's rate rules: what passive health judges real calls by.
+    rates: Option<hale_core::RateRules>,
+    /// Whether real calls made it `degraded` at the last look (passive health).
+    passive: std::sync::atomic::AtomicBool,
     /// Why the backend cannot be used although it answers (its listing was refused, or
     /// it lists more than hale takes); `None` when usable.
     unusable: Mutex<Option<String>>,
@@ -63,16 +74,15 @@ impl Health {
         breaker: &BreakerConfig,
         enforce: bool,
     ) -> Result<Self, ConfigError> {
-        let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        let shared = SharedBreaker::new(breaker, seed, TokioClock)?;
+        let shared = SharedBreaker::new(breaker, seed(name), TokioClock)?;
         if !enforce {
             shared.disable();
         }
         Ok(Health {
             health: Mutex::new(HealthTracker::new(health)?),
             breaker: shared,
+            rates: breaker.rates,
+            passive: std::sync::atomic::AtomicBool::new(false),
             tools: Mutex::new(0),
             epoch: (TokioClock.now(), SystemTime::now()),
             breaker_moved: tokio::sync::Notify::new(),
@@ -119,6 +129,55 @@ impl Health {
             circuit,
             routability_changed: before != self.routable(),
         }
+    }
+
+    /// Passive health: why real calls say the backend is sick although its checks pass,
+    /// or `None`. A failure rate of half `failureRateThreshold` or more (a slow-call rate
+    /// of half `slowCallRateThreshold`), over at least `minimumCalls` calls, is reported
+    /// before the breaker trips at the full rate. Folds the lock-free counts: for status
+    /// pages and after failures, not for every call.
+    pub fn passive_reason(&self) -> Option<String> {
+        let rules = self.rates?;
+        let w = self.breaker.window()?;
+        if w.calls == 0 || w.calls < rules.minimum_calls {
+            return None;
+        }
+        let share = |n: u32| f64::from(n) / f64::from(w.calls);
+        let percent = |n: u32| (u64::from(n) * 100) / u64::from(w.calls);
+        if share(w.failures) >= rules.failure_rate / 2.0 {
+            return Some(format!(
+                "{} % of the last {} calls failed while health checks pass",
+                percent(w.failures),
+                w.calls
+            ));
+        }
+        match rules.slow_call_duration {
+            Some(slow) if share(w.slow) >= rules.slow_call_rate / 2.0 => Some(format!(
+                "{} % of the last {} calls took {slow:?} or longer while health checks pass",
+                percent(w.slow),
+                w.calls
+            )),
+            _ => None,
+        }
+    }
+
+    /// The health state operators see: the checks' verdict, lowered from healthy to
+    /// degraded by passive health; with the reason when there is one.
+    pub fn shown(&self) -> (HealthState, Option<String>) {
+        let state = self.health();
+        if matches!(state, HealthState::Healthy | HealthState::Degraded)
+            && let Some(why) = self.passive_reason()
+        {
+            return (HealthState::Degraded, Some(why));
+        }
+        (state, None)
+    }
+
+    /// Looks at passive health again; true if it changed (the health gauges then need
+    /// publishing).
+    pub(crate) fn passive_changed(&self) -> bool {
+        let now = self.passive_reason().is_some();
+        self.passive.swap(now, std::sync::atomic::Ordering::AcqRel) != now
     }
 
     /// True once the backend has been checked at least once.
@@ -177,13 +236,14 @@ impl Health {
         *self.tools.lock().unwrap_or_else(PoisonError::into_inner) = count;
     }
 
-    fn wall(&self, at: Instant) -> String {
+    pub(crate) fn wall(&self, at: Instant) -> String {
         let since = at.saturating_duration_since(self.epoch.0);
         humantime::format_rfc3339_millis(self.epoch.1 + since).to_string()
     }
 
     /// The health part of the backend's `/status` entry (camelCase).
     pub fn status(&self) -> Value {
+        let (shown, passive) = self.shown();
         let t = self.tracker();
         let b = self.breaker.snapshot();
         let state = match (b.override_, b.state) {
@@ -191,12 +251,12 @@ impl Health {
             (_, s) => s.as_str().to_string(),
         };
         // An unauthenticated backend has no failure to show: say what it needs.
-        let reason = (t.state() == hale_core::HealthState::Unauthenticated).then_some(
-            "it answers 401/403 to hale's requests: check its headers and auth (tokenEnv, tokenFile) in the configuration",
-        );
+        let reason = (t.state() == hale_core::HealthState::Unauthenticated)
+            .then(|| "it answers 401/403 to hale's requests: check its headers and auth (tokenEnv, tokenFile) in the configuration".to_string())
+            .or(passive);
         json!({
             "reason": reason,
-            "health": t.state().as_str(),
+            "health": shown.as_str(),
             "circuit": {
                 "state": state,
                 "override": b.override_.map(|o| o.as_str()),

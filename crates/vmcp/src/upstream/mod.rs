@@ -23,13 +23,14 @@ mod shared;
 mod signals;
 mod stdio;
 mod target;
+pub(crate) mod tools;
 pub(crate) mod traced;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use hale_core::{BreakerConfig, CallOutcome, ConfigError, HealthConfig};
+use hale_core::{BreakerConfig, CallOutcome, ConfigError, FailureCategory, HealthConfig};
 use hale_mcp::{CallHooks, McpClient, McpError, Notification, Pool};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -64,6 +65,8 @@ pub struct Settings {
     pub breaker: BreakerConfig,
     /// `circuitBreaker.enabled`: false makes the breaker only track and report.
     pub breaker_enabled: bool,
+    /// `circuitBreaker.perTool`: each tool has a breaker of its own too.
+    pub per_tool: bool,
     /// Whether a tool result with `isError: true` counts as a failure for the breaker
     /// (`failureHandling.toolErrorsAreFailures`).
     pub tool_errors_are_failures: bool,
@@ -81,6 +84,7 @@ impl Settings {
             && a.credentials.same_as(&b.credentials)
             && a.tls == b.tls
             && a.stdio == b.stdio
+            && a.failure_codes == b.failure_codes
             && self.request_timeout == other.request_timeout
             && self.max_sessions == other.max_sessions
             && self.max_list_items == other.max_list_items
@@ -88,6 +92,7 @@ impl Settings {
             && self.probe_method == other.probe_method
             && self.breaker == other.breaker
             && self.breaker_enabled == other.breaker_enabled
+            && self.per_tool == other.per_tool
             && self.tool_errors_are_failures == other.tool_errors_are_failures
     }
 
@@ -102,6 +107,7 @@ impl Settings {
             probe_method: config.health_check_method,
             breaker: config.breaker.clone(),
             breaker_enabled: config.breaker_enabled,
+            per_tool: config.breaker_per_tool,
             tool_errors_are_failures: config.tool_errors_are_failures,
         }
     }
@@ -112,6 +118,15 @@ impl Settings {
 pub(crate) enum CallError {
     /// The breaker refused it (in this state): the backend was not contacted.
     Refused(hale_core::BreakerState),
+    /// The tool's own breaker refused it: the backend was not contacted.
+    ToolRefused {
+        /// The backend's name for the tool.
+        tool: String,
+        /// Until its next trial, when known.
+        retry_after: Option<Duration>,
+        /// Why its circuit opened.
+        reason: Option<String>,
+    },
     /// The backend asked hale to slow down (HTTP 429) and the wait is not over: it was
     /// not contacted.
     RateLimited(Duration),
@@ -123,6 +138,7 @@ impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CallError::Refused(state) => write!(f, "circuit {state}"),
+            CallError::ToolRefused { tool, .. } => write!(f, "tool {tool:?}: its circuit is open"),
             CallError::RateLimited(left) => write!(
                 f,
                 "it asked hale to slow down (HTTP 429): retry after {}s",
@@ -209,6 +225,8 @@ pub struct Upstream {
     target: target::Target,
     /// Its health tracker and breaker.
     pub health: Health,
+    /// Each tool's own breaker.
+    pub(crate) tools: tools::ToolCircuits,
     /// Per thread, the shared request client (lists, stateless backends, modern clients).
     shared: shared::Shared,
     /// Each client session's own backend session.
@@ -260,6 +278,12 @@ impl Upstream {
             &settings.breaker,
             settings.breaker_enabled,
         )?;
+        let tools = tools::ToolCircuits::new(
+            &settings.breaker,
+            settings.breaker_enabled,
+            settings.per_tool,
+            health::seed(&settings.backend.name),
+        );
         // A stdio backend is reached on the loopback port its process is served on.
         let mut backend = settings.backend.clone();
         let local = match &backend.stdio {
@@ -294,6 +318,7 @@ impl Upstream {
             });
             Upstream {
                 health,
+                tools,
                 shared: shared::Shared::new(target.clone(), slots, hear),
                 sessions: sessions::BackendSessions::new(target.clone(), settings.max_sessions),
                 lists: lists::Lists::default(),
@@ -356,6 +381,29 @@ impl Upstream {
             circuit,
             routability_changed: was_routable != self.routable(),
         });
+    }
+
+    /// An operator's override of tool `tool`'s own breaker (made now if the backend
+    /// lists the tool and it was never called). `None`: no such tool.
+    pub fn set_tool_circuit(&self, tool: &str, action: CircuitOverride) -> Option<()> {
+        let circuit = self.tools.of(tool, self.lists().as_deref())?;
+        let moved = match action {
+            CircuitOverride::Open => circuit.breaker.force_open(),
+            CircuitOverride::Closed => circuit.breaker.force_closed(),
+            CircuitOverride::Auto => circuit.breaker.clear_override(),
+        };
+        if let Some(t) = moved {
+            self.tool_moved(&circuit, &t);
+        } else {
+            // An override without a state change still shows in /status.
+            self.signals.changed.notify_one();
+        }
+        Some(())
+    }
+
+    /// A tool's circuit moved: say so, and withdraw or restore the tool.
+    fn tool_moved(&self, circuit: &Arc<tools::ToolCircuit>, t: &hale_core::Transition) {
+        tools::moved(self.name(), circuit, t, &self.signals, &self.retired);
     }
 
     /// Its request deadline.
@@ -433,6 +481,8 @@ impl Upstream {
             s.extend(h);
         }
         s["sessions"] = json!(self.sessions.open());
+        // Its tools whose own circuit is not closed (withdrawn, on trial, overridden).
+        s["toolCircuits"] = json!(self.tools.status(|at| self.health.wall(at)));
         // What its limits did: how often the idlest session made room, or a client was
         // refused, and when last.
         s["limits"] = json!({"sessions": self.sessions.limit_status()});
@@ -615,10 +665,10 @@ impl Upstream {
     ) -> Option<Arc<BackendLists>> {
         let base = self.lists()?;
         if profile.is_shared() {
-            return Some(base);
+            return Some(self.tools.offered(base));
         }
         if let Some(mine) = self.profiles.lists(profile, &base) {
-            return Some(mine);
+            return Some(self.tools.offered(mine));
         }
         let name = self.name().to_string();
         let capabilities = profile.capabilities();
@@ -626,6 +676,7 @@ impl Upstream {
             .guarded(
                 "tools/list",
                 false,
+                None,
                 None,
                 async || {
                     let shared = self.client().await?;
@@ -639,11 +690,14 @@ impl Upstream {
             )
             .await;
         match listed {
-            Ok(lists) => Some(self.profiles.keep(profile, &base, lists)),
+            Ok(lists) => Some(
+                self.tools
+                    .offered(self.profiles.keep(profile, &base, lists)),
+            ),
             Err(e) => {
                 // The shared lists stand in: better than none, and tried again next time.
                 tracing::debug!(backend = %name, error = %e, "cannot list for a client's capabilities; the shared lists stand in");
-                Some(base)
+                Some(self.tools.offered(base))
             }
         }
     }
@@ -724,6 +778,10 @@ impl Upstream {
         hooks: Option<&CallHooks>,
     ) -> Result<Value, CallError> {
         let tool_errors = self.settings.tool_errors_are_failures && method == "tools/call";
+        let tool = match (method, params.get("name").and_then(Value::as_str)) {
+            ("tools/call", Some(name)) => self.tools.of(name, self.lists().as_deref()),
+            _ => None,
+        };
         let judge =
             |result: &Value| tool_errors && result.get("isError") == Some(&Value::Bool(true));
         let choose = async || self.client_for(owner, profile).await;
@@ -738,6 +796,7 @@ impl Upstream {
             method,
             false,
             owner,
+            tool.as_ref(),
             choose,
             judge,
             async |client| match hooks {
@@ -785,6 +844,7 @@ impl Upstream {
         method: &str,
         feeds_health: bool,
         owner: Option<&Arc<dyn Owner>>,
+        tool: Option<&Arc<tools::ToolCircuit>>,
         choose: impl AsyncFnOnce() -> Result<Arc<McpClient>, McpError>,
         failed: impl Fn(&T) -> bool,
         op: impl AsyncFnOnce(Arc<McpClient>) -> Result<T, McpError>,
@@ -797,6 +857,24 @@ impl Upstream {
             Err(rejected) => {
                 metrics::counter!("toolhive_vmcp_backend_circuit_rejections_total", "backend" => self.name().to_string()).increment(1);
                 return Err(CallError::Refused(rejected.state));
+            }
+        };
+        // Inside the backend's breaker, the tool's own.
+        let tool_permit = match tool.map(|t| (t, t.breaker.try_acquire())) {
+            None => None,
+            Some((t, Ok(p))) => {
+                if let Some(moved) = p.transition() {
+                    self.tool_moved(t, moved);
+                }
+                Some((t, p))
+            }
+            Some((t, Err(rejected))) => {
+                drop(permit);
+                return Err(CallError::ToolRefused {
+                    tool: t.name.clone(),
+                    retry_after: rejected.retry_after,
+                    reason: t.reason(),
+                });
             }
         };
         let started = tokio::time::Instant::now();
@@ -834,9 +912,16 @@ impl Upstream {
             }
             Err(e) => Err(e),
         };
+        let took = started.elapsed();
         let outcome = match &result {
             Ok(answer) if failed(answer) => CallOutcome::Failure,
             Ok(_) => CallOutcome::Success,
+            // The server's own failures count (`failureCodes`); a caller's mistakes not.
+            Err(McpError::Rpc { code, .. })
+                if self.settings.backend.failure_codes.counts(*code) =>
+            {
+                CallOutcome::Failure
+            }
             Err(e) => e.call_outcome(),
         };
         if let Err(McpError::RateLimited { retry_after, .. }) = &result {
@@ -873,14 +958,27 @@ impl Upstream {
                 self.shared.reset();
             }
         }
+        if let Some((t, p)) = tool_permit {
+            // Failures that are plainly the backend's (nothing listens, TLS, its session
+            // gone) are not the tool's: they leave its count alone.
+            let backends = matches!(&result, Err(e) if matches!(e.category(), Some(FailureCategory::ConnectionRefused | FailureCategory::Tls | FailureCategory::SessionLost)));
+            if backends {
+                drop(p);
+            } else if let Some(moved) = p.record_timed(outcome, took) {
+                self.tool_moved(t, &moved);
+            }
+        }
         let was_routable = self.routable();
-        if let Some(t) = permit.record(outcome) {
+        if let Some(t) = permit.record_timed(outcome, took) {
             let changes = Changes {
                 health: None,
                 circuit: Some(t),
                 routability_changed: was_routable != self.routable(),
             };
             self.report(&changes);
+        } else if outcome == CallOutcome::Failure || self.health.breaker.is_slow(took) {
+            // No transition, but passive health may have changed.
+            self.report(&Changes::default());
         }
         result.map_err(CallError::Backend)
     }
@@ -902,6 +1000,7 @@ impl Upstream {
             .guarded(
                 "tools/list",
                 true,
+                None,
                 None,
                 async || self.client().await,
                 |_| false,

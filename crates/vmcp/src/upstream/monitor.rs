@@ -133,7 +133,18 @@ pub(crate) fn report(name: &str, backend: &Health, changes: &Changes, signals: &
             "backend" => name.to_string(), "from" => t.from.as_str(), "to" => t.to.as_str())
         .increment(1);
     }
-    if changes.health.is_some() || changes.circuit.is_some() {
+    let passive = backend.passive_changed();
+    if passive {
+        match backend.shown() {
+            (_, Some(why)) => {
+                tracing::warn!(backend = %name, reason = %why, "backend degraded: its real calls fail while its health checks pass");
+            }
+            (state, None) => {
+                tracing::info!(backend = %name, health = %state, "backend's real calls recovered");
+            }
+        }
+    }
+    if changes.health.is_some() || changes.circuit.is_some() || passive {
         publish_states(name, backend);
     }
     if changes.routability_changed {
@@ -155,8 +166,8 @@ pub(crate) fn report(name: &str, backend: &Health, changes: &Changes, signals: &
 }
 
 /// One-hot state gauges: 1 for the current state, 0 for the others.
-fn publish_states(name: &str, backend: &Health) {
-    let health = backend.health();
+pub(crate) fn publish_states(name: &str, backend: &Health) {
+    let (health, _) = backend.shown();
     for state in HealthState::ALL {
         metrics::gauge!("toolhive_vmcp_backend_health_state", "backend" => name.to_string(), "state" => state.as_str())
             .set(if state == health { 1.0 } else { 0.0 });

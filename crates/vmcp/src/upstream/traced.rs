@@ -112,6 +112,18 @@ impl Traced {
                     },
                 }
             }
+            Err(CallError::ToolRefused { tool, .. }) => {
+                self.call
+                    .set(KeyValue::new(hale_telemetry::names::CIRCUIT_REFUSED, true));
+                self.call.event(
+                    "tool circuit refused the call",
+                    vec![KeyValue::new("gen_ai.tool.name", tool.clone())],
+                );
+                Outcome::Failed {
+                    kind: "tool_circuit_open",
+                    message: "the tool's circuit is open: the backend was not contacted",
+                }
+            }
             Err(CallError::RateLimited(_)) => Outcome::Failed {
                 kind: "rate_limited",
                 message: "the backend asked hale to slow down (HTTP 429)",
