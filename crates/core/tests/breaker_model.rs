@@ -113,6 +113,8 @@ enum Step {
     ForceClosed,
     Disable,
     ClearOverride,
+    /// The driver starts it over closed.
+    Reset,
 }
 
 impl Model {
@@ -409,6 +411,7 @@ impl ReferenceStateMachine for BreakerModel {
                 Just(Step::Disable),
                 Just(Step::ClearOverride),
                 Just(Step::ClearOverride),
+                Just(Step::Reset),
             ],
         ];
         if n == 0 {
@@ -555,6 +558,17 @@ impl ReferenceStateMachine for BreakerModel {
                 }
                 Expect::Nothing
             }
+            Step::Reset => {
+                if matches!(
+                    m.override_,
+                    Some(Override::ForcedOpen | Override::ForcedClosed)
+                ) {
+                    Expect::Change(None)
+                } else {
+                    m.calls.clear();
+                    Expect::Change(m.move_to(MState::Closed { failures: 0 }))
+                }
+            }
             Step::ClearOverride => match m.override_.take() {
                 Some(Override::ForcedOpen | Override::ForcedClosed) => {
                     let change = m.move_to(MState::Closed { failures: 0 });
@@ -646,6 +660,7 @@ impl StateMachineTest for BreakerMatchesModel {
                 Expect::Change(kinds(sut.breaker.handle_timeout(at(skew))))
             }
             Step::ForceOpen => Expect::Change(kinds(sut.breaker.force_open(at(Duration::ZERO)))),
+            Step::Reset => Expect::Change(kinds(sut.breaker.reset(at(Duration::ZERO), "test"))),
             Step::ForceClosed => {
                 Expect::Change(kinds(sut.breaker.force_closed(at(Duration::ZERO))))
             }

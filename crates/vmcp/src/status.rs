@@ -111,7 +111,7 @@ pub(crate) fn tool_circuit_series(router: &crate::route::Router, text: &mut Stri
     );
     let _ = writeln!(text, "# TYPE {name} gauge");
     for u in router.upstreams().iter() {
-        for (tool, state) in u.tools.not_closed() {
+        for (tool, state) in u.health.tool_circuits.not_closed() {
             let _ = writeln!(
                 text,
                 "{name}{{backend=\"{}\",tool=\"{}\",state=\"{}\"}} 1",

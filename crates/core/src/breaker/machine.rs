@@ -308,6 +308,22 @@ impl CircuitBreaker {
         }
     }
 
+    /// Starts over closed, forgetting its consecutive count and rate window (`why` goes
+    /// in the transition's cause). An operator's forced state stays; a closed breaker
+    /// stays closed (no transition) with nothing counted.
+    pub fn reset(&mut self, now: Instant, why: &'static str) -> Option<Transition> {
+        if matches!(
+            self.override_,
+            Some(Override::ForcedOpen | Override::ForcedClosed)
+        ) {
+            return None;
+        }
+        if let Some(w) = &mut self.window {
+            w.clear();
+        }
+        self.move_to(now, State::Closed { failures: 0 }, Cause::Reset { why })
+    }
+
     /// The current state. Pure: an open breaker whose timeout passed still reads open
     /// until `handle_timeout` or `try_acquire` runs.
     pub fn state(&self) -> BreakerState {

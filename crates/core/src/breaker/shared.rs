@@ -156,6 +156,11 @@ impl<C: Clock> SharedBreaker<C> {
         self.with(|m, now| m.handle_timeout(now))
     }
 
+    /// See [`CircuitBreaker::reset`].
+    pub fn reset(&self, why: &'static str) -> Option<Transition> {
+        self.with(|m, now| m.reset(now, why))
+    }
+
     /// See [`CircuitBreaker::force_open`].
     pub fn force_open(&self) -> Option<Transition> {
         self.with(|m, now| m.force_open(now))
@@ -176,11 +181,11 @@ impl<C: Clock> SharedBreaker<C> {
         self.with(|m, now| m.clear_override(now))
     }
 
-    /// A consistent view of the whole breaker, as of the last time the lock was taken:
-    /// quick successes counted since are not in its consecutive count or window yet (see
-    /// [`window`](Self::window) for the window with everything folded in).
+    /// A consistent view of the whole breaker, every counted call folded in (it takes
+    /// the lock and reads the clock: for status pages and refusals; the request path
+    /// asks [`state`](Self::state)).
     pub fn snapshot(&self) -> BreakerSnapshot {
-        self.lock().machine.snapshot()
+        self.with(|m, _| m.snapshot())
     }
 
     /// The current state, from the hint alone while closed (no lock).

@@ -156,6 +156,12 @@ pub enum Cause {
     ForcedClosed,
     /// An operator cleared a forced state; the breaker starts over closed.
     OverrideCleared,
+    /// The driver started it over closed, for the reason given (a tool's breaker when
+    /// its backend recovered: what it counted was the backend's trouble).
+    Reset {
+        /// Why, as the logs say it.
+        why: &'static str,
+    },
 }
 
 impl fmt::Display for Cause {
@@ -182,6 +188,7 @@ impl fmt::Display for Cause {
             Cause::ForcedOpen => f.write_str("forced open by operator"),
             Cause::ForcedClosed => f.write_str("forced closed by operator"),
             Cause::OverrideCleared => f.write_str("override cleared by operator"),
+            Cause::Reset { why } => write!(f, "reset: {why}"),
         }
     }
 }

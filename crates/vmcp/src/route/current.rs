@@ -178,7 +178,7 @@ impl Current {
                 let active = u.mode() == crate::upstream::Mode::Active;
                 if u.routable() || (panic && active) || kept.contains(&u.name()) {
                     included.push(u.name().to_string());
-                    let offered = u.tools.offered(l.clone());
+                    let offered = u.health.tool_circuits.offered(l.clone());
                     narrowed |= !Arc::ptr_eq(&offered, &l);
                     lists.push(offered);
                 }

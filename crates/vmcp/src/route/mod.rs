@@ -588,7 +588,7 @@ impl Router {
             // the trial), with the tool's error, not the backend's.
             if let (Some(r), Some(u)) = (&owner, &upstream)
                 && u.routable()
-                && u.tools.is_withdrawn(&r.original)
+                && u.health.tool_circuits.is_withdrawn(&r.original)
             {
                 let forwarded = with_name(params, "name", &r.original);
                 return self

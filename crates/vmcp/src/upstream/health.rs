@@ -45,6 +45,8 @@ pub struct Health {
     health: Mutex<HealthTracker>,
     /// The breaker every call to this backend goes through.
     pub breaker: SharedBreaker<TokioClock>,
+    /// Each tool's own breaker, inside the backend's.
+    pub(crate) tool_circuits: super::tools::ToolCircuits,
     /// Tools it offers (for `/status`).
     tools: Mutex<usize>,
     /// Maps monotonic instants to wall-clock time for display.
@@ -67,12 +69,14 @@ pub struct Health {
 impl Health {
     /// A backend in state `unknown` with a closed breaker; `name` seeds the breaker's
     /// jitter. `enforce` false makes the breaker only track and report
-    /// (`circuitBreaker.enabled: false`).
+    /// (`circuitBreaker.enabled: false`); `per_tool` gives each tool a breaker too
+    /// (`circuitBreaker.perTool`).
     pub fn new(
         name: &str,
         health: &HealthConfig,
         breaker: &BreakerConfig,
         enforce: bool,
+        per_tool: bool,
     ) -> Result<Self, ConfigError> {
         let shared = SharedBreaker::new(breaker, seed(name), TokioClock)?;
         if !enforce {
@@ -81,6 +85,7 @@ impl Health {
         Ok(Health {
             health: Mutex::new(HealthTracker::new(health)?),
             breaker: shared,
+            tool_circuits: super::tools::ToolCircuits::new(breaker, enforce, per_tool, seed(name)),
             rates: breaker.rates,
             passive: std::sync::atomic::AtomicBool::new(false),
             tools: Mutex::new(0),
@@ -294,6 +299,7 @@ mod tests {
                 failure_threshold: failures_to_open,
                 ..BreakerConfig::default()
             },
+            true,
             true,
         )
         .unwrap()

@@ -225,8 +225,6 @@ pub struct Upstream {
     target: target::Target,
     /// Its health tracker and breaker.
     pub health: Health,
-    /// Each tool's own breaker.
-    pub(crate) tools: tools::ToolCircuits,
     /// Per thread, the shared request client (lists, stateless backends, modern clients).
     shared: shared::Shared,
     /// Each client session's own backend session.
@@ -277,13 +275,9 @@ impl Upstream {
             &settings.health,
             &settings.breaker,
             settings.breaker_enabled,
-        )?;
-        let tools = tools::ToolCircuits::new(
-            &settings.breaker,
-            settings.breaker_enabled,
             settings.per_tool,
-            health::seed(&settings.backend.name),
-        );
+        )?;
+
         // A stdio backend is reached on the loopback port its process is served on.
         let mut backend = settings.backend.clone();
         let local = match &backend.stdio {
@@ -318,7 +312,6 @@ impl Upstream {
             });
             Upstream {
                 health,
-                tools,
                 shared: shared::Shared::new(target.clone(), slots, hear),
                 sessions: sessions::BackendSessions::new(target.clone(), settings.max_sessions),
                 lists: lists::Lists::default(),
@@ -386,7 +379,10 @@ impl Upstream {
     /// An operator's override of tool `tool`'s own breaker (made now if the backend
     /// lists the tool and it was never called). `None`: no such tool.
     pub fn set_tool_circuit(&self, tool: &str, action: CircuitOverride) -> Option<()> {
-        let circuit = self.tools.of(tool, self.lists().as_deref())?;
+        let circuit = self
+            .health
+            .tool_circuits
+            .of(tool, self.lists().as_deref())?;
         let moved = match action {
             CircuitOverride::Open => circuit.breaker.force_open(),
             CircuitOverride::Closed => circuit.breaker.force_closed(),
@@ -482,7 +478,7 @@ impl Upstream {
         }
         s["sessions"] = json!(self.sessions.open());
         // Its tools whose own circuit is not closed (withdrawn, on trial, overridden).
-        s["toolCircuits"] = json!(self.tools.status(|at| self.health.wall(at)));
+        s["toolCircuits"] = json!(self.health.tool_circuits.status(|at| self.health.wall(at)));
         // What its limits did: how often the idlest session made room, or a client was
         // refused, and when last.
         s["limits"] = json!({"sessions": self.sessions.limit_status()});
@@ -665,10 +661,10 @@ impl Upstream {
     ) -> Option<Arc<BackendLists>> {
         let base = self.lists()?;
         if profile.is_shared() {
-            return Some(self.tools.offered(base));
+            return Some(self.health.tool_circuits.offered(base));
         }
         if let Some(mine) = self.profiles.lists(profile, &base) {
-            return Some(self.tools.offered(mine));
+            return Some(self.health.tool_circuits.offered(mine));
         }
         let name = self.name().to_string();
         let capabilities = profile.capabilities();
@@ -691,13 +687,14 @@ impl Upstream {
             .await;
         match listed {
             Ok(lists) => Some(
-                self.tools
+                self.health
+                    .tool_circuits
                     .offered(self.profiles.keep(profile, &base, lists)),
             ),
             Err(e) => {
                 // The shared lists stand in: better than none, and tried again next time.
                 tracing::debug!(backend = %name, error = %e, "cannot list for a client's capabilities; the shared lists stand in");
-                Some(self.tools.offered(base))
+                Some(self.health.tool_circuits.offered(base))
             }
         }
     }
@@ -779,7 +776,9 @@ impl Upstream {
     ) -> Result<Value, CallError> {
         let tool_errors = self.settings.tool_errors_are_failures && method == "tools/call";
         let tool = match (method, params.get("name").and_then(Value::as_str)) {
-            ("tools/call", Some(name)) => self.tools.of(name, self.lists().as_deref()),
+            ("tools/call", Some(name)) => {
+                self.health.tool_circuits.of(name, self.lists().as_deref())
+            }
             _ => None,
         };
         let judge =
@@ -959,9 +958,12 @@ impl Upstream {
             }
         }
         if let Some((t, p)) = tool_permit {
-            // Failures that are plainly the backend's (nothing listens, TLS, its session
-            // gone) are not the tool's: they leave its count alone.
-            let backends = matches!(&result, Err(e) if matches!(e.category(), Some(FailureCategory::ConnectionRefused | FailureCategory::Tls | FailureCategory::SessionLost)));
+            // The tool's count sees what the tool did: its answers, its JSON-RPC errors,
+            // its timeouts and slowness. Failures of the way to the backend (refused,
+            // reset, 5xx, TLS, a malformed answer, its session gone) are the backend's
+            // and leave the tool's count alone: an outage must not withdraw every tool
+            // that happened to be called during it.
+            let backends = matches!(&result, Err(e) if e.category().is_some_and(|c| c != FailureCategory::Timeout));
             if backends {
                 drop(p);
             } else if let Some(moved) = p.record_timed(outcome, took) {

@@ -132,6 +132,10 @@ pub(crate) fn report(name: &str, backend: &Health, changes: &Changes, signals: &
         metrics::counter!("toolhive_vmcp_backend_circuit_transitions_total",
             "backend" => name.to_string(), "from" => t.from.as_str(), "to" => t.to.as_str())
         .increment(1);
+        if t.from == BreakerState::HalfOpen && t.to == BreakerState::Closed {
+            // Recovered: what its tools' breakers counted meanwhile was its trouble.
+            backend.tool_circuits.reset_open(name, signals);
+        }
     }
     let passive = backend.passive_changed();
     if passive {

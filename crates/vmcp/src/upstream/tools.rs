@@ -188,6 +188,23 @@ impl ToolCircuits {
             .collect()
     }
 
+    /// Starts every tool circuit that is not closed over closed (their backend
+    /// recovered: a timeout-ridden outage may have opened tools that are fine), except
+    /// those an operator forced.
+    pub(crate) fn reset_open(&self, backend: &str, signals: &Signals) {
+        let mut restored = 0;
+        for c in self.map.load().values() {
+            if let Some(t) = c.breaker.reset("its backend recovered") {
+                c.moved(&t);
+                restored += 1;
+                tracing::info!(backend = %backend, tool = %c.name, from = %t.from, reason = %t.cause, "tool circuit changed");
+            }
+        }
+        if restored > 0 {
+            signals.changed.notify_one();
+        }
+    }
+
     /// `(tool, state)` of every circuit that is not closed: the only series of
     /// `toolhive_vmcp_tool_circuit_state` (bounded by the tools that are in trouble).
     pub(crate) fn not_closed(&self) -> Vec<(String, BreakerState)> {
