@@ -48,6 +48,7 @@ pub const METRICS: &[&str] = &[
     "toolhive_vmcp_backend_circuit_transitions_total",
     "toolhive_vmcp_backend_circuit_rejections_total",
     "toolhive_vmcp_tool_circuit_state",
+    "toolhive_vmcp_backend_retries_total",
     "toolhive_vmcp_routable_backends",
     "toolhive_vmcp_catalog_tools",
     "toolhive_vmcp_list_changed_notifications_total",

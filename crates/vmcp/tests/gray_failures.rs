@@ -29,7 +29,9 @@ fn fails_40_percent(n: u64) -> bool {
 /// - `strict`: refuses every call as a bad argument (-32602);
 /// - `oops`: answers every call with `isError: true`;
 /// - `crawl`: answers after 3 s;
-/// - `t0`…`t9`: together fail 40 % of their calls (one count across the ten).
+/// - `t0`…`t9`: together fail 40 % of their calls (one count across the ten);
+/// - `lookup` (annotated read-only) and `write` (not annotated): every other call of
+///   each is answered HTTP 503, starting with the first.
 #[derive(Clone, Default)]
 struct Gray {
     /// Calls per tool.
@@ -52,14 +54,19 @@ impl Gray {
 }
 
 fn tools() -> Vec<Value> {
-    let mut names: Vec<String> = ["steady", "flaky", "strict", "oops", "crawl"]
+    let mut names: Vec<String> = ["steady", "flaky", "strict", "oops", "crawl", "write"]
         .map(String::from)
         .to_vec();
     names.extend((0..10).map(|i| format!("t{i}")));
-    names
+    let mut tools: Vec<Value> = names
         .iter()
         .map(|n| json!({"name": n, "description": "A tool.", "inputSchema": {"type": "object"}}))
-        .collect()
+        .collect();
+    tools.push(
+        json!({"name": "lookup", "description": "Reads.", "inputSchema": {"type": "object"},
+        "annotations": {"readOnlyHint": true}}),
+    );
+    tools
 }
 
 impl Respond for Gray {
@@ -96,6 +103,9 @@ impl Respond for Gray {
                         json!({"isError": true, "content": [{"type": "text", "text": "no such city"}]}),
                     ),
                     "crawl" => answer(ok).set_delay(Duration::from_secs(3)),
+                    "lookup" | "write" if n % 2 == 0 => {
+                        ResponseTemplate::new(503).set_body_string("overloaded")
+                    }
                     t if t.starts_with('t')
                         && fails_40_percent(self.shared.fetch_add(1, Ordering::SeqCst)) =>
                     {
@@ -115,9 +125,10 @@ struct Setup {
     _server: MockServer,
 }
 
-/// The vMCP over the gray backend, with `breaker` as its `circuitBreaker` block. Health
+/// The vMCP over a gray backend named `name` (each test its own: they share one metrics
+/// recorder), with `breaker` as its `circuitBreaker` block. Health
 /// checks once a minute: only real calls move the breakers. Panic mode off.
-async fn setup(breaker: &str) -> Setup {
+async fn setup(name: &str, breaker: &str) -> Setup {
     let server = MockServer::start().await;
     let gray = Gray::default();
     Mock::given(method("POST"))
@@ -125,11 +136,11 @@ async fn setup(breaker: &str) -> Setup {
         .mount(&server)
         .await;
     let yaml = format!(
-        "listen: 127.0.0.1:0\nbackends:\n  - {{name: gray, url: \"{}/mcp\"}}\noperational:\n  failureHandling:\n    healthCheckInterval: 60s\n    panicThreshold: 0%\n    circuitBreaker: {breaker}\n",
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: {name}, url: \"{}/mcp\"}}\noperational:\n  failureHandling:\n    healthCheckInterval: 60s\n    panicThreshold: 0%\n    circuitBreaker: {breaker}\n",
         server.uri()
     );
     let s = start_with(&yaml, Some(metrics_handle())).await;
-    assert!(names(&s.client.list_tools().await.unwrap()).contains(&"gray_flaky".to_string()));
+    assert!(names(&s.client.list_tools().await.unwrap()).contains(&format!("{name}_flaky")));
     Setup {
         gray,
         s,
@@ -167,7 +178,7 @@ async fn backend_status(addr: std::net::SocketAddr) -> Value {
 
 #[tokio::test]
 async fn a_tool_failing_40_percent_never_twice_in_a_row_is_isolated_by_its_rate() {
-    let Setup { gray, s, .. } = setup("{failureRateThreshold: 30%}").await;
+    let Setup { gray, s, .. } = setup("gray", "{failureRateThreshold: 30%}").await;
     let c = &s.client;
     let mut notes = c.notifications();
     let mut refused = None;
@@ -249,12 +260,12 @@ async fn a_tool_failing_40_percent_never_twice_in_a_row_is_isolated_by_its_rate(
 
 #[tokio::test]
 async fn a_callers_mistakes_and_tool_errors_trip_nothing_in_1000_calls() {
-    let Setup { s, .. } = setup("{}").await;
+    let Setup { s, .. } = setup("mistakes", "{}").await;
     let c = &s.client;
     for _ in 0..500 {
-        let e = c.call_tool("gray_strict", json!({})).await.unwrap_err();
+        let e = c.call_tool("mistakes_strict", json!({})).await.unwrap_err();
         assert_eq!(rpc(&e).0, -32602, "the backend's own answer, passed on");
-        let r = c.call_tool("gray_oops", json!({})).await.unwrap();
+        let r = c.call_tool("mistakes_oops", json!({})).await.unwrap();
         assert_eq!(r["isError"], true);
     }
     let status = backend_status(s.addr).await;
@@ -266,12 +277,12 @@ async fn a_callers_mistakes_and_tool_errors_trip_nothing_in_1000_calls() {
 
 #[tokio::test]
 async fn a_backend_failing_40_percent_across_its_tools_opens_its_own_breaker() {
-    let Setup { s, .. } = setup("{failureRateThreshold: 30%}").await;
+    let Setup { s, .. } = setup("spread", "{failureRateThreshold: 30%}").await;
     let c = &s.client;
     let mut refused = None;
     'calls: for round in 0..10 {
         for i in 0..10 {
-            if let Err(e) = c.call_tool(&format!("gray_t{i}"), json!({})).await {
+            if let Err(e) = c.call_tool(&format!("spread_t{i}"), json!({})).await {
                 let (code, data, message) = rpc(&e);
                 if code != -32603 {
                     refused = Some((round * 10 + i, data, message));
@@ -294,18 +305,18 @@ async fn a_backend_failing_40_percent_across_its_tools_opens_its_own_breaker() {
 
 #[tokio::test]
 async fn a_slow_tool_opens_by_its_slow_call_rate_and_then_fails_fast() {
-    let Setup { gray, s, .. } = setup("{slowCallDurationThreshold: 1s}").await;
+    let Setup { gray, s, .. } = setup("slow", "{slowCallDurationThreshold: 1s}").await;
     let c = &s.client;
     // Quick calls first: the backend as a whole is not slow.
     for _ in 0..20 {
-        c.call_tool("gray_steady", json!({})).await.unwrap();
+        c.call_tool("slow_steady", json!({})).await.unwrap();
     }
     // Ten 3 s calls at once (minimumCalls 10, slowCallRateThreshold 100 %).
-    let crawls = (0..10).map(|_| c.call_tool("gray_crawl", json!({})));
+    let crawls = (0..10).map(|_| c.call_tool("slow_crawl", json!({})));
     for answer in futures_util::future::join_all(crawls).await {
         answer.unwrap();
     }
-    let e = c.call_tool("gray_crawl", json!({})).await.unwrap_err();
+    let e = c.call_tool("slow_crawl", json!({})).await.unwrap_err();
     let (code, data, message) = rpc(&e);
     assert_eq!(
         (code, &data["reason"]),
@@ -313,9 +324,33 @@ async fn a_slow_tool_opens_by_its_slow_call_rate_and_then_fails_fast() {
     );
     assert!(message.contains("were slow"), "{message}");
     assert_eq!(gray.calls("crawl"), 10, "refused without contact");
-    c.call_tool("gray_steady", json!({})).await.unwrap();
+    c.call_tool("slow_steady", json!({})).await.unwrap();
     let status = backend_status(s.addr).await;
     assert_eq!(status["circuit"]["state"], "closed");
     assert_eq!(status["toolCircuits"][0]["tool"], "crawl");
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_failed_read_is_retried_once_and_a_write_never() {
+    let Setup { gray, s, .. } = setup("retry", "{}").await;
+    let c = &s.client;
+    // The read-only tool's first attempt meets a 503; its retry is answered.
+    let r = c.call_tool("retry_lookup", json!({})).await.unwrap();
+    assert_eq!(r["content"][0]["text"], "done");
+    assert_eq!(gray.calls("lookup"), 2);
+    // A tool that may not be run twice is not: the client gets the failure.
+    let e = c.call_tool("retry_write", json!({})).await.unwrap_err();
+    assert_eq!(rpc(&e).0, -31001, "{e}");
+    assert_eq!(gray.calls("write"), 1);
+    let status = backend_status(s.addr).await;
+    assert_eq!(status["retries"]["retried"], 1, "{status}");
+    let (_, metrics) = get_text(s.addr, "/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"toolhive_vmcp_backend_retries_total{backend="retry",outcome="retried"} 1"#
+        ),
+        "{metrics}"
+    );
     s.stop.cancel();
 }

@@ -62,6 +62,7 @@ async fn a_dead_backend_is_withdrawn_at_the_threshold_and_restored_when_it_answe
             },
             breaker_enabled: true,
             per_tool: true,
+            retry_budget: 0.2,
             tool_errors_are_failures: false,
         },
         0,

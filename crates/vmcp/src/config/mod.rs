@@ -124,6 +124,9 @@ pub struct VmcpConfig {
     pub breaker: BreakerConfig,
     /// Whether breakers refuse calls (`false`: they only track and report).
     pub breaker_enabled: bool,
+    /// The share of a retry each request to a backend earns (`failureHandling.retryBudget`,
+    /// default 20 %; 0 turns retries off).
+    pub retry_budget: f64,
     /// `circuitBreaker.perTool` (default true): each tool has a breaker of its own
     /// inside its backend's.
     pub breaker_per_tool: bool,
@@ -384,6 +387,7 @@ struct RawFailureHandling {
     panic_threshold: Option<Spanned<check::RawPercent>>,
     withdrawal_grace_period: Option<Spanned<String>>,
     tool_errors_are_failures: Option<bool>,
+    retry_budget: Option<Spanned<check::RawPercent>>,
     #[serde(default)]
     circuit_breaker: breaker::RawBreaker,
 }
@@ -776,6 +780,13 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         "expected a share of backends from 0% to 100%, such as 50% (0% turns panic mode off)",
         true,
     )?;
+    let retry_budget = c.percent(
+        &format!("{base}.retryBudget"),
+        fh.retry_budget,
+        0.2,
+        "expected a share of requests from 0% to 100%, such as 20% (0% turns retries off)",
+        true,
+    )?;
     let withdrawal_grace = match fh.withdrawal_grace_period {
         None => Duration::ZERO,
         Some(g) => match parse_go_duration(g.value.trim()) {
@@ -843,6 +854,7 @@ fn check(file: &str, raw: Raw) -> Result<VmcpConfig, ConfigFileError> {
         breaker: breaker.config,
         breaker_enabled: breaker.enabled,
         breaker_per_tool: breaker.per_tool,
+        retry_budget,
         allowed_hosts: raw.allowed_hosts.unwrap_or_default(),
         allowed_origins: raw.allowed_origins.unwrap_or_default(),
         session_idle_timeout,

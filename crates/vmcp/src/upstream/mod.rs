@@ -18,6 +18,7 @@ mod lists;
 pub mod monitor;
 mod profiles;
 mod request_metrics;
+mod retry;
 mod sessions;
 mod shared;
 mod signals;
@@ -67,6 +68,8 @@ pub struct Settings {
     pub breaker_enabled: bool,
     /// `circuitBreaker.perTool`: each tool has a breaker of its own too.
     pub per_tool: bool,
+    /// `failureHandling.retryBudget`: the share of a retry each request earns (0: none).
+    pub retry_budget: f64,
     /// Whether a tool result with `isError: true` counts as a failure for the breaker
     /// (`failureHandling.toolErrorsAreFailures`).
     pub tool_errors_are_failures: bool,
@@ -93,6 +96,7 @@ impl Settings {
             && self.breaker == other.breaker
             && self.breaker_enabled == other.breaker_enabled
             && self.per_tool == other.per_tool
+            && self.retry_budget == other.retry_budget
             && self.tool_errors_are_failures == other.tool_errors_are_failures
     }
 
@@ -108,6 +112,7 @@ impl Settings {
             breaker: config.breaker.clone(),
             breaker_enabled: config.breaker_enabled,
             per_tool: config.breaker_per_tool,
+            retry_budget: config.retry_budget,
             tool_errors_are_failures: config.tool_errors_are_failures,
         }
     }
@@ -236,6 +241,8 @@ pub struct Upstream {
     profiles: profiles::ByProfile,
     /// Request metrics, handles kept.
     metrics: request_metrics::RequestMetrics,
+    /// What may be retried, and how many retries are left.
+    retries: retry::RetryBudget,
     /// It refused the handshake: 2026-07-28 only, no client sessions of its own.
     modern_only: AtomicBool,
     signals: Arc<Signals>,
@@ -303,6 +310,9 @@ impl Upstream {
                 .with_tls(settings.backend.tls.clone().unwrap_or_default()),
         };
         let peer = traced::Peer::of(&settings.backend);
+        for outcome in ["retried", "budget_exhausted"] {
+            metrics::counter!("toolhive_vmcp_backend_retries_total", "backend" => settings.backend.name.clone(), "outcome" => outcome).increment(0);
+        }
         Ok(Arc::new_cyclic(|me: &Weak<Upstream>| {
             let me = me.clone();
             let hear: shared::Hear = Arc::new(move |note| {
@@ -317,6 +327,7 @@ impl Upstream {
                 lists: lists::Lists::default(),
                 profiles: profiles::ByProfile::default(),
                 metrics: request_metrics::RequestMetrics::default(),
+                retries: retry::RetryBudget::new(settings.retry_budget),
                 modern_only: AtomicBool::new(false),
                 target,
                 settings,
@@ -477,6 +488,7 @@ impl Upstream {
             s.extend(h);
         }
         s["sessions"] = json!(self.sessions.open());
+        s["retries"] = self.retries.status();
         // Its tools whose own circuit is not closed (withdrawn, on trial, overridden).
         s["toolCircuits"] = json!(self.health.tool_circuits.status(|at| self.health.wall(at)));
         // What its limits did: how often the idlest session made room, or a client was
@@ -783,7 +795,6 @@ impl Upstream {
         };
         let judge =
             |result: &Value| tool_errors && result.get("isError") == Some(&Value::Bool(true));
-        let choose = async || self.client_for(owner, profile).await;
         let traced = traced::Traced::start(
             self.name(),
             &self.peer,
@@ -791,18 +802,53 @@ impl Upstream {
             method,
             &mut params,
         );
-        let guarded = self.guarded(
-            method,
-            false,
-            owner,
-            tool.as_ref(),
-            choose,
-            judge,
-            async |client| match hooks {
+        let guarded = async {
+            let request = async |client: Arc<McpClient>, params: Value| match hooks {
                 Some(hooks) => client.request_hooked(method, Some(params), hooks).await,
                 None => client.request(method, Some(params)).await,
-            },
-        );
+            };
+            self.retries.earn();
+            // Kept for a second attempt, when one may be made.
+            let spare = self.retries.on().then(|| params.clone());
+            let first = self
+                .guarded(
+                    method,
+                    false,
+                    owner,
+                    tool.as_ref(),
+                    async || self.client_for(owner, profile).await,
+                    &judge,
+                    async |client| request(client, params).await,
+                )
+                .await;
+            let (Some(again), Err(CallError::Backend(e))) = (spare, &first) else {
+                return first;
+            };
+            if !retry::worth_it(e, self.retry_is_safe(method, &again)) {
+                return first;
+            }
+            let outcome = if self.retries.spend() {
+                "retried"
+            } else {
+                "budget_exhausted"
+            };
+            metrics::counter!("toolhive_vmcp_backend_retries_total", "backend" => self.name().to_string(), "outcome" => outcome).increment(1);
+            if outcome != "retried" {
+                return first;
+            }
+            tracing::debug!(backend = %self.name(), method, error = %e, "retrying once");
+            traced::mark(hale_telemetry::names::RETRIED, true);
+            self.guarded(
+                method,
+                false,
+                owner,
+                tool.as_ref(),
+                async || self.client_for(owner, profile).await,
+                &judge,
+                async |client| request(client, again).await,
+            )
+            .await
+        };
         let Some(traced) = traced else {
             return guarded.await;
         };
@@ -813,6 +859,23 @@ impl Upstream {
         };
         traced.finish(method, &result);
         result
+    }
+
+    /// Whether request `method` with `params` may be sent twice: a listing, read or
+    /// prompt, or a call of a tool this backend annotates read-only or idempotent.
+    fn retry_is_safe(&self, method: &str, params: &Value) -> bool {
+        let annotations = (method == "tools/call")
+            .then(|| {
+                let name = params.get("name")?.as_str()?;
+                let lists = self.lists()?;
+                lists
+                    .tools
+                    .iter()
+                    .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
+                    .and_then(|t| t.get("annotations").cloned())
+            })
+            .flatten();
+        retry::is_safe(method, annotations.as_ref())
     }
 
     /// How long the backend still asked not to be called (HTTP 429), if it did.
