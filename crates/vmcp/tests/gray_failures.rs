@@ -103,7 +103,7 @@ impl Respond for Gray {
                         json!({"isError": true, "content": [{"type": "text", "text": "no such city"}]}),
                     ),
                     "crawl" => answer(ok).set_delay(Duration::from_secs(3)),
-                    "lookup" | "write" if n % 2 == 0 => {
+                    "lookup" | "write" if n.is_multiple_of(2) => {
                         ResponseTemplate::new(503).set_body_string("overloaded")
                     }
                     t if t.starts_with('t')

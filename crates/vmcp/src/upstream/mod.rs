@@ -118,6 +118,17 @@ impl Settings {
     }
 }
 
+/// On whose behalf a guarded request goes, and what it feeds.
+#[derive(Default)]
+struct Scope<'a> {
+    /// The client session it is for (`None`: hale's own, or the shared session).
+    owner: Option<&'a Arc<dyn Owner>>,
+    /// The tool's own breaker, for a `tools/call`.
+    tool: Option<&'a Arc<tools::ToolCircuit>>,
+    /// Whether its failure counts with the health tracker too (a list refresh).
+    feeds_health: bool,
+}
+
 /// Why a call to a backend failed.
 #[derive(Debug)]
 pub(crate) enum CallError {
@@ -683,9 +694,7 @@ impl Upstream {
         let listed = self
             .guarded(
                 "tools/list",
-                false,
-                None,
-                None,
+                Scope::default(),
                 async || {
                     let shared = self.client().await?;
                     Ok(self
@@ -813,9 +822,11 @@ impl Upstream {
             let first = self
                 .guarded(
                     method,
-                    false,
-                    owner,
-                    tool.as_ref(),
+                    Scope {
+                        owner,
+                        tool: tool.as_ref(),
+                        feeds_health: false,
+                    },
                     async || self.client_for(owner, profile).await,
                     &judge,
                     async |client| request(client, params).await,
@@ -840,9 +851,11 @@ impl Upstream {
             traced::mark(hale_telemetry::names::RETRIED, true);
             self.guarded(
                 method,
-                false,
-                owner,
-                tool.as_ref(),
+                Scope {
+                    owner,
+                    tool: tool.as_ref(),
+                    feeds_health: false,
+                },
                 async || self.client_for(owner, profile).await,
                 &judge,
                 async |client| request(client, again).await,
@@ -897,16 +910,19 @@ impl Upstream {
         Some(Duration::from_millis(until - now))
     }
 
-    /// Runs `op` on the request client if the breaker admits it (and the backend has not
-    /// asked hale to wait), and feeds the outcome to the breaker and the request metrics
-    /// (labelled `method`), and a failure to the health tracker too when `feeds_health`
+    /// Runs `op` on the request client if the backend's breaker (and, for a tool call,
+    /// the tool's) admits it and the backend has not asked hale to wait, and feeds the
+    /// outcome and how long it took to the breakers and the request metrics (labelled
+    /// `method`), and a failure to the health tracker too when the scope says so
     /// (fan-outs). `failed` says whether an answer counts as a failure all the same.
     async fn guarded<T>(
         &self,
         method: &str,
-        feeds_health: bool,
-        owner: Option<&Arc<dyn Owner>>,
-        tool: Option<&Arc<tools::ToolCircuit>>,
+        Scope {
+            owner,
+            tool,
+            feeds_health,
+        }: Scope<'_>,
         choose: impl AsyncFnOnce() -> Result<Arc<McpClient>, McpError>,
         failed: impl Fn(&T) -> bool,
         op: impl AsyncFnOnce(Arc<McpClient>) -> Result<T, McpError>,
@@ -1064,9 +1080,10 @@ impl Upstream {
         let lists = self
             .guarded(
                 "tools/list",
-                true,
-                None,
-                None,
+                Scope {
+                    feeds_health: true,
+                    ..Scope::default()
+                },
                 async || self.client().await,
                 |_| false,
                 async |client| list_everything(&client, &name, None).await,
