@@ -215,11 +215,13 @@ fn bench(which: Option<&str>) -> Result<(), String> {
             cargo(&["bench", "-p", "hale-proxy", "--bench", "proxy"], &[])
         }
         Some("vmcp") => cargo(&["bench", "-p", "hale-vmcp", "--bench", "vmcp"], &[]),
+        Some("gray") => cargo(&["bench", "-p", "hale-vmcp", "--bench", "gray"], &[]),
         None => bench(Some("core"))
             .and_then(|()| bench(Some("proxy")))
-            .and_then(|()| bench(Some("vmcp"))),
+            .and_then(|()| bench(Some("vmcp")))
+            .and_then(|()| bench(Some("gray"))),
         Some(other) => Err(format!(
-            "bench {other} (unknown; expected core, proxy or vmcp)"
+            "bench {other} (unknown; expected core, proxy, vmcp or gray)"
         )),
     }
 }
