@@ -209,5 +209,43 @@ pub(crate) fn table(status: &Value, colour: bool) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    // Tools whose own circuit is not closed, under the table: one line each.
+    for b in status["backends"].as_array().into_iter().flatten() {
+        for t in b["toolCircuits"].as_array().into_iter().flatten() {
+            let state = t["state"].as_str().unwrap_or("?");
+            let until = t["retryAt"]
+                .as_str()
+                .map_or(String::new(), |at| format!(" until {at}"));
+            out.push_str(&format!(
+                "tool {}/{}: {}{until} — {}\n",
+                b["name"].as_str().unwrap_or("?"),
+                t["tool"].as_str().unwrap_or("?"),
+                paint(state),
+                t["reason"].as_str().unwrap_or("-"),
+            ));
+        }
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_tool_with_its_own_open_circuit_gets_a_line_of_its_own() {
+        let status = json!({"name": "vmcp", "phase": "Ready", "message": "1/1 backends routable",
+            "backends": [{"name": "search", "health": "degraded", "circuit": {"state": "closed"},
+                "consecutiveFailures": 0, "tools": 3,
+                "reason": "31 % of the last 100 calls failed while health checks pass",
+                "toolCircuits": [{"tool": "web", "state": "open", "retryAt": "2026-12-07T18:00:00.000Z",
+                    "reason": "45 % of the last 11 calls failed, open for 60s"}]}]});
+        let text = table(&status, false);
+        assert!(text.contains("31 % of the last 100 calls failed"), "{text}");
+        assert!(
+            text.contains("tool search/web: open until 2026-12-07T18:00:00.000Z — 45 % of the last 11 calls failed"),
+            "{text}"
+        );
+    }
 }

@@ -127,7 +127,8 @@ struct Setup {
 
 /// The vMCP over a gray backend named `name` (each test its own: they share one metrics
 /// recorder), with `breaker` as its `circuitBreaker` block. Health
-/// checks once a minute: only real calls move the breakers. Panic mode off.
+/// checks once a minute: only real calls move the breakers. Panic mode off; the admin API
+/// on (loopback, anonymous).
 async fn setup(name: &str, breaker: &str) -> Setup {
     let server = MockServer::start().await;
     let gray = Gray::default();
@@ -136,7 +137,7 @@ async fn setup(name: &str, breaker: &str) -> Setup {
         .mount(&server)
         .await;
     let yaml = format!(
-        "listen: 127.0.0.1:0\nbackends:\n  - {{name: {name}, url: \"{}/mcp\"}}\noperational:\n  failureHandling:\n    healthCheckInterval: 60s\n    panicThreshold: 0%\n    circuitBreaker: {breaker}\n",
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: {name}, url: \"{}/mcp\"}}\noperational:\n  admin: {{type: anonymous}}\n  failureHandling:\n    healthCheckInterval: 60s\n    panicThreshold: 0%\n    circuitBreaker: {breaker}\n",
         server.uri()
     );
     let s = start_with(&yaml, Some(metrics_handle())).await;
@@ -178,7 +179,7 @@ async fn backend_status(addr: std::net::SocketAddr) -> Value {
 
 #[tokio::test]
 async fn a_tool_failing_40_percent_never_twice_in_a_row_is_isolated_by_its_rate() {
-    let Setup { gray, s, .. } = setup("gray", "{failureRateThreshold: 30%}").await;
+    let Setup { gray, s, .. } = setup("gray", "{failureRateThreshold: 30%, timeout: 1s}").await;
     let c = &s.client;
     let mut notes = c.notifications();
     let mut refused = None;
@@ -211,8 +212,11 @@ async fn a_tool_failing_40_percent_never_twice_in_a_row_is_isolated_by_its_rate(
         message.contains("tool 'gray_flaky' is unavailable") && message.contains("% of the last"),
         "{message}"
     );
-    // Refused fast: the backend never heard of the refused call.
+    // Refused fast: the backend never heard of the refused call. Exactly when the
+    // definition says: failures at calls 1, 3, 6, 8, 11; at the 11th, 5 of 11 (45 %) with
+    // minimumCalls (10) reached.
     assert_eq!(gray.calls("flaky"), at - 1);
+    assert_eq!(at, 12);
     // The rate saw it, not a consecutive count: it never failed twice in a row.
     let status = backend_status(s.addr).await;
     let circuits = &status["toolCircuits"];
@@ -255,6 +259,42 @@ async fn a_tool_failing_40_percent_never_twice_in_a_row_is_isolated_by_its_rate(
         !metrics.contains(r#"tool="steady""#),
         "a closed tool is no series"
     );
+
+    // Its open timeout (1 s) passes: listed again for its trial, which succeeds (the
+    // 12th call of its pattern), and the circuit closes.
+    tools_changed_until(c, &mut notes, |t| t.contains(&"gray_flaky".into())).await;
+    c.call_tool("gray_flaky", json!({})).await.unwrap();
+    assert_eq!(backend_status(s.addr).await["toolCircuits"], json!([]));
+
+    // An operator takes one tool out, and gives it back.
+    let force = async |state: &str| {
+        let body = format!(r#"{{"state": "{state}"}}"#);
+        raw(
+            s.addr,
+            "POST",
+            "/api/admin/backends/gray/tools/steady/circuit",
+            &[],
+            &body,
+        )
+        .await
+    };
+    assert_eq!(force("open").await.0, 200);
+    let e = c.call_tool("gray_steady", json!({})).await.unwrap_err();
+    assert_eq!(rpc(&e).1["reason"], "tool_circuit_open", "{e}");
+    tools_changed_until(c, &mut notes, |t| !t.contains(&"gray_steady".into())).await;
+    let circuits = backend_status(s.addr).await["toolCircuits"].clone();
+    assert_eq!(circuits[0]["override"], "forced-open", "{circuits}");
+    assert_eq!(force("auto").await.0, 200);
+    c.call_tool("gray_steady", json!({})).await.unwrap();
+    let (status, _) = raw(
+        s.addr,
+        "POST",
+        "/api/admin/backends/gray/tools/nope/circuit",
+        &[],
+        r#"{"state": "open"}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "a tool the backend does not list");
     s.stop.cancel();
 }
 

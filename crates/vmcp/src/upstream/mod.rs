@@ -448,8 +448,30 @@ impl Upstream {
         if let Some(local) = &self.local {
             local.start();
         }
+        // A time window (`slidingWindow: 60s`) wants the successes counted without the
+        // lock folded in every second, or a quiet hour's calls would all land in the
+        // second of the next failure and dilute its rate.
+        let folds = self.health.breaker.needs_ticks().then(|| {
+            let (me, stop) = (Arc::downgrade(&self), stop.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(1));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {}
+                        () = stop.cancelled() => return,
+                    }
+                    let Some(me) = me.upgrade() else { return };
+                    me.health.breaker.tick();
+                    me.health.tool_circuits.tick();
+                }
+            })
+        });
         monitor::run(&self.target, &self.health, &self.signals, settings, stop).await;
         watch.abort();
+        if let Some(folds) = folds {
+            folds.abort();
+        }
     }
 
     /// Takes the upstream out of service for good (a reload removed or replaced it): its

@@ -205,6 +205,13 @@ impl ToolCircuits {
         }
     }
 
+    /// Folds each tool's lock-free counts into its time window (once a second).
+    pub(crate) fn tick(&self) {
+        for c in self.map.load().values() {
+            c.breaker.tick();
+        }
+    }
+
     /// `(tool, state)` of every circuit that is not closed: the only series of
     /// `toolhive_vmcp_tool_circuit_state` (bounded by the tools that are in trouble).
     pub(crate) fn not_closed(&self) -> Vec<(String, BreakerState)> {
