@@ -21,6 +21,9 @@ use hale_core::{
     WindowCounts, WindowSize,
 };
 use proptest::prelude::*;
+
+#[path = "support/rules.rs"]
+mod support;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 
 /// The model clock stays within a century of the base instant, so the harness can always
@@ -308,25 +311,7 @@ fn took() -> impl Strategy<Value = Duration> {
 /// No rate rules a third of the time; otherwise small windows and thresholds, so trips
 /// happen within a short sequence.
 fn rates() -> impl Strategy<Value = Option<RateRules>> {
-    let rules = (
-        prop_oneof![
-            (1u32..12).prop_map(WindowSize::Calls),
-            (1u32..6).prop_map(WindowSize::Seconds)
-        ],
-        1u32..8,
-        1u32..=100,
-        prop::option::of(1u64..2_000),
-        1u32..=100,
-    )
-        .prop_map(
-            |(window, minimum_calls, failure, slow_ms, slow)| RateRules {
-                window,
-                minimum_calls,
-                failure_rate: f64::from(failure) / 100.0,
-                slow_call_duration: slow_ms.map(Duration::from_millis),
-                slow_call_rate: f64::from(slow) / 100.0,
-            },
-        );
+    let rules = support::rate_rules(12, 6, 8);
     prop_oneof![1 => Just(None), 2 => rules.prop_map(Some)]
 }
 

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use hale_core::{OutcomeWindow, RateRules, Trip, WindowSize};
 use proptest::prelude::*;
 
+#[path = "support/rules.rs"]
+mod support;
+
 #[derive(Clone, Debug)]
 struct Call {
     /// Milliseconds the clock moves first.
@@ -34,25 +37,7 @@ fn calls() -> impl Strategy<Value = Vec<Call>> {
 }
 
 fn rules() -> impl Strategy<Value = RateRules> {
-    (
-        prop_oneof![
-            (1u32..40).prop_map(WindowSize::Calls),
-            (1u32..20).prop_map(WindowSize::Seconds)
-        ],
-        1u32..20,
-        1u32..=100,
-        prop::option::of(1u64..2_000),
-        1u32..=100,
-    )
-        .prop_map(
-            |(window, minimum_calls, failure, slow_ms, slow_rate)| RateRules {
-                window,
-                minimum_calls,
-                failure_rate: f64::from(failure) / 100.0,
-                slow_call_duration: slow_ms.map(Duration::from_millis),
-                slow_call_rate: f64::from(slow_rate) / 100.0,
-            },
-        )
+    support::rate_rules(40, 20, 20)
 }
 
 /// The verdict straight from the definition: the calls in the window, their rates, the

@@ -463,8 +463,8 @@ impl CircuitBreaker {
         )
     }
 
-    /// Half-open is left on the first failed trial, for open with a doubled timeout, or
-    /// after `successThreshold` consecutive successful trials, for closed.
+    /// Half-open is left on the first failed (or slow) trial, for open with a doubled
+    /// timeout, or after `successThreshold` consecutive successful trials, for closed.
     fn half_open(
         &mut self,
         now: Instant,
@@ -472,46 +472,37 @@ impl CircuitBreaker {
         outcome: CallOutcome,
         slow: bool,
     ) -> Option<Transition> {
-        match outcome {
-            CallOutcome::Success if slow => {
-                let open_for = self.backoff.reopening_from_half_open();
-                self.move_to(
-                    now,
-                    State::Open {
-                        since: now,
-                        open_for,
-                    },
-                    Cause::TrialSlow { open_for },
-                )
-            }
-            CallOutcome::Failure => {
-                let open_for = self.backoff.reopening_from_half_open();
-                self.move_to(
-                    now,
-                    State::Open {
-                        since: now,
-                        open_for,
-                    },
-                    Cause::TrialFailed { open_for },
-                )
-            }
-            CallOutcome::Success if successes + 1 >= self.success_threshold => {
-                self.closed_since = Some(now);
-                self.move_to(
-                    now,
-                    State::Closed { failures: 0 },
-                    Cause::TrialsSucceeded {
-                        successes: successes + 1,
-                    },
-                )
-            }
-            CallOutcome::Success => {
-                if let State::HalfOpen { successes, .. } = &mut self.state {
-                    *successes += 1;
-                }
-                None
-            }
+        let failed = outcome == CallOutcome::Failure;
+        if failed || slow {
+            let open_for = self.backoff.reopening_from_half_open();
+            let cause = if failed {
+                Cause::TrialFailed { open_for }
+            } else {
+                Cause::TrialSlow { open_for }
+            };
+            return self.move_to(
+                now,
+                State::Open {
+                    since: now,
+                    open_for,
+                },
+                cause,
+            );
         }
+        if successes + 1 >= self.success_threshold {
+            self.closed_since = Some(now);
+            return self.move_to(
+                now,
+                State::Closed { failures: 0 },
+                Cause::TrialsSucceeded {
+                    successes: successes + 1,
+                },
+            );
+        }
+        if let State::HalfOpen { successes, .. } = &mut self.state {
+            *successes += 1;
+        }
+        None
     }
 
     /// Open is left once `open_for` has passed since it opened, for half-open with no

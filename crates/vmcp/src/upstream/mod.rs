@@ -838,11 +838,8 @@ impl Upstream {
                 Some(hooks) => client.request_hooked(method, Some(params), hooks).await,
                 None => client.request(method, Some(params)).await,
             };
-            self.retries.earn();
-            // Kept for a second attempt, when one may be made.
-            let spare = self.retries.on().then(|| params.clone());
-            let first = self
-                .guarded(
+            let attempt = async |params: Value| {
+                self.guarded(
                     method,
                     Scope {
                         owner,
@@ -853,7 +850,12 @@ impl Upstream {
                     &judge,
                     async |client| request(client, params).await,
                 )
-                .await;
+                .await
+            };
+            self.retries.earn();
+            // Kept for a second attempt, when one may be made.
+            let spare = self.retries.on().then(|| params.clone());
+            let first = attempt(params).await;
             let (Some(again), Err(CallError::Backend(e))) = (spare, &first) else {
                 return first;
             };
@@ -871,18 +873,7 @@ impl Upstream {
             }
             tracing::debug!(backend = %self.name(), method, error = %e, "retrying once");
             traced::mark(hale_telemetry::names::RETRIED, true);
-            self.guarded(
-                method,
-                Scope {
-                    owner,
-                    tool: tool.as_ref(),
-                    feeds_health: false,
-                },
-                async || self.client_for(owner, profile).await,
-                &judge,
-                async |client| request(client, again).await,
-            )
-            .await
+            attempt(again).await
         };
         let Some(traced) = traced else {
             return guarded.await;
