@@ -86,7 +86,8 @@ pub(crate) fn backends_health(router: &Router) -> Value {
     let mut backends = serde_json::Map::new();
     for u in router.upstreams().iter() {
         summary["total"] = json!(summary["total"].as_u64().unwrap_or(0) + 1);
-        let health = u.health.health().as_str();
+        // As `/status` shows it: passive health may lower healthy to degraded.
+        let health = u.health.shown().0.as_str();
         summary[health] = json!(summary[health].as_u64().unwrap_or(0) + 1);
         let mut s = u.status();
         // ToolHive's shape: no per-session or credential detail here.
