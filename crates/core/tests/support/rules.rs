@@ -7,7 +7,11 @@ use proptest::prelude::*;
 
 /// Rules with windows of up to `calls` calls or `seconds` seconds and `minimumCalls`
 /// below `minimum`; thresholds anywhere in 1–100 %, a slow threshold or none.
-pub(crate) fn rate_rules(calls: u32, seconds: u32, minimum: u32) -> impl Strategy<Value = RateRules> {
+pub(crate) fn rate_rules(
+    calls: u32,
+    seconds: u32,
+    minimum: u32,
+) -> impl Strategy<Value = RateRules> {
     (
         prop_oneof![
             (1u32..calls).prop_map(WindowSize::Calls),
