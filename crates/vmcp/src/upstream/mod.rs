@@ -404,7 +404,7 @@ impl Upstream {
         let circuit = self
             .health
             .tool_circuits
-            .of(tool, self.lists().as_deref())?;
+            .of(tool, || self.lists())?;
         let moved = match action {
             CircuitOverride::Open => circuit.breaker.force_open(),
             CircuitOverride::Closed => circuit.breaker.force_closed(),
@@ -820,7 +820,7 @@ impl Upstream {
         let tool_errors = self.settings.tool_errors_are_failures && method == "tools/call";
         let tool = match (method, params.get("name").and_then(Value::as_str)) {
             ("tools/call", Some(name)) => {
-                self.health.tool_circuits.of(name, self.lists().as_deref())
+                self.health.tool_circuits.of(name, || self.lists())
             }
             _ => None,
         };

@@ -89,16 +89,20 @@ impl ToolCircuits {
         }
     }
 
-    /// Tool `name`'s breaker, made on first use if the backend lists it (`lists`);
-    /// `None` when per-tool breakers are off or the tool is not listed.
-    pub(crate) fn of(&self, name: &str, lists: Option<&BackendLists>) -> Option<Arc<ToolCircuit>> {
+    /// Tool `name`'s breaker, made on first use if the backend lists it (`lists`, asked
+    /// only then); `None` when per-tool breakers are off or the tool is not listed.
+    pub(crate) fn of(
+        &self,
+        name: &str,
+        lists: impl FnOnce() -> Option<Arc<BackendLists>>,
+    ) -> Option<Arc<ToolCircuit>> {
         if !self.on {
             return None;
         }
         if let Some(c) = self.map.load().get(name) {
             return Some(c.clone());
         }
-        let listed = lists?
+        let listed = lists()?
             .tools
             .iter()
             .any(|t| t.get("name").and_then(Value::as_str) == Some(name));
