@@ -401,10 +401,7 @@ impl Upstream {
     /// An operator's override of tool `tool`'s own breaker (made now if the backend
     /// lists the tool and it was never called). `None`: no such tool.
     pub fn set_tool_circuit(&self, tool: &str, action: CircuitOverride) -> Option<()> {
-        let circuit = self
-            .health
-            .tool_circuits
-            .of(tool, || self.lists())?;
+        let circuit = self.health.tool_circuits.of(tool, || self.lists())?;
         let moved = match action {
             CircuitOverride::Open => circuit.breaker.force_open(),
             CircuitOverride::Closed => circuit.breaker.force_closed(),
@@ -819,9 +816,7 @@ impl Upstream {
     ) -> Result<Value, CallError> {
         let tool_errors = self.settings.tool_errors_are_failures && method == "tools/call";
         let tool = match (method, params.get("name").and_then(Value::as_str)) {
-            ("tools/call", Some(name)) => {
-                self.health.tool_circuits.of(name, || self.lists())
-            }
+            ("tools/call", Some(name)) => self.health.tool_circuits.of(name, || self.lists()),
             _ => None,
         };
         let judge =
