@@ -114,6 +114,7 @@ fn main() {
                 "edge",
                 "auth",
                 "telemetry",
+                "gray",
                 "eras",
                 "sessions",
                 "store",
@@ -136,6 +137,9 @@ fn main() {
         // The test issuer serves its keys from this process's runtime.
         let issuer = rt.block_on(hale_testkit::TestIssuer::start()).unwrap();
         auth(&url, &issuer);
+    }
+    if wanted("gray") {
+        gray(&url);
     }
     if wanted("telemetry") {
         telemetry(&url);
@@ -453,6 +457,59 @@ fn eras(backend: &str) {
 /// setting, interleaved.
 /// What tracing costs: one vMCP per setting (telemetry is per process) over the same
 /// backend, exporting to an OTLP receiver in a process of its own.
+/// What issue 29's machinery costs a healthy call: per-tool breakers, the rate window's
+/// success tally and the retry budget (a copy of each request kept for a retry), against
+/// the same vMCP with per-tool breakers and retries off and the window out of reach.
+fn gray(backend: &str) {
+    let base = format!(
+        "listen: 127.0.0.1:0\nbackends:\n  - {{name: kit, url: \"{backend}\"}}\naggregation:\n  conflictResolution: priority\n  conflictResolutionConfig: {{priorityOrder: [kit]}}\n"
+    );
+    let lean = format!(
+        "{base}operational:\n  failureHandling:\n    retryBudget: 0%\n    circuitBreaker: {{perTool: false, minimumCalls: 1000000}}\n"
+    );
+    let (full, full_addr) = spawn_vmcp(&base);
+    let (bare, bare_addr) = spawn_vmcp(&lean);
+    println!(
+        "\n## Gray-failure machinery: tools/call echo through hale vmcp, 16 sessions, out-of-process load generator, {SECONDS} s per cell (last of 2 interleaved rounds)\n"
+    );
+    println!("| configuration | calls/s | p99 ms | CPU per call |");
+    println!("|---|---|---|---|");
+    let cells = [
+        (
+            "per-tool breakers off, retryBudget 0 %, window out of reach",
+            bare_addr,
+            bare.0.id(),
+        ),
+        (
+            "defaults: per-tool breakers, rate window, retryBudget 20 %",
+            full_addr,
+            full.0.id(),
+        ),
+    ];
+    let mut rows = Vec::new();
+    for _round in 0..2 {
+        rows.clear();
+        for (label, addr, pid) in cells {
+            let url = format!("http://{addr}/mcp");
+            let before = cpu_seconds(pid);
+            let many = generate_as(&url, "echo", 16, 16, None);
+            let cpu = (cpu_seconds(pid) - before) / many.calls as f64 * 1e6;
+            rows.push((label, many, cpu));
+        }
+    }
+    let (base_rate, base_cpu) = (rows[0].1.rate, rows[0].2);
+    for (label, many, cpu) in &rows {
+        println!(
+            "| {label} | {:.0} ({:.2}×) | {:.3} | {cpu:.1} µs ({:.2}×) |",
+            many.rate,
+            many.rate / base_rate,
+            many.p99_ms,
+            cpu / base_cpu
+        );
+    }
+    drop((full, bare));
+}
+
 fn telemetry(backend: &str) {
     let collector =
         spawn_announced(Command::new(std::env::current_exe().unwrap()).env(ROLE, "collector"))
