@@ -18,9 +18,8 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use hale_core::{BreakerConfig, BreakerState, Override, SharedBreaker, Transition};
-use serde_json::{Value, json};
-
 use opentelemetry::KeyValue;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::Signals;
@@ -32,6 +31,7 @@ use super::lists::BackendLists;
 pub(crate) struct ToolCircuit {
     /// The backend's own name for the tool.
     pub name: String,
+    /// Its breaker, with the backend's rules.
     pub breaker: SharedBreaker<TokioClock>,
     /// The cause of its last transition ("40 % of the last 50 calls failed, …").
     reason: Mutex<Option<String>>,
