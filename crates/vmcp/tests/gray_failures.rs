@@ -394,3 +394,32 @@ async fn a_failed_read_is_retried_once_and_a_write_never() {
     );
     s.stop.cancel();
 }
+
+#[tokio::test]
+async fn a_time_window_forgets_calls_older_than_its_seconds() {
+    // Only a failure rate of 100 % opens it; passive health speaks up at 50 %.
+    let Setup { s, .. } = setup(
+        "timed",
+        "{slidingWindow: 2s, minimumCalls: 2, failureRateThreshold: 100%}",
+    )
+    .await;
+    let c = &s.client;
+    // Ten quick successes (counted without the breaker's lock), then three seconds of
+    // quiet: the monitor folds them into their own second, which leaves the window.
+    for _ in 0..10 {
+        c.call_tool("timed_steady", json!({})).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // One failure and one success now: half of the window's calls failed. (Had the ten
+    // been counted in this second, 1 of 12 would have.)
+    let e = c.call_tool("timed_flaky", json!({})).await.unwrap_err();
+    assert_eq!(rpc(&e).0, -32603);
+    c.call_tool("timed_steady", json!({})).await.unwrap();
+    let status = backend_status(s.addr).await;
+    assert_eq!(status["health"], "degraded", "{status}");
+    assert_eq!(
+        status["reason"],
+        "50 % of the last 2 calls failed while health checks pass"
+    );
+    s.stop.cancel();
+}
