@@ -4,6 +4,13 @@
 //! slower than `degradedLatency` for 12 s of every 30 s — behind a vMCP that checks them
 //! every 2 s. Each scheduled fault is logged as it starts (`demo: …`), and the vMCP logs
 //! the health and circuit transitions it causes, so cause and effect read side by side.
+//!
+//! One gray failure too: weather's `alerts` tool fails every other call (its backend and
+//! its other tools are fine, and a consecutive-failure count never sees it). A small
+//! agent in the demo calls `weather_alerts` and `weather_forecast` once a second; the
+//! tool's own breaker catches the rate, withdraws it, tries it again after its open
+//! timeout, while `weather_forecast` answers throughout. The agent says what it gets
+//! when that changes (`demo agent: …`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -18,7 +25,8 @@ use crate::{logging, vmcp};
 #[derive(clap::Args)]
 #[command(
     after_help = "Connect any MCP client to the printed MCP URL and watch search_* tools come and go;\n`hale status` shows the backends. Checks run every 2 s; search is down 20 s of every 60 s;
-docs answers slowly 12 s of every 30 s. --speedup divides all of these."
+docs answers slowly 12 s of every 30 s; weather_alerts fails every other call (an agent
+in the demo calls it once a second). --speedup divides all of these."
 )]
 pub(crate) struct Args {
     /// Stop by itself after this long (Go syntax: 30s, 5m); default: until Ctrl-C.
@@ -129,7 +137,9 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         ],
         stop.clone(),
     ));
-    let code = vmcp::serve(config, None, Duration::from_secs(2), stop).await;
+    let (listening, addr) = tokio::sync::oneshot::channel();
+    tokio::spawn(agent(addr, scale(1_000), stop.clone()));
+    let code = vmcp::serve(config, None, Duration::from_secs(2), stop, Some(listening)).await;
     for backend in &backends {
         backend.shutdown();
     }
@@ -157,6 +167,8 @@ async fn start_backends() -> std::io::Result<[TestServer; 3]> {
     })
     .await?;
     weather.add_tool("forecast");
+    weather.add_tool("alerts");
+    weather.set_flaky("alerts", true);
     search.add_tool("query");
     docs.add_tool("lookup");
     Ok([weather, search, docs])
@@ -179,7 +191,7 @@ backends:
 aggregation:
   conflictResolution: prefix
   tools:
-    - {{workload: weather, filter: [forecast, echo, add]}}
+    - {{workload: weather, filter: [forecast, alerts, echo, add]}}
     - {{workload: search, filter: [query, echo, add]}}
     - {{workload: docs, filter: [lookup, echo, add, sleep]}}
 operational:
@@ -204,6 +216,75 @@ operational:
         open = ms(10_000),
         max_open = ms(40_000),
     )
+}
+
+/// The demo's agent: once `every`, calls `weather_alerts` (failing every other call) and
+/// `weather_forecast` through the vMCP at the address it is told, and says what each
+/// gets whenever that changes (answered, failed, refused fast by an open circuit).
+async fn agent(
+    addr: tokio::sync::oneshot::Receiver<SocketAddr>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let Ok(addr) = addr.await else { return };
+    let url = format!("http://{addr}/mcp");
+    let client = loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            connected = hale_mcp::McpClient::connect(&url, hale_mcp::ClientOptions::default()) => {
+                if let Ok(c) = connected {
+                    break c;
+                }
+            }
+        }
+        tokio::time::sleep(every).await;
+    };
+    // Until the first round of checks has listed weather's tools.
+    loop {
+        let listed = client
+            .list_tools()
+            .await
+            .is_ok_and(|tools| tools.iter().any(|t| t["name"] == "weather_alerts"));
+        if listed {
+            break;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every / 4) => {}
+        }
+    }
+    // What each tool last got, by kind: a line only when the kind changes.
+    let mut said: [&str; 2] = ["", ""];
+    loop {
+        for (i, tool) in ["weather_alerts", "weather_forecast"]
+            .into_iter()
+            .enumerate()
+        {
+            let (kind, text) = match client.call_tool(tool, serde_json::json!({})).await {
+                // A flaky tool alternates: its answers do not end "fails half its calls".
+                Ok(_) if said[i] == "flaky" => continue,
+                Ok(_) => ("answers", "answers".to_string()),
+                Err(hale_mcp::McpError::Rpc {
+                    code: -31001,
+                    message,
+                    ..
+                }) => ("refused", format!("is refused at once: {message}")),
+                Err(hale_mcp::McpError::Rpc { code: -32603, .. }) => (
+                    "flaky",
+                    "fails half of its calls, never twice in a row".to_string(),
+                ),
+                Err(e) => ("fails", format!("fails: {e}")),
+            };
+            if said[i] != kind {
+                tracing::info!("demo agent: {tool} {text}");
+                said[i] = kind;
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// Plays `phases` on `server` in a loop until `stop`.

@@ -70,17 +70,20 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         args.config,
         args.drain_timeout,
         logging::shutdown_signal(),
+        None,
     )
     .await
 }
 
 /// Binds, prints where to reach the vMCP, and serves until `stop`; `file`, if given, is
-/// read again on SIGHUP and whenever it changes.
+/// read again on SIGHUP and whenever it changes. `listening` is told the address once
+/// it is bound.
 pub(crate) async fn serve(
     config: VmcpConfig,
     file: Option<PathBuf>,
     drain_timeout: Duration,
     stop: CancellationToken,
+    listening: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> ExitCode {
     let vmcp = match Vmcp::bind(config, logging::metrics(&hale_proxy::DURATION_BUCKETS)).await {
         Ok(v) => match file {
@@ -109,6 +112,9 @@ pub(crate) async fn serve(
         "MCP:     http://{addr}/mcp\nstatus:  http://{addr}/status\nmetrics: http://{addr}/metrics"
     );
     let _ = out.flush();
+    if let Some(tell) = listening {
+        let _ = tell.send(addr);
+    }
     vmcp.run(stop).await;
     ExitCode::SUCCESS
 }

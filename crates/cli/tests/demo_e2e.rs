@@ -104,7 +104,7 @@ async fn the_demo_withdraws_and_restores_search_and_reports_docs_degraded() {
         degraded,
         "docs is reported degraded during its latency spike"
     );
-    // Tools counted as clients see them: the demo's filter leaves weather three.
+    // Tools counted as clients see them: the demo's filter leaves weather four.
     let weather = status(&base)["backends"]
         .as_array()
         .unwrap()
@@ -112,7 +112,7 @@ async fn the_demo_withdraws_and_restores_search_and_reports_docs_degraded() {
         .find(|b| b["name"] == "weather")
         .cloned()
         .unwrap();
-    assert_eq!(weather["tools"], 3, "{weather}");
+    assert_eq!(weather["tools"], 4, "{weather}");
 
     let tools = tools_changed_until(&client, &mut notes, Duration::from_secs(8), |t| {
         !has(t, "search_query")
@@ -150,10 +150,21 @@ async fn the_demo_withdraws_and_restores_search_and_reports_docs_degraded() {
         "backend health changed backend=search from=healthy to=unhealthy",
         "backend=docs from=healthy to=degraded",
         "demo: 16 s are up, stopping",
+        // The gray failure: weather_alerts fails every other call; its own circuit
+        // opens by the failure rate while weather_forecast answers throughout.
+        "demo agent: weather_alerts fails half of its calls",
+        "backend=weather tool=alerts from=closed to=open reason=54 % of the last 11 calls failed",
+        "demo agent: weather_alerts is refused at once: tool 'weather_alerts' is unavailable",
+        "demo agent: weather_forecast answers",
     ] {
         assert!(
             logs.contains(expected),
             "{expected:?} not in the logs:\n{logs}"
         );
     }
+    assert!(
+        !logs.contains("demo agent: weather_forecast is refused")
+            && !logs.contains("demo agent: weather_forecast fails"),
+        "weather's other tool kept answering:\n{logs}"
+    );
 }

@@ -93,6 +93,9 @@ pub(crate) struct Catalog {
     memory: std::sync::Mutex<std::collections::HashMap<String, (Option<String>, u64)>>,
     /// The scheme of its resource URIs (`test` by default).
     scheme: String,
+    /// Tools failing every other call (the first, the third, …), with their call counts:
+    /// a gray failure a consecutive-failure count never sees.
+    flaky: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> Value {
@@ -256,6 +259,7 @@ impl Catalog {
             page_size: page_size.max(1),
             memory: std::sync::Mutex::new(std::collections::HashMap::new()),
             scheme: "test".into(),
+            flaky: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -311,6 +315,31 @@ impl Catalog {
             &[],
         ));
         true
+    }
+
+    /// Makes tool `name` fail every other call from now on (`false`: answer again).
+    pub(crate) fn set_flaky(&self, name: &str, flaky: bool) {
+        let mut map = self
+            .flaky
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if flaky {
+            map.entry(name.to_string()).or_insert(0);
+        } else {
+            map.remove(name);
+        }
+    }
+
+    /// Whether this call of tool `name` fails (it is flaky, and this is an odd call).
+    fn fails_now(&self, name: &str) -> bool {
+        let mut map = self
+            .flaky
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get_mut(name).is_some_and(|n| {
+            *n += 1;
+            *n % 2 == 1
+        })
     }
 
     /// Removes a tool; false if there was none by that name.
@@ -410,6 +439,9 @@ impl Catalog {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let args = params.get("arguments").cloned().unwrap_or(json!({}));
+        if self.fails_now(name) {
+            return Err((-32603, format!("{name}: its upstream API failed")));
+        }
         if let Some(result) = self.session_tool(name, &args, out) {
             return Ok(result);
         }

@@ -196,6 +196,12 @@ impl TestServer {
         added
     }
 
+    /// Makes tool `name` fail every other call (JSON-RPC -32603), starting with the next,
+    /// or answer again (`false`): a gray failure that never fails twice in a row.
+    pub fn set_flaky(&self, name: &str, flaky: bool) {
+        self.shared.catalog.set_flaky(name, flaky);
+    }
+
     /// Removes a tool and notifies every open stream; false if there was none.
     pub fn remove_tool(&self, name: &str) -> bool {
         let removed = self.shared.catalog.remove_tool(name);

@@ -139,17 +139,23 @@ impl Health {
     /// Passive health: why real calls say the backend is sick although its checks pass,
     /// or `None`. A failure rate of half `failureRateThreshold` or more (a slow-call rate
     /// of half `slowCallRateThreshold`), over at least `minimumCalls` calls, is reported
-    /// before the breaker trips at the full rate. Folds the lock-free counts: for status
-    /// pages and after failures, not for every call.
+    /// before the breaker trips at the full rate; once reported, it holds until the rate
+    /// falls below a quarter of the threshold (a rate hovering at the bar does not flap).
+    /// Folds the lock-free counts: for status pages and after failures, not every call.
     pub fn passive_reason(&self) -> Option<String> {
         let rules = self.rates?;
         let w = self.breaker.window()?;
         if w.calls == 0 || w.calls < rules.minimum_calls {
             return None;
         }
+        let bar = if self.passive.load(std::sync::atomic::Ordering::Acquire) {
+            4.0
+        } else {
+            2.0
+        };
         let share = |n: u32| f64::from(n) / f64::from(w.calls);
         let percent = |n: u32| (u64::from(n) * 100) / u64::from(w.calls);
-        if share(w.failures) >= rules.failure_rate / 2.0 {
+        if share(w.failures) >= rules.failure_rate / bar {
             return Some(format!(
                 "{} % of the last {} calls failed while health checks pass",
                 percent(w.failures),
@@ -157,7 +163,7 @@ impl Health {
             ));
         }
         match rules.slow_call_duration {
-            Some(slow) if share(w.slow) >= rules.slow_call_rate / 2.0 => Some(format!(
+            Some(slow) if share(w.slow) >= rules.slow_call_rate / bar => Some(format!(
                 "{} % of the last {} calls took {slow:?} or longer while health checks pass",
                 percent(w.slow),
                 w.calls
