@@ -217,50 +217,25 @@ impl OutcomeWindow {
 
     /// Adds a call that ended at `now`, `failed` or not, `slow` or not.
     pub fn record_flags(&mut self, now: Instant, failed: bool, slow: bool) {
-        self.latest = self.latest.max(now);
-        let second = self.second(now);
-        match &mut self.ring {
-            Ring::Calls { size, flags, sums } => {
-                if flags.len() == *size
-                    && let Some(old) = flags.pop_front()
-                {
-                    sums.calls -= 1;
-                    sums.failures -= u32::from(old & 1);
-                    sums.slow -= u32::from(old >> 1);
-                }
-                flags.push_back(u8::from(failed) | (u8::from(slow) << 1));
-                sums.calls += 1;
-                sums.failures += u32::from(failed);
-                sums.slow += u32::from(slow);
-            }
-            Ring::Seconds { buckets } => {
-                let n = buckets.len() as u64;
-                let b = &mut buckets[(second % n) as usize];
-                if b.second != second {
-                    *b = Bucket {
-                        second,
-                        counts: WindowCounts::default(),
-                    };
-                }
-                b.counts.calls += 1;
-                b.counts.failures += u32::from(failed);
-                b.counts.slow += u32::from(slow);
-            }
-        }
+        self.add(now, u8::from(failed) | (u8::from(slow) << 1), 1);
     }
 
     /// Adds `n` calls that succeeded quickly, all ending at `now`: what the breaker's
     /// lock-free path counted since it last looked. Costs O(min(n, window)).
     pub fn record_successes(&mut self, now: Instant, n: u64) {
-        if n == 0 {
-            return;
+        if n > 0 {
+            self.add(now, 0, n);
         }
+    }
+
+    /// Adds `n` calls ending at `now` with `flag` (bit 0: failed, bit 1: slow).
+    fn add(&mut self, now: Instant, flag: u8, n: u64) {
         self.latest = self.latest.max(now);
         let second = self.second(now);
+        let (failed, slow) = (u32::from(flag & 1), u32::from(flag >> 1));
         match &mut self.ring {
             Ring::Calls { size, flags, sums } => {
-                let n = n.min(*size as u64) as usize;
-                for _ in 0..n {
+                for _ in 0..n.min(*size as u64) {
                     if flags.len() == *size
                         && let Some(old) = flags.pop_front()
                     {
@@ -268,8 +243,10 @@ impl OutcomeWindow {
                         sums.failures -= u32::from(old & 1);
                         sums.slow -= u32::from(old >> 1);
                     }
-                    flags.push_back(0);
+                    flags.push_back(flag);
                     sums.calls += 1;
+                    sums.failures += failed;
+                    sums.slow += slow;
                 }
             }
             Ring::Seconds { buckets } => {
@@ -281,10 +258,10 @@ impl OutcomeWindow {
                         counts: WindowCounts::default(),
                     };
                 }
-                b.counts.calls = b
-                    .counts
-                    .calls
-                    .saturating_add(n.min(u64::from(u32::MAX)) as u32);
+                let n = n.min(u64::from(u32::MAX)) as u32;
+                b.counts.calls = b.counts.calls.saturating_add(n);
+                b.counts.failures = b.counts.failures.saturating_add(n * failed);
+                b.counts.slow = b.counts.slow.saturating_add(n * slow);
             }
         }
     }

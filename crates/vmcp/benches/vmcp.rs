@@ -486,10 +486,18 @@ fn gray(backend: &str) {
             full.0.id(),
         ),
     ];
+    compare(&cells);
+    drop((full, bare));
+}
+
+/// Runs `echo` from 16 sessions against each vMCP of `cells` (label, address, pid), in
+/// two interleaved rounds, and prints the last round's rows relative to the first cell:
+/// calls/s, p99 and the vMCP's CPU per call.
+fn compare(cells: &[(&str, std::net::SocketAddr, u32)]) {
     let mut rows = Vec::new();
     for _round in 0..2 {
         rows.clear();
-        for (label, addr, pid) in cells {
+        for &(label, addr, pid) in cells {
             let url = format!("http://{addr}/mcp");
             let before = cpu_seconds(pid);
             let many = generate_as(&url, "echo", 16, 16, None);
@@ -507,7 +515,6 @@ fn gray(backend: &str) {
             cpu / base_cpu
         );
     }
-    drop((full, bare));
 }
 
 fn telemetry(backend: &str) {
@@ -544,27 +551,7 @@ fn telemetry(backend: &str) {
         ),
         ("on, 100 % and metrics", both_addr, both.0.id()),
     ];
-    let mut rows = Vec::new();
-    for _round in 0..2 {
-        rows.clear();
-        for (label, addr, pid) in cells {
-            let url = format!("http://{addr}/mcp");
-            let before = cpu_seconds(pid);
-            let many = generate_as(&url, "echo", 16, 16, None);
-            let cpu = (cpu_seconds(pid) - before) / many.calls as f64 * 1e6;
-            rows.push((label, many, cpu));
-        }
-    }
-    let (base_rate, base_cpu) = (rows[0].1.rate, rows[0].2);
-    for (label, many, cpu) in &rows {
-        println!(
-            "| {label} | {:.0} ({:.2}×) | {:.3} | {cpu:.1} µs ({:.2}×) |",
-            many.rate,
-            many.rate / base_rate,
-            many.p99_ms,
-            cpu / base_cpu
-        );
-    }
+    compare(&cells);
     drop((off, one, all, both, counted, collector));
 }
 
