@@ -70,6 +70,19 @@ impl Default for RateRules {
 }
 
 impl RateRules {
+    /// Whether a call that took `took` counts as slow (`slowCallDurationThreshold`).
+    #[inline]
+    pub fn is_slow(&self, took: Duration) -> bool {
+        self.slow_call_duration.is_some_and(|t| took >= t)
+    }
+
+    /// Whether the window counts seconds (`slidingWindow: 60s`) rather than calls: calls
+    /// counted elsewhere must then be folded in about every second to land in the right
+    /// bucket.
+    pub fn is_timed(&self) -> bool {
+        matches!(self.window, WindowSize::Seconds(_))
+    }
+
     /// Checks every rule, returning the first broken one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self.window {
@@ -196,11 +209,6 @@ impl OutcomeWindow {
         })
     }
 
-    /// Whether a call that took `took` counts as slow.
-    pub fn is_slow(&self, took: Duration) -> bool {
-        self.rules.slow_call_duration.is_some_and(|t| took >= t)
-    }
-
     /// The second `now` falls in, counted from the origin; never earlier than the latest
     /// call's (outcomes from concurrent calls arrive a little out of order: a late one is
     /// counted with the latest, not in a bucket since reused).
@@ -212,7 +220,7 @@ impl OutcomeWindow {
 
     /// Adds a call that ended at `now`, `failed` or not, after `took`.
     pub fn record(&mut self, now: Instant, failed: bool, took: Duration) {
-        self.record_flags(now, failed, self.is_slow(took));
+        self.record_flags(now, failed, self.rules.is_slow(took));
     }
 
     /// Adds a call that ended at `now`, `failed` or not, `slow` or not.
@@ -264,12 +272,6 @@ impl OutcomeWindow {
                 b.counts.slow = b.counts.slow.saturating_add(n * slow);
             }
         }
-    }
-
-    /// Whether it counts time (`slidingWindow: 60s`) rather than calls: calls counted
-    /// elsewhere must then be folded in at least every second to land in the right bucket.
-    pub fn is_timed(&self) -> bool {
-        matches!(self.ring, Ring::Seconds { .. })
     }
 
     /// What the window held when its latest call was counted (a status page's view: it

@@ -1,5 +1,6 @@
 //! What can go wrong talking to a backend, and what it means for health and breakers.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use hale_core::{CallOutcome, CheckOutcome, Failure, FailureCategory};
@@ -151,12 +152,14 @@ impl McpError {
         })
     }
 
-    /// What this error means for a circuit breaker: only a backend that failed counts.
-    pub fn call_outcome(&self) -> CallOutcome {
-        if self.category().is_some() {
-            CallOutcome::Failure
-        } else {
-            CallOutcome::Success
+    /// What this error means for a circuit breaker: a backend that failed (a transport
+    /// failure, a timeout, a 5xx, a malformed answer), or answered with an error of its
+    /// own that `codes` counts; a caller's mistake is a backend that worked.
+    pub fn call_outcome(&self, codes: &FailureCodes) -> CallOutcome {
+        match self {
+            McpError::Rpc { code, .. } if codes.counts(*code) => CallOutcome::Failure,
+            _ if self.category().is_some() => CallOutcome::Failure,
+            _ => CallOutcome::Success,
         }
     }
 
@@ -195,5 +198,61 @@ impl McpError {
     pub fn is_refused_handshake(&self) -> bool {
         matches!(self, McpError::Protocol { method, detail, .. }
             if method == "initialize" && detail.starts_with("the server refused the handshake"))
+    }
+}
+
+/// Which JSON-RPC error codes in a backend's answers count as failures for its breakers.
+///
+/// By default the server's own failures do: `-32603` (internal error) and the
+/// implementation-defined `-32000`…`-32099`, except the codes there that describe the
+/// caller's request rather than the server's health (`-32002` resource not found,
+/// `-32020`…`-32022` header mismatch, missing capability and unsupported version,
+/// `-32042` URL elicitation required). A caller's mistakes (`-32700`, `-32600`,
+/// `-32601`, `-32602`: malformed, unknown method, unknown tool or bad arguments) never
+/// count. `failureCodes: {add: [...], remove: [...]}` adjusts this per backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FailureCodes {
+    /// Codes counted on top of the default.
+    pub add: BTreeSet<i64>,
+    /// Codes never counted.
+    pub remove: BTreeSet<i64>,
+}
+
+impl FailureCodes {
+    /// Whether an answer with JSON-RPC error `code` counts as a failure of the backend.
+    pub fn counts(&self, code: i64) -> bool {
+        if self.remove.contains(&code) {
+            return false;
+        }
+        self.add.contains(&code) || Self::by_default(code)
+    }
+
+    fn by_default(code: i64) -> bool {
+        code == -32603
+            || ((-32099..=-32000).contains(&code)
+                && !matches!(code, -32002 | -32020 | -32021 | -32022 | -32042))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_fails_a_caller_errs() {
+        let d = FailureCodes::default();
+        for code in [-32603, -32000, -32001, -32099] {
+            assert!(d.counts(code), "{code} counts");
+        }
+        for code in [
+            -32700, -32600, -32601, -32602, -32002, -32042, -32022, 1, -31001,
+        ] {
+            assert!(!d.counts(code), "{code} does not count");
+        }
+        let mine = FailureCodes {
+            add: [-32602].into(),
+            remove: [-32603].into(),
+        };
+        assert!(mine.counts(-32602) && !mine.counts(-32603) && mine.counts(-32000));
     }
 }

@@ -43,7 +43,7 @@ pub use client::{
     StandaloneRequests,
 };
 pub use credentials::{Credentials, CredentialsBuilder, CredentialsError};
-pub use error::McpError;
+pub use error::{FailureCodes, McpError};
 pub use http::error_chain;
 pub use jsonrpc::Notification;
 pub use probe::{Probe, ProbeMethod};

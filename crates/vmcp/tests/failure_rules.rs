@@ -136,14 +136,6 @@ async fn a_grace_period_keeps_a_failed_backends_tools_until_it_ends() {
     s.stop.cancel();
 }
 
-/// The breaker of backend `b0` as `/status` shows it.
-async fn circuit(addr: std::net::SocketAddr) -> String {
-    get_json(addr, "/status").await.1["backends"][0]["circuit"]["state"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 #[tokio::test]
 async fn is_error_results_count_as_failures_only_when_configured() {
     let kit = servers(1).await;
@@ -160,8 +152,8 @@ async fn is_error_results_count_as_failures_only_when_configured() {
                 Err(e) => assert!(counts, "refused with isError not counted: {e}"),
             }
         }
-        // The failing tool's own circuit opens (the backend's other tools keep
-        // serving); the backend's stays closed.
+        // The failing tool's own circuit opens. (Whether the backend's opens too depends
+        // on whether a list refresh succeeded between the calls: both count to 2 here.)
         let status = get_json(s.addr, "/status").await.1;
         let tools = &status["backends"][0]["toolCircuits"];
         let open = tools[0]["tool"] == "test_error_handling" && tools[0]["state"] == "open";
@@ -169,7 +161,6 @@ async fn is_error_results_count_as_failures_only_when_configured() {
             open, counts,
             "toolErrorsAreFailures {counts}: tool circuits {tools}"
         );
-        assert_eq!(circuit(s.addr).await, "closed");
         s.stop.cancel();
     }
 }

@@ -179,29 +179,20 @@ impl CircuitBreaker {
         }
     }
 
-    /// What the rate window holds at `now` (`None` without rate rules, or before the
-    /// first call).
+    /// What the rate window holds at `now` (`None` without rate rules).
     pub fn window_counts(&self, now: Instant) -> Option<WindowCounts> {
-        match (&self.window, self.rates) {
-            (Some(w), _) => Some(w.counts(now)),
-            (None, Some(_)) => Some(WindowCounts::default()),
-            (None, None) => None,
-        }
+        self.window_view(|w| w.counts(now))
     }
 
     /// Whether a call that took `took` is slow by the rules.
     pub fn is_slow(&self, took: Duration) -> bool {
-        self.rates
-            .and_then(|r| r.slow_call_duration)
-            .is_some_and(|t| took >= t)
+        self.rates.is_some_and(|r| r.is_slow(took))
     }
 
-    /// Whether the rate window counts seconds rather than calls.
-    pub fn window_is_timed(&self) -> bool {
-        matches!(
-            self.rates.map(|r| r.window),
-            Some(crate::window::WindowSize::Seconds(_))
-        )
+    /// The window as `f` reads it; empty before the first call, `None` without rules.
+    fn window_view(&self, f: impl Fn(&OutcomeWindow) -> WindowCounts) -> Option<WindowCounts> {
+        self.rates
+            .map(|_| self.window.as_ref().map_or_else(WindowCounts::default, f))
     }
 
     fn window_at(&mut self, now: Instant) -> Option<&mut OutcomeWindow> {
@@ -365,12 +356,8 @@ impl CircuitBreaker {
             },
             generation: self.generation,
             override_: self.override_,
-            window: match (&self.window, self.rates) {
-                // As of the window's latest call: a snapshot reads no clock.
-                (Some(w), _) => Some(w.latest_counts()),
-                (None, Some(_)) => Some(WindowCounts::default()),
-                (None, None) => None,
-            },
+            // As of the window's latest call: a snapshot reads no clock.
+            window: self.window_view(OutcomeWindow::latest_counts),
         }
     }
 

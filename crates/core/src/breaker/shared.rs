@@ -9,7 +9,7 @@ use super::{BreakerConfig, BreakerSnapshot, CircuitBreaker, Permit, Rejected, Tr
 use crate::clock::Clock;
 use crate::config::ConfigError;
 use crate::outcome::CallOutcome;
-use crate::window::WindowCounts;
+use crate::window::{RateRules, WindowCounts};
 
 /// Set in the hint while a call can be admitted without the lock (closed).
 const ADMIT_FREE: u64 = 0b01;
@@ -42,8 +42,8 @@ const FLAG_BITS: u32 = 2;
 /// ```
 pub struct SharedBreaker<C> {
     hint: AtomicU64,
-    /// `slowCallDurationThreshold`: a success this slow must be judged under the lock.
-    slow: Option<Duration>,
+    /// The rate rules, read without the lock: a slow success must be judged under it.
+    rates: Option<RateRules>,
     tally: Tally,
     machine: Mutex<Locked>,
     clock: C,
@@ -71,7 +71,7 @@ impl<C: Clock> SharedBreaker<C> {
         let machine = CircuitBreaker::new(config, seed)?;
         let shared = SharedBreaker {
             hint: AtomicU64::new(0),
-            slow: config.rates.and_then(|r| r.slow_call_duration),
+            rates: config.rates,
             tally: Tally::default(),
             machine: Mutex::new(Locked {
                 machine,
@@ -124,7 +124,7 @@ impl<C: Clock> SharedBreaker<C> {
     /// Whether a call that took `took` counts as slow (`slowCallDurationThreshold`).
     #[inline]
     pub fn is_slow(&self, took: Duration) -> bool {
-        self.slow.is_some_and(|slow| took >= slow)
+        self.rates.is_some_and(|r| r.is_slow(took))
     }
 
     /// See [`CircuitBreaker::poll_timeout`].
@@ -140,9 +140,14 @@ impl<C: Clock> SharedBreaker<C> {
         self.with(|_, _| ());
     }
 
+    /// Its rate rules (`None`: consecutive failures only).
+    pub fn rates(&self) -> Option<RateRules> {
+        self.rates
+    }
+
     /// Whether the rate window counts seconds, so [`tick`](Self::tick) matters.
     pub fn needs_ticks(&self) -> bool {
-        self.lock().machine.window_is_timed()
+        self.rates.is_some_and(|r| r.is_timed())
     }
 
     /// What the rate window holds now, every counted call folded in (`None` without rate

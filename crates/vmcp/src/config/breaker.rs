@@ -1,10 +1,10 @@
 //! `operational.failureHandling.circuitBreaker` and each backend's `failureCodes`: when a
 //! breaker opens, and what counts against it.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use hale_core::{BreakerConfig, RateRules, WindowSize, parse_go_duration};
+use hale_mcp::FailureCodes;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -165,39 +165,6 @@ pub(super) fn breaker(
     })
 }
 
-/// Which JSON-RPC error codes in a backend's answers count as failures for its breakers.
-///
-/// By default the server's own failures do: `-32603` (internal error) and the
-/// implementation-defined `-32000`…`-32099`, except the codes there that describe the
-/// caller's request rather than the server's health (`-32002` resource not found,
-/// `-32020`…`-32022` header mismatch, missing capability and unsupported version,
-/// `-32042` URL elicitation required). A caller's mistakes (`-32700`, `-32600`,
-/// `-32601`, `-32602`: malformed, unknown method, unknown tool or bad arguments) never
-/// count. `failureCodes: {add: [...], remove: [...]}` adjusts this per backend.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FailureCodes {
-    /// Codes counted on top of the default.
-    pub add: BTreeSet<i64>,
-    /// Codes never counted.
-    pub remove: BTreeSet<i64>,
-}
-
-impl FailureCodes {
-    /// Whether an answer with JSON-RPC error `code` counts as a failure of the backend.
-    pub fn counts(&self, code: i64) -> bool {
-        if self.remove.contains(&code) {
-            return false;
-        }
-        self.add.contains(&code) || Self::by_default(code)
-    }
-
-    fn by_default(code: i64) -> bool {
-        code == -32603
-            || ((-32099..=-32000).contains(&code)
-                && !matches!(code, -32002 | -32020 | -32021 | -32022 | -32042))
-    }
-}
-
 pub(super) fn failure_codes(
     c: &Checker<'_>,
     key: &str,
@@ -219,27 +186,4 @@ pub(super) fn failure_codes(
         );
     }
     Ok(codes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_server_fails_a_caller_errs() {
-        let d = FailureCodes::default();
-        for code in [-32603, -32000, -32001, -32099] {
-            assert!(d.counts(code), "{code} counts");
-        }
-        for code in [
-            -32700, -32600, -32601, -32602, -32002, -32042, -32022, 1, -31001,
-        ] {
-            assert!(!d.counts(code), "{code} does not count");
-        }
-        let mine = FailureCodes {
-            add: [-32602].into(),
-            remove: [-32603].into(),
-        };
-        assert!(mine.counts(-32602) && !mine.counts(-32603) && mine.counts(-32000));
-    }
 }

@@ -26,9 +26,9 @@ mod tls;
 
 pub use auth::{IncomingAuth, OidcSettings, StaticSettings};
 use auth::{RawIncoming, RawOutgoing};
-pub use breaker::FailureCodes;
 use check::Checker;
 pub use check::ConfigFileError;
+pub use hale_mcp::FailureCodes;
 pub use storage::{RedisSettings, SessionStorage};
 
 /// How tool-name collisions between backends are resolved.

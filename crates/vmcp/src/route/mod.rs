@@ -566,11 +566,9 @@ impl Router {
         // What this caller was offered first (a tool listed only to clients with its
         // capabilities), then the shared catalog.
         if let Some(route) = self.catalog_for(caller).await.own_tool_route(&name) {
-            let forwarded = with_name(params, "name", &route.original);
             return self
-                .forward(caller, &route.backend, "tools/call", forwarded)
-                .await
-                .map_err(|e| as_listed(e, &name, &route.original));
+                .call_listed(caller, &name, &route.backend, &route.original, params)
+                .await;
         }
         let lookup = |router: &Router| router.published().catalog.tool_routes.get(&name).cloned();
         let mut route = lookup(self);
@@ -590,11 +588,9 @@ impl Router {
                 && u.routable()
                 && u.health.tool_circuits.is_withdrawn(&r.original)
             {
-                let forwarded = with_name(params, "name", &r.original);
                 return self
-                    .forward(caller, &r.backend, "tools/call", forwarded)
-                    .await
-                    .map_err(|e| as_listed(e, &name, &r.original));
+                    .call_listed(caller, &name, &r.backend, &r.original, params)
+                    .await;
             }
             let stale = upstream.is_some_and(|u| u.routable());
             // `catalog_behind`: lists arrived (the catalog task's) that the catalog was
@@ -617,9 +613,8 @@ impl Router {
                 // A draining backend's tools are withdrawn, but a client with a backend
                 // session there may finish its work.
                 if u.mode() == Mode::Draining && self.has_session(caller, &u) {
-                    let forwarded = with_name(params, "name", &route.original);
                     return self
-                        .forward(caller, &route.backend, "tools/call", forwarded)
+                        .call_listed(caller, &name, &route.backend, &route.original, params)
                         .await;
                 }
                 return Err(unavailable(&u, true, &why_unroutable(&u)));
@@ -629,10 +624,23 @@ impl Router {
                 format!("unknown tool: {name}"),
             ));
         };
-        let forwarded = with_name(params, "name", &route.original);
-        self.forward(caller, &route.backend, "tools/call", forwarded)
+        self.call_listed(caller, &name, &route.backend, &route.original, params)
             .await
-            .map_err(|e| as_listed(e, &name, &route.original))
+    }
+
+    /// `tools/call` of the tool the caller knows as `listed`, which `backend` names
+    /// `original`: a refusal by the tool's own circuit names it as the caller knows it.
+    async fn call_listed(
+        &self,
+        caller: &Caller,
+        listed: &str,
+        backend: &str,
+        original: &str,
+        params: Value,
+    ) -> Result<Value, RpcError> {
+        let forwarded = with_name(params, "name", original);
+        self.forward_as(caller, backend, "tools/call", forwarded, Some(listed))
+            .await
     }
 
     /// `resources/subscribe` and `resources/unsubscribe`: on the caller's own backend
@@ -726,6 +734,19 @@ impl Router {
         method: &str,
         params: Value,
     ) -> Result<Value, RpcError> {
+        self.forward_as(caller, backend, method, params, None).await
+    }
+
+    /// [`forward`](Self::forward) of a `tools/call` of the tool the caller knows as
+    /// `listed` (`None`: any other request).
+    async fn forward_as(
+        &self,
+        caller: &Caller,
+        backend: &str,
+        method: &str,
+        params: Value,
+        listed: Option<&str>,
+    ) -> Result<Value, RpcError> {
         let Some(u) = self.upstreams().get(backend).cloned() else {
             return Err(RpcError::new(-32602, format!("unknown backend {backend}")));
         };
@@ -800,7 +821,12 @@ impl Router {
                 tool,
                 retry_after,
                 reason,
-            }) => Err(tool_unavailable(&u, &tool, retry_after, reason.as_deref())),
+            }) => Err(tool_unavailable(
+                &u,
+                listed.unwrap_or(&tool),
+                retry_after,
+                reason.as_deref(),
+            )),
             Err(CallError::RateLimited(left)) => Err(slow_down(&u, left)),
             Err(CallError::Backend(McpError::RateLimited { retry_after, .. })) => {
                 Err(slow_down(&u, retry_after.unwrap_or(Duration::from_secs(1))))
@@ -945,28 +971,6 @@ fn tool_unavailable(
         "reason": "tool_circuit_open",
         "retryAfterSeconds": retry,
     }))
-}
-
-/// A tool refusal as the client knows the tool: by its catalog name, which may carry a
-/// prefix the backend's own name lacks.
-fn as_listed(mut e: RpcError, listed: &str, original: &str) -> RpcError {
-    let refused = e
-        .data
-        .as_ref()
-        .and_then(|d| d.get("reason"))
-        .and_then(Value::as_str)
-        == Some("tool_circuit_open");
-    if refused && listed != original {
-        e.message = e.message.replacen(
-            &format!("tool '{original}'"),
-            &format!("tool '{listed}'"),
-            1,
-        );
-        if let Some(d) = e.data.as_mut() {
-            d["tool"] = json!(listed);
-        }
-    }
-    e
 }
 
 /// The error for a call to a backend that asked hale to slow down (HTTP 429): its wait

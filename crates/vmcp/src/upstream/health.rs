@@ -57,8 +57,6 @@ pub struct Health {
     /// Notified (all waiters) when the backend stops being routable: calls in flight to
     /// it end at once instead of waiting out their timeout.
     pub(crate) withdrawn: tokio::sync::Notify,
-    /// The breaker's rate rules: what passive health judges real calls by.
-    rates: Option<hale_core::RateRules>,
     /// Whether real calls made it `degraded` at the last look (passive health).
     passive: std::sync::atomic::AtomicBool,
     /// Why the backend cannot be used although it answers (its listing was refused, or
@@ -86,7 +84,6 @@ impl Health {
             health: Mutex::new(HealthTracker::new(health)?),
             breaker: shared,
             tool_circuits: super::tools::ToolCircuits::new(breaker, enforce, per_tool, seed(name)),
-            rates: breaker.rates,
             passive: std::sync::atomic::AtomicBool::new(false),
             tools: Mutex::new(0),
             epoch: (TokioClock.now(), SystemTime::now()),
@@ -143,7 +140,7 @@ impl Health {
     /// falls below a quarter of the threshold (a rate hovering at the bar does not flap).
     /// Folds the lock-free counts: for status pages and after failures, not every call.
     pub fn passive_reason(&self) -> Option<String> {
-        let rules = self.rates?;
+        let rules = self.breaker.rates()?;
         let w = self.breaker.window()?;
         if w.calls == 0 || w.calls < rules.minimum_calls {
             return None;

@@ -1002,13 +1002,7 @@ impl Upstream {
         let outcome = match &result {
             Ok(answer) if failed(answer) => CallOutcome::Failure,
             Ok(_) => CallOutcome::Success,
-            // The server's own failures count (`failureCodes`); a caller's mistakes not.
-            Err(McpError::Rpc { code, .. })
-                if self.settings.backend.failure_codes.counts(*code) =>
-            {
-                CallOutcome::Failure
-            }
-            Err(e) => e.call_outcome(),
+            Err(e) => e.call_outcome(&self.settings.backend.failure_codes),
         };
         if let Err(McpError::RateLimited { retry_after, .. }) = &result {
             // Alive, asking for less: honoured, not counted as down.

@@ -109,9 +109,7 @@ impl ToolCircuits {
         if !listed {
             return None;
         }
-        let seed = name.bytes().fold(self.seed, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+        let seed = super::health::seed(name) ^ self.seed;
         // Validated with the backend's own breaker: cannot fail.
         let breaker = SharedBreaker::new(&self.config, seed, TokioClock).ok()?;
         if !self.enforce {
